@@ -1,0 +1,105 @@
+//! The `#[forkgraph::task]` attribute: registers a function under a name so that graphs, worker
+//! processes and error messages can refer to it.
+
+use proc_macro::TokenStream;
+use quote::{format_ident, quote};
+use syn::parse::Parser;
+use syn::{parse_macro_input, FnArg, ItemFn, LitStr};
+
+/// Registers a function as a task function.
+///
+/// ```ignore
+/// #[forkgraph::task]
+/// fn clean(data: &[f64]) -> Vec<f64> { ... }
+///
+/// #[forkgraph::task(name = "stats.mean")]
+/// fn mean(data: &[f64]) -> f64 { ... }
+/// ```
+///
+/// The function stays an ordinary function. Its parameters must implement `FromArg` and its
+/// return type `IntoOutput` (any `IntoValue`, or a `Result` whose error is `Display`).
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = parse_macro_input!(item as ItemFn);
+    let mut name: Option<LitStr> = None;
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("name") {
+            name = Some(meta.value()?.parse()?);
+            Ok(())
+        } else {
+            Err(meta.error("expected `name = \"...\"`"))
+        }
+    });
+    if let Err(e) = parser.parse(attr) {
+        return e.to_compile_error().into();
+    }
+    match expand(&func, name) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand(func: &ItemFn, name: Option<LitStr>) -> syn::Result<proc_macro2::TokenStream> {
+    let sig = &func.sig;
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "task functions cannot be generic: each registered name needs one concrete signature",
+        ));
+    }
+    if let Some(a) = &sig.asyncness {
+        return Err(syn::Error::new_spanned(a, "task functions cannot be async"));
+    }
+    let ident = &sig.ident;
+    let name = name.unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    let mut tys = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new_spanned(
+                    r,
+                    "task functions cannot take self",
+                ))
+            }
+            FnArg::Typed(t) => tys.push((*t.ty).clone()),
+        }
+    }
+    let n = tys.len();
+    let vars: Vec<_> = (0..n).map(|i| format_ident!("__a{}", i)).collect();
+    let idx: Vec<_> = (0..n).collect();
+    let ty_strs: Vec<String> = tys
+        .iter()
+        .map(|t| quote!(#t).to_string().replace(' ', ""))
+        .collect();
+    let static_name = format_ident!("__FORKGRAPH_TASK_{}", ident.to_string().to_uppercase());
+    Ok(quote! {
+        #func
+
+        #[doc(hidden)]
+        const _: () = {
+            #[::forkgraph::__private::linkme::distributed_slice(::forkgraph::__private::FUNCTIONS)]
+            #[linkme(crate = ::forkgraph::__private::linkme)]
+            static #static_name: ::forkgraph::__private::Function = ::forkgraph::__private::Function {
+                name: #name,
+                module: ::core::module_path!(),
+                params: &[#(#ty_strs),*],
+                call: __forkgraph_call,
+            };
+
+            fn __forkgraph_call(
+                args: &[::forkgraph::__private::ArgValue<'_>],
+            ) -> ::core::result::Result<::forkgraph::__private::Value, ::forkgraph::__private::CallError> {
+                if args.len() != #n {
+                    return ::core::result::Result::Err(::forkgraph::__private::CallError::Arity {
+                        expected: #n,
+                        got: args.len(),
+                    });
+                }
+                #(
+                    let #vars: #tys = ::forkgraph::__private::arg(args, #idx, #ty_strs)?;
+                )*
+                ::forkgraph::__private::output(#ident(#(#vars),*))
+            }
+        };
+    })
+}

@@ -1,0 +1,299 @@
+//! The graph a user writes: a map from [`Key`] to [`Node`], as in Dask's custom graphs.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use forkgraph_worker::Value;
+
+use crate::key::Key;
+
+/// A task: a registered function (by name) and its arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    /// Name of the registered function.
+    pub func: String,
+    /// Its arguments.
+    pub args: Vec<Arg>,
+}
+
+impl Task {
+    /// A task calling `func` with `args`.
+    pub fn new(func: impl Into<String>, args: Vec<Arg>) -> Task {
+        Task {
+            func: func.into(),
+            args,
+        }
+    }
+}
+
+/// An argument of a task.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    /// A literal value, passed as it is.
+    Value(Value),
+    /// The result of another key (an explicit reference: strings are never taken for keys).
+    Key(Key),
+    /// A list of arguments, nested to any depth.
+    List(Vec<Arg>),
+    /// A map of arguments.
+    Map(Vec<(String, Arg)>),
+    /// A nested task, evaluated in place when its parent runs.
+    Task(Task),
+}
+
+/// What a key of the graph stands for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Node {
+    /// A task to run.
+    Task(Task),
+    /// A literal value.
+    Value(Value),
+    /// Another key's value under this key too.
+    Alias(Key),
+}
+
+/// A reference to a key, for use as an argument or an alias: `key("load-1")`, `key(("x", 0))`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyRef(pub Key);
+
+/// Refers to a key of the graph (see [`KeyRef`]).
+pub fn key(k: impl Into<Key>) -> KeyRef {
+    KeyRef(k.into())
+}
+
+/// Conversion into an [`Arg`], used by [`graph!`](crate::graph!).
+pub trait IntoArg {
+    /// Converts.
+    fn into_arg(self) -> Arg;
+}
+
+impl IntoArg for KeyRef {
+    fn into_arg(self) -> Arg {
+        Arg::Key(self.0)
+    }
+}
+
+impl IntoArg for Arg {
+    fn into_arg(self) -> Arg {
+        self
+    }
+}
+
+impl IntoArg for Task {
+    fn into_arg(self) -> Arg {
+        Arg::Task(self)
+    }
+}
+
+impl<T: Into<Value>> IntoArg for T {
+    fn into_arg(self) -> Arg {
+        Arg::Value(self.into())
+    }
+}
+
+/// Conversion into a [`Node`], used by [`graph!`](crate::graph!).
+pub trait IntoNode {
+    /// Converts.
+    fn into_node(self) -> Node;
+}
+
+impl IntoNode for KeyRef {
+    fn into_node(self) -> Node {
+        Node::Alias(self.0)
+    }
+}
+
+impl IntoNode for Task {
+    fn into_node(self) -> Node {
+        Node::Task(self)
+    }
+}
+
+impl IntoNode for Node {
+    fn into_node(self) -> Node {
+        self
+    }
+}
+
+impl<T: Into<Value>> IntoNode for T {
+    fn into_node(self) -> Node {
+        Node::Value(self.into())
+    }
+}
+
+/// A task graph: a map from key to node.
+#[derive(Clone, Default, PartialEq)]
+pub struct Graph {
+    nodes: HashMap<Key, Node>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// An empty graph with room for `n` nodes.
+    pub fn with_capacity(n: usize) -> Graph {
+        Graph {
+            nodes: HashMap::with_capacity(n),
+        }
+    }
+
+    /// Sets `key` to `node`, returning the node it replaces.
+    pub fn insert(&mut self, key: impl Into<Key>, node: impl IntoNode) -> Option<Node> {
+        self.nodes.insert(key.into(), node.into_node())
+    }
+
+    /// Adds a task node `key = func(args...)`.
+    pub fn task(&mut self, key: impl Into<Key>, func: &str, args: Vec<Arg>) -> &mut Graph {
+        self.nodes.insert(key.into(), Node::Task(Task::new(func, args)));
+        self
+    }
+
+    /// The node of `key`.
+    pub fn get(&self, key: &Key) -> Option<&Node> {
+        self.nodes.get(key)
+    }
+
+    /// The stored key and node of `key`.
+    pub(crate) fn entry(&self, key: &Key) -> Option<(&Key, &Node)> {
+        self.nodes.get_key_value(key)
+    }
+
+    /// Whether the graph has `key`.
+    pub fn contains_key(&self, key: &Key) -> bool {
+        self.nodes.contains_key(key)
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the graph is empty.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// All keys and nodes, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Node)> {
+        self.nodes.iter()
+    }
+
+    /// Adds every node of `other`, replacing nodes with the same key.
+    pub fn extend(&mut self, other: Graph) {
+        self.nodes.extend(other.nodes);
+    }
+}
+
+impl fmt::Debug for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys: Vec<_> = self.nodes.keys().collect();
+        keys.sort();
+        f.debug_map()
+            .entries(keys.into_iter().map(|k| (k, &self.nodes[k])))
+            .finish()
+    }
+}
+
+impl<K: Into<Key>, N: IntoNode> FromIterator<(K, N)> for Graph {
+    fn from_iter<I: IntoIterator<Item = (K, N)>>(iter: I) -> Graph {
+        Graph {
+            nodes: iter
+                .into_iter()
+                .map(|(k, n)| (k.into(), n.into_node()))
+                .collect(),
+        }
+    }
+}
+
+/// Writes a graph almost like a Dask dict.
+///
+/// ```
+/// use forkgraph::{graph, key};
+/// let g = graph! {
+///     "x" => 1,                                   // a literal
+///     "y" => (inc, key("x")),                     // a task: function, then arguments
+///     "z" => (add, key("y"), (inc, 10)),          // a nested task runs in place
+///     "all" => (sum, [key("x"), key("y"), key("z")]), // a list of keys
+///     "w" => key("z"),                            // an alias
+///     ("t", 0) => (inc, key("x")),                // tuple keys
+/// };
+/// assert_eq!(g.len(), 6);
+/// ```
+///
+/// A parenthesised group `(f, args...)` is a task (as a tuple is in Dask), `[...]` a list and
+/// `{ "k": arg, ... }` a map of arguments; anything else is an expression converted with
+/// [`IntoArg`] (literals) — keys are referenced only through [`key`].
+#[macro_export]
+macro_rules! graph {
+    ($($body:tt)*) => {{
+        #[allow(unused_mut)]
+        let mut g = $crate::Graph::new();
+        $crate::__graph_entries!(g; $($body)*);
+        g
+    }};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __graph_entries {
+    ($g:ident;) => {};
+    ($g:ident; $k:expr => ($($t:tt)*) $(, $($rest:tt)*)?) => {
+        $g.insert($k, $crate::Node::Task($crate::__task!($($t)*)));
+        $crate::__graph_entries!($g; $($($rest)*)?);
+    };
+    ($g:ident; $k:expr => $v:expr $(, $($rest:tt)*)?) => {
+        $g.insert($k, $crate::IntoNode::into_node($v));
+        $crate::__graph_entries!($g; $($($rest)*)?);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __task {
+    ($f:ident $(, $($args:tt)*)?) => {
+        $crate::Task::new(stringify!($f), $crate::__args!([] $($($args)*)?))
+    };
+    ($f:literal $(, $($args:tt)*)?) => {
+        $crate::Task::new($f, $crate::__args!([] $($($args)*)?))
+    };
+}
+
+/// Munches comma-separated arguments: `[done...] rest...`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __args {
+    ([$($done:expr,)*]) => { ::std::vec![$($done),*] };
+    ([$($done:expr,)*] ($($t:tt)*) $(, $($rest:tt)*)?) => {
+        $crate::__args!([$($done,)* $crate::Arg::Task($crate::__task!($($t)*)),] $($($rest)*)?)
+    };
+    ([$($done:expr,)*] [$($l:tt)*] $(, $($rest:tt)*)?) => {
+        $crate::__args!([$($done,)* $crate::Arg::List($crate::__args!([] $($l)*)),] $($($rest)*)?)
+    };
+    ([$($done:expr,)*] {$($m:tt)*} $(, $($rest:tt)*)?) => {
+        $crate::__args!([$($done,)* $crate::Arg::Map($crate::__map!([] $($m)*)),] $($($rest)*)?)
+    };
+    ([$($done:expr,)*] $e:expr $(, $($rest:tt)*)?) => {
+        $crate::__args!([$($done,)* $crate::IntoArg::into_arg($e),] $($($rest)*)?)
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __map {
+    ([$($done:expr,)*]) => { ::std::vec![$($done),*] };
+    ([$($done:expr,)*] $k:literal : $($rest:tt)*) => {
+        $crate::__map!(@val [$($done,)*] $k; [] $($rest)*)
+    };
+    (@val [$($done:expr,)*] $k:literal; [] ($($t:tt)*) $(, $($rest:tt)*)?) => {
+        $crate::__map!([$($done,)* (::std::string::String::from($k), $crate::Arg::Task($crate::__task!($($t)*))),] $($($rest)*)?)
+    };
+    (@val [$($done:expr,)*] $k:literal; [] [$($l:tt)*] $(, $($rest:tt)*)?) => {
+        $crate::__map!([$($done,)* (::std::string::String::from($k), $crate::Arg::List($crate::__args!([] $($l)*))),] $($($rest)*)?)
+    };
+    (@val [$($done:expr,)*] $k:literal; [] $e:expr $(, $($rest:tt)*)?) => {
+        $crate::__map!([$($done,)* (::std::string::String::from($k), $crate::IntoArg::into_arg($e)),] $($($rest)*)?)
+    };
+}

@@ -1,0 +1,201 @@
+//! Keys of a graph: strings, or tuples like Dask's `("x", 0, 1)`.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// One element of a tuple key.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum KeyPart {
+    /// An integer part.
+    Int(i64),
+    /// A string part.
+    Str(Arc<str>),
+}
+
+/// The name of a node in a graph.
+///
+/// Strings and tuple keys may be mixed in one graph; they order deterministically (all string
+/// keys before all tuple keys, each kind in its natural order), which is how ties break.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// A string key, `"load-1"`.
+    Str(Arc<str>),
+    /// A tuple key, `("x", 0, 1)`.
+    Tuple(Arc<[KeyPart]>),
+}
+
+impl Key {
+    /// A tuple key from its parts.
+    pub fn tuple(parts: impl IntoIterator<Item = KeyPart>) -> Key {
+        Key::Tuple(parts.into_iter().collect())
+    }
+}
+
+impl fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyPart::Int(i) => write!(f, "{i}"),
+            KeyPart::Str(s) => write!(f, "'{s}'"),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Str(s) => f.write_str(s),
+            Key::Tuple(parts) => {
+                f.write_str("(")?;
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                if parts.len() == 1 {
+                    f.write_str(",")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Str(s) => write!(f, "{s:?}"),
+            Key::Tuple(_) => write!(f, "{self}"),
+        }
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Key {
+        Key::Str(s.into())
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Key {
+        Key::Str(s.into())
+    }
+}
+
+impl From<&String> for Key {
+    fn from(s: &String) -> Key {
+        Key::Str(s.as_str().into())
+    }
+}
+
+impl From<&Key> for Key {
+    fn from(k: &Key) -> Key {
+        k.clone()
+    }
+}
+
+impl From<i64> for KeyPart {
+    fn from(i: i64) -> KeyPart {
+        KeyPart::Int(i)
+    }
+}
+
+impl From<i32> for KeyPart {
+    fn from(i: i32) -> KeyPart {
+        KeyPart::Int(i.into())
+    }
+}
+
+impl From<usize> for KeyPart {
+    fn from(i: usize) -> KeyPart {
+        KeyPart::Int(i64::try_from(i).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<&str> for KeyPart {
+    fn from(s: &str) -> KeyPart {
+        KeyPart::Str(s.into())
+    }
+}
+
+impl From<String> for KeyPart {
+    fn from(s: String) -> KeyPart {
+        KeyPart::Str(s.into())
+    }
+}
+
+macro_rules! tuple_keys {
+    ($(($($t:ident $v:ident),+)),*) => {$(
+        impl<$($t: Into<KeyPart>),+> From<($($t,)+)> for Key {
+            fn from(($($v,)+): ($($t,)+)) -> Key {
+                Key::Tuple(Arc::from([$($v.into()),+]))
+            }
+        }
+    )*};
+}
+tuple_keys!((A a), (A a, B b), (A a, B b, C c), (A a, B b, C c, D d), (A a, B b, C c, D d, E e));
+
+/// The keys asked of `get`: one key, or lists of keys nested to any depth. The result of `get`
+/// mirrors this nesting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// One key.
+    One(Key),
+    /// A list of key requests.
+    List(Vec<Keys>),
+}
+
+impl Keys {
+    /// Every key in the request, in order (duplicates kept).
+    pub fn flatten(&self) -> Vec<&Key> {
+        let mut out = Vec::new();
+        let mut stack = vec![self];
+        while let Some(k) = stack.pop() {
+            match k {
+                Keys::One(k) => out.push(k),
+                Keys::List(l) => stack.extend(l.iter().rev()),
+            }
+        }
+        out
+    }
+}
+
+impl<T: Into<Key>> From<T> for Keys {
+    fn from(k: T) -> Keys {
+        Keys::One(k.into())
+    }
+}
+
+impl<T: Into<Keys>> From<Vec<T>> for Keys {
+    fn from(v: Vec<T>) -> Keys {
+        Keys::List(v.into_iter().map(Into::into).collect())
+    }
+}
+
+impl<T: Into<Keys>, const N: usize> From<[T; N]> for Keys {
+    fn from(v: [T; N]) -> Keys {
+        Keys::List(v.into_iter().map(Into::into).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuple_keys_print_like_python() {
+        assert_eq!(Key::from(("x", 0, 1)).to_string(), "('x', 0, 1)");
+        assert_eq!(Key::from(("x",)).to_string(), "('x',)");
+        assert_eq!(Key::from("x").to_string(), "x");
+    }
+
+    #[test]
+    fn mixed_keys_order_deterministically() {
+        let mut ks = vec![Key::from(("a", 2)), Key::from("b"), Key::from(("a", 1)), Key::from("a")];
+        ks.sort();
+        assert_eq!(
+            ks,
+            vec![Key::from("a"), Key::from("b"), Key::from(("a", 1)), Key::from(("a", 2))]
+        );
+    }
+}

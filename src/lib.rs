@@ -1,0 +1,68 @@
+//! forkgraph runs task graphs the way Dask's custom graphs do — a map from key to task — on
+//! schedulers that share one API: [`SyncScheduler`] (one thread, deterministic) and
+//! [`ThreadPool`] (threads).
+//!
+//! ```
+//! use forkgraph::{graph, key, Scheduler, SyncScheduler, ThreadPool};
+//!
+//! #[forkgraph::task]
+//! fn inc(x: i64) -> i64 {
+//!     x + 1
+//! }
+//!
+//! #[forkgraph::task]
+//! fn total(xs: Vec<i64>) -> i64 {
+//!     xs.iter().sum()
+//! }
+//!
+//! let g = graph! {
+//!     "a" => 1,
+//!     "b" => (inc, key("a")),
+//!     "c" => (inc, key("b")),
+//!     "sum" => (total, [key("a"), key("b"), key("c")]),
+//! };
+//! let sync = SyncScheduler.get(&g, "sum").unwrap();
+//! let threads = ThreadPool::new().unwrap().get(&g, "sum").unwrap();
+//! assert_eq!(sync.to::<i64>().unwrap(), 6);
+//! assert_eq!(sync, threads);
+//! ```
+
+mod callbacks;
+mod engine;
+mod error;
+mod graph;
+mod key;
+mod optimize;
+pub mod order;
+mod plan;
+mod scheduler;
+mod sync;
+mod threaded;
+
+pub use callbacks::{Callbacks, RunInfo};
+pub use engine::Output;
+pub use error::{signal_name, BuildError, Error, GraphError, TaskError, TaskErrorKind};
+pub use forkgraph_macros::task;
+pub use forkgraph_worker::{
+    Array, ArgValue, Buffer, CallError, DType, Element, FromArg, IntoOutput, IntoValue, Mismatch,
+    Serde, Value,
+};
+pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task};
+pub use key::{Key, KeyPart, Keys};
+pub use plan::Csr;
+pub use scheduler::{GetOptions, Scheduler};
+pub use sync::{get, get_value, SyncScheduler};
+pub use threaded::{ThreadPool, ThreadPoolBuilder};
+
+/// Default number of workers: the available parallelism (CPU affinity and cgroup quotas
+/// respected), at least 1.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use forkgraph_worker::linkme;
+    pub use forkgraph_worker::registry::{arg, output};
+    pub use forkgraph_worker::{ArgValue, CallError, Function, Value, FUNCTIONS};
+}

@@ -1,0 +1,168 @@
+//! Optional graph optimizations applied to a plan: inlining literal nodes and fusing linear
+//! chains. Requested keys are never inlined or fused away.
+
+use std::sync::Arc;
+
+use forkgraph_worker::{SpecArg, TaskSpec};
+
+use crate::plan::{Csr, Kind, Plan};
+
+/// Longest chain fused into one task; bounds the nesting (and so the recursion) of a fused spec.
+pub(crate) const MAX_FUSED: u32 = 64;
+
+/// Substitutes literal nodes that are not requested into the tasks that read them, and drops them.
+pub(crate) fn inline_literals(plan: &mut Plan) {
+    let n = plan.len();
+    let mut keep = vec![true; n];
+    let mut deps: Vec<Vec<u32>> = (0..n as u32).map(|i| plan.deps.get(i).to_vec()).collect();
+    for i in 0..n {
+        let Kind::Task(spec) = &plan.kinds[i] else { continue };
+        let literal = |d: u32| {
+            !plan.requested[d as usize] && matches!(plan.kinds[d as usize], Kind::Value(_))
+        };
+        if !deps[i].iter().any(|&d| literal(d)) {
+            continue;
+        }
+        // New input numbering: literals become `Lit`, the rest keep their order.
+        let mut map = Vec::with_capacity(deps[i].len());
+        let mut kept = Vec::new();
+        for &d in &deps[i] {
+            if literal(d) {
+                let Kind::Value(v) = &plan.kinds[d as usize] else { unreachable!() };
+                map.push(Err(v.clone()));
+            } else {
+                map.push(Ok(kept.len() as u32));
+                kept.push(d);
+            }
+        }
+        let mut spec = TaskSpec::clone(spec);
+        for a in &mut spec.args {
+            renumber(a, &|j| match &map[j as usize] {
+                Ok(k) => SpecArg::Input(*k),
+                Err(v) => SpecArg::Lit(forkgraph_worker::Value::clone(v)),
+            });
+        }
+        plan.kinds[i] = Kind::Task(Arc::new(spec));
+        deps[i] = kept;
+    }
+    for i in 0..n {
+        if matches!(plan.kinds[i], Kind::Value(_)) && !plan.requested[i] {
+            keep[i] = false;
+        }
+    }
+    // A literal still read by an alias stays.
+    for (i, ds) in deps.iter().enumerate() {
+        if matches!(plan.kinds[i], Kind::Alias) {
+            for &d in ds {
+                keep[d as usize] = true;
+            }
+        }
+    }
+    compact(plan, deps, &keep);
+}
+
+fn renumber(a: &mut SpecArg, f: &dyn Fn(u32) -> SpecArg) {
+    match a {
+        SpecArg::Input(j) => *a = f(*j),
+        SpecArg::Lit(_) => {}
+        SpecArg::List(l) => l.iter_mut().for_each(|a| renumber(a, f)),
+        SpecArg::Map(m) => m.iter_mut().for_each(|(_, a)| renumber(a, f)),
+        SpecArg::Task(t) => t.args.iter_mut().for_each(|a| renumber(a, f)),
+    }
+}
+
+fn count_inputs(a: &SpecArg, j: u32) -> usize {
+    match a {
+        SpecArg::Input(i) => usize::from(*i == j),
+        SpecArg::Lit(_) => 0,
+        SpecArg::List(l) => l.iter().map(|a| count_inputs(a, j)).sum(),
+        SpecArg::Map(m) => m.iter().map(|(_, a)| count_inputs(a, j)).sum(),
+        SpecArg::Task(t) => t.args.iter().map(|a| count_inputs(a, j)).sum(),
+    }
+}
+
+/// Fuses `a -> b` when `b` is `a`'s only dependent, `a` is `b`'s only dependency, `b` reads `a`
+/// once, and `a` is not requested: `b` becomes `b(..., a(...), ...)` with `a`'s dependencies.
+pub(crate) fn fuse_chains(plan: &mut Plan) {
+    let n = plan.len();
+    let mut deps: Vec<Vec<u32>> = (0..n as u32).map(|i| plan.deps.get(i).to_vec()).collect();
+    let mut depth = vec![1u32; n];
+    let mut keep = vec![true; n];
+    for b in topological(plan) {
+        let b = b as usize;
+        if deps[b].len() != 1 {
+            continue;
+        }
+        let a = deps[b][0] as usize;
+        let (Kind::Task(sa), Kind::Task(sb)) = (&plan.kinds[a], &plan.kinds[b]) else {
+            continue;
+        };
+        if plan.requested[a]
+            || plan.dependents.get(a as u32).len() != 1
+            || depth[a] + depth[b] > MAX_FUSED
+            || sb.args.iter().map(|x| count_inputs(x, 0)).sum::<usize>() != 1
+        {
+            continue;
+        }
+        let inner = SpecArg::Task(Box::new(TaskSpec::clone(sa)));
+        let mut spec = TaskSpec::clone(sb);
+        for x in &mut spec.args {
+            renumber(x, &|_| inner.clone());
+        }
+        plan.kinds[b] = Kind::Task(Arc::new(spec));
+        depth[b] += depth[a];
+        deps[b] = std::mem::take(&mut deps[a]);
+        keep[a] = false;
+    }
+    compact(plan, deps, &keep);
+}
+
+fn topological(plan: &Plan) -> Vec<u32> {
+    let n = plan.len();
+    let mut waiting: Vec<u32> = (0..n as u32).map(|i| plan.deps.get(i).len() as u32).collect();
+    let mut stack: Vec<u32> = (0..n as u32).filter(|&i| waiting[i as usize] == 0).collect();
+    let mut out = Vec::with_capacity(n);
+    while let Some(i) = stack.pop() {
+        out.push(i);
+        for &t in plan.dependents.get(i) {
+            waiting[t as usize] -= 1;
+            if waiting[t as usize] == 0 {
+                stack.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// Drops nodes not kept and renumbers the rest (dependency lists given per old node).
+fn compact(plan: &mut Plan, deps: Vec<Vec<u32>>, keep: &[bool]) {
+    let n = plan.len();
+    let mut new_id = vec![u32::MAX; n];
+    let mut next = 0u32;
+    for i in 0..n {
+        if keep[i] {
+            new_id[i] = next;
+            next += 1;
+        }
+    }
+    retain_kept(&mut plan.keys, keep);
+    retain_kept(&mut plan.kinds, keep);
+    retain_kept(&mut plan.funcs, keep);
+    retain_kept(&mut plan.requested, keep);
+    let lists = deps
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep[*i])
+        .map(|(_, l)| l.into_iter().map(|d| new_id[d as usize]).collect::<Vec<_>>());
+    plan.deps = Csr::from_lists(lists);
+    plan.dependents = plan.deps.transpose();
+    plan.outputs.remap(&new_id);
+}
+
+fn retain_kept<T>(v: &mut Vec<T>, keep: &[bool]) {
+    let mut i = 0;
+    v.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+}

@@ -1,0 +1,78 @@
+//! The `get` every scheduler offers, and its options.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::callbacks::Callbacks;
+use crate::engine::Output;
+use crate::error::Error;
+use crate::graph::Graph;
+use crate::key::Keys;
+use crate::plan::{Plan, PlanOptions};
+
+/// Options of one `get`.
+#[derive(Clone, Default)]
+pub struct GetOptions {
+    pub(crate) callbacks: Vec<Arc<dyn Callbacks>>,
+    pub(crate) plan: PlanOptions,
+}
+
+impl GetOptions {
+    /// Default options: no callbacks, no optimizations beyond culling.
+    pub fn new() -> GetOptions {
+        GetOptions::default()
+    }
+
+    /// Adds callbacks.
+    pub fn callback(mut self, cb: Arc<dyn Callbacks>) -> GetOptions {
+        self.callbacks.push(cb);
+        self
+    }
+
+    /// Fuses linear chains of tasks (a task whose only dependent reads it once) into one task.
+    pub fn fuse(mut self, on: bool) -> GetOptions {
+        self.plan.fuse = on;
+        self
+    }
+
+    /// Substitutes literal nodes into the tasks that read them.
+    pub fn inline_literals(mut self, on: bool) -> GetOptions {
+        self.plan.inline_literals = on;
+        self
+    }
+}
+
+impl fmt::Debug for GetOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetOptions")
+            .field("callbacks", &self.callbacks.len())
+            .field("fuse", &self.plan.fuse)
+            .field("inline_literals", &self.plan.inline_literals)
+            .finish()
+    }
+}
+
+/// A scheduler: computes requested keys of a graph.
+pub trait Scheduler {
+    /// Computes `keys` (one key or nested lists of keys) with options.
+    ///
+    /// # Errors
+    /// [`Error::Graph`] before anything runs when the graph or request is invalid;
+    /// [`Error::Task`] when a task fails.
+    fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error>;
+
+    /// Computes `keys`; the result mirrors their nesting.
+    ///
+    /// # Errors
+    /// As [`Scheduler::get_with`].
+    fn get(&self, graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error>
+    where
+        Self: Sized,
+    {
+        self.get_with(graph, &keys.into(), &GetOptions::default())
+    }
+}
+
+pub(crate) fn plan(graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Plan, Error> {
+    Ok(Plan::build(graph, keys, opts.plan)?)
+}

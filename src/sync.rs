@@ -1,0 +1,76 @@
+//! The sync scheduler: every task in the calling thread, one at a time, in priority order.
+
+use std::sync::Arc;
+
+use forkgraph_worker::Value;
+
+use crate::engine::{self, Done, Executor, Failure, Job, Output};
+use crate::error::{Error, TaskErrorKind};
+use crate::graph::Graph;
+use crate::key::Keys;
+use crate::scheduler::{plan, GetOptions, Scheduler};
+
+/// Runs everything in the calling thread, deterministically. Best for debugging: a panic's
+/// message and backtrace print where it happens, and callbacks see tasks in priority order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncScheduler;
+
+impl SyncScheduler {
+    /// The sync scheduler.
+    pub fn new() -> SyncScheduler {
+        SyncScheduler
+    }
+}
+
+/// Runs one job and turns its outcome into a completion.
+pub(crate) fn run_job(job: &Job) -> Done {
+    Done {
+        node: job.node,
+        result: forkgraph_worker::run(&job.spec, job.inputs.as_slice())
+            .map(Arc::new)
+            .map_err(|f| Failure {
+                function: f.function,
+                kind: TaskErrorKind::Call(f.error),
+            }),
+    }
+}
+
+struct Inline {
+    done: Vec<Done>,
+}
+
+impl Executor for Inline {
+    fn slots(&self) -> usize {
+        1
+    }
+    fn submit(&mut self, job: Job) {
+        self.done.push(run_job(&job));
+    }
+    fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error> {
+        out.append(&mut self.done);
+        Ok(())
+    }
+}
+
+impl Scheduler for SyncScheduler {
+    fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
+        let plan = plan(graph, keys, opts)?;
+        engine::run(&plan, &mut Inline { done: Vec::new() }, &opts.callbacks)
+    }
+}
+
+/// Computes `keys` of `graph` with the sync scheduler.
+///
+/// # Errors
+/// As [`Scheduler::get_with`].
+pub fn get(graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error> {
+    SyncScheduler.get(graph, keys)
+}
+
+/// Computes one key and returns its value.
+///
+/// # Errors
+/// As [`Scheduler::get_with`].
+pub fn get_value(graph: &Graph, key: impl Into<crate::Key>) -> Result<Value, Error> {
+    SyncScheduler.get(graph, key.into()).map(Output::into_value)
+}

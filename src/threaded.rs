@@ -1,0 +1,195 @@
+//! The threaded scheduler: a reusable pool of threads; the engine runs in the calling thread.
+//!
+//! Jobs travel to the pool in batches over one crossbeam channel (which spins briefly before it
+//! parks, so a busy pool hands over work without the ~44 us cost of waking a sleeping thread),
+//! and each `get` has its own reply channel, so any number of `get` calls can share a pool.
+//! When exactly one task is ready and nothing is running, the calling thread runs it itself: a
+//! chain of tasks never pays a thread hand-off.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::engine::{self, Done, Executor, Job, Output};
+use crate::error::{BuildError, Error};
+use crate::graph::Graph;
+use crate::key::Keys;
+use crate::scheduler::{plan, GetOptions, Scheduler};
+use crate::sync::run_job;
+
+/// Most jobs in one message to the pool.
+const BATCH: usize = 64;
+/// Jobs in flight per thread.
+const IN_FLIGHT_PER_THREAD: usize = 64;
+
+struct Batch {
+    jobs: Vec<Job>,
+    reply: Sender<Vec<Done>>,
+}
+
+struct Inner {
+    tx: Option<Sender<Batch>>,
+    threads: usize,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        let handles = std::mem::take(self.handles.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A pool of threads running tasks. Cloning shares the pool; it stops when the last clone drops.
+#[derive(Clone)]
+pub struct ThreadPool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("threads", &self.inner.threads)
+            .finish()
+    }
+}
+
+/// Builds a [`ThreadPool`].
+#[derive(Debug, Clone, Default)]
+pub struct ThreadPoolBuilder {
+    threads: Option<usize>,
+}
+
+impl ThreadPoolBuilder {
+    /// Number of threads (default: the available parallelism, which respects CPU affinity and
+    /// cgroup quotas).
+    pub fn threads(mut self, n: usize) -> ThreadPoolBuilder {
+        self.threads = Some(n);
+        self
+    }
+
+    /// Starts the threads.
+    ///
+    /// # Errors
+    /// When `threads(0)` was asked or a thread cannot be spawned.
+    pub fn build(self) -> Result<ThreadPool, BuildError> {
+        let threads = match self.threads {
+            Some(0) => return Err(BuildError("a thread pool needs at least one thread".into())),
+            Some(n) => n,
+            None => crate::default_parallelism(),
+        };
+        let (tx, rx) = crossbeam_channel::unbounded::<Batch>();
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let rx: Receiver<Batch> = rx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("forkgraph-{i}"))
+                .spawn(move || {
+                    while let Ok(batch) = rx.recv() {
+                        let done: Vec<Done> = batch.jobs.iter().map(run_job).collect();
+                        let _ = batch.reply.send(done);
+                    }
+                })
+                .map_err(|e| BuildError(format!("cannot spawn thread: {e}")))?;
+            handles.push(h);
+        }
+        Ok(ThreadPool {
+            inner: Arc::new(Inner {
+                tx: Some(tx),
+                threads,
+                handles: Mutex::new(handles),
+            }),
+        })
+    }
+}
+
+impl ThreadPool {
+    /// A builder.
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder::default()
+    }
+
+    /// A pool with the default number of threads.
+    ///
+    /// # Errors
+    /// When a thread cannot be spawned.
+    pub fn new() -> Result<ThreadPool, BuildError> {
+        ThreadPool::builder().build()
+    }
+
+    /// Number of threads.
+    pub fn threads(&self) -> usize {
+        self.inner.threads
+    }
+}
+
+struct Threaded<'a> {
+    pool: &'a Inner,
+    pending: Vec<Job>,
+    in_flight: usize,
+    reply_tx: Sender<Vec<Done>>,
+    reply_rx: Receiver<Vec<Done>>,
+}
+
+impl Executor for Threaded<'_> {
+    fn slots(&self) -> usize {
+        self.pool.threads * IN_FLIGHT_PER_THREAD
+    }
+
+    fn submit(&mut self, job: Job) {
+        self.pending.push(job);
+    }
+
+    fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error> {
+        if self.in_flight == 0 && self.pending.len() == 1 {
+            let job = self.pending.pop().expect("one pending job");
+            out.push(run_job(&job));
+            return Ok(());
+        }
+        if !self.pending.is_empty() {
+            let tx = self.pool.tx.as_ref().expect("pool is running");
+            let per = self.pending.len().div_ceil(self.pool.threads).clamp(1, BATCH);
+            let mut jobs = std::mem::take(&mut self.pending);
+            while !jobs.is_empty() {
+                let rest = jobs.split_off(per.min(jobs.len()));
+                self.in_flight += jobs.len();
+                tx.send(Batch {
+                    jobs,
+                    reply: self.reply_tx.clone(),
+                })
+                .map_err(|_| Error::Scheduler("thread pool stopped".into()))?;
+                jobs = rest;
+            }
+        }
+        let first = self
+            .reply_rx
+            .recv()
+            .map_err(|_| Error::Scheduler("thread pool stopped".into()))?;
+        self.in_flight -= first.len();
+        out.extend(first);
+        while let Ok(more) = self.reply_rx.try_recv() {
+            self.in_flight -= more.len();
+            out.extend(more);
+        }
+        Ok(())
+    }
+}
+
+impl Scheduler for ThreadPool {
+    fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
+        let plan = plan(graph, keys, opts)?;
+        let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
+        let mut exec = Threaded {
+            pool: &self.inner,
+            pending: Vec::new(),
+            in_flight: 0,
+            reply_tx,
+            reply_rx,
+        };
+        engine::run(&plan, &mut exec, &opts.callbacks)
+    }
+}

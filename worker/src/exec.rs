@@ -1,0 +1,157 @@
+//! Running one task: evaluate its argument tree, call the function, catch panics.
+//!
+//! The same code runs in the calling thread (sync), in pool threads and in worker processes, so
+//! a task behaves identically on every scheduler.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::convert::ArgValue;
+use crate::registry::{CallError, FnId, Registry};
+use crate::value::Value;
+
+/// A task as workers receive it: a function id and an argument tree whose leaves are literals or
+/// indices into the task's inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The function to call.
+    pub func: FnId,
+    /// Its arguments.
+    pub args: Vec<SpecArg>,
+}
+
+/// One argument of a [`TaskSpec`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SpecArg {
+    /// A literal value.
+    Lit(Value),
+    /// The result of another task: an index into the inputs passed to [`run`].
+    Input(u32),
+    /// A list of arguments.
+    List(Vec<SpecArg>),
+    /// A map of arguments.
+    Map(Vec<(String, SpecArg)>),
+    /// A nested task, evaluated in place.
+    Task(Box<TaskSpec>),
+}
+
+/// Inputs of a task, by index.
+pub trait Inputs {
+    /// Input `i`.
+    fn input(&self, i: u32) -> &Value;
+}
+
+impl Inputs for [Arc<Value>] {
+    fn input(&self, i: u32) -> &Value {
+        &self[i as usize]
+    }
+}
+
+impl Inputs for [&Value] {
+    fn input(&self, i: u32) -> &Value {
+        self[i as usize]
+    }
+}
+
+impl Inputs for [Value] {
+    fn input(&self, i: u32) -> &Value {
+        &self[i as usize]
+    }
+}
+
+/// A task (or one of its nested tasks) failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{function}: {error}")]
+pub struct TaskFailure {
+    /// Name of the function that failed (the innermost one for nested tasks).
+    pub function: String,
+    /// What went wrong.
+    pub error: CallError,
+}
+
+/// Runs a task. Panics in the function are caught and returned as [`CallError::Panicked`].
+///
+/// # Errors
+/// [`TaskFailure`] naming the function and the cause.
+pub fn run<I: Inputs + ?Sized>(spec: &TaskSpec, inputs: &I) -> Result<Value, TaskFailure> {
+    let reg = Registry::global();
+    match catch_unwind(AssertUnwindSafe(|| call(reg, spec, inputs))) {
+        Ok(r) => r,
+        Err(payload) => Err(TaskFailure {
+            function: name_of(reg, spec.func),
+            error: CallError::Panicked(panic_message(payload.as_ref())),
+        }),
+    }
+}
+
+/// Text of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+fn name_of(reg: &Registry, id: FnId) -> String {
+    reg.get(id).map_or_else(|| format!("#{id}"), |f| f.name.to_owned())
+}
+
+fn call<I: Inputs + ?Sized>(
+    reg: &Registry,
+    spec: &TaskSpec,
+    inputs: &I,
+) -> Result<Value, TaskFailure> {
+    let Some(f) = reg.get(spec.func) else {
+        return Err(TaskFailure {
+            function: name_of(reg, spec.func),
+            error: CallError::Unknown(format!("#{}", spec.func)),
+        });
+    };
+    let args = spec
+        .args
+        .iter()
+        .map(|a| eval(reg, a, inputs))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.len() != f.params.len() {
+        return Err(TaskFailure {
+            function: f.name.to_owned(),
+            error: CallError::Arity {
+                expected: f.params.len(),
+                got: args.len(),
+            },
+        });
+    }
+    (f.call)(&args).map_err(|error| TaskFailure {
+        function: f.name.to_owned(),
+        error,
+    })
+}
+
+fn eval<'a, I: Inputs + ?Sized>(
+    reg: &Registry,
+    arg: &'a SpecArg,
+    inputs: &'a I,
+) -> Result<ArgValue<'a>, TaskFailure> {
+    Ok(match arg {
+        SpecArg::Lit(v) => ArgValue::Ref(v),
+        SpecArg::Input(i) => ArgValue::Ref(inputs.input(*i)),
+        SpecArg::List(items) => ArgValue::List(
+            items
+                .iter()
+                .map(|a| eval(reg, a, inputs))
+                .collect::<Result<_, _>>()?,
+        ),
+        SpecArg::Map(items) => ArgValue::Map(
+            items
+                .iter()
+                .map(|(k, a)| Ok((k.as_str(), eval(reg, a, inputs)?)))
+                .collect::<Result<_, _>>()?,
+        ),
+        SpecArg::Task(t) => ArgValue::Owned(call(reg, t, inputs)?),
+    })
+}

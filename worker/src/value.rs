@@ -1,0 +1,390 @@
+//! Values that flow between tasks.
+//!
+//! A [`Value`] is either small (numbers, strings, lists, maps, serde-encoded user types) or a
+//! large typed [`Array`]. An array's bytes live in a [`Buffer`]: reference-counted, immutable,
+//! and either on the heap or in a mapped shared segment. Tasks see arrays through borrowed views
+//! (`&[f64]`, `&[u8]`, ...), so a task's signature does not depend on where its input lives.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeTuple, Serializer};
+use serde::{Deserialize, Serialize};
+
+/// Element type of an [`Array`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DType {
+    /// `u8`
+    U8,
+    /// `i32`
+    I32,
+    /// `i64`
+    I64,
+    /// `u32`
+    U32,
+    /// `u64`
+    U64,
+    /// `f32`
+    F32,
+    /// `f64`
+    F64,
+}
+
+impl DType {
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            DType::U8 => 1,
+            DType::I32 | DType::U32 | DType::F32 => 4,
+            DType::I64 | DType::U64 | DType::F64 => 8,
+        }
+    }
+
+    /// The Rust name of the element type.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::U8 => "u8",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::U32 => "u32",
+            DType::U64 => "u64",
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        }
+    }
+}
+
+/// A plain-old-data element type that arrays can hold.
+pub trait Element: bytemuck::Pod + Send + Sync + 'static {
+    /// The tag stored with arrays of this type.
+    const DTYPE: DType;
+}
+
+macro_rules! elements {
+    ($($t:ty => $d:ident),*) => {$(
+        impl Element for $t {
+            const DTYPE: DType = DType::$d;
+        }
+    )*};
+}
+elements!(u8 => U8, i32 => I32, i64 => I64, u32 => U32, u64 => U64, f32 => F32, f64 => F64);
+
+/// Backing store of a [`Buffer`]: heap memory or a mapped segment.
+///
+/// Implementations must return the same bytes every time, aligned to at least 8 bytes.
+pub trait Storage: Send + Sync + 'static {
+    /// The bytes.
+    fn bytes(&self) -> &[u8];
+}
+
+impl<T: Element> Storage for Vec<T> {
+    fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(self)
+    }
+}
+
+/// Heap bytes with 8-byte alignment, so that any [`Element`] view of them is aligned.
+struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Storage for AlignedBytes {
+    fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+}
+
+/// Immutable, reference-counted bytes (cloning is cheap).
+#[derive(Clone)]
+pub struct Buffer(Arc<dyn Storage>);
+
+impl Buffer {
+    /// Wraps a vector without copying it.
+    pub fn from_vec<T: Element>(v: Vec<T>) -> Buffer {
+        Buffer(Arc::new(v))
+    }
+
+    /// Copies bytes into a new, 8-byte aligned heap buffer.
+    pub fn copy_from_bytes(bytes: &[u8]) -> Buffer {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Buffer(Arc::new(AlignedBytes {
+            words,
+            len: bytes.len(),
+        }))
+    }
+
+    /// Wraps any storage (used for mapped shared segments).
+    pub fn from_storage(s: Arc<dyn Storage>) -> Buffer {
+        Buffer(s)
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the buffer holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Buffer({} bytes)", self.len())
+    }
+}
+
+/// A typed one-dimensional array of plain-old-data elements.
+#[derive(Clone)]
+pub struct Array {
+    dtype: DType,
+    buf: Buffer,
+}
+
+impl Array {
+    /// Wraps a vector without copying it.
+    pub fn from_vec<T: Element>(v: Vec<T>) -> Array {
+        Array {
+            dtype: T::DTYPE,
+            buf: Buffer::from_vec(v),
+        }
+    }
+
+    /// An array over existing bytes.
+    ///
+    /// # Errors
+    /// When the byte length is not a multiple of the element size, or the bytes are not aligned
+    /// for the element type.
+    pub fn from_buffer(dtype: DType, buf: Buffer) -> Result<Array, String> {
+        let b = buf.as_bytes();
+        if b.len() % dtype.size() != 0 || (b.as_ptr() as usize) % dtype.size() != 0 {
+            return Err(format!(
+                "{} bytes at {:p} are not a whole, aligned array of {}",
+                b.len(),
+                b.as_ptr(),
+                dtype.name()
+            ));
+        }
+        Ok(Array { dtype, buf })
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.buf.len() / self.dtype.size()
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The raw bytes of the elements.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.as_bytes()
+    }
+
+    /// The underlying buffer.
+    pub fn buffer(&self) -> &Buffer {
+        &self.buf
+    }
+
+    /// A typed view, or `None` when `T` is not the element type.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        if T::DTYPE != self.dtype {
+            return None;
+        }
+        Some(bytemuck::cast_slice(self.buf.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Array {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Array<{}>[{}]", self.dtype.name(), self.len())
+    }
+}
+
+impl PartialEq for Array {
+    fn eq(&self, other: &Array) -> bool {
+        self.dtype == other.dtype && self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Serialize for Array {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.dtype)?;
+        t.serialize_element(&Bytes(self.as_bytes()))?;
+        t.end()
+    }
+}
+
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+struct BufferVisitor;
+
+impl<'de> Visitor<'de> for BufferVisitor {
+    type Value = Buffer;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bytes")
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Buffer, E> {
+        Ok(Buffer::copy_from_bytes(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Buffer, A::Error> {
+        let mut v = Vec::new();
+        while let Some(b) = seq.next_element::<u8>()? {
+            v.push(b);
+        }
+        Ok(Buffer::copy_from_bytes(&v))
+    }
+}
+
+impl<'de> Deserialize<'de> for Array {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Array, D::Error> {
+        struct ArrayVisitor;
+        impl<'de> Visitor<'de> for ArrayVisitor {
+            type Value = Array;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array (dtype, bytes)")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Array, A::Error> {
+                let dtype: DType = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let buf = seq
+                    .next_element_seed(BufferSeed)?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                Array::from_buffer(dtype, buf).map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_tuple(2, ArrayVisitor)
+    }
+}
+
+struct BufferSeed;
+
+impl<'de> de::DeserializeSeed<'de> for BufferSeed {
+    type Value = Buffer;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Buffer, D::Error> {
+        d.deserialize_bytes(BufferVisitor)
+    }
+}
+
+/// A value produced by a task or written literally in a graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub enum Value {
+    /// No value (`()` or `None`).
+    #[default]
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A typed array of plain-old-data elements (large data lives here).
+    Array(Array),
+    /// A list of values.
+    List(Vec<Value>),
+    /// A map from string keys to values.
+    Map(BTreeMap<String, Value>),
+    /// A user type encoded with serde (see [`crate::Serde`]); the string names its Rust type.
+    Encoded(String, Buffer),
+}
+
+impl Value {
+    /// A short name of this value's kind, used in type-mismatch errors.
+    pub fn kind(&self) -> String {
+        match self {
+            Value::Null => "null".into(),
+            Value::Bool(_) => "bool".into(),
+            Value::Int(_) => "int".into(),
+            Value::Float(_) => "float".into(),
+            Value::Str(_) => "string".into(),
+            Value::Array(a) => format!("array of {}", a.dtype().name()),
+            Value::List(_) => "list".into(),
+            Value::Map(_) => "map".into(),
+            Value::Encoded(t, _) => format!("encoded {t}"),
+        }
+    }
+
+    /// Bytes of array data held by this value (nested lists and maps included).
+    pub fn array_bytes(&self) -> usize {
+        match self {
+            Value::Array(a) => a.as_bytes().len(),
+            Value::Encoded(_, b) => b.len(),
+            Value::List(l) => l.iter().map(Value::array_bytes).sum(),
+            Value::Map(m) => m.values().map(Value::array_bytes).sum(),
+            _ => 0,
+        }
+    }
+}
+
+impl PartialEq for Buffer {
+    fn eq(&self, other: &Buffer) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Serialize for Buffer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for Buffer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Buffer, D::Error> {
+        d.deserialize_bytes(BufferVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_round_trip_through_postcard_aligned() {
+        let v = Value::List(vec![
+            Value::Array(Array::from_vec(vec![1.5f64, 2.5, -3.0])),
+            Value::Str("x".into()),
+            Value::Array(Array::from_vec(vec![7u8, 8, 9])),
+        ]);
+        let bytes = postcard::to_stdvec(&v).unwrap();
+        let back: Value = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, v);
+        let Value::List(items) = back else { panic!() };
+        let Value::Array(a) = &items[0] else { panic!() };
+        assert_eq!(a.as_slice::<f64>().unwrap(), &[1.5, 2.5, -3.0]);
+        assert!(a.as_slice::<f32>().is_none());
+    }
+
+    #[test]
+    fn misaligned_or_ragged_buffers_are_refused() {
+        let b = Buffer::copy_from_bytes(&[0u8; 12]);
+        assert!(Array::from_buffer(DType::F64, b.clone()).is_err());
+        assert!(Array::from_buffer(DType::F32, b).is_ok());
+    }
+}
