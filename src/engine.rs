@@ -19,6 +19,7 @@ use std::sync::Arc;
 use forkgraph_worker::{TaskSpec, Value};
 
 use crate::callbacks::{Callbacks, RunInfo};
+use crate::graph::TaskOptions;
 use crate::error::{Error, TaskError, TaskErrorKind};
 use crate::key::Key;
 use crate::plan::{Kind, OutSpec, Plan};
@@ -30,6 +31,14 @@ pub(crate) struct Job {
     pub(crate) spec: Arc<TaskSpec>,
     /// Values of the node's dependencies, in dependency order.
     pub(crate) inputs: Vec<Arc<Value>>,
+    /// In a chain: which input is the previous job's result (its slot in `inputs` holds a
+    /// placeholder).
+    pub(crate) prev: Option<u32>,
+    /// Whether the engine needs the value back (false only for chain links whose one reader
+    /// is the next link).
+    pub(crate) send_back: bool,
+    /// Per-task options (retries, timeout).
+    pub(crate) options: TaskOptions,
 }
 
 /// Why an executor could not produce a job's value.
@@ -52,6 +61,18 @@ pub(crate) trait Executor {
     fn slots(&self) -> usize;
     /// Accepts a job; it may run now or later.
     fn submit(&mut self, job: Job);
+    /// Whether the executor takes chains ([`Executor::submit_chain`]).
+    fn chains(&self) -> bool {
+        false
+    }
+    /// Accepts a chain: jobs to run back to back in one place, each link reading the previous
+    /// link's result (`Job::prev`). The executor reports a [`Done`] for every link, in order;
+    /// links after a failed one are reported failed too.
+    fn submit_chain(&mut self, jobs: Vec<Job>) {
+        for j in jobs {
+            self.submit(j);
+        }
+    }
     /// Blocks until at least one submitted job has finished and appends the finished ones.
     fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error>;
 }
@@ -121,14 +142,96 @@ pub(crate) fn run(
         nodes: n,
         tasks: plan.kinds.iter().filter(|k| matches!(k, Kind::Task(_))).count(),
     };
-    for cb in callbacks {
-        cb.start(&info);
+    // `finish` runs for every callback whose `start` ran, also when a callback (or the engine)
+    // panics; the panic then continues to the caller (as Dask's `get_async` does).
+    let mut started = 0;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for cb in callbacks {
+            cb.start(&info);
+            started += 1;
+        }
+        drive(plan, exec, callbacks)
+    }));
+    let errored = !matches!(result, Ok(Ok(_)));
+    for cb in &callbacks[..started] {
+        cb.finish(errored);
     }
-    let result = drive(plan, exec, callbacks);
-    for cb in callbacks {
-        cb.finish(result.is_err());
+    match result {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
     }
-    result
+}
+
+/// The engine's mutable state during one run.
+struct State<'p> {
+    plan: &'p Plan,
+    values: Vec<Option<Arc<Value>>>,
+    /// Unfinished dependencies per node.
+    waiting: Vec<u32>,
+    /// Unfinished dependents per node (its value is dropped at 0 unless requested).
+    holders: Vec<u32>,
+    ready: BinaryHeap<Reverse<u32>>,
+    /// Literals and aliases whose value can be set without running anything.
+    instant: Vec<u32>,
+    /// Tasks already handed out as a later link of a chain (empty when chains are off).
+    chained: Vec<bool>,
+}
+
+impl State<'_> {
+    fn became_ready(&mut self, t: u32) {
+        match self.plan.kinds[t as usize] {
+            Kind::Task(_) if self.chained.get(t as usize).copied().unwrap_or(false) => {}
+            Kind::Task(_) => self.ready.push(Reverse(self.plan.priority[t as usize])),
+            _ => self.instant.push(t),
+        }
+    }
+
+    /// Records a node's value, releases inputs nobody needs any more, and readies dependents.
+    fn finish(&mut self, node: u32, value: Arc<Value>) {
+        let plan = self.plan;
+        let i = node as usize;
+        self.values[i] = Some(value);
+        for &d in plan.deps.get(node) {
+            let h = &mut self.holders[d as usize];
+            *h -= 1;
+            if *h == 0 && !plan.requested[d as usize] {
+                self.values[d as usize] = None;
+            }
+        }
+        if self.holders[i] == 0 && !plan.requested[i] {
+            self.values[i] = None;
+        }
+        for &t in plan.dependents.get(node) {
+            let w = &mut self.waiting[t as usize];
+            *w -= 1;
+            if *w == 0 {
+                self.became_ready(t);
+            }
+        }
+    }
+
+    /// The chain that starts with `node`: extended while the last link is the only unfinished
+    /// dependency of a dependent task, which can then run in the same place right after it.
+    fn chain(&mut self, node: u32, callbacks: &[Arc<dyn Callbacks>]) -> Vec<Job> {
+        let plan = self.plan;
+        let mut jobs = vec![make_job(plan, node, &self.values, None, callbacks)];
+        let mut last = node;
+        while jobs.len() < MAX_CHAIN {
+            let next = plan.dependents.get(last).iter().copied().find(|&t| {
+                self.waiting[t as usize] == 1
+                    && !self.chained[t as usize]
+                    && matches!(plan.kinds[t as usize], Kind::Task(_))
+            });
+            let Some(t) = next else { break };
+            self.chained[t as usize] = true;
+            let prev = plan.deps.get(t).iter().position(|&d| d == last);
+            let l = jobs.last_mut().expect("a job");
+            l.send_back = plan.requested[last as usize] || plan.dependents.get(last).len() > 1;
+            jobs.push(make_job(plan, t, &self.values, prev.map(|i| i as u32), callbacks));
+            last = t;
+        }
+        jobs
+    }
 }
 
 fn drive(
@@ -141,19 +244,21 @@ fn drive(
     for (i, &p) in plan.priority.iter().enumerate() {
         by_priority[p as usize] = i as u32;
     }
-    let mut values: Vec<Option<Arc<Value>>> = vec![None; n];
-    let mut waiting: Vec<u32> = (0..n as u32).map(|i| plan.deps.get(i).len() as u32).collect();
-    let mut holders: Vec<u32> = (0..n as u32)
-        .map(|i| plan.dependents.get(i).len() as u32)
-        .collect();
-    let mut ready: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
-    let mut instant: Vec<u32> = Vec::new();
+    let chains = exec.chains();
+    let mut st = State {
+        plan,
+        values: vec![None; n],
+        waiting: (0..n as u32).map(|i| plan.deps.get(i).len() as u32).collect(),
+        holders: (0..n as u32)
+            .map(|i| plan.dependents.get(i).len() as u32)
+            .collect(),
+        ready: BinaryHeap::new(),
+        instant: Vec::new(),
+        chained: vec![false; if chains { n } else { 0 }],
+    };
     for i in 0..n as u32 {
-        if waiting[i as usize] == 0 {
-            match plan.kinds[i as usize] {
-                Kind::Task(_) => ready.push(Reverse(plan.priority[i as usize])),
-                _ => instant.push(i),
-            }
+        if st.waiting[i as usize] == 0 {
+            st.became_ready(i);
         }
     }
     let slots = exec.slots().max(1);
@@ -161,69 +266,34 @@ fn drive(
     let mut error: Option<Error> = None;
     let mut done: Vec<Done> = Vec::new();
 
-    let mut finish = |node: u32,
-                      value: Arc<Value>,
-                      values: &mut Vec<Option<Arc<Value>>>,
-                      ready: &mut BinaryHeap<Reverse<u32>>,
-                      instant: &mut Vec<u32>| {
-        let i = node as usize;
-        values[i] = Some(value);
-        for &d in plan.deps.get(node) {
-            let h = &mut holders[d as usize];
-            *h -= 1;
-            if *h == 0 && !plan.requested[d as usize] {
-                values[d as usize] = None;
-            }
-        }
-        if holders[i] == 0 && !plan.requested[i] {
-            values[i] = None;
-        }
-        for &t in plan.dependents.get(node) {
-            let w = &mut waiting[t as usize];
-            *w -= 1;
-            if *w == 0 {
-                match plan.kinds[t as usize] {
-                    Kind::Task(_) => ready.push(Reverse(plan.priority[t as usize])),
-                    _ => instant.push(t),
-                }
-            }
-        }
-    };
-
     loop {
-        while let Some(i) = instant.pop() {
+        while let Some(i) = st.instant.pop() {
             let v = match &plan.kinds[i as usize] {
                 Kind::Value(v) => v.clone(),
                 Kind::Alias => {
                     let d = plan.deps.get(i)[0];
-                    values[d as usize].clone().expect("alias target computed")
+                    st.values[d as usize].clone().expect("alias target computed")
                 }
                 Kind::Task(_) => unreachable!("tasks are never instant"),
             };
-            finish(i, v, &mut values, &mut ready, &mut instant);
+            st.finish(i, v);
         }
         if error.is_none() {
             while running < slots {
-                let Some(Reverse(p)) = ready.pop() else { break };
+                let Some(Reverse(p)) = st.ready.pop() else { break };
                 let node = by_priority[p as usize];
-                let Kind::Task(spec) = &plan.kinds[node as usize] else {
-                    unreachable!("only tasks are queued")
-                };
-                let inputs = plan
-                    .deps
-                    .get(node)
-                    .iter()
-                    .map(|&d| values[d as usize].clone().expect("dependency computed"))
-                    .collect();
-                for cb in callbacks {
-                    cb.pretask(&plan.keys[node as usize]);
+                if !chains {
+                    exec.submit(make_job(plan, node, &st.values, None, callbacks));
+                    running += 1;
+                    continue;
                 }
-                exec.submit(Job {
-                    node,
-                    spec: spec.clone(),
-                    inputs,
-                });
-                running += 1;
+                let mut jobs = st.chain(node, callbacks);
+                running += jobs.len();
+                if jobs.len() == 1 {
+                    exec.submit(jobs.pop().expect("a job"));
+                } else {
+                    exec.submit_chain(jobs);
+                }
             }
         }
         if running == 0 {
@@ -238,7 +308,7 @@ fn drive(
                         cb.posttask(&plan.keys[d.node as usize], &v);
                     }
                     if error.is_none() {
-                        finish(d.node, v, &mut values, &mut ready, &mut instant);
+                        st.finish(d.node, v);
                     }
                 }
                 Err(f) => {
@@ -252,7 +322,51 @@ fn drive(
     if let Some(e) = error {
         return Err(e);
     }
-    Ok(collect(&plan.outputs, &values))
+    Ok(collect(&plan.outputs, &st.values))
+}
+
+/// Longest chain handed out at once.
+const MAX_CHAIN: usize = 4096;
+
+fn make_job(
+    plan: &Plan,
+    node: u32,
+    values: &[Option<Arc<Value>>],
+    prev: Option<u32>,
+    callbacks: &[Arc<dyn Callbacks>],
+) -> Job {
+    let Kind::Task(spec) = &plan.kinds[node as usize] else {
+        unreachable!("only tasks are queued")
+    };
+    let inputs = plan
+        .deps
+        .get(node)
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            if prev == Some(i as u32) {
+                Arc::clone(placeholder())
+            } else {
+                values[d as usize].clone().expect("dependency computed")
+            }
+        })
+        .collect();
+    for cb in callbacks {
+        cb.pretask(&plan.keys[node as usize]);
+    }
+    Job {
+        node,
+        spec: spec.clone(),
+        inputs,
+        prev,
+        send_back: true,
+        options: plan.options(node),
+    }
+}
+
+fn placeholder() -> &'static Arc<Value> {
+    static NULL: std::sync::OnceLock<Arc<Value>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| Arc::new(Value::Null))
 }
 
 fn task_error(key: &Key, f: Failure) -> Error {

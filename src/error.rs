@@ -105,6 +105,11 @@ pub enum TaskErrorKind {
         /// The timeout in milliseconds.
         millis: u64,
     },
+    /// The task used more CPU time than the pool's CPU limit (SIGXCPU).
+    CpuTimeExceeded {
+        /// The limit in seconds.
+        seconds: u64,
+    },
     /// The task ran out of its worker's memory limit.
     OutOfMemory {
         /// The limit in bytes.
@@ -142,6 +147,9 @@ impl std::fmt::Display for TaskErrorKind {
             ),
             TaskErrorKind::TimedOut { millis } => {
                 write!(f, "timed out after {millis} ms; its worker was killed")
+            }
+            TaskErrorKind::CpuTimeExceeded { seconds } => {
+                write!(f, "exceeded the CPU time limit of {seconds} s; its worker was killed")
             }
             TaskErrorKind::OutOfMemory { limit, detail } => {
                 write!(f, "ran out of its worker's memory limit ({limit} bytes): {detail}")

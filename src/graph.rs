@@ -121,10 +121,40 @@ impl<T: Into<Value>> IntoNode for T {
     }
 }
 
+/// Per-task options honoured by the process pool (sync and threads run every task once and
+/// have no timeouts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOptions {
+    /// Retries after the task's worker died (overrides the pool's `retries`).
+    pub retries: Option<u32>,
+    /// Time limit (overrides the pool's `task_timeout`).
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl TaskOptions {
+    /// No overrides.
+    pub fn new() -> TaskOptions {
+        TaskOptions::default()
+    }
+
+    /// Sets the retries.
+    pub fn retries(mut self, n: u32) -> TaskOptions {
+        self.retries = Some(n);
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, d: std::time::Duration) -> TaskOptions {
+        self.timeout = Some(d);
+        self
+    }
+}
+
 /// A task graph: a map from key to node.
 #[derive(Clone, Default, PartialEq)]
 pub struct Graph {
     nodes: HashMap<Key, Node>,
+    options: HashMap<Key, TaskOptions>,
 }
 
 impl Graph {
@@ -137,6 +167,7 @@ impl Graph {
     pub fn with_capacity(n: usize) -> Graph {
         Graph {
             nodes: HashMap::with_capacity(n),
+            options: HashMap::new(),
         }
     }
 
@@ -149,6 +180,21 @@ impl Graph {
     pub fn task(&mut self, key: impl Into<Key>, func: &str, args: Vec<Arg>) -> &mut Graph {
         self.nodes.insert(key.into(), Node::Task(Task::new(func, args)));
         self
+    }
+
+    /// Sets per-task options of `key` (retries, timeout) for the process pool.
+    pub fn set_options(&mut self, key: impl Into<Key>, options: TaskOptions) -> &mut Graph {
+        self.options.insert(key.into(), options);
+        self
+    }
+
+    /// The per-task options of `key`, if any were set.
+    pub fn options(&self, key: &Key) -> Option<&TaskOptions> {
+        self.options.get(key)
+    }
+
+    pub(crate) fn all_options(&self) -> impl Iterator<Item = (&Key, &TaskOptions)> {
+        self.options.iter()
     }
 
     /// The node of `key`.
@@ -184,6 +230,7 @@ impl Graph {
     /// Adds every node of `other`, replacing nodes with the same key.
     pub fn extend(&mut self, other: Graph) {
         self.nodes.extend(other.nodes);
+        self.options.extend(other.options);
     }
 }
 
@@ -204,6 +251,7 @@ impl<K: Into<Key>, N: IntoNode> FromIterator<(K, N)> for Graph {
                 .into_iter()
                 .map(|(k, n)| (k.into(), n.into_node()))
                 .collect(),
+            options: HashMap::new(),
         }
     }
 }

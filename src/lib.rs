@@ -35,6 +35,7 @@ mod key;
 mod optimize;
 pub mod order;
 mod plan;
+mod process;
 mod scheduler;
 mod sync;
 mod threaded;
@@ -47,10 +48,11 @@ pub use forkgraph_worker::{
     Array, ArgValue, Buffer, CallError, DType, Element, FromArg, IntoOutput, IntoValue, Mismatch,
     Serde, Value,
 };
-pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task};
+pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
 pub use key::{Key, KeyPart, Keys};
 pub use plan::Csr;
 pub use scheduler::{GetOptions, Scheduler};
+pub use process::{ProcessPool, ProcessPoolBuilder, Submitted};
 pub use sync::{get, get_value, SyncScheduler};
 pub use threaded::{ThreadPool, ThreadPoolBuilder};
 

@@ -157,6 +157,11 @@ fn compact(plan: &mut Plan, deps: Vec<Vec<u32>>, keep: &[bool]) {
     plan.deps = Csr::from_lists(lists);
     plan.dependents = plan.deps.transpose();
     plan.outputs.remap(&new_id);
+    plan.options = std::mem::take(&mut plan.options)
+        .into_iter()
+        .filter(|(i, _)| keep[*i as usize])
+        .map(|(i, o)| (new_id[i as usize], o))
+        .collect();
 }
 
 fn retain_kept<T>(v: &mut Vec<T>, keep: &[bool]) {

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use forkgraph_worker::{Registry, SpecArg, TaskSpec, Value};
+use forkgraph_worker::{FnId, Registry, SpecArg, TaskSpec, Value};
 
 use crate::error::GraphError;
-use crate::graph::{Arg, Graph, Node, Task};
+use crate::graph::{Arg, Graph, Node, Task, TaskOptions};
 use crate::key::{Key, Keys};
 use crate::order;
 
@@ -111,6 +111,8 @@ pub(crate) struct Plan {
     /// Position of each node in the static order (0 runs first).
     pub(crate) priority: Vec<u32>,
     pub(crate) outputs: OutSpec,
+    /// Per-task options, for the few nodes that have them.
+    pub(crate) options: HashMap<u32, TaskOptions>,
 }
 
 /// Options of planning.
@@ -123,6 +125,10 @@ pub(crate) struct PlanOptions {
 impl Plan {
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    pub(crate) fn options(&self, node: u32) -> TaskOptions {
+        self.options.get(&node).copied().unwrap_or_default()
     }
 
     pub(crate) fn build(graph: &Graph, request: &Keys, opts: PlanOptions) -> Result<Plan, GraphError> {
@@ -138,53 +144,73 @@ impl Plan {
             return Err(GraphError::MissingKey { keys: missing });
         }
 
-        // Cull: depth-first from the requested keys, ids in discovery order.
-        let mut ids: HashMap<&Key, u32> = HashMap::new();
-        let mut order: Vec<(&Key, &Node)> = Vec::new();
-        let mut stack: Vec<&Key> = wanted.iter().rev().copied().collect();
-        let mut dep_keys: Vec<Vec<&Key>> = Vec::new();
-        while let Some(k) = stack.pop() {
-            if ids.contains_key(k) {
+        // Cull: depth-first from the requested keys, ids in discovery order. A node is known by
+        // the address of its key inside the graph, so every key reference costs one lookup in
+        // the graph (hashing the key) and the rest are cheap lookups by address. Tasks are
+        // compiled as they are discovered; a compile error is reported only when the whole
+        // graph was walked without a missing dependency (which takes precedence).
+        let mut seen: HashMap<usize, Seen, BuildAddrHasher> =
+            HashMap::with_capacity_and_hasher(graph.len(), BuildAddrHasher::default());
+        let mut stack: Vec<(&Key, &Node)> = wanted
+            .iter()
+            .rev()
+            .map(|k| graph.entry(k).expect("checked above"))
+            .collect();
+        let mut keys: Vec<Key> = Vec::new();
+        let mut kinds: Vec<Kind> = Vec::new();
+        let mut funcs: Vec<&'static str> = Vec::new();
+        let mut dep_offsets: Vec<u32> = vec![0];
+        // Dependencies of every node, by address; turned into ids once all ids are known.
+        let mut dep_addrs: Vec<usize> = Vec::new();
+        // Scratch: the node's key references in argument order, the local input index of each,
+        // and its distinct dependencies not yet visited.
+        let mut refs: Vec<&Key> = Vec::new();
+        let mut locals: Vec<u32> = Vec::new();
+        let mut unvisited: Vec<(&Key, &Node)> = Vec::new();
+        let mut functions = Functions::new(Registry::global());
+        let mut compile_error: Option<GraphError> = None;
+        while let Some((key, node)) = stack.pop() {
+            let id = keys.len() as u32;
+            let me = seen.entry(addr(key)).or_insert(Seen::NEW);
+            if me.id != UNSET {
                 continue;
             }
-            let (key, node) = graph.entry(k).expect("checked above or below");
-            ids.insert(key, order.len() as u32);
-            order.push((key, node));
-            let mut deps = Vec::new();
-            node_deps(node, &mut deps);
-            dedup_in_order(&mut deps);
-            for d in deps.iter().rev() {
-                if !graph.contains_key(d) {
-                    return Err(GraphError::MissingDependency {
-                        key: key.clone(),
-                        dependency: (*d).clone(),
-                    });
+            me.id = id;
+            keys.push(key.clone());
+            refs.clear();
+            locals.clear();
+            unvisited.clear();
+            node_deps(node, &mut refs);
+            let first = dep_addrs.len();
+            for r in &refs {
+                let Some((dk, dn)) = graph.entry(r) else {
+                    return Err(missing_dependency(graph, key, node));
+                };
+                let d = seen.entry(addr(dk)).or_insert(Seen::NEW);
+                if d.parent != id {
+                    // First reference to `dk` from this node: a new input.
+                    d.parent = id;
+                    d.local = (dep_addrs.len() - first) as u32;
+                    dep_addrs.push(addr(dk));
+                    if d.id == UNSET {
+                        unvisited.push((dk, dn));
+                    }
                 }
-                if !ids.contains_key(d) {
-                    stack.push(d);
-                }
+                locals.push(d.local);
             }
-            dep_keys.push(deps);
-        }
-
-        let reg = Registry::global();
-        let n = order.len();
-        let mut kinds = Vec::with_capacity(n);
-        let mut funcs = Vec::with_capacity(n);
-        let mut dep_lists = Vec::with_capacity(n);
-        for (i, (key, node)) in order.iter().enumerate() {
-            let deps: Vec<u32> = dep_keys[i].iter().map(|d| ids[d]).collect();
-            let local: HashMap<&Key, u32> = dep_keys[i]
-                .iter()
-                .enumerate()
-                .map(|(j, d)| (*d, j as u32))
-                .collect();
+            dep_offsets.push(dep_addrs.len() as u32);
+            stack.extend(unvisited.iter().rev());
+            if compile_error.is_some() {
+                continue;
+            }
             match node {
-                Node::Task(t) => {
-                    let spec = compile_task(reg, key, t, &local)?;
-                    funcs.push(reg.get(spec.func).map_or("?", |f| f.name));
-                    kinds.push(Kind::Task(Arc::new(spec)));
-                }
+                Node::Task(t) => match compile_task(&mut functions, key, t, &mut locals.iter()) {
+                    Ok(spec) => {
+                        funcs.push(functions.name(spec.func));
+                        kinds.push(Kind::Task(Arc::new(spec)));
+                    }
+                    Err(e) => compile_error = Some(e),
+                },
                 Node::Value(v) => {
                     funcs.push("");
                     kinds.push(Kind::Value(Arc::new(v.clone())));
@@ -194,25 +220,42 @@ impl Plan {
                     kinds.push(Kind::Alias);
                 }
             }
-            dep_lists.push(deps);
         }
-        let keys: Vec<Key> = order.iter().map(|(k, _)| (*k).clone()).collect();
+        if let Some(e) = compile_error {
+            return Err(e);
+        }
+        let n = keys.len();
+        let id_at = |a: usize| seen[&a].id;
+        // The id of a key of the graph, if the cull reached it.
+        let id_of = |k: &Key| {
+            let (k, _) = graph.entry(k)?;
+            seen.get(&addr(k)).map(|s| s.id).filter(|&i| i != UNSET)
+        };
+        let deps = Csr {
+            offsets: dep_offsets,
+            items: dep_addrs.into_iter().map(id_at).collect(),
+        };
         let mut requested = vec![false; n];
         for k in &wanted {
-            requested[ids[k] as usize] = true;
+            requested[id_of(k).expect("checked above") as usize] = true;
         }
-        let outputs = out_spec(request, &ids);
-        drop(ids);
+        let outputs = out_spec(request, &|k| id_of(k).expect("checked above"));
+        let options = graph
+            .all_options()
+            .filter_map(|(k, o)| Some((id_of(k)?, *o)))
+            .collect();
+        drop(seen);
 
         let mut plan = Plan {
             keys,
             kinds,
             funcs,
-            deps: Csr::from_lists(dep_lists),
+            deps,
             dependents: Csr::default(),
             requested,
             priority: Vec::new(),
             outputs,
+            options,
         };
         plan.dependents = plan.deps.transpose();
         plan.check_cycles()?;
@@ -316,18 +359,109 @@ fn arg_deps<'g>(a: &'g Arg, out: &mut Vec<&'g Key>) {
     }
 }
 
-fn compile_task(
-    reg: &Registry,
+/// The error of a node with a missing dependency: the last missing one among its distinct
+/// dependencies (found the slow way, on the error path only).
+fn missing_dependency(graph: &Graph, key: &Key, node: &Node) -> GraphError {
+    let mut deps = Vec::new();
+    node_deps(node, &mut deps);
+    dedup_in_order(&mut deps);
+    let d = deps
+        .iter()
+        .rev()
+        .find(|d| !graph.contains_key(d))
+        .expect("a missing dependency");
+    GraphError::MissingDependency {
+        key: key.clone(),
+        dependency: (*d).clone(),
+    }
+}
+
+/// What the cull knows about a node of the graph.
+#[derive(Clone, Copy)]
+struct Seen {
+    /// Its id, or [`UNSET`] while it is not yet visited.
+    id: u32,
+    /// The last node that referred to it, and the input index it has there.
+    parent: u32,
+    local: u32,
+}
+
+const UNSET: u32 = u32::MAX;
+
+impl Seen {
+    const NEW: Seen = Seen {
+        id: UNSET,
+        parent: UNSET,
+        local: 0,
+    };
+}
+
+/// The identity of a key stored in the graph (the graph is borrowed while the plan is built).
+fn addr(k: &Key) -> usize {
+    k as *const Key as usize
+}
+
+/// A hasher for addresses: one multiplication, both halves folded.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_usize(self.0 as usize ^ usize::from(b));
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        let m = u128::from(n as u64 ^ self.0) * 0x9E37_79B9_7F4A_7C15;
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type BuildAddrHasher = std::hash::BuildHasherDefault<AddrHasher>;
+
+/// Function lookups, remembering the last one (graphs call the same function many times).
+struct Functions<'g> {
+    reg: &'static Registry,
+    last: Option<(&'g str, FnId)>,
+}
+
+impl<'g> Functions<'g> {
+    fn new(reg: &'static Registry) -> Functions<'g> {
+        Functions { reg, last: None }
+    }
+
+    fn lookup(&mut self, name: &'g str) -> Result<FnId, String> {
+        match self.last {
+            Some((n, id)) if n == name => Ok(id),
+            _ => {
+                let id = self.reg.lookup(name)?;
+                self.last = Some((name, id));
+                Ok(id)
+            }
+        }
+    }
+
+    fn name(&self, id: FnId) -> &'static str {
+        self.reg.get(id).map_or("?", |f| f.name)
+    }
+}
+
+/// Compiles a task; `locals` gives the input index of each key reference, in argument order.
+fn compile_task<'g>(
+    fns: &mut Functions<'g>,
     key: &Key,
-    t: &Task,
-    local: &HashMap<&Key, u32>,
+    t: &'g Task,
+    locals: &mut std::slice::Iter<'_, u32>,
 ) -> Result<TaskSpec, GraphError> {
-    let func = reg.lookup(&t.func).map_err(|message| GraphError::UnknownFunction {
+    let func = fns.lookup(&t.func).map_err(|message| GraphError::UnknownFunction {
         key: key.clone(),
         function: t.func.clone(),
         message,
     })?;
-    let f = reg.get(func).expect("looked up");
+    let f = fns.reg.get(func).expect("looked up");
     if f.params.len() != t.args.len() {
         return Err(GraphError::Arity {
             key: key.clone(),
@@ -340,37 +474,37 @@ fn compile_task(
     let args = t
         .args
         .iter()
-        .map(|a| compile_arg(reg, key, a, local))
+        .map(|a| compile_arg(fns, key, a, locals))
         .collect::<Result<_, _>>()?;
     Ok(TaskSpec { func, args })
 }
 
-fn compile_arg(
-    reg: &Registry,
+fn compile_arg<'g>(
+    fns: &mut Functions<'g>,
     key: &Key,
-    a: &Arg,
-    local: &HashMap<&Key, u32>,
+    a: &'g Arg,
+    locals: &mut std::slice::Iter<'_, u32>,
 ) -> Result<SpecArg, GraphError> {
     Ok(match a {
         Arg::Value(v) => SpecArg::Lit(v.clone()),
-        Arg::Key(k) => SpecArg::Input(local[k]),
+        Arg::Key(_) => SpecArg::Input(*locals.next().expect("an index per key reference")),
         Arg::List(l) => SpecArg::List(
             l.iter()
-                .map(|a| compile_arg(reg, key, a, local))
+                .map(|a| compile_arg(fns, key, a, locals))
                 .collect::<Result<_, _>>()?,
         ),
         Arg::Map(m) => SpecArg::Map(
             m.iter()
-                .map(|(k, a)| Ok((k.clone(), compile_arg(reg, key, a, local)?)))
+                .map(|(k, a)| Ok((k.clone(), compile_arg(fns, key, a, locals)?)))
                 .collect::<Result<_, _>>()?,
         ),
-        Arg::Task(t) => SpecArg::Task(Box::new(compile_task(reg, key, t, local)?)),
+        Arg::Task(t) => SpecArg::Task(Box::new(compile_task(fns, key, t, locals)?)),
     })
 }
 
-fn out_spec(request: &Keys, ids: &HashMap<&Key, u32>) -> OutSpec {
+fn out_spec(request: &Keys, id_of: &dyn Fn(&Key) -> u32) -> OutSpec {
     match request {
-        Keys::One(k) => OutSpec::One(ids[k]),
-        Keys::List(l) => OutSpec::List(l.iter().map(|r| out_spec(r, ids)).collect()),
+        Keys::One(k) => OutSpec::One(id_of(k)),
+        Keys::List(l) => OutSpec::List(l.iter().map(|r| out_spec(r, id_of)).collect()),
     }
 }

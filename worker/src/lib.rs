@@ -1,10 +1,16 @@
-//! The runtime that lives inside a forkgraph worker: values, the function registry and task
-//! execution. It knows nothing about graphs; the `forkgraph` crate schedules on top of it.
+//! The runtime that lives inside a forkgraph worker: values, the function registry, task
+//! execution, the fork server, the worker loop and the protocol they speak. It knows nothing
+//! about graphs; the `forkgraph` crate schedules on top of it.
 
 pub mod convert;
 pub mod exec;
+pub mod forkserver;
+pub mod proto;
 pub mod registry;
+#[doc(hidden)]
+pub mod sys;
 pub mod value;
+mod worker;
 
 pub use convert::{ArgValue, FromArg, IntoOutput, IntoValue, Mismatch, Serde, VecItem};
 pub use exec::{run, Inputs, SpecArg, TaskFailure, TaskSpec};

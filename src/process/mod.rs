@@ -1,0 +1,299 @@
+//! The process-pool scheduler: tasks run in worker processes forked by a fork server.
+//!
+//! See ARCHITECTURE.md ("Process pool") for the design. In short: building a pool re-executes
+//! the current executable as a single-threaded fork server, which forks the workers; workers
+//! talk to the pool over Unix stream sockets (postcard frames) and publish the task they run in a
+//! shared page. A worker that dies is seen at once (end-of-file on its socket), reaped by the
+//! fork server (which reports the signal or exit code), blamed precisely through its page, and
+//! replaced. `get` calls on one pool take turns (the pool is behind a mutex).
+
+mod exec;
+mod proc;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use forkgraph_worker::proto::Limits;
+use forkgraph_worker::Value;
+
+use crate::engine::{self, Output};
+use crate::error::{BuildError, Error};
+use crate::graph::{Arg, Graph, IntoArg, Task};
+use crate::key::{Key, Keys};
+use crate::scheduler::{plan, GetOptions, Scheduler};
+
+pub(crate) use proc::Pool;
+
+/// Settings of a pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) retries: u32,
+    pub(crate) max_worker_deaths: u32,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) limits: Limits,
+    pub(crate) max_tasks_per_worker: Option<u64>,
+    pub(crate) handle_interrupt: bool,
+}
+
+/// Builds a [`ProcessPool`].
+#[derive(Debug, Clone)]
+pub struct ProcessPoolBuilder {
+    cfg: Config,
+}
+
+impl Default for ProcessPoolBuilder {
+    fn default() -> ProcessPoolBuilder {
+        ProcessPoolBuilder {
+            cfg: Config {
+                workers: crate::default_parallelism(),
+                retries: 0,
+                max_worker_deaths: 3,
+                task_timeout: None,
+                limits: Limits::default(),
+                max_tasks_per_worker: None,
+                handle_interrupt: true,
+            },
+        }
+    }
+}
+
+impl ProcessPoolBuilder {
+    /// Number of worker processes (default: the available parallelism).
+    pub fn workers(mut self, n: usize) -> ProcessPoolBuilder {
+        self.cfg.workers = n;
+        self
+    }
+
+    /// How many times a task is re-run on a fresh worker after its worker died (default 0).
+    /// [`Graph::set_options`] overrides it per task.
+    pub fn retries(mut self, n: u32) -> ProcessPoolBuilder {
+        self.cfg.retries = n;
+        self
+    }
+
+    /// A task that has killed this many workers fails with
+    /// [`TaskErrorKind::KilledWorkers`](crate::TaskErrorKind::KilledWorkers), whatever its
+    /// retries (default 3).
+    pub fn max_worker_deaths(mut self, n: u32) -> ProcessPoolBuilder {
+        self.cfg.max_worker_deaths = n.max(1);
+        self
+    }
+
+    /// Time limit of every task: its worker is killed and the task fails with
+    /// [`TaskErrorKind::TimedOut`](crate::TaskErrorKind::TimedOut). [`Graph::set_options`]
+    /// overrides it per task.
+    pub fn task_timeout(mut self, d: Duration) -> ProcessPoolBuilder {
+        self.cfg.task_timeout = Some(d);
+        self
+    }
+
+    /// Limits each worker's heap (RLIMIT_DATA). A task that needs more fails with
+    /// [`TaskErrorKind::OutOfMemory`](crate::TaskErrorKind::OutOfMemory).
+    pub fn memory_limit(mut self, bytes: u64) -> ProcessPoolBuilder {
+        self.cfg.limits.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Limits the CPU time of each task (RLIMIT_CPU, re-armed per task; whole seconds, at
+    /// least 1). A task over it fails with
+    /// [`TaskErrorKind::CpuTimeExceeded`](crate::TaskErrorKind::CpuTimeExceeded).
+    pub fn cpu_limit(mut self, d: Duration) -> ProcessPoolBuilder {
+        self.cfg.limits.cpu_seconds = Some(d.as_secs().max(1));
+        self
+    }
+
+    /// Replaces a worker after it has run this many tasks (against leaks in task code).
+    pub fn max_tasks_per_worker(mut self, n: u64) -> ProcessPoolBuilder {
+        self.cfg.max_tasks_per_worker = Some(n.max(1));
+        self
+    }
+
+    /// Whether Ctrl-C (SIGINT) during `get` stops the workers and makes `get` return
+    /// [`Error::Interrupted`] (default true). Outside `get`, SIGINT keeps its default action.
+    pub fn handle_ctrl_c(mut self, on: bool) -> ProcessPoolBuilder {
+        self.cfg.handle_interrupt = on;
+        self
+    }
+
+    /// Starts the fork server and the workers.
+    ///
+    /// # Errors
+    /// When `workers(0)` was asked, the executable cannot be re-executed, or a worker does not
+    /// start.
+    pub fn build(self) -> Result<ProcessPool, BuildError> {
+        if self.cfg.workers == 0 {
+            return Err(BuildError("a process pool needs at least one worker".into()));
+        }
+        let pool = Pool::start(&self.cfg).map_err(BuildError)?;
+        Ok(ProcessPool {
+            pool: Arc::new(Mutex::new(pool)),
+            cfg: Arc::new(self.cfg),
+        })
+    }
+}
+
+/// A pool of worker processes running tasks. Cloning shares the pool; the workers stop when the
+/// last clone drops.
+///
+/// ```
+/// use forkgraph::{graph, key, ProcessPool, Scheduler};
+///
+/// #[forkgraph::task]
+/// fn square(x: i64) -> i64 {
+///     x * x
+/// }
+///
+/// let pool = ProcessPool::builder().workers(2).build().unwrap();
+/// let g = graph! { "a" => 7, "b" => (square, key("a")) };
+/// assert_eq!(pool.get(&g, "b").unwrap().to::<i64>().unwrap(), 49);
+/// let squares = pool.map("square", [1, 2, 3]).unwrap();
+/// assert_eq!(squares, vec![1.into(), 4.into(), 9.into()]);
+/// ```
+#[derive(Clone)]
+pub struct ProcessPool {
+    pool: Arc<Mutex<Pool>>,
+    cfg: Arc<Config>,
+}
+
+impl std::fmt::Debug for ProcessPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPool")
+            .field("workers", &self.cfg.workers)
+            .field("retries", &self.cfg.retries)
+            .field("max_worker_deaths", &self.cfg.max_worker_deaths)
+            .field("task_timeout", &self.cfg.task_timeout)
+            .finish()
+    }
+}
+
+impl ProcessPool {
+    /// A builder.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder::default()
+    }
+
+    /// A pool with default settings.
+    ///
+    /// # Errors
+    /// As [`ProcessPoolBuilder::build`].
+    pub fn new() -> Result<ProcessPool, BuildError> {
+        ProcessPool::builder().build()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pool> {
+        // A panic while holding the lock leaves the pool in a consistent state: every method
+        // that mutates it re-checks its workers first.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Process ids of the current workers.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.lock().pids()
+    }
+
+    /// Process id of the fork server.
+    pub fn fork_server_pid(&self) -> i32 {
+        self.lock().server_pid()
+    }
+
+    /// How many workers were started since the pool was built (initial ones included).
+    pub fn workers_started(&self) -> u64 {
+        self.lock().started()
+    }
+
+    /// Kills one worker (SIGKILL) and waits until its replacement is ready; returns the new
+    /// worker's pid. For benchmarks and tests of restarts.
+    ///
+    /// # Errors
+    /// When the replacement cannot be started.
+    pub fn restart_worker(&self, index: usize) -> Result<i32, Error> {
+        self.lock().restart(index, &self.cfg).map_err(Error::Scheduler)
+    }
+
+    /// Applies a registered function to every item, in parallel; results in item order.
+    ///
+    /// # Errors
+    /// As `get`: the first failing item's error names its key (`("map", index)`).
+    pub fn map<I, A>(&self, function: &str, items: I) -> Result<Vec<Value>, Error>
+    where
+        I: IntoIterator<Item = A>,
+        A: IntoArg,
+    {
+        let mut g = Graph::new();
+        let mut keys = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let k = Key::from(("map", i));
+            g.insert(k.clone(), Task::new(function, vec![item.into_arg()]));
+            keys.push(Keys::One(k));
+        }
+        let out = self.get_with(&g, &Keys::List(keys), &GetOptions::default())?;
+        Ok(match out {
+            Output::List(l) => l.into_iter().map(Output::into_value).collect(),
+            Output::Value(v) => vec![v],
+        })
+    }
+
+    /// Runs one call of a registered function in the background; wait on the handle.
+    pub fn submit(&self, function: &str, args: Vec<Arg>) -> Submitted {
+        let pool = self.clone();
+        let mut g = Graph::new();
+        g.insert("submit", Task::new(function, args));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let r = pool.get(&g, "submit").map(Output::into_value);
+            let _ = tx.send(r);
+        });
+        Submitted { rx, result: None }
+    }
+}
+
+/// A call started with [`ProcessPool::submit`].
+#[derive(Debug)]
+pub struct Submitted {
+    rx: crossbeam_channel::Receiver<Result<Value, Error>>,
+    result: Option<Result<Value, Error>>,
+}
+
+impl Submitted {
+    /// Whether the call has finished.
+    pub fn is_done(&mut self) -> bool {
+        if self.result.is_none() {
+            self.result = self.rx.try_recv().ok();
+        }
+        self.result.is_some()
+    }
+
+    /// Waits for the result.
+    ///
+    /// # Errors
+    /// The call's error.
+    pub fn wait(mut self) -> Result<Value, Error> {
+        match self.result.take() {
+            Some(r) => r,
+            None => self
+                .rx
+                .recv()
+                .unwrap_or_else(|_| Err(Error::Scheduler("submitted call vanished".into()))),
+        }
+    }
+
+    /// Waits at most `d`; `None` if the call is still running.
+    pub fn wait_timeout(&mut self, d: Duration) -> Option<&Result<Value, Error>> {
+        if self.result.is_none() {
+            self.result = self.rx.recv_timeout(d).ok();
+        }
+        self.result.as_ref()
+    }
+}
+
+impl Scheduler for ProcessPool {
+    fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
+        let plan = plan(graph, keys, opts)?;
+        let mut pool = self.lock();
+        let mut exec = exec::ProcExec::new(&mut pool, &self.cfg);
+        let r = engine::run(&plan, &mut exec, &opts.callbacks);
+        exec.settle(r.is_err());
+        r
+    }
+}

@@ -1,0 +1,41 @@
+//! First checks of the process pool.
+use forkgraph::{graph, key, ProcessPool, Scheduler, SyncScheduler};
+
+#[forkgraph::task]
+fn pinc(x: i64) -> i64 {
+    x + 1
+}
+
+#[forkgraph::task]
+fn psum(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
+#[forkgraph::task]
+fn pid_of(_x: i64) -> i64 {
+    std::process::id() as i64
+}
+
+#[test]
+fn process_pool_runs_a_graph() {
+    let pool = ProcessPool::builder().workers(2).build().unwrap();
+    let g = graph! {
+        "a" => 1,
+        "b" => (pinc, key("a")),
+        "c" => (pinc, key("b")),
+        "s" => (psum, [key("a"), key("b"), key("c")]),
+        "p" => (pid_of, 0),
+    };
+    let out = pool.get(&g, vec!["s", "c"]).unwrap();
+    assert_eq!(out, SyncScheduler.get(&g, vec!["s", "c"]).unwrap());
+    let p = pool.get(&g, "p").unwrap().to::<i64>().unwrap();
+    assert!(pool.worker_pids().contains(&(p as i32)));
+    assert_ne!(p, std::process::id() as i64);
+    let mut chain = forkgraph::Graph::new();
+    chain.insert(("c", 0), 0);
+    for i in 1..2000 {
+        chain.insert(("c", i), forkgraph::Task::new("pinc", vec![forkgraph::Arg::Key(("c", i - 1).into())]));
+    }
+    assert_eq!(pool.get(&chain, ("c", 1999)).unwrap().to::<i64>().unwrap(), 1999);
+    assert_eq!(pool.map("pinc", [1, 2, 3]).unwrap(), vec![2.into(), 3.into(), 4.into()]);
+}

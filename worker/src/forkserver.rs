@@ -1,0 +1,117 @@
+//! The fork server: a small single-threaded process that forks workers on request.
+//!
+//! A pool starts it by re-executing its own executable ([`crate::sys::spawn_fork_server`]); the
+//! start-up hook below runs before `main` and, seeing [`crate::sys::FORK_SERVER_ENV`], serves
+//! forks instead of returning into `main`. Because it was exec'd, it has one thread, a small
+//! heap and every registered function (they are in the executable's link-time table), so its
+//! children can run arbitrary Rust code safely even when the pool's own process is
+//! multithreaded, and a fork costs ~0.1 ms whatever the size of the parent's heap.
+//!
+//! Workers are the server's children. When the parent goes away (its control socket reaches
+//! end-of-file) the server kills every worker and exits; workers also die with the server
+//! (PR_SET_PDEATHSIG).
+
+use std::collections::BTreeSet;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::proto::{self, FromServer, Inbox, Limits, ToServer};
+use crate::sys::{self, Forked, SharedPage, Stream};
+
+static HOOK_RAN: AtomicBool = AtomicBool::new(false);
+
+/// Whether the start-up hook ran in this process: a pool needs it to start workers. It can only
+/// fail to run if the linker dropped it, which [`hook_ran`]'s use of the same object prevents.
+pub fn hook_ran() -> bool {
+    HOOK_RAN.load(Ordering::SeqCst)
+}
+
+#[ctor::ctor(unsafe)]
+fn forkgraph_startup_hook() {
+    HOOK_RAN.store(true, Ordering::SeqCst);
+    if std::env::var_os(sys::FORK_SERVER_ENV).is_none() {
+        return;
+    }
+    // Single-threaded and before main: nothing else reads the environment now.
+    std::env::remove_var(sys::FORK_SERVER_ENV);
+    // SAFETY: FORK_SERVER_ENV is only set by spawn_fork_server, which put the control socket at
+    // FORK_SERVER_FD; nothing in this fresh process owns that fd.
+    let control = unsafe { sys::take_fork_server_fd() };
+    sys::exit_now(serve(&control));
+}
+
+fn serve(control: &Stream) -> i32 {
+    sys::ignore_sigint();
+    let me = sys::getpid();
+    let mut inbox = Inbox::new();
+    let mut live: BTreeSet<i32> = BTreeSet::new();
+    loop {
+        match proto::recv::<ToServer>(control, &mut inbox) {
+            Ok(Some((ToServer::Spawn { limits }, _))) => {
+                let reply = spawn_worker(me, control, limits);
+                let sent = match reply {
+                    Ok((pid, fds)) => {
+                        live.insert(pid);
+                        proto::send(control, &FromServer::Spawned { pid }, &[&fds.0, &fds.1, &fds.2])
+                    }
+                    Err(e) => proto::send(control, &FromServer::Failed(e.to_string()), &[]),
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+            Ok(Some((ToServer::Reap { pid }, _))) => {
+                let reply = if live.remove(&pid) {
+                    sys::kill_hard(pid);
+                    match sys::wait_child(pid) {
+                        Ok(exit) => FromServer::Reaped { pid, exit },
+                        Err(e) => FromServer::Failed(format!("waitpid {pid}: {e}")),
+                    }
+                } else {
+                    FromServer::Failed(format!("{pid} is not a worker of this server"))
+                };
+                if proto::send(control, &reply, &[]).is_err() {
+                    break;
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // The parent is gone (or talks nonsense): no worker may outlive it.
+    for &pid in &live {
+        sys::kill_hard(pid);
+    }
+    for &pid in &live {
+        let _ = sys::wait_child(pid);
+    }
+    0
+}
+
+type WorkerFds = (std::os::fd::OwnedFd, std::os::fd::OwnedFd, std::os::fd::OwnedFd);
+
+fn spawn_worker(me: i32, control: &Stream, limits: Limits) -> std::io::Result<(i32, WorkerFds)> {
+    let (parent_end, child_end) = Stream::pair()?;
+    let (err_r, err_w) = sys::pipe()?;
+    let (page, page_fd) = SharedPage::create()?;
+    // SAFETY: the fork server is single-threaded (see the module doc); the child never returns
+    // from this function (it ends in exit_now).
+    match unsafe { sys::fork() }? {
+        Forked::Child => {
+            sys::close_in_child(control.as_fd());
+            drop(parent_end);
+            drop(err_r);
+            drop(page_fd);
+            sys::redirect_stderr(err_w.as_fd());
+            drop(err_w);
+            sys::die_with_parent(me);
+            sys::default_crash_signals();
+            sys::no_core_dumps();
+            if let Some(bytes) = limits.memory_bytes {
+                let _ = sys::limit_memory(bytes);
+            }
+            let code = crate::worker::serve(&child_end, &page, limits);
+            sys::exit_now(code)
+        }
+        Forked::Parent(pid) => Ok((pid, (parent_end.into_fd(), err_r, page_fd))),
+    }
+}

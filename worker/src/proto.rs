@@ -1,0 +1,346 @@
+//! Messages between the parent, the fork server and workers, and their framing.
+//!
+//! Every message is a frame on a Unix stream socket: a 4-byte little-endian length, a 1-byte
+//! count of attached fds, then the postcard-encoded message. Fds travel with SCM_RIGHTS on the
+//! first byte of their frame. End-of-file on a socket means the process at the other end is gone.
+//!
+//! Protocol (who sends what):
+//! - parent -> fork server: [`ToServer::Spawn`] (reply [`FromServer::Spawned`] with the worker's
+//!   socket, its stderr pipe and its progress page as fds), [`ToServer::Reap`] (reply
+//!   [`FromServer::Reaped`]). The server's end-of-file means the parent is gone: it kills every
+//!   worker and exits.
+//! - parent -> worker: [`ToWorker::Run`] with units of work; worker -> parent:
+//!   [`FromWorker::Hello`] once, then [`FromWorker::Done`] with results, in the order of the units.
+//! - a worker writes the unit it is running into its progress page
+//!   ([`crate::sys::SharedPage`]), so the parent knows whom to blame if it dies.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::exec::{TaskFailure, TaskSpec};
+use crate::sys::{Exit, Stream};
+use crate::value::Value;
+
+/// Resource limits of a worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// RLIMIT_DATA in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU seconds per task (RLIMIT_CPU, re-armed before each task).
+    pub cpu_seconds: Option<u64>,
+}
+
+/// Parent to fork server.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToServer {
+    /// Start a worker.
+    Spawn {
+        /// Its limits.
+        limits: Limits,
+    },
+    /// Kill (SIGKILL) a worker and wait for it to end.
+    Reap {
+        /// Its pid.
+        pid: i32,
+    },
+}
+
+/// Fork server to parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromServer {
+    /// A worker started; fds: socket, stderr read end, progress page.
+    Spawned {
+        /// Its pid.
+        pid: i32,
+    },
+    /// A worker ended.
+    Reaped {
+        /// Its pid.
+        pid: i32,
+        /// How.
+        exit: Exit,
+    },
+    /// The request failed.
+    Failed(String),
+}
+
+/// An input of a task in a unit.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Input {
+    /// A value sent along.
+    Value(Arc<Value>),
+    /// The result of the previous task of the same unit (computed in the worker).
+    Prev,
+}
+
+/// One task of a unit.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UnitTask {
+    /// What to run.
+    pub spec: Arc<TaskSpec>,
+    /// Its inputs, in dependency order.
+    pub inputs: Vec<Input>,
+    /// Whether the parent needs the result back.
+    pub send_back: bool,
+}
+
+/// A chain of tasks run back to back in one worker; each may read the previous one's result.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Unit {
+    /// Sequence number (never 0), unique per pool.
+    pub seq: u64,
+    /// The tasks.
+    pub tasks: Vec<UnitTask>,
+}
+
+/// Parent to worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run these units in order.
+    Run(Vec<Unit>),
+    /// Finish and exit.
+    Exit,
+}
+
+/// The outcome of one unit.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UnitDone {
+    /// The unit's sequence number.
+    pub seq: u64,
+    /// Results of its tasks in order, up to and including the first failure. `Ok(None)` is a
+    /// result that stayed in the worker (`send_back` false).
+    pub results: Vec<Result<Option<Value>, TaskFailure>>,
+    /// Wall time the unit took, in nanoseconds.
+    pub nanos: u64,
+}
+
+/// Worker to parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// First message: who the worker is and which function table it has.
+    Hello {
+        /// Its pid.
+        pid: i32,
+        /// [`crate::Registry::digest`] of its executable.
+        digest: u64,
+    },
+    /// Finished units.
+    Done(Vec<UnitDone>),
+}
+
+/// Encodes a frame.
+///
+/// # Errors
+/// When the message cannot be encoded.
+pub fn encode<T: Serialize>(msg: &T, nfds: usize) -> io::Result<Vec<u8>> {
+    let mut out = postcard::serialize_with_flavor(msg, Framed(vec![0u8; 5])).map_err(invalid)?;
+    let len = u32::try_from(out.len() - 5)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4] = u8::try_from(nfds).map_err(invalid)?;
+    Ok(out)
+}
+
+/// A postcard output that leaves room for the frame header and appends slices in bulk.
+struct Framed(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Framed {
+    type Output = Vec<u8>;
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        self.0.push(b);
+        Ok(())
+    }
+    fn try_extend(&mut self, d: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(d);
+        Ok(())
+    }
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
+fn invalid<E: std::fmt::Display>(e: E) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Bytes and fds received, split into frames.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    buf: Vec<u8>,
+    start: usize,
+    fds: VecDeque<OwnedFd>,
+    eof: bool,
+}
+
+impl Inbox {
+    /// An empty inbox.
+    pub fn new() -> Inbox {
+        Inbox::default()
+    }
+
+    /// Reads once from `s`. Returns false at end-of-file.
+    ///
+    /// # Errors
+    /// `WouldBlock` on an empty non-blocking socket, or the read error.
+    pub fn fill(&mut self, s: &Stream) -> io::Result<bool> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        let want = (64 * 1024).max(self.pending_frame_len().saturating_sub(self.buf.len() - self.start));
+        let len = self.buf.len();
+        self.buf.resize(len + want, 0);
+        let mut fds = Vec::new();
+        let r = s.recv(&mut self.buf[len..], &mut fds);
+        self.fds.extend(fds);
+        match r {
+            Ok(0) => {
+                self.buf.truncate(len);
+                self.eof = true;
+                Ok(false)
+            }
+            Ok(n) => {
+                self.buf.truncate(len + n);
+                Ok(true)
+            }
+            Err(e) => {
+                self.buf.truncate(len);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether end-of-file was seen.
+    pub fn eof(&self) -> bool {
+        self.eof
+    }
+
+    fn pending_frame_len(&self) -> usize {
+        let b = &self.buf[self.start..];
+        if b.len() < 5 {
+            return 5;
+        }
+        5 + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    }
+
+    /// The next complete frame, if any.
+    ///
+    /// # Errors
+    /// When a frame does not decode.
+    pub fn next<T: DeserializeOwned>(&mut self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+        let b = &self.buf[self.start..];
+        if b.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let nfds = b[4] as usize;
+        if b.len() < 5 + len || self.fds.len() < nfds {
+            return Ok(None);
+        }
+        let msg = postcard::from_bytes(&b[5..5 + len]).map_err(invalid)?;
+        self.start += 5 + len;
+        if self.start > (1 << 20) && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let fds = self.fds.drain(..nfds).collect();
+        Ok(Some((msg, fds)))
+    }
+}
+
+/// Blocking receive of one message; `None` at end-of-file.
+///
+/// # Errors
+/// Read or decode errors.
+pub fn recv<T: DeserializeOwned>(
+    s: &Stream,
+    inbox: &mut Inbox,
+) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+    loop {
+        if let Some(m) = inbox.next()? {
+            return Ok(Some(m));
+        }
+        if !inbox.fill(s)? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Blocking send of one message with fds.
+///
+/// # Errors
+/// Encode or write errors (`EPIPE` when the peer is gone).
+pub fn send<T: Serialize>(s: &Stream, msg: &T, fds: &[&OwnedFd]) -> io::Result<()> {
+    let frame = encode(msg, fds.len())?;
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    let mut sent = s.send(&frame, &borrowed)?;
+    while sent < frame.len() {
+        let n = s.send(&frame[sent..], &[])?;
+        if n == 0 {
+            // A blocking socket never returns 0; a non-blocking one is full: wait until writable.
+            crate::sys::poll(
+                &[crate::sys::Interest {
+                    fd: s.as_fd(),
+                    read: false,
+                    write: true,
+                }],
+                None,
+            )?;
+        }
+        sent += n;
+    }
+    Ok(())
+}
+
+/// Frames queued for a non-blocking socket.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
+    sent: usize,
+}
+
+impl Outbox {
+    /// Queues a message.
+    ///
+    /// # Errors
+    /// When it cannot be encoded.
+    pub fn push<T: Serialize>(&mut self, msg: &T, fds: Vec<OwnedFd>) -> io::Result<()> {
+        let frame = encode(msg, fds.len())?;
+        self.frames.push_back((frame, fds));
+        Ok(())
+    }
+
+    /// Whether anything is waiting to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Sends as much as the socket takes now.
+    ///
+    /// # Errors
+    /// Write errors (`EPIPE`/`ECONNRESET` when the peer is gone).
+    pub fn flush(&mut self, s: &Stream) -> io::Result<()> {
+        while let Some((frame, fds)) = self.frames.front() {
+            let n = if self.sent == 0 && !fds.is_empty() {
+                let b: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+                s.send(frame, &b)?
+            } else {
+                s.send(&frame[self.sent..], &[])?
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.sent += n;
+            if self.sent == frame.len() {
+                self.frames.pop_front();
+                self.sent = 0;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,620 @@
+//! Every system call forkgraph makes that can break a process — fork, socket and fd passing,
+//! mmap of shared pages, signals, rlimits — lives here, behind checked wrappers. The rest of the
+//! code sees only these wrappers and std types (`OwnedFd`, `BorrowedFd`).
+//!
+//! Every `unsafe` block says why it holds. After `fork` the child of the fork server runs Rust
+//! code freely: the fork server is single-threaded (it was exec'd, not forked from a threaded
+//! parent), so no lock can be held by a thread that does not exist in the child.
+
+use std::ffi::OsStr;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::cmsg_space;
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::{kill, SigHandler, Signal};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+/// The fd number at which a re-executed fork server finds its control socket.
+pub const FORK_SERVER_FD: RawFd = 3;
+
+/// Environment variable that turns a re-executed binary into a fork server.
+pub const FORK_SERVER_ENV: &str = "FORKGRAPH_FORK_SERVER";
+
+fn errno(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// One end of a connected Unix stream socket that can carry file descriptors.
+#[derive(Debug)]
+pub struct Stream(OwnedFd);
+
+impl Stream {
+    /// A connected pair (close-on-exec).
+    ///
+    /// # Errors
+    /// When the kernel refuses (fd limit).
+    pub fn pair() -> io::Result<(Stream, Stream)> {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(errno)?;
+        Ok((Stream(a), Stream(b)))
+    }
+
+    /// The fd, to pass to another process.
+    pub fn into_fd(self) -> OwnedFd {
+        self.0
+    }
+
+    /// Wraps an fd known to be such a socket.
+    pub fn from_fd(fd: OwnedFd) -> Stream {
+        Stream(fd)
+    }
+
+    /// Switches non-blocking mode.
+    ///
+    /// # Errors
+    /// When fcntl fails.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        set_nonblocking(self.0.as_fd(), on)
+    }
+
+    /// Sends bytes, with `fds` attached to the first byte. Returns how many bytes went out
+    /// (0 when a non-blocking socket is full).
+    ///
+    /// # Errors
+    /// When the peer is gone (`EPIPE`, `ECONNRESET`) or the call fails otherwise.
+    pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+        loop {
+            match sendmsg::<()>(
+                self.0.as_raw_fd(),
+                &[IoSlice::new(data)],
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(n) => return Ok(n),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(0),
+                Err(e) => return Err(errno(e)),
+            }
+        }
+    }
+
+    /// Receives bytes into `buf`, appending any passed fds to `fds`. `Ok(0)` is end-of-file:
+    /// the peer is gone. A non-blocking socket with nothing to read gives `WouldBlock`.
+    ///
+    /// # Errors
+    /// As recvmsg.
+    pub fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+        let mut space = cmsg_space!([RawFd; 8]);
+        loop {
+            let mut iov = [IoSliceMut::new(buf)];
+            match recvmsg::<()>(
+                self.0.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    for c in msg.cmsgs().map_err(errno)? {
+                        if let ControlMessageOwned::ScmRights(raw) = c {
+                            for fd in raw {
+                                // SAFETY: SCM_RIGHTS just installed `fd` in this process; nothing
+                                // else owns it.
+                                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                            }
+                        }
+                    }
+                    return Ok(msg.bytes);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(errno(e)),
+            }
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Sets or clears `O_NONBLOCK`.
+///
+/// # Errors
+/// When fcntl fails.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(errno)?;
+    let mut flags = OFlag::from_bits_retain(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(errno)?;
+    Ok(())
+}
+
+/// A close-on-exec pipe: (read end, write end).
+///
+/// # Errors
+/// When the kernel refuses (fd limit).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errno)
+}
+
+/// Reads what is available from an fd (`Ok(0)` at end-of-file).
+///
+/// # Errors
+/// `WouldBlock` on an empty non-blocking fd, or the read error.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+}
+
+/// Writes all of `data` to a blocking fd.
+///
+/// # Errors
+/// The write error.
+pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    Ok(())
+}
+
+/// What to wait for on one fd.
+#[derive(Debug, Clone, Copy)]
+pub struct Interest<'a> {
+    /// The fd.
+    pub fd: BorrowedFd<'a>,
+    /// Wake when readable (or at end-of-file / error).
+    pub read: bool,
+    /// Wake when writable.
+    pub write: bool,
+}
+
+/// What [`poll`] saw on one fd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Readable, end-of-file, or error: a read will not block.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+}
+
+/// Waits until one of `fds` is ready or `timeout` passes (`None`: no timeout).
+///
+/// # Errors
+/// The poll error (EINTR is reported as no fd ready).
+pub fn poll(fds: &[Interest<'_>], timeout: Option<Duration>) -> io::Result<Vec<Ready>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|i| {
+            let mut f = PollFlags::empty();
+            if i.read {
+                f |= PollFlags::POLLIN;
+            }
+            if i.write {
+                f |= PollFlags::POLLOUT;
+            }
+            PollFd::new(i.fd, f)
+        })
+        .collect();
+    let t = match timeout {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    match nix::poll::poll(&mut pfds, t) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(errno(e)),
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| {
+            let r = p.revents().unwrap_or(PollFlags::empty());
+            Ready {
+                read: r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR),
+                write: r.intersects(PollFlags::POLLOUT | PollFlags::POLLERR),
+            }
+        })
+        .collect())
+}
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// Sends SIGKILL to a process; a process that is already gone is not an error.
+pub fn kill_hard(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+/// Sends a signal by number (for tests and helpers); errors are ignored like [`kill_hard`].
+pub fn signal(pid: i32, sig: i32) {
+    if let Ok(s) = Signal::try_from(sig) {
+        let _ = kill(Pid::from_raw(pid), s);
+    }
+}
+
+/// Whether a process with this pid exists (zombies included).
+pub fn process_exists(pid: i32) -> bool {
+    !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
+}
+
+/// Waits for a child to end.
+///
+/// # Errors
+/// When `pid` is not a child of this process.
+pub fn wait_child(pid: i32) -> io::Result<Exit> {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Exit::Signal(sig as i32)),
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+}
+
+/// Reaps any children that have ended, without blocking; returns how many.
+pub fn reap_any() -> usize {
+    let mut n = 0;
+    while let Ok(s) = waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+        if s == WaitStatus::StillAlive {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// This process's id.
+pub fn getpid() -> i32 {
+    nix::unistd::getpid().as_raw()
+}
+
+/// Ends this process at once, without running destructors or atexit handlers (what a forked
+/// child must do instead of returning).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Starts a fork server: re-executes this program's own executable with `control` at fd
+/// [`FORK_SERVER_FD`] and [`FORK_SERVER_ENV`] set, so the start-up hook serves forks instead
+/// of running `main`. stdin is null; stdout and stderr are inherited.
+///
+/// # Errors
+/// When the executable cannot be started.
+pub fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child> {
+    let raw = control.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.args(args)
+        .env(FORK_SERVER_ENV, FORK_SERVER_FD.to_string())
+        .stdin(Stdio::null());
+    // SAFETY: the closure runs between fork and exec in the child and calls only dup2 and
+    // fcntl, which are async-signal-safe; it touches no locks or heap.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == FORK_SERVER_FD {
+                let flags = libc::fcntl(raw, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, FORK_SERVER_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(control);
+    child
+}
+
+/// Takes ownership of the fork server's control socket (in the re-executed process).
+///
+/// # Safety
+/// Call once, only in a process started by [`spawn_fork_server`], where fd
+/// [`FORK_SERVER_FD`] is the control socket and nothing else owns it.
+pub unsafe fn take_fork_server_fd() -> Stream {
+    // Make it close-on-exec again so that nothing the server starts inherits it.
+    // SAFETY: the caller guarantees the fd is open and ours.
+    unsafe {
+        let flags = libc::fcntl(FORK_SERVER_FD, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(FORK_SERVER_FD, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+    // SAFETY: as above, the fd is open and owned by nobody else.
+    Stream(unsafe { OwnedFd::from_raw_fd(FORK_SERVER_FD) })
+}
+
+/// Result of [`fork`].
+#[derive(Debug)]
+pub enum Forked {
+    /// In the parent, with the child's pid.
+    Parent(i32),
+    /// In the child.
+    Child,
+}
+
+/// Forks this process.
+///
+/// # Safety
+/// The calling process must be single-threaded (the fork server is), so that the child can run
+/// arbitrary code; the child must end with [`exit_now`] and never return into the caller's frames
+/// that expect to run once.
+///
+/// # Errors
+/// When the kernel refuses (process limit, memory).
+pub unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller guarantees a single-threaded process.
+    match unsafe { nix::unistd::fork() }.map_err(errno)? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// In a worker: die with SIGKILL when the parent (the fork server) dies, and exit at once if
+/// it already has (`expected_parent` is the pid it had before the fork).
+pub fn die_with_parent(expected_parent: i32) {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() != expected_parent {
+        exit_now(1);
+    }
+}
+
+/// Ignores SIGINT in this process (workers leave Ctrl-C to the parent, which stops them).
+pub fn ignore_sigint() {
+    // SAFETY: installing SIG_IGN has no handler code that could be unsafe.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGINT, SigHandler::SigIgn) };
+}
+
+/// Restores the default disposition of the signals a task can die from, so that a crash ends
+/// the worker with that signal (and the parent reports it) rather than in some handler.
+pub fn default_crash_signals() {
+    for s in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+        Signal::SIGABRT,
+    ] {
+        // SAFETY: installing SIG_DFL runs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigDfl) };
+    }
+}
+
+/// Limits this process's data segment (heap) to `bytes`.
+///
+/// # Errors
+/// When setrlimit fails.
+pub fn limit_memory(bytes: u64) -> io::Result<()> {
+    setrlimit(Resource::RLIMIT_DATA, bytes, bytes).map_err(errno)
+}
+
+/// Limits this process's CPU time to `seconds` from now (SIGXCPU when exceeded).
+///
+/// # Errors
+/// When setrlimit fails.
+pub fn limit_cpu_from_now(seconds: u64) -> io::Result<()> {
+    let used = cpu_time().as_secs();
+    let soft = used + seconds.max(1);
+    setrlimit(Resource::RLIMIT_CPU, soft, libc::RLIM_INFINITY).map_err(errno)
+}
+
+/// CPU time (user + system) this process has used.
+pub fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::new(t.tv_sec() as u64, (t.tv_usec() as u32) * 1000)
+            };
+            tv(u.user_time()) + tv(u.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// Turns off core dumps (crash tests and crashing workers should not write cores).
+pub fn no_core_dumps() {
+    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+}
+
+/// Nanoseconds on the monotonic clock, comparable between processes.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
+    t.map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+}
+
+/// Number of open fds of this process (for leak checks).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
+}
+
+/// A page of memory shared between a worker and the parent: the worker publishes which unit
+/// it runs and since when, so that the parent can blame the right task when the worker dies
+/// and enforce timeouts without a message per task.
+#[derive(Debug)]
+pub struct SharedPage {
+    map: memmap2::MmapRaw,
+}
+
+/// Slots of a [`SharedPage`].
+#[derive(Debug, Clone, Copy)]
+pub enum Slot {
+    /// Sequence number of the unit the worker runs now (0: none).
+    Unit = 0,
+    /// When the current task started ([`monotonic_ns`]).
+    Started = 1,
+    /// Index of the current task within the unit.
+    Task = 2,
+}
+
+const PAGE: u64 = 4096;
+
+impl SharedPage {
+    /// A new page in an anonymous memory file; returns the page and the file (to pass on).
+    ///
+    /// # Errors
+    /// When memfd_create, ftruncate or mmap fail.
+    pub fn create() -> io::Result<(SharedPage, OwnedFd)> {
+        let fd = nix::sys::memfd::memfd_create(
+            c"forkgraph-progress",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .map_err(errno)?;
+        let file = std::fs::File::from(fd);
+        file.set_len(PAGE)?;
+        let page = SharedPage::map(file.as_fd())?;
+        Ok((page, OwnedFd::from(file)))
+    }
+
+    /// Maps the page of a memory file made by [`SharedPage::create`].
+    ///
+    /// # Errors
+    /// When the fd is not such a file or mmap fails.
+    pub fn map(fd: BorrowedFd<'_>) -> io::Result<SharedPage> {
+        let file = std::fs::File::from(fd.try_clone_to_owned()?);
+        if file.metadata()?.len() < PAGE {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "progress page too small"));
+        }
+        let map = memmap2::MmapOptions::new().len(PAGE as usize).map_raw(&file)?;
+        Ok(SharedPage { map })
+    }
+
+    fn slot(&self, s: Slot) -> &AtomicU64 {
+        // SAFETY: the mapping is PAGE bytes long, page-aligned and lives as long as `self`;
+        // slots are at 8-byte offsets within it, and every process accesses them only through
+        // atomics.
+        unsafe { &*(self.map.as_mut_ptr().add(s as usize * 8) as *const AtomicU64) }
+    }
+
+    /// Reads a slot.
+    pub fn get(&self, s: Slot) -> u64 {
+        self.slot(s).load(Ordering::Acquire)
+    }
+
+    /// Writes a slot.
+    pub fn set(&self, s: Slot, v: u64) {
+        self.slot(s).store(v, Ordering::Release);
+    }
+}
+
+/// A pipe that becomes readable when SIGINT arrives while `armed`, for a `get` to return
+/// `Interrupted`. Outside `get`, SIGINT keeps its default action (the handler re-raises it).
+pub mod interrupt {
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+
+    static ARMED: AtomicUsize = AtomicUsize::new(0);
+    static PIPE: OnceLock<Option<(OwnedFd, OwnedFd)>> = OnceLock::new();
+
+    fn pipe() -> Option<&'static (OwnedFd, OwnedFd)> {
+        PIPE.get_or_init(|| {
+            let (r, w) = super::pipe().ok()?;
+            super::set_nonblocking(r.as_fd(), true).ok()?;
+            super::set_nonblocking(w.as_fd(), true).ok()?;
+            let wfd = std::os::fd::AsRawFd::as_raw_fd(&w);
+            let action = move || {
+                if ARMED.load(Ordering::SeqCst) > 0 {
+                    // SAFETY: write(2) on a non-blocking pipe is async-signal-safe.
+                    unsafe { libc::write(wfd, [1u8].as_ptr().cast(), 1) };
+                } else {
+                    signal_hook::low_level::emulate_default_handler(libc::SIGINT).ok();
+                }
+            };
+            // SAFETY: the action only loads an atomic, writes to a pipe or re-raises the
+            // signal with its default action: all async-signal-safe.
+            unsafe { signal_hook::low_level::register(libc::SIGINT, action) }.ok()?;
+            Some((r, w))
+        })
+        .as_ref()
+    }
+
+    /// Arms the handler for the life of the guard; the guard's fd becomes readable on SIGINT.
+    /// `None` when the handler could not be installed (then Ctrl-C keeps its default action).
+    pub fn arm() -> Option<Armed> {
+        let (r, _) = pipe()?;
+        ARMED.fetch_add(1, Ordering::SeqCst);
+        Some(Armed { fd: r.as_fd() })
+    }
+
+    /// While alive, SIGINT makes [`Armed::fd`] readable instead of ending the process.
+    #[derive(Debug)]
+    pub struct Armed {
+        fd: BorrowedFd<'static>,
+    }
+
+    impl Armed {
+        /// The fd to poll.
+        pub fn fd(&self) -> BorrowedFd<'static> {
+            self.fd
+        }
+
+        /// Whether SIGINT arrived (consumes the notification).
+        pub fn fired(&self) -> bool {
+            let mut buf = [0u8; 16];
+            matches!(super::read(self.fd, &mut buf), Ok(n) if n > 0)
+        }
+    }
+
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            ARMED.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Closes an fd in a freshly forked child that will never return to code owning it.
+pub fn close_in_child(fd: BorrowedFd<'_>) {
+    // SAFETY: the child ends in exit_now without unwinding, so the owner of this fd never runs
+    // its destructor in this process and the fd is not closed twice.
+    unsafe { libc::close(fd.as_raw_fd()) };
+}
+
+/// Makes `fd` this process's stderr.
+pub fn redirect_stderr(fd: BorrowedFd<'_>) {
+    // SAFETY: dup2 onto fd 2 replaces stderr atomically; std's stderr handle refers to fd 2 by
+    // number, so it writes to the new file.
+    unsafe { libc::dup2(fd.as_raw_fd(), 2) };
+}
