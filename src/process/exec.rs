@@ -10,7 +10,7 @@ use forkgraph_worker::proto::{FromWorker, Input, ToWorker, Unit, UnitDone, UnitT
 use forkgraph_worker::sys::{self, interrupt, Exit};
 use forkgraph_worker::{CallError, Registry, Value};
 
-use super::proc::Replace;
+use super::proc::{Replace, TAIL_LINES};
 use super::{Config, Pool};
 use crate::engine::{Done, Executor, Failure, Job};
 use crate::error::{Error, TaskErrorKind};
@@ -262,17 +262,26 @@ impl<'a> ProcExec<'a> {
         Ok(())
     }
 
-    /// The earliest moment a running task exceeds its timeout.
+    /// The earliest moment a task in flight can exceed its timeout: for the running task, its
+    /// start plus its timeout; for tasks not started yet, `now + timeout` bounds it (the parent
+    /// wakes then and looks again).
     fn next_deadline(&self) -> Option<u64> {
-        self.pool
-            .workers
-            .iter()
-            .filter_map(|w| {
-                let (seq, task, started) = w.running()?;
-                let t = task_timeout(self.cfg, w.in_flight.iter().find(|f| f.seq == seq)?, task)?;
-                Some(started.saturating_add(t.as_nanos() as u64))
-            })
-            .min()
+        let now = sys::monotonic_ns();
+        let mut best: Option<u64> = None;
+        for w in &self.pool.workers {
+            let running = w.running();
+            for f in &w.in_flight {
+                for task in 0..f.unit.jobs.len() as u64 {
+                    let Some(t) = task_timeout(self.cfg, f, task) else { continue };
+                    let d = match running {
+                        Some((seq, i, started)) if seq == f.seq && i == task => add(started, t),
+                        _ => add(now, t),
+                    };
+                    best = Some(best.map_or(d, |b| b.min(d)));
+                }
+            }
+        }
+        best
     }
 
     fn enforce_timeouts(&mut self) {
@@ -388,11 +397,12 @@ impl<'a> ProcExec<'a> {
         if let (Some(seconds), Some(SIGXCPU)) = (self.cfg.limits.cpu_seconds, signal) {
             return TaskErrorKind::CpuTimeExceeded { seconds };
         }
+        let lines: Vec<&str> = tail.lines().collect();
         TaskErrorKind::WorkerDied {
             pid,
             signal,
             exit_code,
-            stderr_tail: tail,
+            stderr_tail: lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"),
         }
     }
 
@@ -430,6 +440,10 @@ impl<'a> ProcExec<'a> {
 
 const SIGABRT: i32 = 6;
 const SIGXCPU: i32 = 24;
+
+fn add(t: u64, d: Duration) -> u64 {
+    t.saturating_add(d.as_nanos() as u64)
+}
 
 fn task_timeout(cfg: &Config, f: &InFlight, task: u64) -> Option<Duration> {
     let job = f.unit.jobs.get(task as usize)?;

@@ -15,7 +15,7 @@ use super::Config;
 /// Bytes of each worker's stderr kept for error reports.
 const TAIL_BYTES: usize = 8 * 1024;
 /// Lines of the tail shown in an error.
-const TAIL_LINES: usize = 12;
+pub(crate) const TAIL_LINES: usize = 20;
 
 /// The fork server, seen from the parent.
 pub(crate) struct Server {
@@ -100,12 +100,10 @@ impl Tail {
         self.0.drain(..over);
     }
 
-    /// The last lines, as text.
-    pub(crate) fn lines(&self) -> String {
+    /// Everything kept, as text.
+    pub(crate) fn text(&self) -> String {
         let (a, b) = self.0.as_slices();
-        let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+        String::from_utf8_lossy(&[a, b].concat()).into_owned()
     }
 }
 
@@ -277,7 +275,7 @@ impl Pool {
     }
 
     /// Reaps worker `i` (killing it if still alive) and starts a replacement in its slot;
-    /// returns how the old one ended and the tail of its stderr. Its units must have been taken
+    /// returns how the old one ended and the tail of its stderr (the last 8 KiB). Its units must have been taken
     /// out of it.
     pub(crate) fn replace(&mut self, i: usize) -> Result<(Exit, String), Replace> {
         let pid = self.workers[i].pid;
@@ -288,7 +286,7 @@ impl Pool {
         };
         // It is gone, so its stderr pipe ends: read all of it.
         self.workers[i].drain_stderr();
-        let tail = self.workers[i].tail.lines();
+        let tail = self.workers[i].tail.text();
         let new = match self.server.spawn(self.limits) {
             Ok(w) => w,
             Err(_) if !self.server.alive() => return Err(Replace::ServerGone),

@@ -8,8 +8,10 @@ use crate::registry::Registry;
 use crate::sys::{self, SharedPage, Slot, Stream};
 use crate::value::Value;
 
-/// Results are sent at the latest this long after the first one of a batch was ready.
+/// Results are sent at the latest this long after the first one of a batch was ready...
 const FLUSH_AFTER: Duration = Duration::from_micros(200);
+/// ...or before a unit expected to take longer than this (or of unknown duration).
+const LONG_UNIT: Duration = Duration::from_micros(50);
 
 /// Serves the parent on `sock` until told to exit or the parent is gone; returns the exit code.
 pub(crate) fn serve(sock: &Stream, page: &SharedPage, limits: Limits) -> i32 {
@@ -21,10 +23,11 @@ pub(crate) fn serve(sock: &Stream, page: &SharedPage, limits: Limits) -> i32 {
         return 1;
     }
     let mut inbox = Inbox::new();
+    let mut costs = Costs::default();
     loop {
         match proto::recv::<ToWorker>(sock, &mut inbox) {
             Ok(Some((ToWorker::Run(units), _))) => {
-                if run_batch(sock, page, limits, units).is_err() {
+                if run_batch(sock, page, limits, units, &mut costs).is_err() {
                     return 1;
                 }
             }
@@ -39,16 +42,22 @@ fn run_batch(
     page: &SharedPage,
     limits: Limits,
     units: Vec<Unit>,
+    costs: &mut Costs,
 ) -> std::io::Result<()> {
     let mut done: Vec<UnitDone> = Vec::new();
     let mut first_ready = 0u64;
     for unit in units {
+        if !done.is_empty() && costs.expected(&unit) > LONG_UNIT.as_nanos() as u64 {
+            // Do not hold finished results back while a long unit runs.
+            proto::send(sock, &FromWorker::Done(std::mem::take(&mut done)), &[])?;
+        }
         let start = sys::monotonic_ns();
         page.set(Slot::Started, start);
         page.set(Slot::Task, 0);
         page.set(Slot::Unit, unit.seq);
         let results = run_unit(&unit, page, limits);
         let end = sys::monotonic_ns();
+        costs.record(&unit, end.saturating_sub(start));
         done.push(UnitDone {
             seq: unit.seq,
             results,
@@ -111,4 +120,25 @@ fn run_unit(
         }
     }
     results
+}
+
+/// Average run time per function, to guess how long a unit will take.
+#[derive(Default)]
+struct Costs(std::collections::HashMap<crate::registry::FnId, u64>);
+
+impl Costs {
+    /// Expected nanoseconds of a unit; `u64::MAX` when a function has not run here yet.
+    fn expected(&self, unit: &Unit) -> u64 {
+        unit.tasks.iter().fold(0u64, |acc, t| {
+            acc.saturating_add(self.0.get(&t.spec.func).copied().unwrap_or(u64::MAX))
+        })
+    }
+
+    fn record(&mut self, unit: &Unit, nanos: u64) {
+        let per = nanos / unit.tasks.len().max(1) as u64;
+        for t in &unit.tasks {
+            let e = self.0.entry(t.spec.func).or_insert(per);
+            *e = (*e * 3 + per) / 4;
+        }
+    }
 }
