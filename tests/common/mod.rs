@@ -34,3 +34,64 @@ pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Waits until process `pid` has ended (zombies count as ended), using a pidfd: no polling
+/// loop, no sleep. Fails the test after `secs`.
+pub(crate) fn wait_gone(pid: i32, secs: u64) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        // ESRCH: already gone and reaped.
+        return;
+    }
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; fd is ours and closed right after.
+    let n = unsafe { libc::poll(&mut p, 1, (secs * 1000) as i32) };
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    assert!(n == 1, "process {pid} still running after {secs} s");
+}
+
+/// Whether a process exists and has not ended (a zombie counts as ended).
+pub(crate) fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Children of a process (from /proc/PID/task/*/children).
+pub(crate) fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// Re-runs this test binary with only `test` selected and `FORKGRAPH_TEST_HELPER` set, so the
+/// helper test does its real work (and crashes or blocks) in a child, never in this process.
+pub(crate) fn helper(test: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("FORKGRAPH_TEST_HELPER", test)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    c
+}
+
+/// Whether this process is running as the helper `test`.
+pub(crate) fn is_helper(test: &str) -> bool {
+    std::env::var("FORKGRAPH_TEST_HELPER").is_ok_and(|v| v == test)
+}
