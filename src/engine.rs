@@ -226,7 +226,10 @@ impl State<'_> {
             self.chained[t as usize] = true;
             let prev = plan.deps.get(t).iter().position(|&d| d == last);
             let l = jobs.last_mut().expect("a job");
-            l.send_back = plan.requested[last as usize] || plan.dependents.get(last).len() > 1;
+            // Callbacks see every value, so then every value comes back.
+            l.send_back = !callbacks.is_empty()
+                || plan.requested[last as usize]
+                || plan.dependents.get(last).len() > 1;
             jobs.push(make_job(plan, t, &self.values, prev.map(|i| i as u32), callbacks));
             last = t;
         }
@@ -304,8 +307,14 @@ fn drive(
             running -= 1;
             match d.result {
                 Ok(v) => {
+                    let key = &plan.keys[d.node as usize];
+                    if st.chained.get(d.node as usize).copied().unwrap_or(false) {
+                        for cb in callbacks {
+                            cb.pretask(key);
+                        }
+                    }
                     for cb in callbacks {
-                        cb.posttask(&plan.keys[d.node as usize], &v);
+                        cb.posttask(key, &v);
                     }
                     if error.is_none() {
                         st.finish(d.node, v);
@@ -351,8 +360,12 @@ fn make_job(
             }
         })
         .collect();
-    for cb in callbacks {
-        cb.pretask(&plan.keys[node as usize]);
+    // A chain link's pretask fires when its result is back: it starts only after the link
+    // before it, and never if that one fails.
+    if prev.is_none() {
+        for cb in callbacks {
+            cb.pretask(&plan.keys[node as usize]);
+        }
     }
     Job {
         node,

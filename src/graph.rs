@@ -341,6 +341,9 @@ macro_rules! __map {
     (@val [$($done:expr,)*] $k:literal; [] [$($l:tt)*] $(, $($rest:tt)*)?) => {
         $crate::__map!([$($done,)* (::std::string::String::from($k), $crate::Arg::List($crate::__args!([] $($l)*))),] $($($rest)*)?)
     };
+    (@val [$($done:expr,)*] $k:literal; [] {$($m:tt)*} $(, $($rest:tt)*)?) => {
+        $crate::__map!([$($done,)* (::std::string::String::from($k), $crate::Arg::Map($crate::__map!([] $($m)*))),] $($($rest)*)?)
+    };
     (@val [$($done:expr,)*] $k:literal; [] $e:expr $(, $($rest:tt)*)?) => {
         $crate::__map!([$($done,)* (::std::string::String::from($k), $crate::IntoArg::into_arg($e)),] $($($rest)*)?)
     };

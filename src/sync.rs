@@ -52,6 +52,14 @@ impl Executor for Inline {
     }
 }
 
+/// Runs a plan in the calling thread.
+pub(crate) fn run_inline(
+    plan: &crate::plan::Plan,
+    callbacks: &[Arc<dyn crate::Callbacks>],
+) -> Result<Output, Error> {
+    engine::run(plan, &mut Inline { done: Vec::new() }, callbacks)
+}
+
 impl Scheduler for SyncScheduler {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
         let plan = plan(graph, keys, opts)?;

@@ -28,7 +28,12 @@ struct Batch {
     reply: Sender<Vec<Done>>,
 }
 
+// Id of the pool whose thread this is (0: not a pool thread).
+thread_local!(static POOL_OF_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+
 struct Inner {
+    /// Unique per pool, so that a pool thread knows which pool it belongs to.
+    id: usize,
     tx: Option<Sender<Batch>>,
     threads: usize,
     handles: Mutex<Vec<JoinHandle<()>>>,
@@ -82,6 +87,8 @@ impl ThreadPoolBuilder {
             Some(n) => n,
             None => crate::default_parallelism(),
         };
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = crossbeam_channel::unbounded::<Batch>();
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
@@ -89,6 +96,7 @@ impl ThreadPoolBuilder {
             let h = std::thread::Builder::new()
                 .name(format!("forkgraph-{i}"))
                 .spawn(move || {
+                    POOL_OF_THREAD.with(|p| p.set(id));
                     while let Ok(batch) = rx.recv() {
                         let done: Vec<Done> = batch.jobs.iter().map(run_job).collect();
                         let _ = batch.reply.send(done);
@@ -99,6 +107,7 @@ impl ThreadPoolBuilder {
         }
         Ok(ThreadPool {
             inner: Arc::new(Inner {
+                id,
                 tx: Some(tx),
                 threads,
                 handles: Mutex::new(handles),
@@ -182,6 +191,11 @@ impl Executor for Threaded<'_> {
 impl Scheduler for ThreadPool {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
         let plan = plan(graph, keys, opts)?;
+        if POOL_OF_THREAD.with(|p| p.get()) == self.inner.id {
+            // A task of this pool asks it for more work: waiting for other pool threads could
+            // deadlock (all of them may be waiting the same way), so run it right here.
+            return crate::sync::run_inline(&plan, &opts.callbacks);
+        }
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
         let mut exec = Threaded {
             pool: &self.inner,
