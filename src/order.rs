@@ -1,66 +1,463 @@
 //! Static ordering of a plan: which ready task runs first.
 //!
-//! The order aims at low memory pressure: finish one branch before starting the next, so few
-//! intermediate results are alive at once. [`memory_pressure`] measures that.
+//! The engine runs ready tasks lowest priority first, so the order decides which intermediate
+//! results are alive at the same time. [`order`] aims at low memory pressure in the spirit of
+//! Dask's `dask/order.py` (whose tests it is checked against); [`memory_pressure`] measures it.
+//!
+//! # Algorithm
+//!
+//! 1. **Static metrics**, one pass in topological order (Kahn's algorithm, no recursion):
+//!    - `need`, a Sethi–Ullman number: the results held at once by the best depth-first
+//!      evaluation of the node if the graph below it were a tree. With the dependencies' needs
+//!      sorted descending it is `max(need[c_i] + i, dependencies + 1)`;
+//!    - `total`, 1 + the sum over dependencies (Dask's `ndependencies`, saturating): the amount
+//!      of work below a node.
+//!
+//!    Between two nodes to compute, the one with the larger need goes first (a ready node needs
+//!    1), then the larger total, then the smaller key. The key breaks every tie and every list
+//!    the walk acts on is sorted, so the order depends only on the graph's shape and keys, never
+//!    on node numbering or on the order of adjacency lists.
+//! 2. **Demand-driven depth-first walk.** A stack holds nodes to compute. The top runs when all
+//!    its dependencies have run; otherwise its missing dependencies are pushed, the preferred
+//!    one on top. Computing the dependency with the larger need first is what bounds a tree
+//!    reduction of `n` leaves to `log2(n) + 2` live results (Sethi–Ullman), and finishing one
+//!    branch before starting the next is what keeps independent branches from piling up.
+//! 3. **Eager completion.** Running a node makes some ready nodes worth running at once:
+//!    - an output (nobody depends on it): holding an output back never frees anything sooner;
+//!    - a node that frees more results than it adds: it is the last unscheduled dependent of
+//!      two of its inputs, or of one input and is itself an output;
+//!    - a node that frees one result and adds one (memory-neutral) when it is a dependent of
+//!      the node just run (the next link of a chain: the walk stays local), or when one of its
+//!      dependents could run right after it. Other memory-neutral nodes are postponed until
+//!      the walk is about to load new data (expand a node) or runs dry: that keeps the current
+//!      branch together, yet makes progress on every consumer of a shared result before more
+//!      data is loaded, which is what keeps interleaved reductions (Dask's
+//!      `test_eager_to_compute_dependent_to_free_parent`) low;
+//!    - a result left with one consumer that is not ready, but only lacks ready inputs (say,
+//!      one more root to load): that consumer is pushed on the stack, so the result is
+//!      released before new work starts.
+//! 4. **Targets.** When the stack is empty, the walk goes on from the most recently run node
+//!    whose result is still held: from one of its unscheduled dependents (the one missing the
+//!    fewest inputs) it climbs to an output, and computes that. Only when nothing is held does
+//!    it start at the next output in preference order.
+//!
+//! Each node is expanded once, pushed on the stack at most once per edge, climbed through at
+//! most once and checked for eagerness a bounded number of times per edge, so with the sorting
+//! of adjacency lists the whole is `O((nodes + edges) log(nodes))`. Besides the returned
+//! priorities the walk keeps five `u32` and one byte per node, plus lists of node ids (the
+//! stack holds at most one entry per edge and target).
 
 use crate::key::Key;
 use crate::plan::Csr;
 
+const UNSET: u32 = u32::MAX;
+/// The node's dependencies were pushed on the stack.
+const EXPANDED: u8 = 1;
+/// The node's dependents were queued to climb from to new targets.
+const FORWARD: u8 = 2;
+
 /// Computes a priority for every node: `priority[i]` is node `i`'s position in the order
-/// (0 runs first). Every node comes after all of its dependencies.
+/// (0 runs first). The result is a permutation of `0..n` in which every node comes after all of
+/// its dependencies. Ties break by key, so relabelling the nodes does not change the order of
+/// the keys; see the module documentation for the algorithm.
+///
+/// The graph must be acyclic (plans are checked before ordering); on a cycle this neither
+/// panics nor hangs, it places the nodes on or behind the cycle last, in id order.
+///
+/// # Panics
+/// When `dependents` or `keys` do not have one entry per node.
 pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
     let n = deps.len();
-    let mut priority = vec![u32::MAX; n];
-    let mut next = 0u32;
-    // Roots: nodes nobody depends on, in key order.
-    let mut roots: Vec<u32> = (0..n as u32).filter(|&i| dependents.get(i).is_empty()).collect();
-    roots.sort_by(|&a, &b| keys[a as usize].cmp(&keys[b as usize]));
-    // Iterative post-order depth-first search.
-    let mut stack: Vec<(u32, bool)> = Vec::new();
-    for r in roots.into_iter().rev() {
-        stack.push((r, false));
+    assert_eq!(
+        dependents.len(),
+        n,
+        "dependents must be the transpose of deps"
+    );
+    assert_eq!(keys.len(), n, "one key per node");
+    let (need, total) = metrics(deps, dependents);
+    let mut w = Walk {
+        deps,
+        dependents,
+        keys,
+        need,
+        total,
+        prio: vec![UNSET; n],
+        next: 0,
+        needed: (0..n as u32).map(|i| deps.get(i).len() as u32).collect(),
+        holders: (0..n as u32)
+            .map(|i| dependents.get(i).len() as u32)
+            .collect(),
+        blocked: vec![0; n],
+        sole: vec![0; n],
+        flags: vec![0; n],
+        stack: Vec::new(),
+        resume: Vec::new(),
+        seeds: Vec::new(),
+        work: Vec::new(),
+        last_one: Vec::new(),
+        freeing: Vec::new(),
+        rising: Vec::new(),
+        wanted: Vec::new(),
+        postponed: Vec::new(),
+        deferred: Vec::new(),
+        buf: Vec::new(),
+    };
+    for i in 0..n as u32 {
+        let ds = deps.get(i);
+        w.blocked[i as usize] = ds.iter().filter(|&&d| w.needed[d as usize] > 0).count() as u32;
+        if let [only] = dependents.get(i) {
+            w.sole[*only as usize] += 1;
+        }
     }
-    while let Some((i, expanded)) = stack.pop() {
-        if priority[i as usize] != u32::MAX {
+    let mut sinks: Vec<u32> = (0..n as u32)
+        .filter(|&i| dependents.get(i).is_empty())
+        .collect();
+    sinks.sort_unstable_by(|&a, &b| w.prefer(a, b));
+    let mut sinks = sinks.into_iter();
+    loop {
+        w.drain_stack();
+        if w.next as usize == n {
+            break;
+        }
+        if w.flush_deferred() || w.resume_forward() {
             continue;
         }
-        if expanded {
-            priority[i as usize] = next;
-            next += 1;
-            continue;
-        }
-        stack.push((i, true));
-        let mut ds: Vec<u32> = deps
-            .get(i)
-            .iter()
-            .copied()
-            .filter(|&d| priority[d as usize] == u32::MAX)
-            .collect();
-        ds.sort_by(|&a, &b| keys[b as usize].cmp(&keys[a as usize]));
-        for d in ds {
-            stack.push((d, false));
+        match sinks.by_ref().find(|&s| w.prio[s as usize] == UNSET) {
+            Some(s) => w.stack.push(s),
+            None => break,
         }
     }
-    // Nodes on cycles never get here (plans are acyclic); anything left goes last.
-    for p in priority.iter_mut() {
-        if *p == u32::MAX {
-            *p = next;
-            next += 1;
+    // Only nodes on a cycle can be left; plans are acyclic, but never loop or panic here.
+    for (next, p) in (w.next..).zip(w.prio.iter_mut().filter(|p| **p == UNSET)) {
+        *p = next;
+    }
+    w.prio
+}
+
+/// `need` (Sethi–Ullman number) and `total` (Dask's `ndependencies`) per node.
+fn metrics(deps: &Csr, dependents: &Csr) -> (Vec<u32>, Vec<u32>) {
+    let n = deps.len();
+    let mut need = vec![1u32; n];
+    let mut total = vec![1u32; n];
+    let mut waiting: Vec<u32> = (0..n as u32).map(|i| deps.get(i).len() as u32).collect();
+    let mut ready: Vec<u32> = (0..n as u32)
+        .filter(|&i| waiting[i as usize] == 0)
+        .collect();
+    let mut child: Vec<u32> = Vec::new();
+    while let Some(i) = ready.pop() {
+        let ds = deps.get(i);
+        if !ds.is_empty() {
+            child.clear();
+            child.extend(ds.iter().map(|&d| need[d as usize]));
+            child.sort_unstable_by(|a, b| b.cmp(a));
+            let deepest = child
+                .iter()
+                .enumerate()
+                .map(|(k, &c)| c.saturating_add(k as u32));
+            need[i as usize] = deepest
+                .max()
+                .unwrap_or(1)
+                .max((ds.len() as u32).saturating_add(1));
+            total[i as usize] = ds
+                .iter()
+                .fold(1u32, |t, &d| t.saturating_add(total[d as usize]));
+        }
+        for &t in dependents.get(i) {
+            waiting[t as usize] -= 1;
+            if waiting[t as usize] == 0 {
+                ready.push(t);
+            }
         }
     }
-    priority
+    (need, total)
+}
+
+/// The state of the walk.
+struct Walk<'a> {
+    deps: &'a Csr,
+    dependents: &'a Csr,
+    keys: &'a [Key],
+    need: Vec<u32>,
+    total: Vec<u32>,
+    /// The result: position in the order, `UNSET` until scheduled.
+    prio: Vec<u32>,
+    next: u32,
+    /// Unscheduled dependencies (0: ready).
+    needed: Vec<u32>,
+    /// Unscheduled dependents (0: the result is released).
+    holders: Vec<u32>,
+    /// Dependencies that are neither scheduled nor ready.
+    blocked: Vec<u32>,
+    /// Dependencies whose only unscheduled dependent is this node (running it frees them).
+    sole: Vec<u32>,
+    flags: Vec<u8>,
+    /// The depth-first walk's stack of nodes to compute.
+    stack: Vec<u32>,
+    /// Scheduled nodes that had unscheduled dependents, most recent last.
+    resume: Vec<u32>,
+    /// Unscheduled dependents of a held result, to climb from to the next target.
+    seeds: Vec<u32>,
+    /// Eager work of one `run`, and its scratch lists.
+    work: Vec<u32>,
+    last_one: Vec<u32>,
+    freeing: Vec<u32>,
+    rising: Vec<u32>,
+    wanted: Vec<u32>,
+    postponed: Vec<u32>,
+    /// Ready memory-neutral nodes (each frees one result and adds one), oldest first.
+    deferred: Vec<u32>,
+    buf: Vec<u32>,
+}
+
+impl Walk<'_> {
+    fn key_cmp(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        self.keys[a as usize].cmp(&self.keys[b as usize])
+    }
+
+    /// Which of two nodes to compute first: larger need, larger total, smaller key. A ready
+    /// node needs one slot whatever its static need.
+    fn prefer(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        let need = |i: u32| {
+            if self.needed[i as usize] == 0 {
+                1
+            } else {
+                self.need[i as usize]
+            }
+        };
+        need(b)
+            .cmp(&need(a))
+            .then_with(|| self.total[b as usize].cmp(&self.total[a as usize]))
+            .then_with(|| self.key_cmp(a, b))
+    }
+
+    /// Runs the depth-first walk until the stack is empty.
+    fn drain_stack(&mut self) {
+        while let Some(&top) = self.stack.last() {
+            let t = top as usize;
+            if self.prio[t] != UNSET {
+                self.stack.pop();
+            } else if self.needed[t] == 0 {
+                self.stack.pop();
+                self.run(top);
+            } else if self.flags[t] & EXPANDED != 0 {
+                // Its dependencies were all computed before it surfaced again, unless on a cycle.
+                self.stack.pop();
+            } else if self.flush_deferred() {
+                // Before walking back for new data, make the postponed swaps (which may have
+                // changed what the top needs).
+            } else {
+                self.flags[t] |= EXPANDED;
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.clear();
+                buf.extend(
+                    self.deps
+                        .get(top)
+                        .iter()
+                        .filter(|&&d| self.prio[d as usize] == UNSET),
+                );
+                buf.sort_unstable_by(|&a, &b| self.prefer(a, b));
+                buf.dedup();
+                self.stack.extend(buf.iter().rev());
+                self.buf = buf;
+            }
+        }
+    }
+
+    /// Runs the postponed memory-neutral nodes (oldest first) that are still unscheduled. False
+    /// when there were none.
+    fn flush_deferred(&mut self) -> bool {
+        let mut any = false;
+        let mut k = 0;
+        while k < self.deferred.len() {
+            let h = self.deferred[k];
+            k += 1;
+            if self.prio[h as usize] == UNSET {
+                any = true;
+                self.run(h);
+            }
+        }
+        self.deferred.clear();
+        any
+    }
+
+    /// Continues from the most recently run node whose result is still held: climbs from one of
+    /// its unscheduled dependents to an output and makes that the target. False when no result
+    /// is held.
+    fn resume_forward(&mut self) -> bool {
+        loop {
+            while let Some(s) = self.seeds.pop() {
+                if self.prio[s as usize] != UNSET {
+                    continue;
+                }
+                // Every dependent of an unscheduled node is unscheduled: climb to an output
+                // (at most `n` steps, which only a cycle could exceed).
+                let mut top = s;
+                for _ in 0..self.prio.len() {
+                    let ups = self.dependents.get(top).iter().copied();
+                    match ups.min_by(|&a, &b| self.closer(a, b)) {
+                        Some(up) => top = up,
+                        None => break,
+                    }
+                }
+                self.stack.push(top);
+                return true;
+            }
+            let Some(x) = self.resume.pop() else {
+                return false;
+            };
+            let i = x as usize;
+            if self.holders[i] == 0 || self.flags[i] & FORWARD != 0 {
+                continue;
+            }
+            self.flags[i] |= FORWARD;
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            buf.extend(
+                self.dependents
+                    .get(x)
+                    .iter()
+                    .filter(|&&d| self.prio[d as usize] == UNSET),
+            );
+            buf.sort_unstable_by(|&a, &b| self.closer(b, a));
+            buf.dedup();
+            self.seeds.extend_from_slice(&buf);
+            self.buf = buf;
+        }
+    }
+
+    /// Which of two dependents to continue with: fewer missing dependencies, then smaller key.
+    fn closer(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        self.needed[a as usize]
+            .cmp(&self.needed[b as usize])
+            .then_with(|| self.key_cmp(a, b))
+    }
+
+    /// Whether running the ready node `h` now keeps memory down: it is an output, or it frees
+    /// more results than it adds. A node that frees one result and adds one is worth it if it
+    /// is a dependent of the node just run (`rising`: the walk stays local), or if it lets one
+    /// of its dependents run right after it.
+    fn worth_running(&self, h: u32, rising: bool) -> bool {
+        let outs = self.dependents.get(h);
+        if outs.is_empty() {
+            return true;
+        }
+        let freed = self.sole[h as usize];
+        // The look-ahead is capped so that a node with a huge fan-out costs O(1) here.
+        freed >= 2
+            || freed == 1 && (rising || outs.iter().take(32).any(|&g| self.needed[g as usize] == 1))
+    }
+
+    /// Schedules the ready node `x`, then everything that is worth running right after it.
+    fn run(&mut self, x: u32) {
+        let mut work = std::mem::take(&mut self.work);
+        let mut last_one = std::mem::take(&mut self.last_one);
+        let mut freeing = std::mem::take(&mut self.freeing);
+        let mut rising = std::mem::take(&mut self.rising);
+        let mut wanted = std::mem::take(&mut self.wanted);
+        let mut postponed = std::mem::take(&mut self.postponed);
+        work.push(x);
+        while let Some(x) = work.pop() {
+            let i = x as usize;
+            if self.prio[i] != UNSET {
+                continue;
+            }
+            self.prio[i] = self.next;
+            self.next += 1;
+            // Update all counters first, so that the decisions below do not depend on the
+            // order of adjacency lists (and so on node numbering).
+            for &e in self.deps.get(x) {
+                self.holders[e as usize] -= 1;
+                if self.holders[e as usize] == 1 {
+                    last_one.push(e);
+                }
+            }
+            for &d in self.dependents.get(x) {
+                self.needed[d as usize] -= 1;
+                if self.needed[d as usize] == 0 {
+                    for &g in self.dependents.get(d) {
+                        self.blocked[g as usize] -= 1;
+                    }
+                    rising.push(d);
+                }
+            }
+            // Each `e` has one consumer `h` left, which would now free it.
+            last_one.retain_mut(|e| {
+                let mut hs = self.dependents.get(*e).iter();
+                let Some(&h) = hs.find(|&&h| self.prio[h as usize] == UNSET) else {
+                    return false;
+                };
+                self.sole[h as usize] += 1;
+                *e = h;
+                true
+            });
+            rising.retain(|&d| self.worth_running(d, true));
+            // Run each `h` if that is worth it, or walk to it soon if it only lacks ready inputs.
+            for h in last_one.drain(..) {
+                if self.needed[h as usize] == 0 {
+                    if self.worth_running(h, false) {
+                        freeing.push(h);
+                    } else {
+                        // Memory-neutral: postponed until the walk is about to load new data,
+                        // so the current branch stays together.
+                        postponed.push(h);
+                    }
+                } else if self.blocked[h as usize] == 0 && self.flags[h as usize] & EXPANDED == 0 {
+                    wanted.push(h);
+                }
+            }
+            if self.holders[i] > 0 {
+                self.resume.push(x);
+            }
+            postponed.sort_unstable_by(|&a, &b| self.key_cmp(a, b));
+            self.deferred.append(&mut postponed);
+            // Dependents of `x` first (popped first), then the other consumers it unlocked;
+            // smallest key first within each group.
+            for group in [&mut freeing, &mut rising] {
+                group.sort_unstable_by(|&a, &b| self.key_cmp(b, a));
+                work.append(group);
+            }
+        }
+        wanted.retain(|&h| self.prio[h as usize] == UNSET);
+        wanted.sort_unstable_by(|&a, &b| self.prefer(b, a));
+        wanted.dedup();
+        self.stack.append(&mut wanted);
+        (
+            self.work,
+            self.last_one,
+            self.freeing,
+            self.rising,
+            self.wanted,
+            self.postponed,
+        ) = (work, last_one, freeing, rising, wanted, postponed);
+    }
 }
 
 /// The largest number of results alive at once when the plan runs one task at a time in
-/// `priority` order (a result stays alive until its last dependent has run; results nobody
-/// depends on count until the end).
+/// `priority` order.
+///
+/// A result is alive from the moment its task runs until its last dependent has run; while a
+/// task runs, its inputs and its output are alive together. Results nobody depends on (the
+/// graph's outputs) count only while their task runs: they are handed to the caller, and no
+/// order can avoid holding them at the end, so counting them until the end would only add the
+/// number of outputs finished so far. This is Dask's `diagnostics` pressure plus one (Dask
+/// counts the results held just before a task runs, without its output).
+///
+/// # Panics
+/// When `priority` is not a permutation of `0..n`.
 pub fn memory_pressure(deps: &Csr, dependents: &Csr, priority: &[u32]) -> usize {
     let n = deps.len();
-    let mut by_prio = vec![0u32; n];
+    assert_eq!(priority.len(), n, "one priority per node");
+    let mut by_prio = vec![UNSET; n];
     for (i, &p) in priority.iter().enumerate() {
+        assert!(
+            by_prio[p as usize] == UNSET,
+            "priority is not a permutation"
+        );
         by_prio[p as usize] = i as u32;
     }
-    let mut holders: Vec<u32> = (0..n as u32).map(|i| dependents.get(i).len() as u32).collect();
+    let mut holders: Vec<u32> = (0..n as u32)
+        .map(|i| dependents.get(i).len() as u32)
+        .collect();
     let mut alive = 0usize;
     let mut peak = 0usize;
     for &i in &by_prio {
@@ -71,6 +468,9 @@ pub fn memory_pressure(deps: &Csr, dependents: &Csr, priority: &[u32]) -> usize 
             if holders[d as usize] == 0 {
                 alive -= 1;
             }
+        }
+        if dependents.get(i).is_empty() {
+            alive -= 1;
         }
     }
     peak
