@@ -15,18 +15,18 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
     let n = plan.len();
     let mut keep = vec![true; n];
     let mut deps: Vec<Vec<u32>> = (0..n as u32).map(|i| plan.deps.get(i).to_vec()).collect();
-    for i in 0..n {
+    for (i, ds) in deps.iter_mut().enumerate() {
         let Kind::Task(spec) = &plan.kinds[i] else { continue };
         let literal = |d: u32| {
             !plan.requested[d as usize] && matches!(plan.kinds[d as usize], Kind::Value(_))
         };
-        if !deps[i].iter().any(|&d| literal(d)) {
+        if !ds.iter().any(|&d| literal(d)) {
             continue;
         }
         // New input numbering: literals become `Lit`, the rest keep their order.
-        let mut map = Vec::with_capacity(deps[i].len());
+        let mut map = Vec::with_capacity(ds.len());
         let mut kept = Vec::new();
-        for &d in &deps[i] {
+        for &d in ds.iter() {
             if literal(d) {
                 let Kind::Value(v) = &plan.kinds[d as usize] else { unreachable!() };
                 map.push(Err(v.clone()));
@@ -43,11 +43,11 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
             });
         }
         plan.kinds[i] = Kind::Task(Arc::new(spec));
-        deps[i] = kept;
+        *ds = kept;
     }
-    for i in 0..n {
+    for (i, k) in keep.iter_mut().enumerate() {
         if matches!(plan.kinds[i], Kind::Value(_)) && !plan.requested[i] {
-            keep[i] = false;
+            *k = false;
         }
     }
     // A literal still read by an alias stays.

@@ -144,62 +144,80 @@ impl Plan {
             return Err(GraphError::MissingKey { keys: missing });
         }
 
-        // Cull: depth-first from the requested keys, ids in discovery order. A node is known by
-        // the address of its key inside the graph, so every key reference costs one lookup in
-        // the graph (hashing the key) and the rest are cheap lookups by address. Tasks are
-        // compiled as they are discovered; a compile error is reported only when the whole
-        // graph was walked without a missing dependency (which takes precedence).
+        // Cull: depth-first from the requested keys, ids in visiting order. Each key reference
+        // is looked up in the graph once (hashing the key); the first lookup of a node gives it a
+        // discovery number, and from then on it is found through `seen`, a map keyed by the
+        // address of the key stored in the graph (stable while the graph is borrowed, and cheap
+        // to hash), or by indexing with its number. Tasks are compiled when visited; a compile
+        // error is reported only once the whole graph was walked without a missing dependency
+        // (which takes precedence, as before any task is compiled).
+        //
+        // Sized for the whole graph, as a `get` usually needs most of it; memory reserved for
+        // nodes a smaller cull never reaches is never touched.
+        let cap = graph.len();
         let mut seen: HashMap<usize, Seen, BuildAddrHasher> =
-            HashMap::with_capacity_and_hasher(graph.len(), BuildAddrHasher::default());
-        let mut stack: Vec<(&Key, &Node)> = wanted
-            .iter()
-            .rev()
-            .map(|k| graph.entry(k).expect("checked above"))
-            .collect();
-        let mut keys: Vec<Key> = Vec::new();
-        let mut kinds: Vec<Kind> = Vec::new();
-        let mut funcs: Vec<&'static str> = Vec::new();
-        let mut dep_offsets: Vec<u32> = vec![0];
-        // Dependencies of every node, by address; turned into ids once all ids are known.
-        let mut dep_addrs: Vec<usize> = Vec::new();
-        // Scratch: the node's key references in argument order, the local input index of each,
-        // and its distinct dependencies not yet visited.
+            HashMap::with_capacity_and_hasher(cap, BuildAddrHasher::default());
+        // Per discovery number: the node, and its id once visited.
+        let mut found: Vec<(&Key, &Node)> = Vec::with_capacity(cap);
+        let mut found_id: Vec<u32> = Vec::with_capacity(cap);
+        let mut stack: Vec<u32> = Vec::with_capacity(wanted.len());
+        for k in wanted.iter().rev() {
+            let (k, node) = graph.entry(k).expect("checked above");
+            let s = seen.entry(addr(k)).or_insert_with(|| {
+                found.push((k, node));
+                found_id.push(UNSET);
+                Seen::new(found.len() - 1)
+            });
+            stack.push(s.found);
+        }
+        let mut keys: Vec<Key> = Vec::with_capacity(cap);
+        let mut kinds: Vec<Kind> = Vec::with_capacity(cap);
+        let mut funcs: Vec<&'static str> = Vec::with_capacity(cap);
+        let mut dep_offsets: Vec<u32> = Vec::with_capacity(cap + 1);
+        dep_offsets.push(0);
+        // Dependencies of every node, by discovery number; turned into ids at the end.
+        let mut dep_items: Vec<u32> = Vec::new();
+        // Scratch: the node's key references in argument order, and the input index of each.
         let mut refs: Vec<&Key> = Vec::new();
         let mut locals: Vec<u32> = Vec::new();
-        let mut unvisited: Vec<(&Key, &Node)> = Vec::new();
         let mut functions = Functions::new(Registry::global());
         let mut compile_error: Option<GraphError> = None;
-        while let Some((key, node)) = stack.pop() {
-            let id = keys.len() as u32;
-            let me = seen.entry(addr(key)).or_insert(Seen::NEW);
-            if me.id != UNSET {
+        while let Some(f) = stack.pop() {
+            if found_id[f as usize] != UNSET {
                 continue;
             }
-            me.id = id;
+            let id = keys.len() as u32;
+            found_id[f as usize] = id;
+            let (key, node) = found[f as usize];
             keys.push(key.clone());
             refs.clear();
             locals.clear();
-            unvisited.clear();
             node_deps(node, &mut refs);
-            let first = dep_addrs.len();
+            let first = dep_items.len();
             for r in &refs {
                 let Some((dk, dn)) = graph.entry(r) else {
                     return Err(missing_dependency(graph, key, node));
                 };
-                let d = seen.entry(addr(dk)).or_insert(Seen::NEW);
+                let d = seen.entry(addr(dk)).or_insert_with(|| {
+                    found.push((dk, dn));
+                    found_id.push(UNSET);
+                    Seen::new(found.len() - 1)
+                });
                 if d.parent != id {
-                    // First reference to `dk` from this node: a new input.
+                    // The first reference to it from this node: a new input.
                     d.parent = id;
-                    d.local = (dep_addrs.len() - first) as u32;
-                    dep_addrs.push(addr(dk));
-                    if d.id == UNSET {
-                        unvisited.push((dk, dn));
-                    }
+                    d.local = (dep_items.len() - first) as u32;
+                    dep_items.push(d.found);
                 }
                 locals.push(d.local);
             }
-            dep_offsets.push(dep_addrs.len() as u32);
-            stack.extend(unvisited.iter().rev());
+            dep_offsets.push(dep_items.len() as u32);
+            // Unvisited dependencies, last first, so that the first is visited next.
+            for &d in dep_items[first..].iter().rev() {
+                if found_id[d as usize] == UNSET {
+                    stack.push(d);
+                }
+            }
             if compile_error.is_some() {
                 continue;
             }
@@ -225,15 +243,18 @@ impl Plan {
             return Err(e);
         }
         let n = keys.len();
-        let id_at = |a: usize| seen[&a].id;
+        for d in &mut dep_items {
+            *d = found_id[*d as usize];
+        }
+        let deps = Csr {
+            offsets: dep_offsets,
+            items: dep_items,
+        };
         // The id of a key of the graph, if the cull reached it.
         let id_of = |k: &Key| {
             let (k, _) = graph.entry(k)?;
-            seen.get(&addr(k)).map(|s| s.id).filter(|&i| i != UNSET)
-        };
-        let deps = Csr {
-            offsets: dep_offsets,
-            items: dep_addrs.into_iter().map(id_at).collect(),
+            let s = seen.get(&addr(k))?;
+            Some(found_id[s.found as usize])
         };
         let mut requested = vec![false; n];
         for k in &wanted {
@@ -244,7 +265,7 @@ impl Plan {
             .all_options()
             .filter_map(|(k, o)| Some((id_of(k)?, *o)))
             .collect();
-        drop(seen);
+        drop((seen, found, found_id));
 
         let mut plan = Plan {
             keys,
@@ -379,8 +400,8 @@ fn missing_dependency(graph: &Graph, key: &Key, node: &Node) -> GraphError {
 /// What the cull knows about a node of the graph.
 #[derive(Clone, Copy)]
 struct Seen {
-    /// Its id, or [`UNSET`] while it is not yet visited.
-    id: u32,
+    /// Its discovery number.
+    found: u32,
     /// The last node that referred to it, and the input index it has there.
     parent: u32,
     local: u32,
@@ -389,11 +410,13 @@ struct Seen {
 const UNSET: u32 = u32::MAX;
 
 impl Seen {
-    const NEW: Seen = Seen {
-        id: UNSET,
-        parent: UNSET,
-        local: 0,
-    };
+    fn new(found: usize) -> Seen {
+        Seen {
+            found: found as u32,
+            parent: UNSET,
+            local: 0,
+        }
+    }
 }
 
 /// The identity of a key stored in the graph (the graph is borrowed while the plan is built).
@@ -471,11 +494,7 @@ fn compile_task<'g>(
             params: f.params.join(", "),
         });
     }
-    let args = t
-        .args
-        .iter()
-        .map(|a| compile_arg(fns, key, a, locals))
-        .collect::<Result<_, _>>()?;
+    let args = collect_exact(&t.args, |a| compile_arg(fns, key, a, locals))?;
     Ok(TaskSpec { func, args })
 }
 
@@ -488,18 +507,25 @@ fn compile_arg<'g>(
     Ok(match a {
         Arg::Value(v) => SpecArg::Lit(v.clone()),
         Arg::Key(_) => SpecArg::Input(*locals.next().expect("an index per key reference")),
-        Arg::List(l) => SpecArg::List(
-            l.iter()
-                .map(|a| compile_arg(fns, key, a, locals))
-                .collect::<Result<_, _>>()?,
-        ),
-        Arg::Map(m) => SpecArg::Map(
-            m.iter()
-                .map(|(k, a)| Ok((k.clone(), compile_arg(fns, key, a, locals)?)))
-                .collect::<Result<_, _>>()?,
-        ),
+        Arg::List(l) => SpecArg::List(collect_exact(l, |a| compile_arg(fns, key, a, locals))?),
+        Arg::Map(m) => SpecArg::Map(collect_exact(m, |(k, a)| {
+            Ok((k.clone(), compile_arg(fns, key, a, locals)?))
+        })?),
         Arg::Task(t) => SpecArg::Task(Box::new(compile_task(fns, key, t, locals)?)),
     })
+}
+
+/// Maps `items` into a vector of exactly their length (collecting into a `Result` would grow it
+/// step by step).
+fn collect_exact<'a, T, U, E>(
+    items: &'a [T],
+    mut f: impl FnMut(&'a T) -> Result<U, E>,
+) -> Result<Vec<U>, E> {
+    let mut out = Vec::with_capacity(items.len());
+    for x in items {
+        out.push(f(x)?);
+    }
+    Ok(out)
 }
 
 fn out_spec(request: &Keys, id_of: &dyn Fn(&Key) -> u32) -> OutSpec {

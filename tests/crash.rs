@@ -267,8 +267,8 @@ fn tasks_in_flight_on_other_workers_are_not_lost() {
         keys.push("crash".into());
         let out = p.get(&g, forkgraph::Keys::List(keys)).unwrap();
         let l = out.as_list().unwrap();
-        for i in 0..200 {
-            assert_eq!(l[i].to::<i64>().unwrap(), i as i64 * 10);
+        for (i, v) in l[..200].iter().enumerate() {
+            assert_eq!(v.to::<i64>().unwrap(), i as i64 * 10);
         }
         assert_eq!(l[200].to::<i64>().unwrap(), 7);
     });

@@ -151,21 +151,26 @@ impl<'a> ProcExec<'a> {
         let deadline = self.next_deadline();
         let now = sys::monotonic_ns();
         let timeout = deadline.map(|d| Duration::from_nanos(d.saturating_sub(now)));
+        // Where each worker's socket and stderr pipe sit in the poll set.
+        let mut slots: Vec<(usize, Option<usize>)> = Vec::with_capacity(self.pool.workers.len());
         let ready = {
             let mut interests = Vec::new();
             for w in &self.pool.workers {
+                let sock = interests.len();
                 interests.push(sys::Interest {
                     fd: w.sock.as_fd(),
                     read: true,
                     write: !w.outbox.is_empty(),
                 });
-                if let Some(fd) = w.stderr_fd() {
+                let err = w.stderr_fd().map(|fd| {
                     interests.push(sys::Interest {
                         fd,
                         read: true,
                         write: false,
                     });
-                }
+                    interests.len() - 1
+                });
+                slots.push((sock, err));
             }
             if let Some(i) = &self.interrupt {
                 interests.push(sys::Interest {
@@ -174,29 +179,21 @@ impl<'a> ProcExec<'a> {
                     write: false,
                 });
             }
-            sys::poll(&interests, timeout)
-                .map_err(|e| Error::Scheduler(format!("poll: {e}")))?
+            sys::poll(&interests, timeout).map_err(|e| Error::Scheduler(format!("poll: {e}")))?
         };
         if let Some(i) = &self.interrupt {
             if ready.last().is_some_and(|r| r.read) && i.fired() {
                 return Err(self.interrupted());
             }
         }
-        let mut k = 0;
-        for i in 0..self.pool.workers.len() {
-            let sock = ready[k];
-            k += 1;
-            let err = self.pool.workers[i].stderr_fd().is_some().then(|| {
-                k += 1;
-                ready[k - 1]
-            });
-            if err.is_some_and(|r| r.read) {
+        for (i, (sock, err)) in slots.into_iter().enumerate() {
+            if err.is_some_and(|e| ready[e].read) {
                 self.pool.workers[i].drain_stderr();
             }
-            if sock.write {
+            if ready[sock].write {
                 self.pool.workers[i].flush();
             }
-            if sock.read {
+            if ready[sock].read {
                 let msgs = self.pool.workers[i].read_messages();
                 for m in msgs {
                     self.handle(i, m)?;

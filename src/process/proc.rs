@@ -198,7 +198,7 @@ impl Proc {
             }
         }
         loop {
-            match self.inbox.next::<FromWorker>() {
+            match self.inbox.take_frame::<FromWorker>() {
                 Ok(Some((m, _))) => out.push(m),
                 Ok(None) => break,
                 Err(_) => {

@@ -232,7 +232,7 @@ impl Inbox {
     ///
     /// # Errors
     /// When a frame does not decode.
-    pub fn next<T: DeserializeOwned>(&mut self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+    pub fn take_frame<T: DeserializeOwned>(&mut self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
         let b = &self.buf[self.start..];
         if b.len() < 5 {
             return Ok(None);
@@ -262,7 +262,7 @@ pub fn recv<T: DeserializeOwned>(
     inbox: &mut Inbox,
 ) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
     loop {
-        if let Some(m) = inbox.next()? {
+        if let Some(m) = inbox.take_frame()? {
             return Ok(Some(m));
         }
         if !inbox.fill(s)? {
