@@ -46,15 +46,43 @@ pub use error::{signal_name, BuildError, Error, GraphError, TaskError, TaskError
 pub use forkgraph_macros::task;
 pub use forkgraph_worker::{
     Array, ArgValue, Buffer, CallError, DType, Element, FromArg, IntoOutput, IntoValue, Mismatch,
-    Serde, Value,
+    Serde, SharedVec, Value,
 };
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
 pub use key::{Key, KeyPart, Keys};
 pub use plan::Csr;
 pub use scheduler::{GetOptions, Scheduler};
-pub use process::{ProcessPool, ProcessPoolBuilder, Submitted};
+pub use process::{ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_SEGMENT_THRESHOLD};
 pub use sync::{get, get_value, SyncScheduler};
 pub use threaded::{ThreadPool, ThreadPoolBuilder};
+
+/// Shared segments mapped in this process now, as (count, bytes), and the peak bytes since the
+/// last [`reset_segment_peak`]. Segments hold the large results of process-pool tasks (see
+/// [`ProcessPoolBuilder::segment_threshold`]) and [`SharedVec`]s.
+pub fn segment_stats() -> SegmentStats {
+    let (count, bytes, peak_bytes) = forkgraph_worker::sys::segment_stats();
+    SegmentStats {
+        count,
+        bytes,
+        peak_bytes,
+    }
+}
+
+/// Resets [`SegmentStats::peak_bytes`] to the current bytes.
+pub fn reset_segment_peak() {
+    forkgraph_worker::sys::reset_segment_peak();
+}
+
+/// See [`segment_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentStats {
+    /// Segments mapped now.
+    pub count: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Most bytes mapped at once since the last reset.
+    pub peak_bytes: u64,
+}
 
 /// Default number of workers: the available parallelism (CPU affinity and cgroup quotas
 /// respected), at least 1.

@@ -131,7 +131,11 @@ impl Plan {
         self.options.get(&node).copied().unwrap_or_default()
     }
 
-    pub(crate) fn build(graph: &Graph, request: &Keys, opts: PlanOptions) -> Result<Plan, GraphError> {
+    pub(crate) fn build(
+        graph: &Graph,
+        request: &Keys,
+        opts: PlanOptions,
+    ) -> Result<Plan, GraphError> {
         let wanted = request.flatten();
         let missing: Vec<Key> = wanted
             .iter()
@@ -140,7 +144,10 @@ impl Plan {
             .collect();
         if !missing.is_empty() {
             let mut seen = std::collections::HashSet::new();
-            let missing = missing.into_iter().filter(|k| seen.insert(k.clone())).collect();
+            let missing = missing
+                .into_iter()
+                .filter(|k| seen.insert(k.clone()))
+                .collect();
             return Err(GraphError::MissingKey { keys: missing });
         }
 
@@ -157,14 +164,15 @@ impl Plan {
         let cap = graph.len();
         let mut seen: HashMap<usize, Seen, BuildAddrHasher> =
             HashMap::with_capacity_and_hasher(cap, BuildAddrHasher::default());
-        // Per discovery number: the node, and its id once visited.
-        let mut found: Vec<(&Key, &Node)> = Vec::with_capacity(cap);
+        // Per discovery number: the node (with its key, cloned while the lookup has it in cache,
+        // until the visit moves it into `keys`), and its id once visited.
+        let mut found: Vec<(Option<Key>, &Node)> = Vec::with_capacity(cap);
         let mut found_id: Vec<u32> = Vec::with_capacity(cap);
         let mut stack: Vec<u32> = Vec::with_capacity(wanted.len());
         for k in wanted.iter().rev() {
             let (k, node) = graph.entry(k).expect("checked above");
             let s = seen.entry(addr(k)).or_insert_with(|| {
-                found.push((k, node));
+                found.push((Some(k.clone()), node));
                 found_id.push(UNSET);
                 Seen::new(found.len() - 1)
             });
@@ -175,11 +183,13 @@ impl Plan {
         let mut funcs: Vec<&'static str> = Vec::with_capacity(cap);
         let mut dep_offsets: Vec<u32> = Vec::with_capacity(cap + 1);
         dep_offsets.push(0);
-        // Dependencies of every node, by discovery number; turned into ids at the end.
-        let mut dep_items: Vec<u32> = Vec::new();
-        // Scratch: the node's key references in argument order, and the input index of each.
-        let mut refs: Vec<&Key> = Vec::new();
+        // Dependencies of every node, by discovery number; turned into ids at the end. Most
+        // graphs have about one dependency per node.
+        let mut dep_items: Vec<u32> = Vec::with_capacity(cap);
+        // Scratch: the input index of each key reference of the node, in argument order, and
+        // an index of the node's inputs for repeated references when it has many.
         let mut locals: Vec<u32> = Vec::new();
+        let mut repeats = Repeats::default();
         let mut functions = Functions::new(Registry::global());
         let mut compile_error: Option<GraphError> = None;
         while let Some(f) = stack.pop() {
@@ -188,28 +198,31 @@ impl Plan {
             }
             let id = keys.len() as u32;
             found_id[f as usize] = id;
-            let (key, node) = found[f as usize];
-            keys.push(key.clone());
-            refs.clear();
+            let (key, node) = &mut found[f as usize];
+            let node = *node;
+            keys.push(key.take().expect("each node is visited once"));
+            let key = &keys[id as usize];
             locals.clear();
-            node_deps(node, &mut refs);
             let first = dep_items.len();
-            for r in &refs {
-                let Some((dk, dn)) = graph.entry(r) else {
-                    return Err(missing_dependency(graph, key, node));
-                };
+            let walked: Result<(), ()> = for_each_dep(node, &mut |r| {
+                let (dk, dn) = graph.entry(r).ok_or(())?;
                 let d = seen.entry(addr(dk)).or_insert_with(|| {
-                    found.push((dk, dn));
+                    found.push((Some(dk.clone()), dn));
                     found_id.push(UNSET);
                     Seen::new(found.len() - 1)
                 });
                 if d.parent != id {
                     // The first reference to it from this node: a new input.
                     d.parent = id;
-                    d.local = (dep_items.len() - first) as u32;
+                    locals.push((dep_items.len() - first) as u32);
                     dep_items.push(d.found);
+                } else {
+                    locals.push(repeats.local(id, &dep_items[first..], d.found));
                 }
-                locals.push(d.local);
+                Ok(())
+            });
+            if walked.is_err() {
+                return Err(missing_dependency(graph, key, node));
             }
             dep_offsets.push(dep_items.len() as u32);
             // Unvisited dependencies, last first, so that the first is visited next.
@@ -293,8 +306,12 @@ impl Plan {
     /// Kahn's algorithm; on leftovers, walk dependencies until a node repeats.
     fn check_cycles(&self) -> Result<(), GraphError> {
         let n = self.len();
-        let mut waiting: Vec<u32> = (0..n as u32).map(|i| self.deps.get(i).len() as u32).collect();
-        let mut stack: Vec<u32> = (0..n as u32).filter(|&i| waiting[i as usize] == 0).collect();
+        let mut waiting: Vec<u32> = (0..n as u32)
+            .map(|i| self.deps.get(i).len() as u32)
+            .collect();
+        let mut stack: Vec<u32> = (0..n as u32)
+            .filter(|&i| waiting[i as usize] == 0)
+            .collect();
         let mut done = 0usize;
         while let Some(i) = stack.pop() {
             done += 1;
@@ -327,8 +344,10 @@ impl Plan {
                 .min_by(|&a, &b| self.keys[a as usize].cmp(&self.keys[b as usize]))
                 .expect("a leftover dependency");
             if let Some(&p) = pos.get(&next) {
-                let mut cycle: Vec<Key> =
-                    path[p..].iter().map(|&i| self.keys[i as usize].clone()).collect();
+                let mut cycle: Vec<Key> = path[p..]
+                    .iter()
+                    .map(|&i| self.keys[i as usize].clone())
+                    .collect();
                 cycle.push(self.keys[next as usize].clone());
                 return Err(GraphError::Cycle { path: cycle });
             }
@@ -354,6 +373,27 @@ fn dedup_in_order(v: &mut Vec<&Key>) {
     }
     let mut seen = std::collections::HashSet::with_capacity(v.len());
     v.retain(|k| seen.insert(*k));
+}
+
+/// Calls `f` on every key reference of `node`, in argument order, until it fails.
+fn for_each_dep<'g, E>(
+    node: &'g Node,
+    f: &mut impl FnMut(&'g Key) -> Result<(), E>,
+) -> Result<(), E> {
+    fn arg<'g, E>(a: &'g Arg, f: &mut impl FnMut(&'g Key) -> Result<(), E>) -> Result<(), E> {
+        match a {
+            Arg::Value(_) => Ok(()),
+            Arg::Key(k) => f(k),
+            Arg::List(l) => l.iter().try_for_each(|a| arg(a, f)),
+            Arg::Map(m) => m.iter().try_for_each(|(_, a)| arg(a, f)),
+            Arg::Task(t) => t.args.iter().try_for_each(|a| arg(a, f)),
+        }
+    }
+    match node {
+        Node::Task(t) => t.args.iter().try_for_each(|a| arg(a, f)),
+        Node::Value(_) => Ok(()),
+        Node::Alias(k) => f(k),
+    }
 }
 
 fn node_deps<'g>(node: &'g Node, out: &mut Vec<&'g Key>) {
@@ -402,9 +442,8 @@ fn missing_dependency(graph: &Graph, key: &Key, node: &Node) -> GraphError {
 struct Seen {
     /// Its discovery number.
     found: u32,
-    /// The last node that referred to it, and the input index it has there.
+    /// The last node (id) that referred to it.
     parent: u32,
-    local: u32,
 }
 
 const UNSET: u32 = u32::MAX;
@@ -414,8 +453,37 @@ impl Seen {
         Seen {
             found: found as u32,
             parent: UNSET,
-            local: 0,
         }
+    }
+}
+
+/// Input indices of a node referring to the same dependency more than once (rare): a scan of
+/// its inputs, or for nodes with many inputs an index of them, built once per node.
+#[derive(Default)]
+struct Repeats {
+    node: u32,
+    indexed: usize,
+    index: HashMap<u32, u32>,
+}
+
+impl Repeats {
+    /// The position of `found` in `inputs`, the inputs of node `node` so far.
+    fn local(&mut self, node: u32, inputs: &[u32], found: u32) -> u32 {
+        const SCAN: usize = 32;
+        if inputs.len() <= SCAN {
+            let i = inputs.iter().position(|&x| x == found);
+            return i.expect("a repeated reference is an input") as u32;
+        }
+        if self.node != node || self.index.is_empty() {
+            self.node = node;
+            self.index.clear();
+            self.indexed = 0;
+        }
+        for (i, &x) in inputs.iter().enumerate().skip(self.indexed) {
+            self.index.insert(x, i as u32);
+        }
+        self.indexed = inputs.len();
+        self.index[&found]
     }
 }
 
@@ -479,11 +547,13 @@ fn compile_task<'g>(
     t: &'g Task,
     locals: &mut std::slice::Iter<'_, u32>,
 ) -> Result<TaskSpec, GraphError> {
-    let func = fns.lookup(&t.func).map_err(|message| GraphError::UnknownFunction {
-        key: key.clone(),
-        function: t.func.clone(),
-        message,
-    })?;
+    let func = fns
+        .lookup(&t.func)
+        .map_err(|message| GraphError::UnknownFunction {
+            key: key.clone(),
+            function: t.func.clone(),
+            message,
+        })?;
     let f = fns.reg.get(func).expect("looked up");
     if f.params.len() != t.args.len() {
         return Err(GraphError::Arity {

@@ -97,7 +97,22 @@ impl<'a> ProcExec<'a> {
         self.recycle()?;
         let n = self.pool.workers.len();
         let mut batches: Vec<Vec<Unit>> = (0..n).map(|_| Vec::new()).collect();
+        let mut busy = self.pool.workers.iter().any(|w| !w.in_flight.is_empty());
+        let mut committed = self.in_flight_bytes();
         while !self.pending.is_empty() {
+            if let Some(budget) = self.cfg.segment_budget {
+                // Start a unit only if what is held, what runs and what it will add fit the
+                // budget; a unit of unknown size only when nothing else runs. With nothing
+                // running, start one anyway: the graph must progress.
+                let held = sys::segment_stats().1 as f64;
+                let fits = match committed.zip(self.expected_bytes(&self.pending[0])) {
+                    Some((c, e)) => held + c + e <= budget as f64,
+                    None => false,
+                };
+                if busy && !fits {
+                    break;
+                }
+            }
             let best = (0..n)
                 .filter(|&i| {
                     let w = &self.pool.workers[i];
@@ -108,22 +123,43 @@ impl<'a> ProcExec<'a> {
                 .min_by_key(|&i| self.pool.workers[i].in_flight.len());
             let Some(i) = best else { break };
             let unit = self.pending.pop_front().expect("pending unit");
+            committed = committed.zip(self.expected_bytes(&unit)).map(|(c, e)| c + e);
             let seq = self.pool.next_seq;
             self.pool.next_seq += 1;
             batches[i].push(wire_unit(seq, &unit));
             self.pool.workers[i].in_flight.push_back(InFlight { seq, unit });
+            busy = true;
         }
         for (i, units) in batches.into_iter().enumerate() {
             if units.is_empty() {
                 continue;
             }
             let w = &mut self.pool.workers[i];
+            let threshold = self.cfg.limits.segment_threshold.map(|t| t as usize);
             w.outbox
-                .push(&ToWorker::Run(units), Vec::new())
+                .push_shared(&ToWorker::Run(units), threshold)
                 .map_err(|e| Error::Scheduler(format!("cannot encode tasks: {e}")))?;
             w.flush();
         }
         self.bury_dead()
+    }
+
+    /// Bytes of shared segments a unit is expected to return (`None`: not known yet).
+    fn expected_bytes(&self, unit: &PUnit) -> Option<f64> {
+        unit.jobs
+            .iter()
+            .map(|j| self.pool.result_bytes.get(&j.spec.func).copied())
+            .sum()
+    }
+
+    /// Bytes the units in flight are expected to return (`None`: some are unknown).
+    fn in_flight_bytes(&self) -> Option<f64> {
+        self.pool
+            .workers
+            .iter()
+            .flat_map(|w| w.in_flight.iter())
+            .map(|f| self.expected_bytes(&f.unit))
+            .sum()
     }
 
     /// Replaces idle workers that have run `max_tasks_per_worker` tasks.
@@ -240,7 +276,12 @@ impl<'a> ProcExec<'a> {
         let mut failed = false;
         for job in f.unit.jobs {
             let result = match results.next() {
-                Some(Ok(Some(v))) => Ok(Arc::new(v)),
+                Some(Ok(Some(v))) => {
+                    let bytes = v.array_bytes() as f64;
+                    let avg = self.pool.result_bytes.entry(job.spec.func).or_insert(bytes);
+                    *avg = 0.5 * *avg + 0.5 * bytes;
+                    Ok(Arc::new(v))
+                }
                 Some(Ok(None)) => Ok(Arc::new(Value::Null)),
                 Some(Err(e)) => {
                     failed = true;

@@ -34,7 +34,12 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) max_tasks_per_worker: Option<u64>,
     pub(crate) handle_interrupt: bool,
+    /// Most bytes of shared segments the parent holds before it stops starting new tasks.
+    pub(crate) segment_budget: Option<u64>,
 }
+
+/// Default size from which arrays travel as shared segments instead of inside messages.
+pub const DEFAULT_SEGMENT_THRESHOLD: u64 = 64 * 1024;
 
 /// Builds a [`ProcessPool`].
 #[derive(Debug, Clone)]
@@ -50,9 +55,13 @@ impl Default for ProcessPoolBuilder {
                 retries: 0,
                 max_worker_deaths: 3,
                 task_timeout: None,
-                limits: Limits::default(),
+                limits: Limits {
+                    segment_threshold: Some(DEFAULT_SEGMENT_THRESHOLD),
+                    ..Limits::default()
+                },
                 max_tasks_per_worker: None,
                 handle_interrupt: true,
+                segment_budget: None,
             },
         }
     }
@@ -113,6 +122,22 @@ impl ProcessPoolBuilder {
     /// [`Error::Interrupted`] (default true). Outside `get`, SIGINT keeps its default action.
     pub fn handle_ctrl_c(mut self, on: bool) -> ProcessPoolBuilder {
         self.cfg.handle_interrupt = on;
+        self
+    }
+
+    /// Arrays of at least this many bytes travel between processes as sealed shared segments
+    /// (passed by fd, mapped read-only, never copied) rather than inside messages (default
+    /// [`DEFAULT_SEGMENT_THRESHOLD`], 64 KiB). `None` sends every array inline.
+    pub fn segment_threshold(mut self, bytes: Option<u64>) -> ProcessPoolBuilder {
+        self.cfg.limits.segment_threshold = bytes;
+        self
+    }
+
+    /// Backpressure on shared memory: while the results the pool holds in shared segments add
+    /// up to more than `bytes`, no new task starts unless nothing else is running (so a graph
+    /// always makes progress, one task at a time at worst). Default: no budget.
+    pub fn segment_budget(mut self, bytes: u64) -> ProcessPoolBuilder {
+        self.cfg.segment_budget = Some(bytes);
         self
     }
 

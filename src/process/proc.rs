@@ -242,6 +242,8 @@ pub(crate) struct Pool {
     server: Server,
     pub(crate) workers: Vec<Proc>,
     pub(crate) next_seq: u64,
+    /// Average bytes of shared segments a task of each function returned (for the budget).
+    pub(crate) result_bytes: std::collections::HashMap<forkgraph_worker::FnId, f64>,
     started: u64,
     limits: Limits,
 }
@@ -258,6 +260,7 @@ impl Pool {
             started: workers.len() as u64,
             workers,
             next_seq: 1,
+            result_bytes: std::collections::HashMap::new(),
             limits: cfg.limits,
         })
     }

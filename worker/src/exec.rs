@@ -91,7 +91,8 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 fn name_of(reg: &Registry, id: FnId) -> String {
-    reg.get(id).map_or_else(|| format!("#{id}"), |f| f.name.to_owned())
+    reg.get(id)
+        .map_or_else(|| format!("#{id}"), |f| f.name.to_owned())
 }
 
 fn call<I: Inputs + ?Sized>(

@@ -9,12 +9,15 @@ pub mod proto;
 pub mod registry;
 #[doc(hidden)]
 pub mod sys;
+pub mod shared;
 pub mod value;
+pub mod wire;
 mod worker;
 
 pub use convert::{ArgValue, FromArg, IntoOutput, IntoValue, Mismatch, Serde, VecItem};
 pub use exec::{run, Inputs, SpecArg, TaskFailure, TaskSpec};
 pub use registry::{CallError, FnId, Function, Registry, FUNCTIONS};
+pub use shared::SharedVec;
 pub use value::{Array, Buffer, DType, Element, Storage, Value};
 
 #[doc(hidden)]

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -33,6 +33,8 @@ pub struct Limits {
     pub memory_bytes: Option<u64>,
     /// CPU seconds per task (RLIMIT_CPU, re-armed before each task).
     pub cpu_seconds: Option<u64>,
+    /// Results with arrays of at least this many bytes go back in shared segments.
+    pub segment_threshold: Option<u64>,
 }
 
 /// Parent to fork server.
@@ -138,13 +140,40 @@ pub enum FromWorker {
 /// # Errors
 /// When the message cannot be encoded.
 pub fn encode<T: Serialize>(msg: &T, nfds: usize) -> io::Result<Vec<u8>> {
-    let mut out = postcard::serialize_with_flavor(msg, Framed(vec![0u8; 5])).map_err(invalid)?;
-    let len = u32::try_from(out.len() - 5)
+    let mut out =
+        postcard::serialize_with_flavor(msg, Framed(vec![0u8; HEADER])).map_err(invalid)?;
+    let len = u32::try_from(out.len() - HEADER)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
     out[..4].copy_from_slice(&len.to_le_bytes());
-    out[4] = u8::try_from(nfds).map_err(invalid)?;
+    out[4..6].copy_from_slice(&u16::try_from(nfds).map_err(invalid)?.to_le_bytes());
+    if nfds > (out.len()) * crate::sys::FDS_PER_SEND {
+        return Err(invalid("too many fds for one message"));
+    }
     Ok(out)
 }
+
+/// Encodes a frame whose arrays travel as shared segments: those already in segments by
+/// reference, heap arrays of at least `threshold` bytes copied into new sealed segments.
+///
+/// # Errors
+/// When the message cannot be encoded.
+pub fn encode_shared<T: Serialize>(
+    msg: &T,
+    threshold: Option<usize>,
+) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let (body, fds) = crate::wire::encode_with_fds(threshold, || {
+        postcard::serialize_with_flavor(msg, Framed(vec![0u8; HEADER])).map_err(invalid)
+    });
+    let mut out = body?;
+    let len = u32::try_from(out.len() - HEADER)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..6].copy_from_slice(&u16::try_from(fds.len()).map_err(invalid)?.to_le_bytes());
+    Ok((out, fds))
+}
+
+/// Bytes before a frame's message: length (4) and fd count (2).
+const HEADER: usize = 6;
 
 /// A postcard output that leaves room for the frame header and appends slices in bulk.
 struct Framed(Vec<u8>);
@@ -222,10 +251,10 @@ impl Inbox {
 
     fn pending_frame_len(&self) -> usize {
         let b = &self.buf[self.start..];
-        if b.len() < 5 {
-            return 5;
+        if b.len() < HEADER {
+            return HEADER;
         }
-        5 + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+        HEADER + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
     }
 
     /// The next complete frame, if any.
@@ -234,22 +263,26 @@ impl Inbox {
     /// When a frame does not decode.
     pub fn take_frame<T: DeserializeOwned>(&mut self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
         let b = &self.buf[self.start..];
-        if b.len() < 5 {
+        if b.len() < HEADER {
             return Ok(None);
         }
         let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        let nfds = b[4] as usize;
-        if b.len() < 5 + len || self.fds.len() < nfds {
+        let nfds = u16::from_le_bytes([b[4], b[5]]) as usize;
+        if b.len() < HEADER + len || self.fds.len() < nfds {
             return Ok(None);
         }
-        let msg = postcard::from_bytes(&b[5..5 + len]).map_err(invalid)?;
-        self.start += 5 + len;
+        let fds: Vec<OwnedFd> = self.fds.drain(..nfds).collect();
+        // Segment references in the message take their fds; the others are returned.
+        let (msg, unused) = crate::wire::decode_with_fds(fds, || {
+            postcard::from_bytes(&b[HEADER..HEADER + len]).map_err(invalid)
+        });
+        let msg = msg?;
+        self.start += HEADER + len;
         if self.start > (1 << 20) && self.start * 2 > self.buf.len() {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let fds = self.fds.drain(..nfds).collect();
-        Ok(Some((msg, fds)))
+        Ok(Some((msg, unused)))
     }
 }
 
@@ -278,22 +311,54 @@ pub fn recv<T: DeserializeOwned>(
 pub fn send<T: Serialize>(s: &Stream, msg: &T, fds: &[&OwnedFd]) -> io::Result<()> {
     let frame = encode(msg, fds.len())?;
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-    let mut sent = s.send(&frame, &borrowed)?;
+    send_frame(s, &frame, &borrowed)
+}
+
+/// Blocking send of a message whose large arrays travel as shared segments (see
+/// [`encode_shared`]).
+///
+/// # Errors
+/// Encode or write errors.
+pub fn send_shared<T: Serialize>(s: &Stream, msg: &T, threshold: Option<usize>) -> io::Result<()> {
+    let (frame, fds) = encode_shared(msg, threshold)?;
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    send_frame(s, &frame, &borrowed)
+}
+
+fn send_frame(s: &Stream, frame: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut sent = 0;
+    for chunk in fds.chunks(crate::sys::FDS_PER_SEND) {
+        // One byte per chunk of fds, so that each sendmsg carries at most FDS_PER_SEND.
+        loop {
+            let n = s.send(&frame[sent..sent + 1], chunk)?;
+            if n == 1 {
+                break;
+            }
+            wait_writable(s)?;
+        }
+        sent += 1;
+    }
     while sent < frame.len() {
         let n = s.send(&frame[sent..], &[])?;
         if n == 0 {
-            // A blocking socket never returns 0; a non-blocking one is full: wait until writable.
-            crate::sys::poll(
-                &[crate::sys::Interest {
-                    fd: s.as_fd(),
-                    read: false,
-                    write: true,
-                }],
-                None,
-            )?;
+            wait_writable(s)?;
         }
         sent += n;
     }
+    Ok(())
+}
+
+/// A blocking socket never returns 0 from send; a non-blocking one that is full does: wait
+/// until it is writable.
+fn wait_writable(s: &Stream) -> io::Result<()> {
+    crate::sys::poll(
+        &[crate::sys::Interest {
+            fd: s.as_fd(),
+            read: false,
+            write: true,
+        }],
+        None,
+    )?;
     Ok(())
 }
 
@@ -315,6 +380,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a message whose large arrays travel as shared segments (see [`encode_shared`]).
+    ///
+    /// # Errors
+    /// When it cannot be encoded.
+    pub fn push_shared<T: Serialize>(&mut self, msg: &T, threshold: Option<usize>) -> io::Result<()> {
+        let (frame, fds) = encode_shared(msg, threshold)?;
+        self.frames.push_back((frame, fds));
+        Ok(())
+    }
+
     /// Whether anything is waiting to be sent.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
@@ -326,9 +401,13 @@ impl Outbox {
     /// Write errors (`EPIPE`/`ECONNRESET` when the peer is gone).
     pub fn flush(&mut self, s: &Stream) -> io::Result<()> {
         while let Some((frame, fds)) = self.frames.front() {
-            let n = if self.sent == 0 && !fds.is_empty() {
-                let b: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                s.send(frame, &b)?
+            // The first bytes carry the fds, FDS_PER_SEND per byte.
+            let chunks = fds.len().div_ceil(crate::sys::FDS_PER_SEND);
+            let n = if self.sent < chunks {
+                let lo = self.sent * crate::sys::FDS_PER_SEND;
+                let hi = fds.len().min(lo + crate::sys::FDS_PER_SEND);
+                let b: Vec<_> = fds[lo..hi].iter().map(|f| f.as_fd()).collect();
+                s.send(&frame[self.sent..self.sent + 1], &b)?
             } else {
                 s.send(&frame[self.sent..], &[])?
             };

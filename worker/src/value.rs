@@ -77,6 +77,10 @@ elements!(u8 => U8, i32 => I32, i64 => I64, u32 => U32, u64 => U64, f32 => F32, 
 pub trait Storage: Send + Sync + 'static {
     /// The bytes.
     fn bytes(&self) -> &[u8];
+    /// The shared segment behind the bytes, if they live in one.
+    fn segment(&self) -> Option<&crate::sys::Segment> {
+        None
+    }
 }
 
 impl<T: Element> Storage for Vec<T> {
@@ -125,6 +129,16 @@ impl Buffer {
     /// The bytes.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.bytes()
+    }
+
+    /// The shared segment holding the bytes, if any.
+    pub fn segment(&self) -> Option<&crate::sys::Segment> {
+        self.0.segment()
+    }
+
+    /// Whether the bytes live in a shared segment (rather than on this process's heap).
+    pub fn is_shared(&self) -> bool {
+        self.segment().is_some()
     }
 
     /// Length in bytes.
@@ -226,9 +240,18 @@ impl PartialEq for Array {
 
 impl Serialize for Array {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(2)?;
+        let mut t = s.serialize_tuple(3)?;
         t.serialize_element(&self.dtype)?;
-        t.serialize_element(&Bytes(self.as_bytes()))?;
+        match crate::wire::export(&self.buf) {
+            Some(index) => {
+                t.serialize_element(&1u8)?;
+                t.serialize_element(&index)?;
+            }
+            None => {
+                t.serialize_element(&0u8)?;
+                t.serialize_element(&Bytes(self.as_bytes()))?;
+            }
+        }
         t.end()
     }
 }
@@ -266,19 +289,28 @@ impl<'de> Deserialize<'de> for Array {
         impl<'de> Visitor<'de> for ArrayVisitor {
             type Value = Array;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array (dtype, bytes)")
+                f.write_str("an array (dtype, kind, bytes or segment)")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Array, A::Error> {
                 let dtype: DType = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let buf = seq
-                    .next_element_seed(BufferSeed)?
+                let kind: u8 = seq
+                    .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                let buf = if kind == 1 {
+                    let index: u32 = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(2, &self))?;
+                    crate::wire::import(index).map_err(de::Error::custom)?
+                } else {
+                    seq.next_element_seed(BufferSeed)?
+                        .ok_or_else(|| de::Error::invalid_length(2, &self))?
+                };
                 Array::from_buffer(dtype, buf).map_err(de::Error::custom)
             }
         }
-        d.deserialize_tuple(2, ArrayVisitor)
+        d.deserialize_tuple(3, ArrayVisitor)
     }
 }
 

@@ -49,7 +49,7 @@ fn run_batch(
     for unit in units {
         if !done.is_empty() && costs.expected(&unit) > LONG_UNIT.as_nanos() as u64 {
             // Do not hold finished results back while a long unit runs.
-            proto::send(sock, &FromWorker::Done(std::mem::take(&mut done)), &[])?;
+            proto::send_shared(sock, &FromWorker::Done(std::mem::take(&mut done)), threshold(limits))?;
         }
         let start = sys::monotonic_ns();
         page.set(Slot::Started, start);
@@ -67,12 +67,12 @@ fn run_batch(
             first_ready = end;
         }
         if end.saturating_sub(first_ready) >= FLUSH_AFTER.as_nanos() as u64 {
-            proto::send(sock, &FromWorker::Done(std::mem::take(&mut done)), &[])?;
+            proto::send_shared(sock, &FromWorker::Done(std::mem::take(&mut done)), threshold(limits))?;
         }
     }
     page.set(Slot::Unit, 0);
     if !done.is_empty() {
-        proto::send(sock, &FromWorker::Done(done), &[])?;
+        proto::send_shared(sock, &FromWorker::Done(done), threshold(limits))?;
     }
     Ok(())
 }
@@ -141,4 +141,8 @@ impl Costs {
             *e = (*e * 3 + per) / 4;
         }
     }
+}
+
+fn threshold(limits: Limits) -> Option<usize> {
+    limits.segment_threshold.map(|t| t as usize)
 }

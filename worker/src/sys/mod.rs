@@ -106,7 +106,7 @@ impl Stream {
     /// # Errors
     /// As recvmsg.
     pub fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-        let mut space = cmsg_space!([RawFd; 8]);
+        let mut space = cmsg_space!([RawFd; FDS_PER_SEND + 3]);
         loop {
             let mut iov = [IoSliceMut::new(buf)];
             match recvmsg::<()>(
@@ -617,4 +617,143 @@ pub fn redirect_stderr(fd: BorrowedFd<'_>) {
     // SAFETY: dup2 onto fd 2 replaces stderr atomically; std's stderr handle refers to fd 2 by
     // number, so it writes to the new file.
     unsafe { libc::dup2(fd.as_raw_fd(), 2) };
+}
+
+/// Most fds passed with one sendmsg (the kernel's SCM_MAX_FD is 253).
+pub const FDS_PER_SEND: usize = 250;
+
+static LIVE_SEGMENTS: AtomicU64 = AtomicU64::new(0);
+static LIVE_SEGMENT_BYTES: AtomicU64 = AtomicU64::new(0);
+static PEAK_SEGMENT_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Shared segments mapped in this process right now: (count, bytes, peak bytes since start).
+pub fn segment_stats() -> (u64, u64, u64) {
+    (
+        LIVE_SEGMENTS.load(Ordering::Relaxed),
+        LIVE_SEGMENT_BYTES.load(Ordering::Relaxed),
+        PEAK_SEGMENT_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+/// Resets the peak of [`segment_stats`] to the current value.
+pub fn reset_segment_peak() {
+    PEAK_SEGMENT_BYTES.store(LIVE_SEGMENT_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+fn count_segment(bytes: u64) {
+    LIVE_SEGMENTS.fetch_add(1, Ordering::Relaxed);
+    let now = LIVE_SEGMENT_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK_SEGMENT_BYTES.fetch_max(now, Ordering::Relaxed);
+}
+
+/// A shared segment being written: an anonymous memory file (memfd) mapped read-write in its
+/// producer only. Nobody else has it until [`SegmentWriter::seal`].
+#[derive(Debug)]
+pub struct SegmentWriter {
+    map: memmap2::MmapMut,
+    fd: OwnedFd,
+}
+
+impl SegmentWriter {
+    /// A zero-filled segment of `len` bytes (at least 1).
+    ///
+    /// # Errors
+    /// When memfd_create, ftruncate or mmap fail (fd or memory limits).
+    pub fn new(len: usize) -> io::Result<SegmentWriter> {
+        let fd = nix::sys::memfd::memfd_create(
+            c"forkgraph-segment",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+        )
+        .map_err(errno)?;
+        let file = std::fs::File::from(fd);
+        file.set_len(len.max(1) as u64)?;
+        // SAFETY: the memfd was just created and is known only to this process: nothing else can
+        // truncate or write it while this mapping lives (the producer is its only writer).
+        let map = unsafe { memmap2::MmapOptions::new().len(len.max(1)).map_mut(&file)? };
+        Ok(SegmentWriter {
+            map,
+            fd: OwnedFd::from(file),
+        })
+    }
+
+    /// The bytes to fill.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    /// The bytes written so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Unmaps the writable view and seals the file against every write, resize and further
+    /// sealing (F_SEAL_WRITE | SHRINK | GROW | SEAL): from now on no process, this one included,
+    /// can change it, whatever fds or /proc paths it holds. Returns the read-only segment.
+    ///
+    /// # Errors
+    /// When sealing or mapping fails.
+    pub fn seal(self) -> io::Result<Segment> {
+        let SegmentWriter { map, fd } = self;
+        drop(map); // F_SEAL_WRITE fails while a writable shared mapping exists.
+        use nix::fcntl::SealFlag;
+        fcntl(
+            fd.as_fd(),
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_WRITE
+                    | SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        )
+        .map_err(errno)?;
+        Segment::from_fd(fd)
+    }
+}
+
+/// A sealed shared segment mapped read-only. Every process that has it sees the same bytes and
+/// none can change them (the kernel refuses writes, writable mappings and resizing).
+#[derive(Debug)]
+pub struct Segment {
+    map: memmap2::Mmap,
+    fd: OwnedFd,
+}
+
+impl Segment {
+    /// Maps a segment received from another process, after checking that it is sealed
+    /// (memmap2's `map_if_safe` refuses a file that could still change).
+    ///
+    /// # Errors
+    /// When the fd is not a sealed memory file, or mmap fails.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Segment> {
+        let map = memmap2::MmapOptions::new()
+            .map_if_safe(&fd)
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, format!("unsealed or unmappable segment refused: {}", io::Error::from(e))))?;
+        count_segment(map.len() as u64);
+        Ok(Segment { map, fd })
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// The fd, to pass the segment on.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Unmaps the segment and keeps only (a duplicate of) its fd, to send it away.
+    ///
+    /// # Errors
+    /// When the fd cannot be duplicated (fd limit).
+    pub fn into_fd(self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        LIVE_SEGMENTS.fetch_sub(1, Ordering::Relaxed);
+        LIVE_SEGMENT_BYTES.fetch_sub(self.map.len() as u64, Ordering::Relaxed);
+    }
 }
