@@ -61,6 +61,12 @@ pub fn key(k: impl Into<Key>) -> KeyRef {
     KeyRef(k.into())
 }
 
+impl From<KeyRef> for Arg {
+    fn from(k: KeyRef) -> Arg {
+        Arg::Key(k.0)
+    }
+}
+
 /// Conversion into an [`Arg`], used by [`graph!`](crate::graph!).
 pub trait IntoArg {
     /// Converts.
