@@ -39,3 +39,20 @@ fn process_pool_runs_a_graph() {
     assert_eq!(pool.get(&chain, ("c", 1999)).unwrap().to::<i64>().unwrap(), 1999);
     assert_eq!(pool.map("pinc", [1, 2, 3]).unwrap(), vec![2.into(), 3.into(), 4.into()]);
 }
+
+#[test]
+fn map_and_submit_run_on_the_pool() {
+    let pool = ProcessPool::builder().workers(2).build().unwrap();
+    let squares = pool.map("pinc", (0..100i64).collect::<Vec<_>>()).unwrap();
+    assert_eq!(squares.len(), 100);
+    assert_eq!(squares[99], forkgraph::Value::Int(100));
+    let mut a = pool.submit("pinc", vec![forkgraph::Arg::Value(41.into())]);
+    let b = pool.submit("psum", vec![forkgraph::Arg::Value(vec![1i64, 2, 3].into())]);
+    let first = a.wait_timeout(std::time::Duration::from_secs(60)).expect("done within 60 s");
+    assert_eq!(first.as_ref().unwrap(), &forkgraph::Value::Int(42));
+    assert_eq!(b.wait().unwrap(), forkgraph::Value::Int(6));
+    assert!(a.is_done());
+    // An unknown function is an error naming it, before anything runs.
+    let e = pool.map("no_such_function", [1]).unwrap_err();
+    assert!(e.to_string().contains("no_such_function"), "{e}");
+}

@@ -340,3 +340,47 @@ fn shared_vectors_work_on_every_scheduler() {
     assert_eq!(a, b);
     assert_eq!(a, c);
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Histogram {
+    name: String,
+    counts: Vec<u64>,
+}
+
+#[forkgraph::task]
+fn big_histogram(n: usize) -> forkgraph::Serde<Histogram> {
+    forkgraph::Serde(Histogram {
+        name: "h".into(),
+        counts: (0..n as u64).map(|i| i * 3).collect(),
+    })
+}
+
+/// (whether the encoded value arrived as a shared segment, sum of its counts).
+#[forkgraph::task]
+fn inspect_histogram(raw: &Value, h: forkgraph::Serde<Histogram>) -> (bool, i64) {
+    let shared = matches!(raw, Value::Encoded(_, b) if b.is_shared());
+    (shared, h.0.counts.iter().sum::<u64>() as i64)
+}
+
+#[test]
+fn large_serde_values_travel_as_segments_too() {
+    let _turn = serial();
+    watchdog(120, || {
+        let p = pool();
+        let g = graph! {
+            "h" => (big_histogram, 1_000_000),
+            "a" => (inspect_histogram, key("h"), key("h")),
+            "b" => (inspect_histogram, key("h"), key("h")),
+        };
+        let out = p.get(&g, vec!["a", "b"]).unwrap();
+        let expected: i64 = (0..1_000_000i64).map(|i| i * 3).sum();
+        let mut any_shared = false;
+        for o in out.as_list().unwrap() {
+            let Value::List(l) = o.as_value().unwrap() else { panic!() };
+            any_shared |= l[0].to::<bool>().unwrap();
+            assert_eq!(l[1].to::<i64>().unwrap(), expected);
+        }
+        assert!(any_shared, "an 8 MB encoded value reached a consumer as a segment");
+        assert_eq!(segment_stats().count, 0);
+    });
+}

@@ -240,18 +240,9 @@ impl PartialEq for Array {
 
 impl Serialize for Array {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(3)?;
+        let mut t = s.serialize_tuple(2)?;
         t.serialize_element(&self.dtype)?;
-        match crate::wire::export(&self.buf) {
-            Some(index) => {
-                t.serialize_element(&1u8)?;
-                t.serialize_element(&index)?;
-            }
-            None => {
-                t.serialize_element(&0u8)?;
-                t.serialize_element(&Bytes(self.as_bytes()))?;
-            }
-        }
+        t.serialize_element(&self.buf)?;
         t.end()
     }
 }
@@ -289,28 +280,19 @@ impl<'de> Deserialize<'de> for Array {
         impl<'de> Visitor<'de> for ArrayVisitor {
             type Value = Array;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array (dtype, kind, bytes or segment)")
+                f.write_str("an array (dtype, buffer)")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Array, A::Error> {
                 let dtype: DType = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let kind: u8 = seq
+                let buf: Buffer = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(1, &self))?;
-                let buf = if kind == 1 {
-                    let index: u32 = seq
-                        .next_element()?
-                        .ok_or_else(|| de::Error::invalid_length(2, &self))?;
-                    crate::wire::import(index).map_err(de::Error::custom)?
-                } else {
-                    seq.next_element_seed(BufferSeed)?
-                        .ok_or_else(|| de::Error::invalid_length(2, &self))?
-                };
                 Array::from_buffer(dtype, buf).map_err(de::Error::custom)
             }
         }
-        d.deserialize_tuple(3, ArrayVisitor)
+        d.deserialize_tuple(2, ArrayVisitor)
     }
 }
 
@@ -381,15 +363,49 @@ impl PartialEq for Buffer {
     }
 }
 
+/// A buffer is written as (0, bytes) inline, or as (1, fd index) when it travels as a shared
+/// segment inside a framed message (see [`crate::wire`]): arrays and serde-encoded values alike.
 impl Serialize for Buffer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.as_bytes())
+        let mut t = s.serialize_tuple(2)?;
+        match crate::wire::export(self) {
+            Some(index) => {
+                t.serialize_element(&1u8)?;
+                t.serialize_element(&index)?;
+            }
+            None => {
+                t.serialize_element(&0u8)?;
+                t.serialize_element(&Bytes(self.as_bytes()))?;
+            }
+        }
+        t.end()
     }
 }
 
 impl<'de> Deserialize<'de> for Buffer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Buffer, D::Error> {
-        d.deserialize_bytes(BufferVisitor)
+        struct TaggedVisitor;
+        impl<'de> Visitor<'de> for TaggedVisitor {
+            type Value = Buffer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a buffer (kind, bytes or segment index)")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Buffer, A::Error> {
+                let kind: u8 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                if kind == 1 {
+                    let index: u32 = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                    crate::wire::import(index).map_err(de::Error::custom)
+                } else {
+                    seq.next_element_seed(BufferSeed)?
+                        .ok_or_else(|| de::Error::invalid_length(1, &self))
+                }
+            }
+        }
+        d.deserialize_tuple(2, TaggedVisitor)
     }
 }
 
