@@ -35,7 +35,10 @@ fn flat(n: usize) -> (Graph, Key, usize) {
     let mut g = Graph::with_capacity(n + 1);
     let mut parts = Vec::with_capacity(n);
     for i in 0..n {
-        g.insert(format!("inc-{i}"), Task::new("pinc", vec![Arg::Value((i as i64).into())]));
+        g.insert(
+            format!("inc-{i}"),
+            Task::new("pinc", vec![Arg::Value((i as i64).into())]),
+        );
         parts.push(key(format!("inc-{i}")));
     }
     g.insert("sum", Task::new("ptotal", vec![Arg::List(parts)]));
@@ -47,7 +50,10 @@ fn chain(n: usize) -> (Graph, Key, usize) {
     let mut g = Graph::with_capacity(n + 1);
     g.insert("c-0", Task::new("pinc", vec![Arg::Value(0i64.into())]));
     for i in 1..n {
-        g.insert(format!("c-{i}"), Task::new("pinc", vec![key(format!("c-{}", i - 1))]));
+        g.insert(
+            format!("c-{i}"),
+            Task::new("pinc", vec![key(format!("c-{}", i - 1))]),
+        );
     }
     (g, Key::from(format!("c-{}", n - 1)), n)
 }
@@ -58,7 +64,10 @@ fn tree(leaves: usize) -> (Graph, Key, usize) {
     let mut layer: Vec<String> = (0..leaves)
         .map(|i| {
             let k = format!("t-0-{i}");
-            g.insert(k.as_str(), Task::new("pinc", vec![Arg::Value((i as i64).into())]));
+            g.insert(
+                k.as_str(),
+                Task::new("pinc", vec![Arg::Value((i as i64).into())]),
+            );
             k
         })
         .collect();
@@ -71,7 +80,10 @@ fn tree(leaves: usize) -> (Graph, Key, usize) {
             .enumerate()
             .map(|(j, p)| {
                 let k = format!("t-{level}-{j}");
-                g.insert(k.as_str(), Task::new("padd", vec![key(p[0].clone()), key(p[1].clone())]));
+                g.insert(
+                    k.as_str(),
+                    Task::new("padd", vec![key(p[0].clone()), key(p[1].clone())]),
+                );
                 tasks += 1;
                 k
             })
@@ -83,14 +95,18 @@ fn tree(leaves: usize) -> (Graph, Key, usize) {
 fn shapes(c: &mut Criterion) {
     let pool = ProcessPool::builder().workers(2).build().expect("pool");
     let mut group = c.benchmark_group("process");
-    group.sample_size(20).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
     for (name, (g, k, n)) in [
         ("A-flat-10k", flat(10_000)),
         ("B-chain-2k", chain(2_000)),
         ("C-tree-4096", tree(4_096)),
     ] {
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(name, |b| b.iter(|| black_box(pool.get(&g, k.clone()).unwrap())));
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(pool.get(&g, k.clone()).unwrap()))
+        });
     }
     group.finish();
 }

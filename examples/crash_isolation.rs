@@ -47,7 +47,10 @@ fn flaky_native(marker: &str) -> Result<i64, String> {
 fn show(what: &str, r: Result<forkgraph::Output, Error>) {
     match r {
         Ok(v) => println!("{what}: ok -> {:?}\n", v.into_value()),
-        Err(e) => println!("{what}: error ->\n  {}\n", e.to_string().replace('\n', "\n    | ")),
+        Err(e) => println!(
+            "{what}: error ->\n  {}\n",
+            e.to_string().replace('\n', "\n    | ")
+        ),
     }
 }
 
@@ -64,7 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     show("a healthy task", pool.get(&g, "fine"));
     show("a task that segfaults", pool.get(&g, "segv"));
     show("a task that aborts", pool.get(&g, "abrt"));
-    println!("workers now: {:?} (the crashed ones were replaced)\n", pool.worker_pids());
+    println!(
+        "workers now: {:?} (the crashed ones were replaced)\n",
+        pool.worker_pids()
+    );
 
     let dir: PathBuf = std::env::temp_dir().join(format!("forkgraph-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -108,14 +108,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = Keys::List(keys);
     let payload = (arrays * mib) as f64;
     println!("{arrays} arrays of {mib} MiB ({payload} MiB of payload), 2 workers\n");
-    println!("{:<10} {:>9} {:>10} {:>14} {:>10}", "scheduler", "time", "GB/s", "peak memory", "/ payload");
+    println!(
+        "{:<10} {:>9} {:>10} {:>14} {:>10}",
+        "scheduler", "time", "GB/s", "peak memory", "/ payload"
+    );
 
     let threads = ThreadPool::builder().threads(2).build()?;
     let procs = ProcessPool::builder().workers(2).build()?;
     let mut results = Vec::new();
-    let runs: [(&str, &dyn Fn() -> Result<forkgraph::Output, forkgraph::Error>, Option<i32>); 2] = [
+    let runs: [(
+        &str,
+        &dyn Fn() -> Result<forkgraph::Output, forkgraph::Error>,
+        Option<i32>,
+    ); 2] = [
         ("threads", &|| threads.get(&g, keys.clone()), None),
-        ("processes", &|| procs.get(&g, keys.clone()), Some(procs.fork_server_pid())),
+        (
+            "processes",
+            &|| procs.get(&g, keys.clone()),
+            Some(procs.fork_server_pid()),
+        ),
     ];
     for (name, run, server) in runs {
         let (stop, sampler) = sample_peak(server);

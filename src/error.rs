@@ -149,10 +149,16 @@ impl std::fmt::Display for TaskErrorKind {
                 write!(f, "timed out after {millis} ms; its worker was killed")
             }
             TaskErrorKind::CpuTimeExceeded { seconds } => {
-                write!(f, "exceeded the CPU time limit of {seconds} s; its worker was killed")
+                write!(
+                    f,
+                    "exceeded the CPU time limit of {seconds} s; its worker was killed"
+                )
             }
             TaskErrorKind::OutOfMemory { limit, detail } => {
-                write!(f, "ran out of its worker's memory limit ({limit} bytes): {detail}")
+                write!(
+                    f,
+                    "ran out of its worker's memory limit ({limit} bytes): {detail}"
+                )
             }
         }
     }

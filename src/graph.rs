@@ -184,7 +184,8 @@ impl Graph {
 
     /// Adds a task node `key = func(args...)`.
     pub fn task(&mut self, key: impl Into<Key>, func: &str, args: Vec<Arg>) -> &mut Graph {
-        self.nodes.insert(key.into(), Node::Task(Task::new(func, args)));
+        self.nodes
+            .insert(key.into(), Node::Task(Task::new(func, args)));
         self
     }
 

@@ -191,11 +191,21 @@ mod tests {
 
     #[test]
     fn mixed_keys_order_deterministically() {
-        let mut ks = vec![Key::from(("a", 2)), Key::from("b"), Key::from(("a", 1)), Key::from("a")];
+        let mut ks = vec![
+            Key::from(("a", 2)),
+            Key::from("b"),
+            Key::from(("a", 1)),
+            Key::from("a"),
+        ];
         ks.sort();
         assert_eq!(
             ks,
-            vec![Key::from("a"), Key::from("b"), Key::from(("a", 1)), Key::from(("a", 2))]
+            vec![
+                Key::from("a"),
+                Key::from("b"),
+                Key::from(("a", 1)),
+                Key::from(("a", 2))
+            ]
         );
     }
 }

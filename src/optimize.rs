@@ -16,7 +16,9 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
     let mut keep = vec![true; n];
     let mut deps: Vec<Vec<u32>> = (0..n as u32).map(|i| plan.deps.get(i).to_vec()).collect();
     for (i, ds) in deps.iter_mut().enumerate() {
-        let Kind::Task(spec) = &plan.kinds[i] else { continue };
+        let Kind::Task(spec) = &plan.kinds[i] else {
+            continue;
+        };
         let literal = |d: u32| {
             !plan.requested[d as usize] && matches!(plan.kinds[d as usize], Kind::Value(_))
         };
@@ -28,7 +30,9 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
         let mut kept = Vec::new();
         for &d in ds.iter() {
             if literal(d) {
-                let Kind::Value(v) = &plan.kinds[d as usize] else { unreachable!() };
+                let Kind::Value(v) = &plan.kinds[d as usize] else {
+                    unreachable!()
+                };
                 map.push(Err(v.clone()));
             } else {
                 map.push(Ok(kept.len() as u32));
@@ -119,8 +123,12 @@ pub(crate) fn fuse_chains(plan: &mut Plan) {
 
 fn topological(plan: &Plan) -> Vec<u32> {
     let n = plan.len();
-    let mut waiting: Vec<u32> = (0..n as u32).map(|i| plan.deps.get(i).len() as u32).collect();
-    let mut stack: Vec<u32> = (0..n as u32).filter(|&i| waiting[i as usize] == 0).collect();
+    let mut waiting: Vec<u32> = (0..n as u32)
+        .map(|i| plan.deps.get(i).len() as u32)
+        .collect();
+    let mut stack: Vec<u32> = (0..n as u32)
+        .filter(|&i| waiting[i as usize] == 0)
+        .collect();
     let mut out = Vec::with_capacity(n);
     while let Some(i) = stack.pop() {
         out.push(i);
@@ -153,7 +161,11 @@ fn compact(plan: &mut Plan, deps: Vec<Vec<u32>>, keep: &[bool]) {
         .into_iter()
         .enumerate()
         .filter(|(i, _)| keep[*i])
-        .map(|(_, l)| l.into_iter().map(|d| new_id[d as usize]).collect::<Vec<_>>());
+        .map(|(_, l)| {
+            l.into_iter()
+                .map(|d| new_id[d as usize])
+                .collect::<Vec<_>>()
+        });
     plan.deps = Csr::from_lists(lists);
     plan.dependents = plan.deps.transpose();
     plan.outputs.remap(&new_id);

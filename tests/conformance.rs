@@ -423,5 +423,8 @@ mod in_process {
 }
 conformance_suite!(
     procs,
-    forkgraph::ProcessPool::builder().workers(2).build().unwrap()
+    forkgraph::ProcessPool::builder()
+        .workers(2)
+        .build()
+        .unwrap()
 );

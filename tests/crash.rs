@@ -151,13 +151,24 @@ fn segfault_is_reported_with_its_signal_and_stderr_tail() {
         still_works(&p);
         e
     });
-    let TaskErrorKind::WorkerDied { signal, stderr_tail, .. } = &e.kind else {
+    let TaskErrorKind::WorkerDied {
+        signal,
+        stderr_tail,
+        ..
+    } = &e.kind
+    else {
         panic!("{e:?}")
     };
     assert_eq!(*signal, Some(libc::SIGSEGV));
-    assert!(stderr_tail.contains("about to write through a null pointer"), "{stderr_tail}");
+    assert!(
+        stderr_tail.contains("about to write through a null pointer"),
+        "{stderr_tail}"
+    );
     let msg = e.to_string();
-    assert!(msg.contains("SIGSEGV") && msg.contains("boom") && msg.contains("segfault"), "{msg}");
+    assert!(
+        msg.contains("SIGSEGV") && msg.contains("boom") && msg.contains("segfault"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -263,7 +274,11 @@ fn tasks_in_flight_on_other_workers_are_not_lost() {
             g.task(("ok", i), "ok", vec![forkgraph::Arg::Value(i.into())]);
             keys.push(forkgraph::Keys::from(("ok", i)));
         }
-        g.task("crash", "crash_once", vec![forkgraph::Arg::Value(marker.as_str().into())]);
+        g.task(
+            "crash",
+            "crash_once",
+            vec![forkgraph::Arg::Value(marker.as_str().into())],
+        );
         keys.push("crash".into());
         let out = p.get(&g, forkgraph::Keys::List(keys)).unwrap();
         let l = out.as_list().unwrap();
@@ -294,7 +309,10 @@ fn per_task_timeout_overrides_the_pool() {
     let e = watchdog(60, || {
         let p = pool(0);
         let mut g = one("spin");
-        g.set_options("boom", TaskOptions::new().timeout(Duration::from_millis(200)));
+        g.set_options(
+            "boom",
+            TaskOptions::new().timeout(Duration::from_millis(200)),
+        );
         task_error(p.get(&g, "boom"))
     });
     assert_eq!(e.kind, TaskErrorKind::TimedOut { millis: 200 });
@@ -312,7 +330,10 @@ fn memory_limit_gives_a_clear_error() {
         let e = task_error(p.get(&g, "boom"));
         // The same pool still runs tasks that fit.
         let small = graph! { "fits" => (hog, 16) };
-        assert_eq!(p.get(&small, "fits").unwrap().to::<usize>().unwrap(), 16 << 20);
+        assert_eq!(
+            p.get(&small, "fits").unwrap().to::<usize>().unwrap(),
+            16 << 20
+        );
         e
     });
     match &e.kind {
@@ -352,6 +373,9 @@ fn workers_are_recycled_after_max_tasks() {
             let g = graph! { "p" => (my_pid, i) };
             pids.insert(p.get(&g, "p").unwrap().to::<i64>().unwrap());
         }
-        assert!(pids.len() >= 3, "9 tasks with at most 3 per worker used {pids:?}");
+        assert!(
+            pids.len() >= 3,
+            "9 tasks with at most 3 per worker used {pids:?}"
+        );
     });
 }

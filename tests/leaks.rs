@@ -54,7 +54,11 @@ fn a_thousand_gets_leak_nothing_and_drop_cleans_up() {
             assert_eq!(out.as_list().unwrap()[0].to::<i64>().unwrap(), 4, "get {i}");
         }
         assert_eq!(open_fds(), fds, "fd count after 1000 gets");
-        assert_eq!(children(server).len(), procs, "worker count after 1000 gets");
+        assert_eq!(
+            children(server).len(),
+            procs,
+            "worker count after 1000 gets"
+        );
         let grown = rss_kib().saturating_sub(rss);
         assert!(grown < 8 * 1024, "RSS grew by {grown} KiB over 1000 gets");
         let mut pids = pool.worker_pids();

@@ -55,7 +55,10 @@ fn helper_parent_death() {
     });
     println!(
         "PIDS {}",
-        pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+        pids.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     std::io::stdout().flush().unwrap();
     let mut line = String::new();
@@ -137,10 +140,18 @@ fn helper_ctrl_c() {
     let before = pool.worker_pids();
     println!(
         "PIDS {}",
-        before.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+        before
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let g = graph! { "x" => (busy_forever, 0) };
-    let r = pool.get_with(&g, &"x".into(), &GetOptions::new().callback(Arc::new(Announce)));
+    let r = pool.get_with(
+        &g,
+        &"x".into(),
+        &GetOptions::new().callback(Arc::new(Announce)),
+    );
     assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
     println!("INTERRUPTED");
     // The pool works again with fresh workers.
@@ -294,7 +305,10 @@ fn chaos_random_worker_kills_do_not_change_the_result() {
             .get_with(&g, &root.into(), &GetOptions::new().callback(chaos.clone()))
             .unwrap();
         assert_eq!(got, expected);
-        assert!(chaos.kills.load(Ordering::Relaxed) >= 10, "the chaos really happened");
+        assert!(
+            chaos.kills.load(Ordering::Relaxed) >= 10,
+            "the chaos really happened"
+        );
         assert!(pool.workers_started() > 2 + 10 - 1);
     });
 }

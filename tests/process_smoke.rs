@@ -34,10 +34,19 @@ fn process_pool_runs_a_graph() {
     let mut chain = forkgraph::Graph::new();
     chain.insert(("c", 0), 0);
     for i in 1..2000 {
-        chain.insert(("c", i), forkgraph::Task::new("pinc", vec![forkgraph::Arg::Key(("c", i - 1).into())]));
+        chain.insert(
+            ("c", i),
+            forkgraph::Task::new("pinc", vec![forkgraph::Arg::Key(("c", i - 1).into())]),
+        );
     }
-    assert_eq!(pool.get(&chain, ("c", 1999)).unwrap().to::<i64>().unwrap(), 1999);
-    assert_eq!(pool.map("pinc", [1, 2, 3]).unwrap(), vec![2.into(), 3.into(), 4.into()]);
+    assert_eq!(
+        pool.get(&chain, ("c", 1999)).unwrap().to::<i64>().unwrap(),
+        1999
+    );
+    assert_eq!(
+        pool.map("pinc", [1, 2, 3]).unwrap(),
+        vec![2.into(), 3.into(), 4.into()]
+    );
 }
 
 #[test]
@@ -48,7 +57,9 @@ fn map_and_submit_run_on_the_pool() {
     assert_eq!(squares[99], forkgraph::Value::Int(100));
     let mut a = pool.submit("pinc", vec![forkgraph::Arg::Value(41.into())]);
     let b = pool.submit("psum", vec![forkgraph::Arg::Value(vec![1i64, 2, 3].into())]);
-    let first = a.wait_timeout(std::time::Duration::from_secs(60)).expect("done within 60 s");
+    let first = a
+        .wait_timeout(std::time::Duration::from_secs(60))
+        .expect("done within 60 s");
     assert_eq!(first.as_ref().unwrap(), &forkgraph::Value::Int(42));
     assert_eq!(b.wait().unwrap(), forkgraph::Value::Int(6));
     assert!(a.is_done());

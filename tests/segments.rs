@@ -21,9 +21,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().enumerate().fold(0xcbf2_9ce4_8422_2325u64, |h, (i, &b)| {
-        (h ^ (b as u64 ^ i as u64)).wrapping_mul(0x100_0000_01b3)
-    })
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, (i, &b)| {
+            (h ^ (b as u64 ^ i as u64)).wrapping_mul(0x100_0000_01b3)
+        })
 }
 
 /// Deterministic pseudo-random bytes, written straight into a shared segment.
@@ -128,15 +131,24 @@ fn one_producer_many_consumers_in_different_workers_read_the_same_bytes() {
         let mut g = graph! { "data" => (produce, 16, 42) };
         let mut keys = Vec::new();
         for i in 0..8i64 {
-            g.task(("c", i), "consume", vec![forkgraph::Arg::Key("data".into())]);
+            g.task(
+                ("c", i),
+                "consume",
+                vec![forkgraph::Arg::Key("data".into())],
+            );
             keys.push(forkgraph::Keys::from(("c", i)));
         }
         keys.push("data".into());
         let out = p.get(&g, keys).unwrap();
         let items = out.as_list().unwrap();
         let data = items[8].as_value().unwrap();
-        let Value::Array(a) = data else { panic!("{data:?}") };
-        assert!(a.buffer().is_shared(), "the caller's result is the mapped segment");
+        let Value::Array(a) = data else {
+            panic!("{data:?}")
+        };
+        assert!(
+            a.buffer().is_shared(),
+            "the caller's result is the mapped segment"
+        );
         let expected = (checksum(a.as_bytes()) >> 2) as i64;
         let mut pids = std::collections::BTreeSet::new();
         for item in &items[..8] {
@@ -145,13 +157,20 @@ fn one_producer_many_consumers_in_different_workers_read_the_same_bytes() {
                 v => panic!("{v:?}"),
             };
             assert_eq!(sum, expected);
-            assert!(shared, "consumers map the segment instead of receiving a copy");
+            assert!(
+                shared,
+                "consumers map the segment instead of receiving a copy"
+            );
             pids.insert(pid);
         }
         assert!(pids.len() >= 2, "consumers ran in {pids:?}");
         // The same computation on the sync scheduler (heap, no segments) gives the same bytes.
-        let sync = SyncScheduler.get(&graph! { "d" => (produce, 16, 42) }, "d").unwrap();
-        let Value::Array(b) = sync.as_value().unwrap() else { panic!() };
+        let sync = SyncScheduler
+            .get(&graph! { "d" => (produce, 16, 42) }, "d")
+            .unwrap();
+        let Value::Array(b) = sync.as_value().unwrap() else {
+            panic!()
+        };
         assert_eq!((checksum(b.as_bytes()) >> 2) as i64, expected);
     });
 }
@@ -179,7 +198,9 @@ fn segments_and_fds_return_to_zero_after_get() {
         // A requested large result stays valid while held, and goes when dropped.
         let held = p.get(&g, "a").unwrap();
         assert_eq!(segment_stats().count, 1);
-        let Value::Array(arr) = held.as_value().unwrap() else { panic!() };
+        let Value::Array(arr) = held.as_value().unwrap() else {
+            panic!()
+        };
         assert_eq!(arr.len(), 4 * MIB);
         drop(held);
         assert_eq!(segment_stats().count, 0);
@@ -256,14 +277,24 @@ fn a_producer_that_crashes_mid_write_leaves_no_segment() {
             other => panic!("{other:?}"),
         };
         assert_eq!(e.key, Key::from("half"));
-        assert!(matches!(e.kind, TaskErrorKind::WorkerDied { signal: Some(6), .. }), "{e}");
+        assert!(
+            matches!(
+                e.kind,
+                TaskErrorKind::WorkerDied {
+                    signal: Some(6),
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert_eq!((segment_stats().count, open_fds()), before);
         // Nothing named was left anywhere either: segments are anonymous memory files.
         let shm: Vec<_> = std::fs::read_dir("/dev/shm")
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(
-            !shm.iter().any(|n| n.to_string_lossy().contains("forkgraph")),
+            !shm.iter()
+                .any(|n| n.to_string_lossy().contains("forkgraph")),
             "{shm:?}"
         );
     });
@@ -281,8 +312,19 @@ fn the_segment_budget_holds_back_producers() {
         let mut g = forkgraph::Graph::new();
         let mut keys = Vec::new();
         for i in 0..12i64 {
-            g.task(("p", i), "produce", vec![forkgraph::Arg::Value(1i64.into()), forkgraph::Arg::Value(i.into())]);
-            g.task(("s", i), "sum_bytes", vec![forkgraph::Arg::Key(("p", i).into())]);
+            g.task(
+                ("p", i),
+                "produce",
+                vec![
+                    forkgraph::Arg::Value(1i64.into()),
+                    forkgraph::Arg::Value(i.into()),
+                ],
+            );
+            g.task(
+                ("s", i),
+                "sum_bytes",
+                vec![forkgraph::Arg::Key(("p", i).into())],
+            );
             keys.push(forkgraph::Keys::from(("s", i)));
         }
         forkgraph::reset_segment_peak();
@@ -290,7 +332,10 @@ fn the_segment_budget_holds_back_producers() {
         let peak = segment_stats().peak_bytes;
         assert_eq!(out, SyncScheduler.get(&g, keys).unwrap());
         // Budget plus at most one result started while nothing else ran.
-        assert!(peak <= 4 * MIB as u64, "peak {peak} bytes over a 3 MiB budget");
+        assert!(
+            peak <= 4 * MIB as u64,
+            "peak {peak} bytes over a 3 MiB budget"
+        );
     });
 }
 
@@ -321,7 +366,11 @@ fn small_results_stay_inline_and_threshold_is_configurable() {
                 })
                 .collect()
         };
-        assert_eq!(shared_inputs(&inline), vec![false, false], "threshold None: all inline");
+        assert_eq!(
+            shared_inputs(&inline),
+            vec![false, false],
+            "threshold None: all inline"
+        );
         let shared = pool();
         assert!(
             shared_inputs(&shared).contains(&true),
@@ -335,7 +384,12 @@ fn shared_vectors_work_on_every_scheduler() {
     let _turn = serial();
     let g = graph! { "d" => (produce, 1, 3), "s" => (sum_bytes, key("d")) };
     let a = SyncScheduler.get(&g, "s").unwrap();
-    let b = forkgraph::ThreadPool::builder().threads(2).build().unwrap().get(&g, "s").unwrap();
+    let b = forkgraph::ThreadPool::builder()
+        .threads(2)
+        .build()
+        .unwrap()
+        .get(&g, "s")
+        .unwrap();
     let c = pool().get(&g, "s").unwrap();
     assert_eq!(a, b);
     assert_eq!(a, c);
@@ -376,11 +430,16 @@ fn large_serde_values_travel_as_segments_too() {
         let expected: i64 = (0..1_000_000i64).map(|i| i * 3).sum();
         let mut any_shared = false;
         for o in out.as_list().unwrap() {
-            let Value::List(l) = o.as_value().unwrap() else { panic!() };
+            let Value::List(l) = o.as_value().unwrap() else {
+                panic!()
+            };
             any_shared |= l[0].to::<bool>().unwrap();
             assert_eq!(l[1].to::<i64>().unwrap(), expected);
         }
-        assert!(any_shared, "an 8 MB encoded value reached a consumer as a segment");
+        assert!(
+            any_shared,
+            "an 8 MB encoded value reached a consumer as a segment"
+        );
         assert_eq!(segment_stats().count, 0);
     });
 }

@@ -44,7 +44,10 @@ fn pipeline_on_both_schedulers() {
     assert_eq!(a, b);
     let out = SyncScheduler.get(&g, "all").unwrap();
     assert_eq!(out.to::<i64>().unwrap(), 1 + 2 + 13);
-    assert_eq!(SyncScheduler.get(&g, "m").unwrap().to::<f64>().unwrap(), 2.0);
+    assert_eq!(
+        SyncScheduler.get(&g, "m").unwrap().to::<f64>().unwrap(),
+        2.0
+    );
     assert_eq!(pool.get(&g, ("t", 0)).unwrap().to::<i64>().unwrap(), 2);
 }
 

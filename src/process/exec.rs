@@ -123,11 +123,15 @@ impl<'a> ProcExec<'a> {
                 .min_by_key(|&i| self.pool.workers[i].in_flight.len());
             let Some(i) = best else { break };
             let unit = self.pending.pop_front().expect("pending unit");
-            committed = committed.zip(self.expected_bytes(&unit)).map(|(c, e)| c + e);
+            committed = committed
+                .zip(self.expected_bytes(&unit))
+                .map(|(c, e)| c + e);
             let seq = self.pool.next_seq;
             self.pool.next_seq += 1;
             batches[i].push(wire_unit(seq, &unit));
-            self.pool.workers[i].in_flight.push_back(InFlight { seq, unit });
+            self.pool.workers[i]
+                .in_flight
+                .push_back(InFlight { seq, unit });
             busy = true;
         }
         for (i, units) in batches.into_iter().enumerate() {
@@ -257,7 +261,10 @@ impl<'a> ProcExec<'a> {
     fn unit_done(&mut self, i: usize, u: UnitDone) -> Result<(), Error> {
         let w = &mut self.pool.workers[i];
         let Some(f) = w.in_flight.pop_front() else {
-            return Err(Error::Scheduler(format!("worker {} answered a unit it was not given", w.pid)));
+            return Err(Error::Scheduler(format!(
+                "worker {} answered a unit it was not given",
+                w.pid
+            )));
         };
         if f.seq != u.seq {
             return Err(Error::Scheduler(format!(
@@ -310,7 +317,9 @@ impl<'a> ProcExec<'a> {
             let running = w.running();
             for f in &w.in_flight {
                 for task in 0..f.unit.jobs.len() as u64 {
-                    let Some(t) = task_timeout(self.cfg, f, task) else { continue };
+                    let Some(t) = task_timeout(self.cfg, f, task) else {
+                        continue;
+                    };
                     let d = match running {
                         Some((seq, i, started)) if seq == f.seq && i == task => add(started, t),
                         _ => add(now, t),
@@ -328,9 +337,15 @@ impl<'a> ProcExec<'a> {
             if w.dead {
                 continue;
             }
-            let Some((seq, task, started)) = w.running() else { continue };
-            let Some(f) = w.in_flight.iter().find(|f| f.seq == seq) else { continue };
-            let Some(t) = task_timeout(self.cfg, f, task) else { continue };
+            let Some((seq, task, started)) = w.running() else {
+                continue;
+            };
+            let Some(f) = w.in_flight.iter().find(|f| f.seq == seq) else {
+                continue;
+            };
+            let Some(t) = task_timeout(self.cfg, f, task) else {
+                continue;
+            };
             if now >= started.saturating_add(t.as_nanos() as u64) {
                 sys::kill_hard(w.pid);
                 w.timed_out = Some((seq, task, t));
@@ -381,7 +396,9 @@ impl<'a> ProcExec<'a> {
         let mut culprit = None;
         for f in in_flight.into_iter().rev() {
             match running {
-                Some((seq, task, _)) if seq == f.seq => culprit = Some((f.unit, task as usize, seq)),
+                Some((seq, task, _)) if seq == f.seq => {
+                    culprit = Some((f.unit, task as usize, seq))
+                }
                 _ => self.pending.push_front(f.unit),
             }
         }
@@ -424,7 +441,10 @@ impl<'a> ProcExec<'a> {
             Exit::Code(c) => (None, Some(c)),
         };
         if let Some(limit) = self.cfg.limits.memory_bytes {
-            let oom = tail.lines().rev().find(|l| l.contains("memory allocation of"));
+            let oom = tail
+                .lines()
+                .rev()
+                .find(|l| l.contains("memory allocation of"));
             if let (Some(SIGABRT), Some(line)) = (signal, oom) {
                 return TaskErrorKind::OutOfMemory {
                     limit,

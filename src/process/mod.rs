@@ -148,7 +148,9 @@ impl ProcessPoolBuilder {
     /// start.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         if self.cfg.workers == 0 {
-            return Err(BuildError("a process pool needs at least one worker".into()));
+            return Err(BuildError(
+                "a process pool needs at least one worker".into(),
+            ));
         }
         let pool = Pool::start(&self.cfg).map_err(BuildError)?;
         Ok(ProcessPool {
@@ -233,7 +235,9 @@ impl ProcessPool {
     /// # Errors
     /// When the replacement cannot be started.
     pub fn restart_worker(&self, index: usize) -> Result<i32, Error> {
-        self.lock().restart(index, &self.cfg).map_err(Error::Scheduler)
+        self.lock()
+            .restart(index, &self.cfg)
+            .map_err(Error::Scheduler)
     }
 
     /// Applies a registered function to every item, in parallel; results in item order.

@@ -28,9 +28,11 @@ pub(crate) struct Server {
 impl Server {
     fn start() -> Result<Server, String> {
         if !forkgraph_worker::forkserver::hook_ran() {
-            return Err("forkgraph's start-up hook did not run in this executable, so it cannot \
+            return Err(
+                "forkgraph's start-up hook did not run in this executable, so it cannot \
                         serve as a fork server"
-                .into());
+                    .into(),
+            );
         }
         let (mine, theirs) = Stream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let child = sys::spawn_fork_server(theirs.into_fd(), &[])
@@ -45,9 +47,8 @@ impl Server {
     fn request(&mut self, msg: &ToServer) -> io::Result<(FromServer, Vec<OwnedFd>)> {
         let control = self.control.as_ref().expect("open until drop");
         proto::send(control, msg, &[])?;
-        proto::recv(control, &mut self.inbox)?.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "the fork server has exited")
-        })
+        proto::recv(control, &mut self.inbox)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "the fork server has exited"))
     }
 
     fn spawn(&mut self, limits: Limits) -> Result<Proc, String> {
@@ -319,7 +320,10 @@ impl Pool {
     /// Kills worker `i`, starts a replacement and waits for its hello; returns the new pid.
     pub(crate) fn restart(&mut self, i: usize, _cfg: &Config) -> Result<i32, String> {
         if i >= self.workers.len() {
-            return Err(format!("no worker {i}: the pool has {}", self.workers.len()));
+            return Err(format!(
+                "no worker {i}: the pool has {}",
+                self.workers.len()
+            ));
         }
         if !self.workers[i].in_flight.is_empty() {
             return Err("worker is busy".into());

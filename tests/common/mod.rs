@@ -20,7 +20,9 @@ pub(crate) fn watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Sen
             Err(p) => std::panic::resume_unwind(p),
             Ok(()) => unreachable!("sender dropped without sending"),
         },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: test still running after {secs} s"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("watchdog: test still running after {secs} s")
+        }
     }
 }
 
@@ -60,7 +62,10 @@ pub(crate) fn wait_gone(pid: i32, secs: u64) {
 pub(crate) fn running(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
-            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            let state = s
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,

@@ -51,9 +51,11 @@ impl<'a> ArgValue<'a> {
             ArgValue::Ref(v) => (*v).clone(),
             ArgValue::Owned(v) => v.clone(),
             ArgValue::List(l) => Value::List(l.iter().map(ArgValue::to_value).collect()),
-            ArgValue::Map(m) => {
-                Value::Map(m.iter().map(|(k, v)| (k.to_string(), v.to_value())).collect())
-            }
+            ArgValue::Map(m) => Value::Map(
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_value()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -475,14 +477,14 @@ impl<T: DeserializeOwned> FromArg<'_> for Serde<T> {
     fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
         let want = std::any::type_name::<T>();
         match arg.value() {
-            Some(Value::Encoded(name, bytes)) if name == want => postcard::from_bytes(
-                bytes.as_bytes(),
-            )
-            .map(Serde)
-            .map_err(|e| Mismatch {
-                expected: want.into(),
-                got: format!("undecodable {name}: {e}"),
-            }),
+            Some(Value::Encoded(name, bytes)) if name == want => {
+                postcard::from_bytes(bytes.as_bytes())
+                    .map(Serde)
+                    .map_err(|e| Mismatch {
+                        expected: want.into(),
+                        got: format!("undecodable {name}: {e}"),
+                    })
+            }
             _ => Err(Mismatch::new(want, arg)),
         }
     }
@@ -497,7 +499,20 @@ macro_rules! value_from {
         }
     )*};
 }
-value_from!(i64, i32, u32, u64, usize, f64, f32, bool, String, &str, Array, ());
+value_from!(
+    i64,
+    i32,
+    u32,
+    u64,
+    usize,
+    f64,
+    f32,
+    bool,
+    String,
+    &str,
+    Array,
+    ()
+);
 
 impl<T: VecItem> From<Vec<T>> for Value {
     fn from(v: Vec<T>) -> Value {

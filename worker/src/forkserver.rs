@@ -52,7 +52,11 @@ fn serve(control: &Stream) -> i32 {
                 let sent = match reply {
                     Ok((pid, fds)) => {
                         live.insert(pid);
-                        proto::send(control, &FromServer::Spawned { pid }, &[&fds.0, &fds.1, &fds.2])
+                        proto::send(
+                            control,
+                            &FromServer::Spawned { pid },
+                            &[&fds.0, &fds.1, &fds.2],
+                        )
                     }
                     Err(e) => proto::send(control, &FromServer::Failed(e.to_string()), &[]),
                 };
@@ -87,7 +91,11 @@ fn serve(control: &Stream) -> i32 {
     0
 }
 
-type WorkerFds = (std::os::fd::OwnedFd, std::os::fd::OwnedFd, std::os::fd::OwnedFd);
+type WorkerFds = (
+    std::os::fd::OwnedFd,
+    std::os::fd::OwnedFd,
+    std::os::fd::OwnedFd,
+);
 
 fn spawn_worker(me: i32, control: &Stream, limits: Limits) -> std::io::Result<(i32, WorkerFds)> {
     let (parent_end, child_end) = Stream::pair()?;

@@ -221,7 +221,10 @@ impl Inbox {
             self.buf.clear();
             self.start = 0;
         }
-        let want = (64 * 1024).max(self.pending_frame_len().saturating_sub(self.buf.len() - self.start));
+        let want = (64 * 1024).max(
+            self.pending_frame_len()
+                .saturating_sub(self.buf.len() - self.start),
+        );
         let len = self.buf.len();
         self.buf.resize(len + want, 0);
         let mut fds = Vec::new();
@@ -384,7 +387,11 @@ impl Outbox {
     ///
     /// # Errors
     /// When it cannot be encoded.
-    pub fn push_shared<T: Serialize>(&mut self, msg: &T, threshold: Option<usize>) -> io::Result<()> {
+    pub fn push_shared<T: Serialize>(
+        &mut self,
+        msg: &T,
+        threshold: Option<usize>,
+    ) -> io::Result<()> {
         let (frame, fds) = encode_shared(msg, threshold)?;
         self.frames.push_back((frame, fds));
         Ok(())

@@ -34,7 +34,12 @@ impl Storage for Segment {
 
 /// Runs `f` (which encodes a message) collecting the fds of the segments it references.
 pub fn encode_with_fds<R>(threshold: Option<usize>, f: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
-    let prev = OUT.with(|o| o.borrow_mut().replace(Out { fds: Vec::new(), threshold }));
+    let prev = OUT.with(|o| {
+        o.borrow_mut().replace(Out {
+            fds: Vec::new(),
+            threshold,
+        })
+    });
     let r = f();
     let out = OUT.with(|o| std::mem::replace(&mut *o.borrow_mut(), prev));
     (r, out.map(|o| o.fds).unwrap_or_default())
@@ -76,7 +81,9 @@ pub(crate) fn export(buf: &Buffer) -> Option<u32> {
 pub(crate) fn import(index: u32) -> Result<Buffer, String> {
     let fd = IN.with(|i| {
         let mut i = i.borrow_mut();
-        let fds = i.as_mut().ok_or("a segment reference outside a framed message")?;
+        let fds = i
+            .as_mut()
+            .ok_or("a segment reference outside a framed message")?;
         fds.get_mut(index as usize)
             .and_then(Option::take)
             .ok_or_else(|| format!("segment reference {index} has no fd"))

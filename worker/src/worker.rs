@@ -49,7 +49,11 @@ fn run_batch(
     for unit in units {
         if !done.is_empty() && costs.expected(&unit) > LONG_UNIT.as_nanos() as u64 {
             // Do not hold finished results back while a long unit runs.
-            proto::send_shared(sock, &FromWorker::Done(std::mem::take(&mut done)), threshold(limits))?;
+            proto::send_shared(
+                sock,
+                &FromWorker::Done(std::mem::take(&mut done)),
+                threshold(limits),
+            )?;
         }
         let start = sys::monotonic_ns();
         page.set(Slot::Started, start);
@@ -67,7 +71,11 @@ fn run_batch(
             first_ready = end;
         }
         if end.saturating_sub(first_ready) >= FLUSH_AFTER.as_nanos() as u64 {
-            proto::send_shared(sock, &FromWorker::Done(std::mem::take(&mut done)), threshold(limits))?;
+            proto::send_shared(
+                sock,
+                &FromWorker::Done(std::mem::take(&mut done)),
+                threshold(limits),
+            )?;
         }
     }
     page.set(Slot::Unit, 0);

@@ -462,7 +462,9 @@ pub fn no_core_dumps() {
 /// Nanoseconds on the monotonic clock, comparable between processes.
 pub fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
-    t.map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+    t.map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
 }
 
 /// Number of open fds of this process (for leak checks).
@@ -515,9 +517,14 @@ impl SharedPage {
     pub fn map(fd: BorrowedFd<'_>) -> io::Result<SharedPage> {
         let file = std::fs::File::from(fd.try_clone_to_owned()?);
         if file.metadata()?.len() < PAGE {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "progress page too small"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "progress page too small",
+            ));
         }
-        let map = memmap2::MmapOptions::new().len(PAGE as usize).map_raw(&file)?;
+        let map = memmap2::MmapOptions::new()
+            .len(PAGE as usize)
+            .map_raw(&file)?;
         Ok(SharedPage { map })
     }
 
@@ -637,7 +644,10 @@ pub fn segment_stats() -> (u64, u64, u64) {
 
 /// Resets the peak of [`segment_stats`] to the current value.
 pub fn reset_segment_peak() {
-    PEAK_SEGMENT_BYTES.store(LIVE_SEGMENT_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
+    PEAK_SEGMENT_BYTES.store(
+        LIVE_SEGMENT_BYTES.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
 }
 
 fn count_segment(bytes: u64) {
@@ -725,9 +735,15 @@ impl Segment {
     /// # Errors
     /// When the fd is not a sealed memory file, or mmap fails.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Segment> {
-        let map = memmap2::MmapOptions::new()
-            .map_if_safe(&fd)
-            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, format!("unsealed or unmappable segment refused: {}", io::Error::from(e))))?;
+        let map = memmap2::MmapOptions::new().map_if_safe(&fd).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "unsealed or unmappable segment refused: {}",
+                    io::Error::from(e)
+                ),
+            )
+        })?;
         count_segment(map.len() as u64);
         Ok(Segment { map, fd })
     }
