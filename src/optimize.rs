@@ -92,7 +92,7 @@ pub(crate) fn fuse_chains(plan: &mut Plan) {
     let mut deps: Vec<Vec<u32>> = (0..n as u32).map(|i| plan.deps.get(i).to_vec()).collect();
     let mut depth = vec![1u32; n];
     let mut keep = vec![true; n];
-    for b in topological(plan) {
+    for b in plan.topological().0 {
         let b = b as usize;
         if deps[b].len() != 1 {
             continue;
@@ -121,26 +121,6 @@ pub(crate) fn fuse_chains(plan: &mut Plan) {
     compact(plan, deps, &keep);
 }
 
-fn topological(plan: &Plan) -> Vec<u32> {
-    let n = plan.len();
-    let mut waiting: Vec<u32> = (0..n as u32)
-        .map(|i| plan.deps.get(i).len() as u32)
-        .collect();
-    let mut stack: Vec<u32> = (0..n as u32)
-        .filter(|&i| waiting[i as usize] == 0)
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    while let Some(i) = stack.pop() {
-        out.push(i);
-        for &t in plan.dependents.get(i) {
-            waiting[t as usize] -= 1;
-            if waiting[t as usize] == 0 {
-                stack.push(t);
-            }
-        }
-    }
-    out
-}
 
 /// Drops nodes not kept and renumbers the rest (dependency lists given per old node).
 fn compact(plan: &mut Plan, deps: Vec<Vec<u32>>, keep: &[bool]) {

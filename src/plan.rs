@@ -304,7 +304,9 @@ impl Plan {
     }
 
     /// Kahn's algorithm; on leftovers, walk dependencies until a node repeats.
-    fn check_cycles(&self) -> Result<(), GraphError> {
+    /// Kahn's algorithm: the nodes in a dependency-respecting order, and per node the
+    /// dependencies left unfinished (non-zero only on and behind cycles).
+    pub(crate) fn topological(&self) -> (Vec<u32>, Vec<u32>) {
         let n = self.len();
         let mut waiting: Vec<u32> = (0..n as u32)
             .map(|i| self.deps.get(i).len() as u32)
@@ -312,9 +314,9 @@ impl Plan {
         let mut stack: Vec<u32> = (0..n as u32)
             .filter(|&i| waiting[i as usize] == 0)
             .collect();
-        let mut done = 0usize;
+        let mut out = Vec::with_capacity(n);
         while let Some(i) = stack.pop() {
-            done += 1;
+            out.push(i);
             for &t in self.dependents.get(i) {
                 waiting[t as usize] -= 1;
                 if waiting[t as usize] == 0 {
@@ -322,7 +324,13 @@ impl Plan {
                 }
             }
         }
-        if done == n {
+        (out, waiting)
+    }
+
+    fn check_cycles(&self) -> Result<(), GraphError> {
+        let n = self.len();
+        let (done, waiting) = self.topological();
+        if done.len() == n {
             return Ok(());
         }
         // Every leftover node waits on some leftover dependency; follow the smallest-keyed one.
