@@ -379,3 +379,34 @@ fn workers_are_recycled_after_max_tasks() {
         );
     });
 }
+
+/// A result too large to encode under the memory limit: the worker dies after the task ran,
+/// while sending. It must still end in an error (not re-run forever).
+#[forkgraph::task]
+fn huge_text(mib: usize) -> String {
+    "x".repeat(mib << 20)
+}
+
+#[test]
+fn a_worker_that_dies_sending_its_result_is_blamed_and_the_get_ends() {
+    let e = watchdog(120, || {
+        let p = ProcessPool::builder()
+            .workers(1)
+            .memory_limit(256 << 20)
+            .segment_threshold(None)
+            .build()
+            .unwrap();
+        let g = graph! { "big" => (huge_text, 150) };
+        let e = task_error(p.get(&g, "big"));
+        still_works(&p);
+        e
+    });
+    assert_eq!(e.key, "big".into());
+    assert!(
+        matches!(
+            e.kind,
+            TaskErrorKind::OutOfMemory { .. } | TaskErrorKind::WorkerDied { .. }
+        ),
+        "{e}"
+    );
+}

@@ -27,8 +27,7 @@ fn open_fds() -> usize {
 #[test]
 fn a_thousand_gets_leak_nothing_and_drop_cleans_up() {
     watchdog(300, || {
-        // The first pool installs the process-wide Ctrl-C pipe (2 fds, kept for the life of
-        // the process); count from after that.
+        // Count from after a first pool has come and gone (lazily made statics).
         {
             let first = ProcessPool::builder().workers(1).build().unwrap();
             first.get(&graph! { "x" => (twice, 1) }, "x").unwrap();

@@ -312,3 +312,37 @@ fn chaos_random_worker_kills_do_not_change_the_result() {
         assert!(pool.workers_started() > 2 + 10 - 1);
     });
 }
+
+static OWN_HANDLER_RAN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn own_handler(_sig: libc::c_int) {
+    OWN_HANDLER_RAN.store(true, Ordering::SeqCst);
+}
+
+/// The helper: a program with its own Ctrl-C handler uses a pool; afterwards SIGINT still
+/// reaches its handler (forkgraph restored it) instead of killing it.
+#[test]
+fn helper_own_sigint_handler() {
+    if !is_helper("helper_own_sigint_handler") {
+        return;
+    }
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, own_handler as *const () as libc::sighandler_t) };
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    let g = graph! { "y" => (leaf, 2) };
+    assert_eq!(pool.get(&g, "y").unwrap().to::<i64>().unwrap(), 15);
+    // SAFETY: raising a signal in our own process.
+    unsafe { libc::raise(libc::SIGINT) };
+    assert!(OWN_HANDLER_RAN.load(Ordering::SeqCst), "our own handler ran");
+    println!("SURVIVED");
+}
+
+#[test]
+fn a_programs_own_ctrl_c_handler_is_restored_after_get() {
+    watchdog(60, || {
+        let out = helper("helper_own_sigint_handler").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{:?}: {text}", out.status);
+        assert!(text.contains("SURVIVED"), "{text}");
+    });
+}

@@ -186,7 +186,7 @@ fn segments_and_fds_return_to_zero_after_get() {
             "sa" => (sum_bytes, key("a")),
             "sb" => (sum_bytes, key("b")),
         };
-        // Warm up: the pool's own fds and the process-wide Ctrl-C pipe exist from here on.
+        // Warm up: the pool's own fds exist from here on.
         p.get(&g, vec!["sa", "sb"]).unwrap();
         let fds = open_fds();
         for _ in 0..20 {
@@ -269,7 +269,7 @@ fn a_producer_that_crashes_mid_write_leaves_no_segment() {
     watchdog(120, || {
         let p = pool();
         let g = graph! { "half" => (crash_mid_write, 32), "n" => (sum_bytes, key("half")) };
-        // Warm up (the process-wide Ctrl-C pipe is made by the first get).
+        // Warm up (lazily made statics).
         p.get(&graph! { "x" => (produce_heap, 0) }, "x").unwrap();
         let before = (segment_stats().count, open_fds());
         let e = match p.get(&g, "n") {

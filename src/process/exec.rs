@@ -52,10 +52,6 @@ impl<'a> ProcExec<'a> {
         } else {
             None
         };
-        if let Some(i) = &interrupt {
-            // A Ctrl-C from before this get is not for it.
-            let _ = i.fired();
-        }
         for w in &mut pool.workers {
             w.drain_stderr();
         }
@@ -78,7 +74,10 @@ impl<'a> ProcExec<'a> {
             if !w.in_flight.is_empty() || w.dead {
                 sys::kill_hard(w.pid);
                 w.in_flight.clear();
-                let _ = self.pool.replace(i);
+                if let Err(Replace::ServerGone) = self.pool.replace(i) {
+                    let _ = self.pool.restart_server();
+                    return;
+                }
             }
         }
     }
@@ -150,8 +149,10 @@ impl<'a> ProcExec<'a> {
 
     /// Bytes of shared segments a unit is expected to return (`None`: not known yet).
     fn expected_bytes(&self, unit: &PUnit) -> Option<f64> {
+        // Only results that come back to the parent occupy its segments.
         unit.jobs
             .iter()
+            .filter(|j| j.send_back)
             .map(|j| self.pool.result_bytes.get(&j.spec.func).copied())
             .sum()
     }
@@ -346,7 +347,7 @@ impl<'a> ProcExec<'a> {
             let Some(t) = task_timeout(self.cfg, f, task) else {
                 continue;
             };
-            if now >= started.saturating_add(t.as_nanos() as u64) {
+            if now >= add(started, t) {
                 sys::kill_hard(w.pid);
                 w.timed_out = Some((seq, task, t));
                 w.dead = true;
@@ -371,16 +372,15 @@ impl<'a> ProcExec<'a> {
             self.handle(i, m)?;
         }
         let w = &mut self.pool.workers[i];
-        let running = w.running();
         let timed_out = w.timed_out.take();
         let in_flight: Vec<InFlight> = w.in_flight.drain(..).collect();
         let pid = w.pid;
-        let (exit, tail) = match self.pool.replace(i) {
-            Ok(r) => r,
+        let death = match self.pool.replace(i) {
+            Ok(d) => d,
             Err(Replace::ServerGone) => {
-                // The fork server was killed from outside, and its workers with it: nobody is
-                // to blame; run everything again on a new server.
-                for f in in_flight {
+                // The fork server died (killed from outside) and its workers with it: nobody
+                // is to blame; run everything again on a new server.
+                for f in in_flight.into_iter().rev() {
                     self.pending.push_front(f.unit);
                 }
                 for w in &mut self.pool.workers {
@@ -390,36 +390,50 @@ impl<'a> ProcExec<'a> {
                 }
                 return self.pool.restart_server().map_err(Error::Scheduler);
             }
-            Err(Replace::Failed(e)) => return Err(Error::Scheduler(e)),
+            Err(Replace::Failed(e)) => {
+                for f in in_flight.into_iter().rev() {
+                    self.pending.push_front(f.unit);
+                }
+                return Err(Error::Scheduler(e));
+            }
         };
-        // The unit it was running is the culprit; the others go back to the queue, in order.
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        // The page, read after the reap, names the unit and task it was running: that one is
+        // the culprit and the others go back to the queue in order. If it names none (it died
+        // between units: decoding its input, encoding a result), the oldest unit it had is
+        // blamed, so that a unit that kills every worker still ends in an error.
+        let blamed = match death.running {
+            Some((seq, task, _)) if in_flight.iter().any(|f| f.seq == seq) => (seq, task),
+            _ => (in_flight[0].seq, 0),
+        };
         let mut culprit = None;
         for f in in_flight.into_iter().rev() {
-            match running {
-                Some((seq, task, _)) if seq == f.seq => {
-                    culprit = Some((f.unit, task as usize, seq))
-                }
-                _ => self.pending.push_front(f.unit),
+            if f.seq == blamed.0 {
+                culprit = Some(f.unit);
+            } else {
+                self.pending.push_front(f.unit);
             }
         }
-        let Some((mut unit, link, seq)) = culprit else {
+        let Some(mut unit) = culprit else {
             return Ok(());
         };
-        let link = link.min(unit.jobs.len() - 1);
+        let (seq, link) = (blamed.0, (blamed.1 as usize).min(unit.jobs.len() - 1));
         if let Some((s, t, d)) = timed_out {
             if s == seq && t as usize == link {
                 let kind = TaskErrorKind::TimedOut {
-                    millis: d.as_millis() as u64,
+                    millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
                 };
                 self.fail(unit, link, kind);
             } else {
-                // It moved on before the kill landed: not this unit's fault.
+                // It finished that task before the kill landed: not this unit's fault.
                 self.pending.push_front(unit);
             }
             return Ok(());
         }
         unit.deaths += 1;
-        let died = self.describe_death(pid, exit, tail);
+        let died = self.describe_death(pid, death.exit, death.tail);
         let retries = unit.jobs[link].options.retries.unwrap_or(self.cfg.retries);
         if unit.deaths >= self.cfg.max_worker_deaths {
             let kind = TaskErrorKind::KilledWorkers {
@@ -435,10 +449,11 @@ impl<'a> ProcExec<'a> {
         Ok(())
     }
 
-    fn describe_death(&self, pid: i32, exit: Exit, tail: String) -> TaskErrorKind {
+    fn describe_death(&self, pid: i32, exit: Option<Exit>, tail: String) -> TaskErrorKind {
         let (signal, exit_code) = match exit {
-            Exit::Signal(s) => (Some(s), None),
-            Exit::Code(c) => (None, Some(c)),
+            Some(Exit::Signal(s)) => (Some(s), None),
+            Some(Exit::Code(c)) => (None, Some(c)),
+            None => (None, None),
         };
         if let Some(limit) = self.cfg.limits.memory_bytes {
             let oom = tail
@@ -500,7 +515,7 @@ const SIGABRT: i32 = 6;
 const SIGXCPU: i32 = 24;
 
 fn add(t: u64, d: Duration) -> u64 {
-    t.saturating_add(d.as_nanos() as u64)
+    t.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn task_timeout(cfg: &Config, f: &InFlight, task: u64) -> Option<Duration> {

@@ -277,6 +277,23 @@ impl ProcessPool {
     }
 }
 
+thread_local!(static IN_GET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+
+/// Marks the current thread as running a `get` on one pool (callbacks run in this thread).
+struct InGet(usize);
+
+impl InGet {
+    fn enter(pool: usize) -> InGet {
+        InGet(IN_GET.with(|g| g.replace(pool)))
+    }
+}
+
+impl Drop for InGet {
+    fn drop(&mut self) {
+        IN_GET.with(|g| g.set(self.0));
+    }
+}
+
 /// A call started with [`ProcessPool::submit`].
 #[derive(Debug)]
 pub struct Submitted {
@@ -319,7 +336,16 @@ impl Submitted {
 impl Scheduler for ProcessPool {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
         let plan = plan(graph, keys, opts)?;
+        let me = Arc::as_ptr(&self.pool) as usize;
+        if IN_GET.with(|g| g.get()) == me {
+            return Err(Error::Scheduler(
+                "get on a process pool from inside one of its own callbacks would wait for \
+                 itself; use another scheduler there"
+                    .into(),
+            ));
+        }
         let mut pool = self.lock();
+        let _inside = InGet::enter(me);
         let mut exec = exec::ProcExec::new(&mut pool, &self.cfg);
         let r = engine::run(&plan, &mut exec, &opts.callbacks);
         exec.settle(r.is_err());

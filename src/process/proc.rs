@@ -27,6 +27,7 @@ pub(crate) struct Server {
 
 impl Server {
     fn start() -> Result<Server, String> {
+        sys::raise_fd_limit();
         if !forkgraph_worker::forkserver::hook_ran() {
             return Err(
                 "forkgraph's start-up hook did not run in this executable, so it cannot \
@@ -44,40 +45,51 @@ impl Server {
         })
     }
 
-    fn request(&mut self, msg: &ToServer) -> io::Result<(FromServer, Vec<OwnedFd>)> {
+    /// One request and its reply. Any failure to talk to the server (end-of-file, broken pipe,
+    /// lost fds) means it is gone or can no longer be trusted: [`Replace::ServerGone`].
+    fn request(&mut self, msg: &ToServer) -> Result<(FromServer, Vec<OwnedFd>), Replace> {
         let control = self.control.as_ref().expect("open until drop");
-        proto::send(control, msg, &[])?;
-        proto::recv(control, &mut self.inbox)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "the fork server has exited"))
+        proto::send(control, msg, &[]).map_err(|_| Replace::ServerGone)?;
+        match proto::recv(control, &mut self.inbox) {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) | Err(_) => Err(Replace::ServerGone),
+        }
     }
 
-    fn spawn(&mut self, limits: Limits) -> Result<Proc, String> {
-        match self.request(&ToServer::Spawn { limits }) {
-            Ok((FromServer::Spawned { pid }, fds)) if fds.len() == 3 => {
-                let mut fds = fds.into_iter();
-                let sock = Stream::from_fd(fds.next().expect("3 fds"));
-                let stderr = fds.next().expect("3 fds");
-                let page_fd = fds.next().expect("3 fds");
-                Proc::new(pid, sock, stderr, &page_fd).map_err(|e| format!("worker {pid}: {e}"))
+    fn spawn(&mut self, limits: Limits) -> Result<Proc, Replace> {
+        match self.request(&ToServer::Spawn { limits })? {
+            (FromServer::Spawned { pid }, fds) => {
+                let proc = (fds.len() == 3)
+                    .then_some(fds)
+                    .ok_or_else(|| "the fork server sent a worker without its fds".to_string())
+                    .and_then(|fds| {
+                        let mut fds = fds.into_iter();
+                        let sock = Stream::from_fd(fds.next().expect("3 fds"));
+                        let stderr = fds.next().expect("3 fds");
+                        let page_fd = fds.next().expect("3 fds");
+                        Proc::new(pid, sock, stderr, &page_fd)
+                            .map_err(|e| format!("worker {pid}: {e}"))
+                    });
+                proc.map_err(|e| {
+                    // Do not leave it running unseen: have the server kill and reap it.
+                    let _ = self.request(&ToServer::Reap { pid });
+                    Replace::Failed(e)
+                })
             }
-            Ok((FromServer::Failed(e), _)) => Err(format!("the fork server could not fork: {e}")),
-            Ok((other, _)) => Err(format!("unexpected fork server reply {other:?}")),
-            Err(e) => Err(format!("fork server: {e}")),
+            (FromServer::Failed(e), _) => {
+                Err(Replace::Failed(format!("the fork server could not fork: {e}")))
+            }
+            (other, _) => Err(Replace::Failed(format!("unexpected fork server reply {other:?}"))),
         }
     }
 
     /// Kills (if still alive) and reaps a worker; how it ended.
-    pub(crate) fn reap(&mut self, pid: i32) -> Result<Exit, String> {
-        match self.request(&ToServer::Reap { pid }) {
-            Ok((FromServer::Reaped { exit, .. }, _)) => Ok(exit),
-            Ok((FromServer::Failed(e), _)) => Err(e),
-            Ok((other, _)) => Err(format!("unexpected fork server reply {other:?}")),
-            Err(e) => Err(format!("fork server: {e}")),
+    pub(crate) fn reap(&mut self, pid: i32) -> Result<Exit, Replace> {
+        match self.request(&ToServer::Reap { pid })? {
+            (FromServer::Reaped { exit, .. }, _) => Ok(exit),
+            (FromServer::Failed(e), _) => Err(Replace::Failed(e)),
+            (other, _) => Err(Replace::Failed(format!("unexpected fork server reply {other:?}"))),
         }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
@@ -231,11 +243,31 @@ impl Proc {
 }
 
 /// Why a worker could not be replaced.
+#[derive(Debug)]
 pub(crate) enum Replace {
     /// The fork server is gone (so are all workers).
     ServerGone,
     /// Something else failed.
     Failed(String),
+}
+
+impl Replace {
+    pub(crate) fn into_message(self) -> String {
+        match self {
+            Replace::ServerGone => "the fork server has exited".into(),
+            Replace::Failed(e) => e,
+        }
+    }
+}
+
+/// What is known about a worker that was reaped.
+pub(crate) struct Death {
+    /// How it ended (`None`: it had been reaped before).
+    pub(crate) exit: Option<Exit>,
+    /// The last 8 KiB of its stderr.
+    pub(crate) tail: String,
+    /// (unit, task index, start) from its progress page at death.
+    pub(crate) running: Option<(u64, u64, u64)>,
 }
 
 /// The fork server and the workers.
@@ -254,7 +286,7 @@ impl Pool {
         let mut server = Server::start()?;
         let mut workers = Vec::with_capacity(cfg.workers);
         for _ in 0..cfg.workers {
-            workers.push(server.spawn(cfg.limits)?);
+            workers.push(server.spawn(cfg.limits).map_err(Replace::into_message)?);
         }
         Ok(Pool {
             server,
@@ -279,38 +311,42 @@ impl Pool {
     }
 
     /// Reaps worker `i` (killing it if still alive) and starts a replacement in its slot;
-    /// returns how the old one ended and the tail of its stderr (the last 8 KiB). Its units must have been taken
-    /// out of it.
-    pub(crate) fn replace(&mut self, i: usize) -> Result<(Exit, String), Replace> {
-        let pid = self.workers[i].pid;
-        let exit = match self.server.reap(pid) {
-            Ok(e) => e,
-            Err(_) if !self.server.alive() => return Err(Replace::ServerGone),
-            Err(e) => return Err(Replace::Failed(e)),
+    /// returns how the old one ended, the tail of its stderr (the last 8 KiB) and what its
+    /// progress page said once it was dead (the unit, task index and start it was running).
+    /// Its units must have been taken out of it. If the replacement cannot start, the slot
+    /// stays empty (dead, pid 0) and the next call tries again.
+    pub(crate) fn replace(&mut self, i: usize) -> Result<Death, Replace> {
+        let w = &mut self.workers[i];
+        let exit = if w.pid > 0 {
+            let exit = self.server.reap(w.pid)?;
+            // Reaped: the pid may be reused from now on, never signal it again.
+            w.pid = 0;
+            w.dead = true;
+            w.drain_stderr();
+            Some(exit)
+        } else {
+            None
         };
-        // It is gone, so its stderr pipe ends: read all of it.
-        self.workers[i].drain_stderr();
-        let tail = self.workers[i].tail.text();
-        let new = match self.server.spawn(self.limits) {
-            Ok(w) => w,
-            Err(_) if !self.server.alive() => return Err(Replace::ServerGone),
-            Err(e) => return Err(Replace::Failed(e)),
+        let death = Death {
+            exit,
+            tail: w.tail.text(),
+            running: w.running(),
         };
+        let new = self.server.spawn(self.limits)?;
         self.started += 1;
         self.workers[i] = new;
-        Ok((exit, tail))
+        Ok(death)
     }
 
-    /// Starts a new fork server and new workers (after the old server was killed from outside).
+    /// Starts a new fork server and new workers (after the old server died). The old workers
+    /// died with it (PR_SET_PDEATHSIG) and were reaped by init: their pids are not ours to
+    /// signal any more.
     pub(crate) fn restart_server(&mut self) -> Result<(), String> {
         let n = self.workers.len();
-        for w in &self.workers {
-            sys::kill_hard(w.pid);
-        }
         self.server = Server::start()?;
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
-            workers.push(self.server.spawn(self.limits)?);
+            workers.push(self.server.spawn(self.limits).map_err(Replace::into_message)?);
         }
         self.started += n as u64;
         self.workers = workers;

@@ -29,19 +29,23 @@ pub fn hook_ran() -> bool {
 #[ctor::ctor(unsafe)]
 fn forkgraph_startup_hook() {
     HOOK_RAN.store(true, Ordering::SeqCst);
-    if std::env::var_os(sys::FORK_SERVER_ENV).is_none() {
+    let Some(var) = std::env::var_os(sys::FORK_SERVER_ENV) else {
         return;
-    }
+    };
     // Single-threaded and before main: nothing else reads the environment now.
     std::env::remove_var(sys::FORK_SERVER_ENV);
-    // SAFETY: FORK_SERVER_ENV is only set by spawn_fork_server, which put the control socket at
-    // FORK_SERVER_FD; nothing in this fresh process owns that fd.
+    if !sys::is_fork_server(&var) {
+        return;
+    }
+    // SAFETY: is_fork_server checked that our parent started us with its control socket at
+    // FORK_SERVER_FD; nothing in this fresh process owns that fd yet.
     let control = unsafe { sys::take_fork_server_fd() };
     sys::exit_now(serve(&control));
 }
 
 fn serve(control: &Stream) -> i32 {
     sys::ignore_sigint();
+    sys::raise_fd_limit();
     let me = sys::getpid();
     let mut inbox = Inbox::new();
     let mut live: BTreeSet<i32> = BTreeSet::new();

@@ -38,8 +38,14 @@ impl<T: Element> SharedVec<T> {
     /// # Errors
     /// When the segment cannot be created (fd or memory limits).
     pub fn zeroed(len: usize) -> std::io::Result<SharedVec<T>> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("SharedVec of {len} elements overflows usize"),
+            )
+        })?;
         Ok(SharedVec {
-            seg: SegmentWriter::new(len * std::mem::size_of::<T>())?,
+            seg: SegmentWriter::new(bytes)?,
             len,
             _t: PhantomData,
         })

@@ -78,6 +78,7 @@ pub trait Storage: Send + Sync + 'static {
     /// The bytes.
     fn bytes(&self) -> &[u8];
     /// The shared segment behind the bytes, if they live in one.
+    #[doc(hidden)]
     fn segment(&self) -> Option<&crate::sys::Segment> {
         None
     }
@@ -122,6 +123,7 @@ impl Buffer {
     }
 
     /// Wraps any storage (used for mapped shared segments).
+    #[doc(hidden)]
     pub fn from_storage(s: Arc<dyn Storage>) -> Buffer {
         Buffer(s)
     }
@@ -132,7 +134,7 @@ impl Buffer {
     }
 
     /// The shared segment holding the bytes, if any.
-    pub fn segment(&self) -> Option<&crate::sys::Segment> {
+    pub(crate) fn segment(&self) -> Option<&crate::sys::Segment> {
         self.0.segment()
     }
 

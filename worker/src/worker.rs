@@ -47,7 +47,11 @@ fn run_batch(
     let mut done: Vec<UnitDone> = Vec::new();
     let mut first_ready = 0u64;
     for unit in units {
-        if !done.is_empty() && costs.expected(&unit) > LONG_UNIT.as_nanos() as u64 {
+        let waited = sys::monotonic_ns().saturating_sub(first_ready);
+        if !done.is_empty()
+            && (costs.expected(&unit) > LONG_UNIT.as_nanos() as u64
+                || waited >= FLUSH_AFTER.as_nanos() as u64)
+        {
             // Do not hold finished results back while a long unit runs.
             proto::send_shared(
                 sock,
@@ -78,10 +82,12 @@ fn run_batch(
             )?;
         }
     }
-    page.set(Slot::Unit, 0);
+    // The page keeps naming the last unit until its result is out: a death while encoding or
+    // sending it (say, out of memory) is that unit's.
     if !done.is_empty() {
         proto::send_shared(sock, &FromWorker::Done(done), threshold(limits))?;
     }
+    page.set(Slot::Unit, 0);
     Ok(())
 }
 

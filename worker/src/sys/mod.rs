@@ -116,6 +116,13 @@ impl Stream {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(msg) => {
+                    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                        // Fds were lost (this process is at its fd limit): the stream can no
+                        // longer be trusted; the caller drops this peer.
+                        return Err(io::Error::other(
+                            "file descriptors passed by a peer were lost (fd limit reached)",
+                        ));
+                    }
                     for c in msg.cmsgs().map_err(errno)? {
                         if let ControlMessageOwned::ScmRights(raw) = c {
                             for fd in raw {
@@ -261,11 +268,17 @@ pub enum Exit {
 
 /// Sends SIGKILL to a process; a process that is already gone is not an error.
 pub fn kill_hard(pid: i32) {
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    // kill(0 or -n) would signal a whole process group: never.
+    if pid > 0 {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
 }
 
 /// Sends a signal by number (for tests and helpers); errors are ignored like [`kill_hard`].
 pub fn signal(pid: i32, sig: i32) {
+    if pid <= 0 {
+        return;
+    }
     if let Ok(s) = Signal::try_from(sig) {
         let _ = kill(Pid::from_raw(pid), s);
     }
@@ -326,7 +339,7 @@ pub fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child>
     let raw = control.as_raw_fd();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.args(args)
-        .env(FORK_SERVER_ENV, FORK_SERVER_FD.to_string())
+        .env(FORK_SERVER_ENV, format!("{FORK_SERVER_FD}:{}", getpid()))
         .stdin(Stdio::null());
     // SAFETY: the closure runs between fork and exec in the child and calls only dup2 and
     // fcntl, which are async-signal-safe; it touches no locks or heap.
@@ -348,10 +361,27 @@ pub fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child>
     child
 }
 
+/// Whether this process was started by [`spawn_fork_server`]: the variable names fd
+/// [`FORK_SERVER_FD`] and our parent's pid, and that fd is a socket. A variable set by anyone
+/// else is ignored (and `main` runs as usual).
+pub fn is_fork_server(var: &OsStr) -> bool {
+    let Some((fd, parent)) = var.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let ok_fd = fd.parse::<RawFd>().ok() == Some(FORK_SERVER_FD);
+    let ok_parent = parent.parse::<i32>().ok() == Some(nix::unistd::getppid().as_raw());
+    // SAFETY: fstat only reads the fd's metadata into a local struct; an invalid fd is EBADF.
+    let is_socket = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(FORK_SERVER_FD, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    };
+    ok_fd && ok_parent && is_socket
+}
+
 /// Takes ownership of the fork server's control socket (in the re-executed process).
 ///
 /// # Safety
-/// Call once, only in a process started by [`spawn_fork_server`], where fd
+/// Call once, only in a process for which [`is_fork_server`] holds, where fd
 /// [`FORK_SERVER_FD`] is the control socket and nothing else owns it.
 pub unsafe fn take_fork_server_fd() -> Stream {
     // Make it close-on-exec again so that nothing the server starts inherits it.
@@ -435,8 +465,9 @@ pub fn limit_memory(bytes: u64) -> io::Result<()> {
 /// # Errors
 /// When setrlimit fails.
 pub fn limit_cpu_from_now(seconds: u64) -> io::Result<()> {
-    let used = cpu_time().as_secs();
-    let soft = used + seconds.max(1);
+    // Round the time already used up, so that each task gets at least `seconds`.
+    let used = cpu_time().as_secs_f64().ceil() as u64;
+    let soft = used.saturating_add(seconds.max(1));
     setrlimit(Resource::RLIMIT_CPU, soft, libc::RLIM_INFINITY).map_err(errno)
 }
 
@@ -451,6 +482,14 @@ pub fn cpu_time() -> Duration {
             tv(u.user_time()) + tv(u.system_time())
         }
         Err(_) => Duration::ZERO,
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit: segments and sockets are
+/// fds, and running out of them would lose fds passed by peers.
+pub fn raise_fd_limit() {
+    if let Ok((_, hard)) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
@@ -546,68 +585,134 @@ impl SharedPage {
     }
 }
 
-/// A pipe that becomes readable when SIGINT arrives while `armed`, for a `get` to return
-/// `Interrupted`. Outside `get`, SIGINT keeps its default action (the handler re-raises it).
+/// Ctrl-C during `get`. While at least one guard is armed, SIGINT runs a handler that counts the
+/// signal, wakes every armed `get` through its own pipe, and then calls whatever handler was
+/// installed before (so a program's own Ctrl-C handling still runs). When the last guard drops,
+/// the previous disposition is restored exactly: outside `get`, forkgraph changes nothing.
 pub mod interrupt {
-    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::OnceLock;
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+    use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
-    static ARMED: AtomicUsize = AtomicUsize::new(0);
-    static PIPE: OnceLock<Option<(OwnedFd, OwnedFd)>> = OnceLock::new();
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-    fn pipe() -> Option<&'static (OwnedFd, OwnedFd)> {
-        PIPE.get_or_init(|| {
-            let (r, w) = super::pipe().ok()?;
-            super::set_nonblocking(r.as_fd(), true).ok()?;
-            super::set_nonblocking(w.as_fd(), true).ok()?;
-            let wfd = std::os::fd::AsRawFd::as_raw_fd(&w);
-            let action = move || {
-                if ARMED.load(Ordering::SeqCst) > 0 {
-                    // SAFETY: write(2) on a non-blocking pipe is async-signal-safe.
-                    unsafe { libc::write(wfd, [1u8].as_ptr().cast(), 1) };
-                } else {
-                    signal_hook::low_level::emulate_default_handler(libc::SIGINT).ok();
-                }
-            };
-            // SAFETY: the action only loads an atomic, writes to a pipe or re-raises the
-            // signal with its default action: all async-signal-safe.
-            unsafe { signal_hook::low_level::register(libc::SIGINT, action) }.ok()?;
-            Some((r, w))
-        })
-        .as_ref()
+    /// Write ends of the armed guards' pipes (-1: free slot).
+    const SLOTS: usize = 64;
+    static WAKE: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    /// The handler that was installed before ours (0: default or ignore): function pointer and
+    /// whether it takes siginfo.
+    static PREV_FN: AtomicUsize = AtomicUsize::new(0);
+    static PREV_SIGINFO: AtomicUsize = AtomicUsize::new(0);
+    /// Armed guards, and the disposition to restore when the last one drops.
+    static STATE: Mutex<(usize, Option<SigAction>)> = Mutex::new((0, None));
+
+    extern "C" fn on_sigint(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        COUNT.fetch_add(1, Ordering::SeqCst);
+        for w in &WAKE {
+            let fd = w.load(Ordering::SeqCst);
+            if fd >= 0 {
+                // SAFETY: write(2) on a non-blocking pipe is async-signal-safe; a full pipe
+                // already wakes its reader.
+                unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+            }
+        }
+        let prev = PREV_FN.load(Ordering::SeqCst);
+        if prev != 0 {
+            if PREV_SIGINFO.load(Ordering::SeqCst) != 0 {
+                // SAFETY: `prev` was read from the sigaction we replaced and is a handler of
+                // this signature (SA_SIGINFO was set); calling it is what the kernel would do.
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    unsafe { std::mem::transmute(prev) };
+                f(sig, info, ctx);
+            } else {
+                // SAFETY: as above, for a plain handler.
+                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(prev) };
+                f(sig);
+            }
+        }
     }
 
-    /// Arms the handler for the life of the guard; the guard's fd becomes readable on SIGINT.
-    /// `None` when the handler could not be installed (then Ctrl-C keeps its default action).
-    pub fn arm() -> Option<Armed> {
-        let (r, _) = pipe()?;
-        ARMED.fetch_add(1, Ordering::SeqCst);
-        Some(Armed { fd: r.as_fd() })
-    }
-
-    /// While alive, SIGINT makes [`Armed::fd`] readable instead of ending the process.
+    /// While alive, SIGINT makes [`Armed::fd`] readable and [`Armed::fired`] true.
     #[derive(Debug)]
     pub struct Armed {
-        fd: BorrowedFd<'static>,
+        read: OwnedFd,
+        slot: usize,
+        _write: OwnedFd,
+        seen: u64,
+    }
+
+    /// Arms the handler for the life of the guard. `None` when it cannot (no free slot, no
+    /// pipe); then Ctrl-C keeps whatever action it had.
+    pub fn arm() -> Option<Armed> {
+        let (read, write) = super::pipe().ok()?;
+        super::set_nonblocking(read.as_fd(), true).ok()?;
+        super::set_nonblocking(write.as_fd(), true).ok()?;
+        let mut st = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = WAKE.iter().position(|w| {
+            w.compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        })?;
+        if st.0 == 0 {
+            let ours = SigAction::new(
+                SigHandler::SigAction(on_sigint),
+                SaFlags::SA_SIGINFO | SaFlags::SA_RESTART,
+                SigSet::empty(),
+            );
+            // SAFETY: the handler only does atomic operations, write(2) and a call of the
+            // handler it replaced: async-signal-safe as the previous handler was.
+            match unsafe { sigaction(Signal::SIGINT, &ours) } {
+                Ok(prev) => {
+                    let (f, info) = match prev.handler() {
+                        SigHandler::Handler(f) => (f as usize, 0),
+                        SigHandler::SigAction(f) => (f as usize, 1),
+                        _ => (0, 0),
+                    };
+                    PREV_SIGINFO.store(info, Ordering::SeqCst);
+                    PREV_FN.store(f, Ordering::SeqCst);
+                    st.1 = Some(prev);
+                }
+                Err(_) => {
+                    WAKE[slot].store(-1, Ordering::SeqCst);
+                    return None;
+                }
+            }
+        }
+        st.0 += 1;
+        Some(Armed {
+            read,
+            slot,
+            _write: write,
+            seen: COUNT.load(Ordering::SeqCst),
+        })
     }
 
     impl Armed {
         /// The fd to poll.
-        pub fn fd(&self) -> BorrowedFd<'static> {
-            self.fd
+        pub fn fd(&self) -> BorrowedFd<'_> {
+            self.read.as_fd()
         }
 
-        /// Whether SIGINT arrived (consumes the notification).
+        /// Whether SIGINT arrived since this guard was armed.
         pub fn fired(&self) -> bool {
-            let mut buf = [0u8; 16];
-            matches!(super::read(self.fd, &mut buf), Ok(n) if n > 0)
+            let mut buf = [0u8; 64];
+            while matches!(super::read(self.read.as_fd(), &mut buf), Ok(n) if n > 0) {}
+            COUNT.load(Ordering::SeqCst) != self.seen
         }
     }
 
     impl Drop for Armed {
         fn drop(&mut self) {
-            ARMED.fetch_sub(1, Ordering::SeqCst);
+            let mut st = STATE.lock().unwrap_or_else(|e| e.into_inner());
+            WAKE[self.slot].store(-1, Ordering::SeqCst);
+            st.0 -= 1;
+            if st.0 == 0 {
+                if let Some(prev) = st.1.take() {
+                    // SAFETY: restores exactly the disposition that was installed before arm.
+                    let _ = unsafe { sigaction(Signal::SIGINT, &prev) };
+                }
+                PREV_FN.store(0, Ordering::SeqCst);
+            }
         }
     }
 }
