@@ -84,6 +84,13 @@ fn sample_peak(server: Option<i32>) -> (Arc<AtomicBool>, std::thread::JoinHandle
     (stop, h)
 }
 
+/// A scheduler's name, how to run the graph on it, and its fork server (for memory sampling).
+type Run<'a> = (
+    &'a str,
+    &'a dyn Fn() -> Result<forkgraph::Output, forkgraph::Error>,
+    Option<i32>,
+);
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let mib: usize = match args.iter().position(|a| a == "--mib") {
@@ -116,11 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = ThreadPool::builder().threads(2).build()?;
     let procs = ProcessPool::builder().workers(2).build()?;
     let mut results = Vec::new();
-    let runs: [(
-        &str,
-        &dyn Fn() -> Result<forkgraph::Output, forkgraph::Error>,
-        Option<i32>,
-    ); 2] = [
+    let runs: [Run<'_>; 2] = [
         ("threads", &|| threads.get(&g, keys.clone()), None),
         (
             "processes",

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use forkgraph_worker::{TaskSpec, Value};
 
 use crate::callbacks::{Callbacks, RunInfo};
-use crate::graph::TaskOptions;
 use crate::error::{Error, TaskError, TaskErrorKind};
+use crate::graph::TaskOptions;
 use crate::key::Key;
 use crate::plan::{Kind, OutSpec, Plan};
 
@@ -140,7 +140,11 @@ pub(crate) fn run(
     let n = plan.len();
     let info = RunInfo {
         nodes: n,
-        tasks: plan.kinds.iter().filter(|k| matches!(k, Kind::Task(_))).count(),
+        tasks: plan
+            .kinds
+            .iter()
+            .filter(|k| matches!(k, Kind::Task(_)))
+            .count(),
     };
     // `finish` runs for every callback whose `start` ran, also when a callback (or the engine)
     // panics; the panic then continues to the caller (as Dask's `get_async` does).
@@ -230,7 +234,13 @@ impl State<'_> {
             l.send_back = !callbacks.is_empty()
                 || plan.requested[last as usize]
                 || plan.dependents.get(last).len() > 1;
-            jobs.push(make_job(plan, t, &self.values, prev.map(|i| i as u32), callbacks));
+            jobs.push(make_job(
+                plan,
+                t,
+                &self.values,
+                prev.map(|i| i as u32),
+                callbacks,
+            ));
             last = t;
         }
         jobs
@@ -251,7 +261,9 @@ fn drive(
     let mut st = State {
         plan,
         values: vec![None; n],
-        waiting: (0..n as u32).map(|i| plan.deps.get(i).len() as u32).collect(),
+        waiting: (0..n as u32)
+            .map(|i| plan.deps.get(i).len() as u32)
+            .collect(),
         holders: (0..n as u32)
             .map(|i| plan.dependents.get(i).len() as u32)
             .collect(),
@@ -275,7 +287,9 @@ fn drive(
                 Kind::Value(v) => v.clone(),
                 Kind::Alias => {
                     let d = plan.deps.get(i)[0];
-                    st.values[d as usize].clone().expect("alias target computed")
+                    st.values[d as usize]
+                        .clone()
+                        .expect("alias target computed")
                 }
                 Kind::Task(_) => unreachable!("tasks are never instant"),
             };
@@ -283,7 +297,9 @@ fn drive(
         }
         if error.is_none() {
             while running < slots {
-                let Some(Reverse(p)) = st.ready.pop() else { break };
+                let Some(Reverse(p)) = st.ready.pop() else {
+                    break;
+                };
                 let node = by_priority[p as usize];
                 if !chains {
                     exec.submit(make_job(plan, node, &st.values, None, callbacks));
@@ -393,7 +409,9 @@ fn task_error(key: &Key, f: Failure) -> Error {
 fn collect(out: &OutSpec, values: &[Option<Arc<Value>>]) -> Output {
     match out {
         OutSpec::One(i) => {
-            let v = values[*i as usize].as_ref().expect("requested values are kept");
+            let v = values[*i as usize]
+                .as_ref()
+                .expect("requested values are kept");
             Output::Value(Value::clone(v))
         }
         OutSpec::List(l) => Output::List(l.iter().map(|o| collect(o, values)).collect()),

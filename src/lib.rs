@@ -45,14 +45,14 @@ pub use engine::Output;
 pub use error::{signal_name, BuildError, Error, GraphError, TaskError, TaskErrorKind};
 pub use forkgraph_macros::task;
 pub use forkgraph_worker::{
-    Array, ArgValue, Buffer, CallError, DType, Element, FromArg, IntoOutput, IntoValue, Mismatch,
+    ArgValue, Array, Buffer, CallError, DType, Element, FromArg, IntoOutput, IntoValue, Mismatch,
     Serde, SharedVec, Value,
 };
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
 pub use key::{Key, KeyPart, Keys};
 pub use plan::Csr;
-pub use scheduler::{GetOptions, Scheduler};
 pub use process::{ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_SEGMENT_THRESHOLD};
+pub use scheduler::{GetOptions, Scheduler};
 pub use sync::{get, get_value, SyncScheduler};
 pub use threaded::{ThreadPool, ThreadPoolBuilder};
 

@@ -121,7 +121,6 @@ pub(crate) fn fuse_chains(plan: &mut Plan) {
     compact(plan, deps, &keep);
 }
 
-
 /// Drops nodes not kept and renumbers the rest (dependency lists given per old node).
 fn compact(plan: &mut Plan, deps: Vec<Vec<u32>>, keep: &[bool]) {
     let n = plan.len();

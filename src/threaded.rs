@@ -161,7 +161,11 @@ impl Executor for Threaded<'_> {
         }
         if !self.pending.is_empty() {
             let tx = self.pool.tx.as_ref().expect("pool is running");
-            let per = self.pending.len().div_ceil(self.pool.threads).clamp(1, BATCH);
+            let per = self
+                .pending
+                .len()
+                .div_ceil(self.pool.threads)
+                .clamp(1, BATCH);
             let mut jobs = std::mem::take(&mut self.pending);
             while !jobs.is_empty() {
                 let rest = jobs.split_off(per.min(jobs.len()));

@@ -333,7 +333,10 @@ fn helper_own_sigint_handler() {
     assert_eq!(pool.get(&g, "y").unwrap().to::<i64>().unwrap(), 15);
     // SAFETY: raising a signal in our own process.
     unsafe { libc::raise(libc::SIGINT) };
-    assert!(OWN_HANDLER_RAN.load(Ordering::SeqCst), "our own handler ran");
+    assert!(
+        OWN_HANDLER_RAN.load(Ordering::SeqCst),
+        "our own handler ran"
+    );
     println!("SURVIVED");
 }
 

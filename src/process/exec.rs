@@ -64,24 +64,6 @@ impl<'a> ProcExec<'a> {
         }
     }
 
-    /// Leaves the pool ready for the next `get`: after an early return, workers that still run
-    /// this get's units are replaced.
-    pub(crate) fn settle(&mut self, _errored: bool) {
-        self.pending.clear();
-        for i in 0..self.pool.workers.len() {
-            let w = &mut self.pool.workers[i];
-            w.drain_stderr();
-            if !w.in_flight.is_empty() || w.dead {
-                sys::kill_hard(w.pid);
-                w.in_flight.clear();
-                if let Err(Replace::ServerGone) = self.pool.replace(i) {
-                    let _ = self.pool.restart_server();
-                    return;
-                }
-            }
-        }
-    }
-
     fn depth(&self, i: usize) -> usize {
         let w = &self.pool.workers[i];
         if w.avg_unit_ns <= 0.0 {
@@ -563,6 +545,27 @@ fn wire_unit(seq: u64, unit: &PUnit) -> Unit {
                 send_back: j.send_back,
             })
             .collect(),
+    }
+}
+
+impl Drop for ProcExec<'_> {
+    /// Leaves the pool ready for the next `get`, however this one ended (an error, or a panic
+    /// in a callback unwinding through the engine): workers that still run its units are
+    /// replaced, so no stale result can reach a later `get`.
+    fn drop(&mut self) {
+        self.pending.clear();
+        for i in 0..self.pool.workers.len() {
+            let w = &mut self.pool.workers[i];
+            w.drain_stderr();
+            if !w.in_flight.is_empty() || w.dead {
+                sys::kill_hard(w.pid);
+                w.in_flight.clear();
+                if let Err(Replace::ServerGone) = self.pool.replace(i) {
+                    let _ = self.pool.restart_server();
+                    return;
+                }
+            }
+        }
     }
 }
 

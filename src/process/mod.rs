@@ -347,8 +347,6 @@ impl Scheduler for ProcessPool {
         let mut pool = self.lock();
         let _inside = InGet::enter(me);
         let mut exec = exec::ProcExec::new(&mut pool, &self.cfg);
-        let r = engine::run(&plan, &mut exec, &opts.callbacks);
-        exec.settle(r.is_err());
-        r
+        engine::run(&plan, &mut exec, &opts.callbacks)
     }
 }

@@ -76,10 +76,12 @@ impl Server {
                     Replace::Failed(e)
                 })
             }
-            (FromServer::Failed(e), _) => {
-                Err(Replace::Failed(format!("the fork server could not fork: {e}")))
-            }
-            (other, _) => Err(Replace::Failed(format!("unexpected fork server reply {other:?}"))),
+            (FromServer::Failed(e), _) => Err(Replace::Failed(format!(
+                "the fork server could not fork: {e}"
+            ))),
+            (other, _) => Err(Replace::Failed(format!(
+                "unexpected fork server reply {other:?}"
+            ))),
         }
     }
 
@@ -88,7 +90,9 @@ impl Server {
         match self.request(&ToServer::Reap { pid })? {
             (FromServer::Reaped { exit, .. }, _) => Ok(exit),
             (FromServer::Failed(e), _) => Err(Replace::Failed(e)),
-            (other, _) => Err(Replace::Failed(format!("unexpected fork server reply {other:?}"))),
+            (other, _) => Err(Replace::Failed(format!(
+                "unexpected fork server reply {other:?}"
+            ))),
         }
     }
 }
@@ -346,7 +350,11 @@ impl Pool {
         self.server = Server::start()?;
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
-            workers.push(self.server.spawn(self.limits).map_err(Replace::into_message)?);
+            workers.push(
+                self.server
+                    .spawn(self.limits)
+                    .map_err(Replace::into_message)?,
+            );
         }
         self.started += n as u64;
         self.workers = workers;

@@ -7,9 +7,9 @@ pub mod exec;
 pub mod forkserver;
 pub mod proto;
 pub mod registry;
+pub mod shared;
 #[doc(hidden)]
 pub mod sys;
-pub mod shared;
 pub mod value;
 pub mod wire;
 mod worker;
