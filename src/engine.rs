@@ -393,7 +393,8 @@ fn make_job(
     }
 }
 
-fn placeholder() -> &'static Arc<Value> {
+/// A shared `Null` standing for a value that never left its worker.
+pub(crate) fn placeholder() -> &'static Arc<Value> {
     static NULL: std::sync::OnceLock<Arc<Value>> = std::sync::OnceLock::new();
     NULL.get_or_init(|| Arc::new(Value::Null))
 }

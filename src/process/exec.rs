@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use forkgraph_worker::proto::{FromWorker, Input, ToWorker, Unit, UnitDone, UnitTask};
 use forkgraph_worker::sys::{self, interrupt, Exit};
-use forkgraph_worker::{CallError, Registry, Value};
+use forkgraph_worker::{CallError, Registry};
 
 use super::proc::{Replace, TAIL_LINES};
 use super::{Config, Pool};
@@ -43,6 +43,8 @@ pub(crate) struct ProcExec<'a> {
     pending: VecDeque<PUnit>,
     done: Vec<Done>,
     interrupt: Option<interrupt::Armed>,
+    /// Whether any task of this get has a timeout (else no deadline bookkeeping at all).
+    timeouts: bool,
 }
 
 impl<'a> ProcExec<'a> {
@@ -61,6 +63,7 @@ impl<'a> ProcExec<'a> {
             pending: VecDeque::new(),
             done: Vec::new(),
             interrupt,
+            timeouts: cfg.task_timeout.is_some(),
         }
     }
 
@@ -79,9 +82,15 @@ impl<'a> ProcExec<'a> {
         let n = self.pool.workers.len();
         let mut batches: Vec<Vec<Unit>> = (0..n).map(|_| Vec::new()).collect();
         let mut busy = self.pool.workers.iter().any(|w| !w.in_flight.is_empty());
-        let mut committed = self.in_flight_bytes();
+        // Expected bytes of what runs, kept only when there is a budget (off the hot path).
+        let budget = self.cfg.segment_budget;
+        let mut committed = if budget.is_some() {
+            self.in_flight_bytes()
+        } else {
+            None
+        };
         while !self.pending.is_empty() {
-            if let Some(budget) = self.cfg.segment_budget {
+            if let Some(budget) = budget {
                 // Start a unit only if what is held, what runs and what it will add fit the
                 // budget; a unit of unknown size only when nothing else runs. With nothing
                 // running, start one anyway: the graph must progress.
@@ -104,9 +113,11 @@ impl<'a> ProcExec<'a> {
                 .min_by_key(|&i| self.pool.workers[i].in_flight.len());
             let Some(i) = best else { break };
             let unit = self.pending.pop_front().expect("pending unit");
-            committed = committed
-                .zip(self.expected_bytes(&unit))
-                .map(|(c, e)| c + e);
+            if budget.is_some() {
+                committed = committed
+                    .zip(self.expected_bytes(&unit))
+                    .map(|(c, e)| c + e);
+            }
             let seq = self.pool.next_seq;
             self.pool.next_seq += 1;
             batches[i].push(wire_unit(seq, &unit));
@@ -267,12 +278,15 @@ impl<'a> ProcExec<'a> {
         for job in f.unit.jobs {
             let result = match results.next() {
                 Some(Ok(Some(v))) => {
-                    let bytes = v.array_bytes() as f64;
-                    let avg = self.pool.result_bytes.entry(job.spec.func).or_insert(bytes);
-                    *avg = 0.5 * *avg + 0.5 * bytes;
+                    if self.cfg.segment_budget.is_some() {
+                        let bytes = v.array_bytes() as f64;
+                        let avg = self.pool.result_bytes.entry(job.spec.func).or_insert(bytes);
+                        *avg = 0.5 * *avg + 0.5 * bytes;
+                    }
                     Ok(Arc::new(v))
                 }
-                Some(Ok(None)) => Ok(Arc::new(Value::Null)),
+                // Stayed in the worker; only the next link of its chain reads it.
+                Some(Ok(None)) => Ok(Arc::clone(crate::engine::placeholder())),
                 Some(Err(e)) => {
                     failed = true;
                     Err(Failure {
@@ -294,6 +308,9 @@ impl<'a> ProcExec<'a> {
     /// start plus its timeout; for tasks not started yet, `now + timeout` bounds it (the parent
     /// wakes then and looks again).
     fn next_deadline(&self) -> Option<u64> {
+        if !self.timeouts {
+            return None;
+        }
         let now = sys::monotonic_ns();
         let mut best: Option<u64> = None;
         for w in &self.pool.workers {
@@ -315,6 +332,9 @@ impl<'a> ProcExec<'a> {
     }
 
     fn enforce_timeouts(&mut self) {
+        if !self.timeouts {
+            return;
+        }
         let now = sys::monotonic_ns();
         for w in &mut self.pool.workers {
             if w.dead {
@@ -579,6 +599,7 @@ impl Executor for ProcExec<'_> {
     }
 
     fn submit(&mut self, job: Job) {
+        self.timeouts |= job.options.timeout.is_some();
         self.pending.push_back(PUnit {
             jobs: vec![job],
             deaths: 0,
@@ -586,6 +607,7 @@ impl Executor for ProcExec<'_> {
     }
 
     fn submit_chain(&mut self, jobs: Vec<Job>) {
+        self.timeouts |= jobs.iter().any(|j| j.options.timeout.is_some());
         self.pending.push_back(PUnit { jobs, deaths: 0 });
     }
 
