@@ -1,6 +1,8 @@
 //! forkgraph runs task graphs the way Dask's custom graphs do — a map from key to task — on
-//! schedulers that share one API: [`SyncScheduler`] (one thread, deterministic) and
-//! [`ThreadPool`] (threads).
+//! schedulers that share one API: [`SyncScheduler`] (one thread, deterministic), [`ThreadPool`]
+//! (threads) and [`ProcessPool`] (forked worker processes that survive crashing tasks, with large
+//! results in sealed shared-memory segments). See README.md for a tour and ARCHITECTURE.md for
+//! the design.
 //!
 //! ```
 //! use forkgraph::{graph, key, Scheduler, SyncScheduler, ThreadPool};
