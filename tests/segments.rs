@@ -443,3 +443,64 @@ fn large_serde_values_travel_as_segments_too() {
         assert_eq!(segment_stats().count, 0);
     });
 }
+
+/// Inode of the memory file behind `data` (0 when it is not a mapped file), read from
+/// /proc/self/maps.
+#[forkgraph::task]
+fn inode_of(data: &[u8]) -> i64 {
+    let start = data.as_ptr() as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for l in maps.lines() {
+        let mut f = l.split_whitespace();
+        let range = f.next().unwrap();
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            usize::from_str_radix(a, 16).unwrap(),
+            usize::from_str_radix(b, 16).unwrap(),
+        );
+        if (a..b).contains(&start) {
+            let inode = f.nth(3).unwrap();
+            return inode.parse().unwrap();
+        }
+    }
+    0
+}
+
+#[test]
+fn segments_are_recycled_once_nothing_maps_them_and_never_while_held() {
+    let _turn = serial();
+    watchdog(120, || {
+        let p = ProcessPool::builder().workers(1).build().unwrap();
+        let g = graph! {
+            "d" => (produce_heap, 4),
+            "i1" => (inode_of, key("d")),
+            "i2" => (inode_of, key("d")),
+            "s" => (sum_bytes, key("d")),
+        };
+        let expected: u64 = (0..4 * MIB).map(|i| (i % 251) as u64).sum();
+        let inode = |out: &forkgraph::Output| -> i64 {
+            let l = out.as_list().unwrap();
+            l[0].to::<i64>().unwrap().max(l[1].to::<i64>().unwrap())
+        };
+        // Hold a result of the first get: its segment must not be reused while held.
+        let held = p.get(&g, vec!["i1", "i2", "d"]).unwrap();
+        let first = inode(&held);
+        assert!(first > 0, "one consumer read the result as a segment");
+        let Value::Array(kept) = held.as_list().unwrap()[2].as_value().unwrap().clone() else {
+            panic!()
+        };
+        let second = inode(&p.get(&g, vec!["i1", "i2"]).unwrap());
+        assert_ne!(second, first, "a held segment is not reused");
+        // Nothing holds the second get's segment now: the third get reuses it.
+        let third = inode(&p.get(&g, vec!["i1", "i2"]).unwrap());
+        assert_eq!(third, second, "a segment nobody maps is reused");
+        let sum = p.get(&g, "s").unwrap().to::<u64>().unwrap();
+        assert_eq!(sum, expected);
+        // The held result still has its own bytes after all that reuse.
+        let now: u64 = kept.as_bytes().iter().map(|&b| b as u64).sum();
+        assert_eq!(now, expected);
+        drop(kept);
+        drop(held);
+        assert_eq!(segment_stats().count, 0);
+    });
+}

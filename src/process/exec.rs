@@ -76,9 +76,29 @@ impl<'a> ProcExec<'a> {
         }
     }
 
+    /// Tells producers which of their segments nobody maps any more.
+    fn send_frees(&mut self) {
+        let freed = forkgraph_worker::wire::take_freed();
+        if freed.is_empty() {
+            return;
+        }
+        for w in &mut self.pool.workers {
+            let inodes: Vec<u64> = freed
+                .iter()
+                .filter(|(pid, _)| *pid == w.pid && w.pid > 0)
+                .map(|(_, ino)| *ino)
+                .collect();
+            if !inodes.is_empty() && !w.dead {
+                let _ = w.outbox.push(&ToWorker::Free(inodes), Vec::new());
+                w.flush();
+            }
+        }
+    }
+
     /// Hands pending units to workers with room, least loaded first.
     fn dispatch(&mut self) -> Result<(), Error> {
         self.recycle()?;
+        self.send_frees();
         let n = self.pool.workers.len();
         let mut batches: Vec<Vec<Unit>> = (0..n).map(|_| Vec::new()).collect();
         let mut busy = self.pool.workers.iter().any(|w| !w.in_flight.is_empty());

@@ -214,8 +214,11 @@ impl Proc {
                 }
             }
         }
+        let pid = self.pid;
         loop {
-            match self.inbox.take_frame::<FromWorker>() {
+            let frame =
+                forkgraph_worker::wire::with_peer(pid, || self.inbox.take_frame::<FromWorker>());
+            match frame {
                 Ok(Some((m, _))) => out.push(m),
                 Ok(None) => break,
                 Err(_) => {

@@ -35,6 +35,8 @@ pub struct Limits {
     pub cpu_seconds: Option<u64>,
     /// Results with arrays of at least this many bytes go back in shared segments.
     pub segment_threshold: Option<u64>,
+    /// Whether those segments are recycled (see [`crate::wire`]).
+    pub recycle_segments: bool,
 }
 
 /// Parent to fork server.
@@ -107,6 +109,8 @@ pub enum ToWorker {
     Run(Vec<Unit>),
     /// Finish and exit.
     Exit,
+    /// These recyclable segments (by inode) are no longer mapped for use anywhere: reuse them.
+    Free(Vec<u64>),
 }
 
 /// The outcome of one unit.
@@ -160,8 +164,9 @@ pub fn encode<T: Serialize>(msg: &T, nfds: usize) -> io::Result<Vec<u8>> {
 pub fn encode_shared<T: Serialize>(
     msg: &T,
     threshold: Option<usize>,
+    recycle: bool,
 ) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let (body, fds) = crate::wire::encode_with_fds(threshold, || {
+    let (body, fds) = crate::wire::encode_with_fds(threshold, recycle, || {
         postcard::serialize_with_flavor(msg, Framed(vec![0u8; HEADER])).map_err(invalid)
     });
     let mut out = body?;
@@ -322,8 +327,13 @@ pub fn send<T: Serialize>(s: &Stream, msg: &T, fds: &[&OwnedFd]) -> io::Result<(
 ///
 /// # Errors
 /// Encode or write errors.
-pub fn send_shared<T: Serialize>(s: &Stream, msg: &T, threshold: Option<usize>) -> io::Result<()> {
-    let (frame, fds) = encode_shared(msg, threshold)?;
+pub fn send_shared<T: Serialize>(
+    s: &Stream,
+    msg: &T,
+    threshold: Option<usize>,
+    recycle: bool,
+) -> io::Result<()> {
+    let (frame, fds) = encode_shared(msg, threshold, recycle)?;
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     send_frame(s, &frame, &borrowed)
 }
@@ -392,7 +402,7 @@ impl Outbox {
         msg: &T,
         threshold: Option<usize>,
     ) -> io::Result<()> {
-        let (frame, fds) = encode_shared(msg, threshold)?;
+        let (frame, fds) = encode_shared(msg, threshold, false)?;
         self.frames.push_back((frame, fds));
         Ok(())
     }

@@ -365,17 +365,22 @@ impl PartialEq for Buffer {
     }
 }
 
-/// A buffer is written as (0, bytes) inline, or as (1, fd index) when it travels as a shared
-/// segment inside a framed message (see [`crate::wire`]): arrays and serde-encoded values alike.
+/// A buffer is written as (0, bytes) inline, as (1, fd index) for a sealed shared segment, or as
+/// (2, (fd index, length)) for a recyclable one, inside a framed message (see [`crate::wire`]):
+/// arrays and serde-encoded values alike.
 impl Serialize for Buffer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut t = s.serialize_tuple(2)?;
         match crate::wire::export(self) {
-            Some(index) => {
+            crate::wire::Exported::Sealed(index) => {
                 t.serialize_element(&1u8)?;
                 t.serialize_element(&index)?;
             }
-            None => {
+            crate::wire::Exported::Recyclable(index, len) => {
+                t.serialize_element(&2u8)?;
+                t.serialize_element(&(index, len))?;
+            }
+            crate::wire::Exported::Inline => {
                 t.serialize_element(&0u8)?;
                 t.serialize_element(&Bytes(self.as_bytes()))?;
             }
@@ -400,7 +405,12 @@ impl<'de> Deserialize<'de> for Buffer {
                     let index: u32 = seq
                         .next_element()?
                         .ok_or_else(|| de::Error::invalid_length(1, &self))?;
-                    crate::wire::import(index).map_err(de::Error::custom)
+                    crate::wire::import(index, None).map_err(de::Error::custom)
+                } else if kind == 2 {
+                    let (index, len): (u32, u64) = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                    crate::wire::import(index, Some(len)).map_err(de::Error::custom)
                 } else {
                     seq.next_element_seed(BufferSeed)?
                         .ok_or_else(|| de::Error::invalid_length(1, &self))

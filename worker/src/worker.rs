@@ -31,6 +31,7 @@ pub(crate) fn serve(sock: &Stream, page: &SharedPage, limits: Limits) -> i32 {
                     return 1;
                 }
             }
+            Ok(Some((ToWorker::Free(inodes), _))) => crate::wire::free_segments(&inodes),
             Ok(Some((ToWorker::Exit, _))) | Ok(None) => return 0,
             Err(_) => return 2,
         }
@@ -57,6 +58,7 @@ fn run_batch(
                 sock,
                 &FromWorker::Done(std::mem::take(&mut done)),
                 threshold(limits),
+                limits.recycle_segments,
             )?;
         }
         let start = sys::monotonic_ns();
@@ -79,13 +81,19 @@ fn run_batch(
                 sock,
                 &FromWorker::Done(std::mem::take(&mut done)),
                 threshold(limits),
+                limits.recycle_segments,
             )?;
         }
     }
     // The page keeps naming the last unit until its result is out: a death while encoding or
     // sending it (say, out of memory) is that unit's.
     if !done.is_empty() {
-        proto::send_shared(sock, &FromWorker::Done(done), threshold(limits))?;
+        proto::send_shared(
+            sock,
+            &FromWorker::Done(done),
+            threshold(limits),
+            limits.recycle_segments,
+        )?;
     }
     page.set(Slot::Unit, 0);
     Ok(())

@@ -831,6 +831,15 @@ impl SegmentWriter {
 pub struct Segment {
     map: memmap2::Mmap,
     fd: OwnedFd,
+    /// Bytes in use (a recycled segment may be larger than its content).
+    len: usize,
+    /// Whether its producer may rewrite it once every mapping handed out is gone (sealed
+    /// FUTURE_WRITE rather than WRITE): see [`RecyclableWriter`].
+    recyclable: bool,
+    /// Inode of the memory file: identifies the segment across processes and fds.
+    ino: u64,
+    /// Called with the inode when a tracked segment is dropped (see `wire`).
+    on_drop: Option<fn(u64)>,
 }
 
 impl Segment {
@@ -850,12 +859,97 @@ impl Segment {
             )
         })?;
         count_segment(map.len() as u64);
-        Ok(Segment { map, fd })
+        let len = map.len();
+        let ino = inode(fd.as_fd())?;
+        Ok(Segment {
+            map,
+            fd,
+            len,
+            recyclable: false,
+            ino,
+            on_drop: None,
+        })
+    }
+
+    /// Maps a recyclable segment received from another process: sealed against resizing and
+    /// against every new write or writable mapping (F_SEAL_FUTURE_WRITE); only its producer's
+    /// own mapping, made before the seal, can still write.
+    ///
+    /// # Errors
+    /// When the fd is not such a memory file, is shorter than `len`, or mmap fails.
+    pub fn from_recyclable_fd(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        use nix::fcntl::SealFlag;
+        let seals = SealFlag::from_bits_truncate(
+            fcntl(fd.as_fd(), FcntlArg::F_GET_SEALS).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("not a sealable memory file: {e}"),
+                )
+            })?,
+        );
+        let write = SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_FUTURE_WRITE;
+        if !seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW)
+            || !seals.intersects(write)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("unsealed segment refused (seals {seals:?})"),
+            ));
+        }
+        let size = std::fs::File::from(fd.try_clone()?).metadata()?.len() as usize;
+        if size < len || len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("segment of {size} bytes cannot hold {len}"),
+            ));
+        }
+        // SAFETY: the file cannot shrink (F_SEAL_SHRINK), so the mapping never faults past its
+        // end; no process can write it through a new fd or mapping (F_SEAL_FUTURE_WRITE or
+        // F_SEAL_WRITE). Its producer's own writable mapping rewrites it only after the parent,
+        // through which every copy of this segment passes, has seen every mapping it handed out
+        // dropped (the recycling protocol in `wire`), so the bytes do not change while a `&[u8]`
+        // of this mapping is in use.
+        let map = unsafe { memmap2::MmapOptions::new().len(size).map(&fd)? };
+        count_segment(size as u64);
+        let ino = inode(fd.as_fd())?;
+        Ok(Segment {
+            map,
+            fd,
+            len,
+            recyclable: true,
+            ino,
+            on_drop: None,
+        })
     }
 
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        &self.map[..self.len]
+    }
+
+    /// Bytes in use.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no bytes (never, for a mapped segment).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether its producer recycles it (see [`Segment::from_recyclable_fd`]).
+    pub fn recyclable(&self) -> bool {
+        self.recyclable
+    }
+
+    /// Inode of the memory file.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    /// Calls `f(inode)` when this mapping is dropped.
+    pub fn on_drop(&mut self, f: fn(u64)) {
+        self.on_drop = Some(f);
     }
 
     /// The fd, to pass the segment on.
@@ -876,5 +970,73 @@ impl Drop for Segment {
     fn drop(&mut self) {
         LIVE_SEGMENTS.fetch_sub(1, Ordering::Relaxed);
         LIVE_SEGMENT_BYTES.fetch_sub(self.map.len() as u64, Ordering::Relaxed);
+        if let Some(f) = self.on_drop {
+            f(self.ino);
+        }
+    }
+}
+
+fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    nix::sys::stat::fstat(fd).map(|st| st.st_ino).map_err(errno)
+}
+
+/// A segment its producer fills, sends, and fills again once it is free: a memory file mapped
+/// writable here only, sealed against resizing and against every *new* write or writable
+/// mapping (F_SEAL_FUTURE_WRITE). Readers elsewhere map it read-only; rewriting memory that
+/// stays mapped runs at memory speed, where a fresh file costs a page fault per 4 KiB.
+#[derive(Debug)]
+pub struct RecyclableWriter {
+    map: memmap2::MmapMut,
+    fd: OwnedFd,
+    ino: u64,
+}
+
+impl RecyclableWriter {
+    /// A new segment of `cap` bytes (at least 1).
+    ///
+    /// # Errors
+    /// When memfd_create, ftruncate, mmap or sealing fail.
+    pub fn new(cap: usize) -> io::Result<RecyclableWriter> {
+        use nix::fcntl::SealFlag;
+        let fd = nix::sys::memfd::memfd_create(
+            c"forkgraph-segment",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+        )
+        .map_err(errno)?;
+        let file = std::fs::File::from(fd);
+        file.set_len(cap.max(1) as u64)?;
+        // SAFETY: the memfd was just created and is known only to this process; the seals
+        // below leave this mapping the only way to write it.
+        let map = unsafe { memmap2::MmapOptions::new().len(cap.max(1)).map_mut(&file)? };
+        let fd = OwnedFd::from(file);
+        fcntl(
+            fd.as_fd(),
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_FUTURE_WRITE,
+            ),
+        )
+        .map_err(errno)?;
+        let ino = inode(fd.as_fd())?;
+        Ok(RecyclableWriter { map, fd, ino })
+    }
+
+    /// Capacity in bytes.
+    pub fn cap(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The bytes to fill.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    /// The fd, to send the segment.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Inode of the memory file.
+    pub fn ino(&self) -> u64 {
+        self.ino
     }
 }
