@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use crate::sys::{RecyclableWriter, Segment, SegmentWriter};
+use crate::sys::{MapCache, RecyclableWriter, Segment, SegmentWriter};
 use crate::value::{Buffer, Storage};
 
 struct Out {
@@ -47,6 +47,8 @@ thread_local! {
     /// While the parent decodes a worker's message: that worker's pid.
     static PEER: Cell<i32> = const { Cell::new(0) };
     static RECYCLER: RefCell<Recycler> = RefCell::new(Recycler::default());
+    /// Worker side: mappings of recycled segments kept for reuse.
+    static MAPS: RefCell<MapCache> = RefCell::new(MapCache::default());
 }
 
 /// Parent side: inode -> (mappings alive here, producing worker's pid).
@@ -241,12 +243,16 @@ pub(crate) fn import(index: u32, len: Option<u64>) -> Result<Buffer, String> {
             .and_then(Option::take)
             .ok_or_else(|| format!("segment reference {index} has no fd"))
     })?;
+    let peer = PEER.with(Cell::get);
     let mut seg = match len {
+        // A worker reads its inputs: keep the mapping for when the segment comes back recycled.
+        Some(len) if peer == 0 => {
+            MAPS.with(|c| Segment::from_recyclable_fd_cached(fd, len as usize, &mut c.borrow_mut()))
+        }
         Some(len) => Segment::from_recyclable_fd(fd, len as usize),
         None => Segment::from_fd(fd),
     }
     .map_err(|e| e.to_string())?;
-    let peer = PEER.with(Cell::get);
     if seg.recyclable() && peer > 0 {
         track(seg.ino(), peer);
         seg.on_drop(untrack);

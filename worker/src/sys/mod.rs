@@ -829,7 +829,7 @@ impl SegmentWriter {
 /// none can change them (the kernel refuses writes, writable mappings and resizing).
 #[derive(Debug)]
 pub struct Segment {
-    map: memmap2::Mmap,
+    map: std::sync::Arc<memmap2::Mmap>,
     fd: OwnedFd,
     /// Bytes in use (a recycled segment may be larger than its content).
     len: usize,
@@ -862,7 +862,7 @@ impl Segment {
         let len = map.len();
         let ino = inode(fd.as_fd())?;
         Ok(Segment {
-            map,
+            map: std::sync::Arc::new(map),
             fd,
             len,
             recyclable: false,
@@ -878,6 +878,20 @@ impl Segment {
     /// # Errors
     /// When the fd is not such a memory file, is shorter than `len`, or mmap fails.
     pub fn from_recyclable_fd(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        Segment::from_recyclable_fd_cached(fd, len, &mut MapCache::default())
+    }
+
+    /// As [`Segment::from_recyclable_fd`], reusing a mapping of the same memory file from
+    /// `cache` when there is one: a recycled segment's pages are then already in this process's
+    /// page tables, and reading it costs no faults.
+    ///
+    /// # Errors
+    /// As [`Segment::from_recyclable_fd`].
+    pub fn from_recyclable_fd_cached(
+        fd: OwnedFd,
+        len: usize,
+        cache: &mut MapCache,
+    ) -> io::Result<Segment> {
         use nix::fcntl::SealFlag;
         let seals = SealFlag::from_bits_truncate(
             fcntl(fd.as_fd(), FcntlArg::F_GET_SEALS).map_err(|e| {
@@ -903,15 +917,23 @@ impl Segment {
                 format!("segment of {size} bytes cannot hold {len}"),
             ));
         }
-        // SAFETY: the file cannot shrink (F_SEAL_SHRINK), so the mapping never faults past its
-        // end; no process can write it through a new fd or mapping (F_SEAL_FUTURE_WRITE or
-        // F_SEAL_WRITE). Its producer's own writable mapping rewrites it only after the parent,
-        // through which every copy of this segment passes, has seen every mapping it handed out
-        // dropped (the recycling protocol in `wire`), so the bytes do not change while a `&[u8]`
-        // of this mapping is in use.
-        let map = unsafe { memmap2::MmapOptions::new().len(size).map(&fd)? };
-        count_segment(size as u64);
         let ino = inode(fd.as_fd())?;
+        let map = match cache.get(ino, size) {
+            Some(m) => m,
+            None => {
+                // SAFETY: the file cannot shrink (F_SEAL_SHRINK), so the mapping never faults
+                // past its end; no process can write it through a new fd or mapping
+                // (F_SEAL_FUTURE_WRITE or F_SEAL_WRITE). Its producer's own writable mapping
+                // rewrites it only after the parent, through which every copy of this segment
+                // passes, has seen every mapping it handed out dropped (the recycling protocol
+                // in `wire`), so the bytes do not change while a `&[u8]` of it is in use.
+                let m =
+                    std::sync::Arc::new(unsafe { memmap2::MmapOptions::new().len(size).map(&fd)? });
+                cache.put(ino, m.clone());
+                m
+            }
+        };
+        count_segment(size as u64);
         Ok(Segment {
             map,
             fd,
@@ -972,6 +994,45 @@ impl Drop for Segment {
         LIVE_SEGMENT_BYTES.fetch_sub(self.map.len() as u64, Ordering::Relaxed);
         if let Some(f) = self.on_drop {
             f(self.ino);
+        }
+    }
+}
+
+/// Read-only mappings of recyclable segments kept between uses, by inode (at most
+/// [`MapCache::MAX_BYTES`]; mappings no segment uses are dropped first).
+#[derive(Debug, Default)]
+pub struct MapCache {
+    maps: Vec<(u64, std::sync::Arc<memmap2::Mmap>)>,
+}
+
+impl MapCache {
+    /// Most bytes of mappings kept.
+    pub const MAX_BYTES: usize = 512 << 20;
+
+    fn get(&mut self, ino: u64, size: usize) -> Option<std::sync::Arc<memmap2::Mmap>> {
+        let i = self
+            .maps
+            .iter()
+            .position(|(n, m)| *n == ino && m.len() == size)?;
+        // Most recently used last.
+        let e = self.maps.remove(i);
+        let m = e.1.clone();
+        self.maps.push(e);
+        Some(m)
+    }
+
+    fn put(&mut self, ino: u64, m: std::sync::Arc<memmap2::Mmap>) {
+        self.maps.retain(|(n, _)| *n != ino);
+        self.maps.push((ino, m));
+        let mut total: usize = self.maps.iter().map(|(_, m)| m.len()).sum();
+        let mut i = 0;
+        while total > Self::MAX_BYTES && i < self.maps.len() {
+            if std::sync::Arc::strong_count(&self.maps[i].1) == 1 {
+                total -= self.maps[i].1.len();
+                self.maps.remove(i);
+            } else {
+                i += 1;
+            }
         }
     }
 }
