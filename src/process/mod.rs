@@ -136,7 +136,7 @@ impl ProcessPoolBuilder {
 
     /// Whether workers reuse the segments of results nobody maps any more (default true). Fresh
     /// shared memory costs a page fault per 4 KiB on first write; reused memory is written at
-    /// memory speed. Each worker keeps at most 512 MiB of free segments.
+    /// memory speed. Each worker keeps at most 256 MiB of free segments (and of cached mappings).
     pub fn recycle_segments(mut self, on: bool) -> ProcessPoolBuilder {
         self.cfg.limits.recycle_segments = on;
         self

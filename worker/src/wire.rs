@@ -39,7 +39,7 @@ struct Recycler {
 }
 
 /// Most bytes of free segments a worker keeps for reuse.
-const MAX_FREE_BYTES: usize = 512 << 20;
+const MAX_FREE_BYTES: usize = 256 << 20;
 
 thread_local! {
     static OUT: RefCell<Option<Out>> = const { RefCell::new(None) };

@@ -1007,7 +1007,7 @@ pub struct MapCache {
 
 impl MapCache {
     /// Most bytes of mappings kept.
-    pub const MAX_BYTES: usize = 512 << 20;
+    pub const MAX_BYTES: usize = 256 << 20;
 
     fn get(&mut self, ino: u64, size: usize) -> Option<std::sync::Arc<memmap2::Mmap>> {
         let i = self
