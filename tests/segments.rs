@@ -504,3 +504,78 @@ fn segments_are_recycled_once_nothing_maps_them_and_never_while_held() {
         assert_eq!(segment_stats().count, 0);
     });
 }
+
+/// Arrays kept by tasks beyond their call (this worker process's own state).
+static KEPT: Mutex<Vec<Array>> = Mutex::new(Vec::new());
+
+#[forkgraph::task]
+fn fill(mib: usize, v: i64) -> Vec<u8> {
+    vec![v as u8; mib * MIB]
+}
+
+/// Keeps a clone of its input (safe code may do this); says whether it was a segment.
+#[forkgraph::task]
+fn keep(data: &Array) -> bool {
+    KEPT.lock().unwrap().push(data.clone());
+    data.buffer().is_shared()
+}
+
+/// The distinct byte values in each kept array (each must still hold one value: its fill).
+#[forkgraph::task]
+fn kept_values(_x: i64) -> Vec<Vec<i64>> {
+    KEPT.lock()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let mut v: Vec<i64> = a.as_bytes().iter().map(|&b| b as i64).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_segment_a_task_kept_is_never_recycled_under_it() {
+    let _turn = serial();
+    watchdog(120, || {
+        let p = ProcessPool::builder().workers(1).build().unwrap();
+        let g = graph! {
+            "d" => (fill, 4, 1),
+            "k1" => (keep, key("d")),
+            "k2" => (keep, key("d")),
+        };
+        let out = p.get(&g, vec!["k1", "k2"]).unwrap();
+        let shared: Vec<bool> = out
+            .as_list()
+            .unwrap()
+            .iter()
+            .map(|o| o.to::<bool>().unwrap())
+            .collect();
+        assert!(
+            shared.contains(&true),
+            "a kept input was a segment: {shared:?}"
+        );
+        // Results of the same size, produced and released again and again: candidates for
+        // the kept segment's memory.
+        for v in 2..6 {
+            let g = graph! {
+                "d" => (fill, 4, v),
+                "s1" => (sum_bytes, key("d")),
+                "s2" => (sum_bytes, key("d")),
+            };
+            let out = p.get(&g, vec!["s1", "s2"]).unwrap();
+            assert_eq!(
+                out.as_list().unwrap()[1].to::<u64>().unwrap(),
+                v as u64 * 4 * MIB as u64
+            );
+        }
+        let kept = p.get(&graph! { "v" => (kept_values, 0) }, "v").unwrap();
+        let kept: Vec<Vec<i64>> = kept.to().unwrap();
+        assert_eq!(
+            kept,
+            vec![vec![1], vec![1]],
+            "kept inputs still hold their own bytes"
+        );
+    });
+}

@@ -78,7 +78,8 @@ impl<'a> ProcExec<'a> {
 
     /// Tells producers which of their segments nobody maps any more.
     fn send_frees(&mut self) {
-        let freed = forkgraph_worker::wire::take_freed();
+        let pids: Vec<i32> = self.pool.workers.iter().map(|w| w.pid).collect();
+        let freed = forkgraph_worker::wire::take_freed(|pid| pid > 0 && pids.contains(&pid));
         if freed.is_empty() {
             return;
         }
@@ -287,6 +288,12 @@ impl<'a> ProcExec<'a> {
             )));
         }
         w.tasks_done += u.results.len() as u64;
+        for ino in u.retained {
+            // A task kept a clone of this input: never recycle it while that worker lives.
+            if forkgraph_worker::wire::pin(ino) {
+                w.pins.push(ino);
+            }
+        }
         let ns = u.nanos as f64;
         w.avg_unit_ns = if w.avg_unit_ns <= 0.0 {
             ns.max(1.0)
@@ -606,6 +613,8 @@ impl Drop for ProcExec<'_> {
                 }
             }
         }
+        // This get's intermediates are released now: let their producers reuse them.
+        self.send_frees();
     }
 }
 

@@ -145,6 +145,16 @@ pub(crate) struct Proc {
     pub(crate) dead: bool,
     /// Set when the parent killed it for a timeout: (unit seq, task index, timeout).
     pub(crate) timed_out: Option<(u64, u64, std::time::Duration)>,
+    /// Segments its tasks kept (pinned against recycling until this worker is gone).
+    pub(crate) pins: Vec<u64>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        for ino in self.pins.drain(..) {
+            forkgraph_worker::wire::unpin(ino);
+        }
+    }
 }
 
 impl Proc {
@@ -167,6 +177,7 @@ impl Proc {
             avg_unit_ns: 0.0,
             dead: false,
             timed_out: None,
+            pins: Vec::new(),
         })
     }
 

@@ -123,6 +123,8 @@ pub struct UnitDone {
     pub results: Vec<Result<Option<Value>, TaskFailure>>,
     /// Wall time the unit took, in nanoseconds.
     pub nanos: u64,
+    /// Recyclable input segments the worker still maps after the unit (kept by its tasks).
+    pub retained: Vec<u64>,
 }
 
 /// Worker to parent.

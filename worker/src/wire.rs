@@ -13,7 +13,10 @@
 //! counts its mappings of each segment (by inode, across fds and pass-through results): when
 //! the count drops to zero nothing maps it for use anywhere, and the parent tells the producer
 //! ([`take_freed`], then a `Free` message), which reuses the memory for a later result
-//! ([`free_segments`]). Rewriting memory that stays mapped runs at memory speed; a fresh memory
+//! ([`free_segments`]). A worker drops a unit's inputs before it reports the unit done; if a
+//! task kept a clone of an input (in a static, another thread), the worker still maps it and
+//! says so in the unit's result ([`retained`]); the parent then pins that segment ([`pin`])
+//! until the worker is gone, so it is never rewritten under a reader. Rewriting memory that stays mapped runs at memory speed; a fresh memory
 //! file costs a page fault per 4 KiB.
 
 use std::cell::{Cell, RefCell};
@@ -51,8 +54,10 @@ thread_local! {
     static MAPS: RefCell<MapCache> = RefCell::new(MapCache::default());
 }
 
-/// Parent side: inode -> (mappings alive here, producing worker's pid).
+/// Parent side: inode -> (mappings alive here plus pins, producing worker's pid).
 static TRACKED: Mutex<Option<HashMap<u64, (u32, i32)>>> = Mutex::new(None);
+/// Worker side: inode -> live `Segment`s of recyclable inputs in this process (any thread).
+static WORKER_LIVE: Mutex<Option<HashMap<u64, u32>>> = Mutex::new(None);
 /// Parent side: (producer pid, inode) of segments nobody uses any more.
 static FREED: Mutex<Vec<(i32, u64)>> = Mutex::new(Vec::new());
 
@@ -111,9 +116,81 @@ pub fn with_peer<R>(pid: i32, f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Parent side: segments that are no longer mapped here, as (producer pid, inode).
-pub fn take_freed() -> Vec<(i32, u64)> {
-    std::mem::take(&mut *FREED.lock().unwrap_or_else(|e| e.into_inner()))
+/// Parent side: segments that are no longer mapped here, as (producer pid, inode), for the
+/// producers `mine` accepts (other pools' entries stay for them).
+pub fn take_freed(mine: impl Fn(i32) -> bool) -> Vec<(i32, u64)> {
+    let mut all = FREED.lock().unwrap_or_else(|e| e.into_inner());
+    let (taken, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|(pid, _)| mine(*pid));
+    *all = rest;
+    taken
+}
+
+/// Parent side: a worker still maps this segment after its unit (its task kept a clone of the
+/// input): keep it from being recycled until [`unpin`] (when that worker is gone). Returns
+/// whether it was pinned (false: not a segment this process tracks; do not unpin it).
+pub fn pin(ino: u64) -> bool {
+    let mut t = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
+    match t.as_mut().and_then(|m| m.get_mut(&ino)) {
+        Some(e) => {
+            e.0 += 1;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Parent side: undoes a [`pin`].
+pub fn unpin(ino: u64) {
+    untrack(ino);
+}
+
+/// Worker side: the inodes among `inodes` that this process still maps more often than
+/// `expected` says (e.g. a task kept a clone of an input).
+pub fn retained(inodes: &[u64], expected: &HashMap<u64, u32>) -> Vec<u64> {
+    let live = WORKER_LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(live) = live.as_ref() else {
+        return Vec::new();
+    };
+    let mut out: Vec<u64> = inodes
+        .iter()
+        .copied()
+        .filter(|ino| live.get(ino).copied().unwrap_or(0) > expected.get(ino).copied().unwrap_or(0))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The recyclable segments a value refers to, once per reference (arrays, encoded values,
+/// inside lists and maps).
+pub fn recyclable_inodes(v: &crate::value::Value, out: &mut Vec<u64>) {
+    use crate::value::Value;
+    let mut push = |b: &Buffer| {
+        if let Some(seg) = b.segment() {
+            if seg.recyclable() {
+                out.push(seg.ino());
+            }
+        }
+    };
+    match v {
+        Value::Array(a) => push(a.buffer()),
+        Value::Encoded(_, b) => push(b),
+        Value::List(l) => l.iter().for_each(|x| recyclable_inodes(x, out)),
+        Value::Map(m) => m.values().for_each(|x| recyclable_inodes(x, out)),
+        _ => {}
+    }
+}
+
+fn worker_release(ino: u64) {
+    let mut live = WORKER_LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(map) = live.as_mut() {
+        if let Some(n) = map.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&ino);
+            }
+        }
+    }
 }
 
 /// Worker side: the parent reports these segments free; their memory serves later results.
@@ -253,9 +330,18 @@ pub(crate) fn import(index: u32, len: Option<u64>) -> Result<Buffer, String> {
         None => Segment::from_fd(fd),
     }
     .map_err(|e| e.to_string())?;
-    if seg.recyclable() && peer > 0 {
-        track(seg.ino(), peer);
-        seg.on_drop(untrack);
+    if seg.recyclable() {
+        if peer > 0 {
+            track(seg.ino(), peer);
+            seg.on_drop(untrack);
+        } else {
+            let mut live = WORKER_LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            *live
+                .get_or_insert_with(HashMap::new)
+                .entry(seg.ino())
+                .or_insert(0) += 1;
+            seg.on_drop(worker_release);
+        }
     }
     Ok(Buffer::from_storage(Arc::new(seg)))
 }

@@ -1,5 +1,6 @@
 //! The loop of a worker process: receive units, run their tasks, send results back.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::exec;
@@ -47,7 +48,24 @@ fn run_batch(
 ) -> std::io::Result<()> {
     let mut done: Vec<UnitDone> = Vec::new();
     let mut first_ready = 0u64;
-    for unit in units {
+    // Recyclable input segments the units not yet run refer to, per inode.
+    let mut ahead: HashMap<u64, u32> = HashMap::new();
+    let inputs_of = |unit: &Unit| {
+        let mut inodes = Vec::new();
+        for t in &unit.tasks {
+            for i in &t.inputs {
+                if let Input::Value(v) = i {
+                    crate::wire::recyclable_inodes(v, &mut inodes);
+                }
+            }
+        }
+        inodes
+    };
+    let per_unit: Vec<Vec<u64>> = units.iter().map(inputs_of).collect();
+    for ino in per_unit.iter().flatten() {
+        *ahead.entry(*ino).or_insert(0) += 1;
+    }
+    for (unit, inodes) in units.into_iter().zip(per_unit) {
         let waited = sys::monotonic_ns().saturating_sub(first_ready);
         if !done.is_empty()
             && (costs.expected(&unit) > LONG_UNIT.as_nanos() as u64
@@ -68,10 +86,21 @@ fn run_batch(
         let results = run_unit(&unit, page, limits);
         let end = sys::monotonic_ns();
         costs.record(&unit, end.saturating_sub(start));
+        let seq = unit.seq;
+        // Drop the unit's inputs before reporting it: whatever still maps them now was kept by
+        // a task, and the parent must not let those segments be recycled.
+        drop(unit);
+        for ino in &inodes {
+            if let Some(n) = ahead.get_mut(ino) {
+                *n -= 1;
+            }
+        }
+        let retained = crate::wire::retained(&inodes, &ahead);
         done.push(UnitDone {
-            seq: unit.seq,
+            seq,
             results,
             nanos: end.saturating_sub(start),
+            retained,
         });
         if done.len() == 1 {
             first_ready = end;
