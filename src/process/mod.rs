@@ -143,7 +143,8 @@ impl ProcessPoolBuilder {
     }
 
     /// Backpressure on shared memory: while the results the pool holds in shared segments add
-    /// up to more than `bytes`, no new task starts unless nothing else is running (so a graph
+    /// up to more than `bytes` (this process's mappings; the free segments and cached mappings
+    /// workers keep for recycling, at most 512 MiB per worker, are not counted), no new task starts unless nothing else is running (so a graph
     /// always makes progress, one task at a time at worst). Default: no budget.
     pub fn segment_budget(mut self, bytes: u64) -> ProcessPoolBuilder {
         self.cfg.segment_budget = Some(bytes);

@@ -1069,6 +1069,8 @@ impl RecyclableWriter {
         // SAFETY: the memfd was just created and is known only to this process; the seals
         // below leave this mapping the only way to write it.
         let map = unsafe { memmap2::MmapOptions::new().len(cap.max(1)).map_mut(&file)? };
+        // A process a task forks (without exec) must not inherit a writable view.
+        let _ = map.advise(memmap2::Advice::DontFork);
         let fd = OwnedFd::from(file);
         fcntl(
             fd.as_fd(),
