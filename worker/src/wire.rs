@@ -147,6 +147,9 @@ pub fn unpin(ino: u64) {
 /// Worker side: the inodes among `inodes` that this process still maps more often than
 /// `expected` says (e.g. a task kept a clone of an input).
 pub fn retained(inodes: &[u64], expected: &HashMap<u64, u32>) -> Vec<u64> {
+    if inodes.is_empty() {
+        return Vec::new();
+    }
     let live = WORKER_LIVE.lock().unwrap_or_else(|e| e.into_inner());
     let Some(live) = live.as_ref() else {
         return Vec::new();
