@@ -47,8 +47,8 @@ pub use engine::Output;
 pub use error::{signal_name, BuildError, Error, GraphError, TaskError, TaskErrorKind};
 pub use forkgraph_macros::task;
 pub use forkgraph_worker::{
-    ArgValue, Array, Buffer, CallError, DType, Element, FromArg, IntoOutput, IntoValue, Mismatch,
-    Serde, SharedVec, Value,
+    rkyv, Archived, ArgValue, Array, Buffer, CallError, DType, Element, FromArg, IntoOutput,
+    IntoValue, Mismatch, Rkyv, Serde, SharedVec, Value,
 };
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
 pub use key::{Key, KeyPart, Keys};

@@ -579,3 +579,72 @@ fn a_segment_a_task_kept_is_never_recycled_under_it() {
         );
     });
 }
+
+#[derive(rkyv::Archive, rkyv::Serialize, Debug)]
+struct Counts {
+    name: String,
+    counts: Vec<u64>,
+}
+
+#[forkgraph::task]
+fn big_counts(n: usize) -> forkgraph::Rkyv<Counts> {
+    forkgraph::Rkyv(Counts {
+        name: "c".into(),
+        counts: (0..n as u64).collect(),
+    })
+}
+
+/// Reads the archive in place: (its sum, whether the archived data lies inside the shared
+/// segment the raw value maps, i.e. nothing was copied or deserialized).
+#[forkgraph::task]
+fn sum_archived(raw: &Value, c: forkgraph::Archived<'_, Counts>) -> (i64, bool) {
+    let sum: u64 = c.counts.iter().map(|x| x.to_native()).sum();
+    let in_place = match raw {
+        Value::Encoded(_, b) => {
+            let r = b.as_bytes().as_ptr_range();
+            let p = c.counts.as_ptr() as *const u8;
+            b.is_shared() && r.contains(&p)
+        }
+        _ => false,
+    };
+    assert_eq!(c.name.as_str(), "c");
+    (sum as i64, in_place)
+}
+
+#[test]
+fn archived_values_are_read_in_place_from_segments() {
+    let _turn = serial();
+    watchdog(120, || {
+        let n = 1_000_000usize;
+        let expected = (n as i64 - 1) * n as i64 / 2;
+        let g = graph! {
+            "c" => (big_counts, n),
+            "a" => (sum_archived, key("c"), key("c")),
+            "b" => (sum_archived, key("c"), key("c")),
+        };
+        let p = pool();
+        let out = p.get(&g, vec!["a", "b"]).unwrap();
+        let mut in_place = false;
+        for o in out.as_list().unwrap() {
+            let Value::List(l) = o.as_value().unwrap() else {
+                panic!()
+            };
+            assert_eq!(l[0].to::<i64>().unwrap(), expected);
+            in_place |= l[1].to::<bool>().unwrap();
+        }
+        assert!(
+            in_place,
+            "a consumer read the archive inside the mapped segment"
+        );
+        // Same task code on sync: the archive is read in place from the heap.
+        let s = SyncScheduler.get(&g, "a").unwrap();
+        let Value::List(l) = s.as_value().unwrap() else {
+            panic!()
+        };
+        assert_eq!(l[0].to::<i64>().unwrap(), expected);
+        // A wrong type is a clear mismatch, not undefined behaviour.
+        let bad = graph! { "x" => 5, "a" => (sum_archived, key("x"), key("x")) };
+        let e = SyncScheduler.get(&bad, "a").unwrap_err().to_string();
+        assert!(e.contains("rkyv:") && e.contains("Counts"), "{e}");
+    });
+}

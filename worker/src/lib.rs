@@ -2,6 +2,7 @@
 //! execution, the fork server, the worker loop and the protocol they speak. It knows nothing
 //! about graphs; the `forkgraph` crate schedules on top of it.
 
+pub mod archive;
 pub mod convert;
 pub mod exec;
 pub mod forkserver;
@@ -14,6 +15,7 @@ pub mod value;
 pub mod wire;
 mod worker;
 
+pub use archive::{Archived, Rkyv};
 pub use convert::{ArgValue, FromArg, IntoOutput, IntoValue, Mismatch, Serde, VecItem};
 pub use exec::{run, Inputs, SpecArg, TaskFailure, TaskSpec};
 pub use registry::{CallError, FnId, Function, Registry, FUNCTIONS};
@@ -22,3 +24,4 @@ pub use value::{Array, Buffer, DType, Element, Storage, Value};
 
 #[doc(hidden)]
 pub use linkme;
+pub use rkyv;
