@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use forkgraph_worker::exec::collect_exact;
 use forkgraph_worker::{FnId, Registry, SpecArg, TaskSpec, Value};
 
 use crate::error::GraphError;
@@ -591,19 +592,6 @@ fn compile_arg<'g>(
         })?),
         Arg::Task(t) => SpecArg::Task(Box::new(compile_task(fns, key, t, locals)?)),
     })
-}
-
-/// Maps `items` into a vector of exactly their length (collecting into a `Result` would grow it
-/// step by step).
-fn collect_exact<'a, T, U, E>(
-    items: &'a [T],
-    mut f: impl FnMut(&'a T) -> Result<U, E>,
-) -> Result<Vec<U>, E> {
-    let mut out = Vec::with_capacity(items.len());
-    for x in items {
-        out.push(f(x)?);
-    }
-    Ok(out)
 }
 
 fn out_spec(request: &Keys, id_of: &dyn Fn(&Key) -> u32) -> OutSpec {

@@ -30,23 +30,8 @@ mod support;
 // ---- Task functions (registered by name for the whole test binary) ----
 
 #[forkgraph::task]
-fn inc(x: i64) -> i64 {
-    x + 1
-}
-
-#[forkgraph::task]
 fn dec(x: i64) -> i64 {
     x - 1
-}
-
-#[forkgraph::task]
-fn add(x: i64, y: i64) -> i64 {
-    x + y
-}
-
-#[forkgraph::task]
-fn total(xs: Vec<i64>) -> i64 {
-    xs.iter().sum()
 }
 
 #[forkgraph::task]
@@ -72,16 +57,6 @@ fn shout(s: &str) -> String {
 #[forkgraph::task]
 fn weigh(m: BTreeMap<String, i64>) -> i64 {
     m["a"] * 100 + m["b"] * 10 + m["c"]
-}
-
-#[forkgraph::task]
-fn fail(msg: &str) -> Result<i64, String> {
-    Err(msg.to_owned())
-}
-
-#[forkgraph::task]
-fn explode(msg: &str) -> i64 {
-    panic!("{msg}")
 }
 
 #[forkgraph::task]

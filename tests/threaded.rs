@@ -20,33 +20,8 @@ use random::{random_graph, Rng};
 use support::{ints, one, watchdog, Recorder};
 
 #[forkgraph::task]
-fn inc(x: i64) -> i64 {
-    x + 1
-}
-
-#[forkgraph::task]
-fn add(x: i64, y: i64) -> i64 {
-    x + y
-}
-
-#[forkgraph::task]
-fn total(xs: Vec<i64>) -> i64 {
-    xs.iter().sum()
-}
-
-#[forkgraph::task]
 fn one_() -> i64 {
     1
-}
-
-#[forkgraph::task]
-fn fail(msg: &str) -> Result<i64, String> {
-    Err(msg.to_owned())
-}
-
-#[forkgraph::task]
-fn explode(msg: &str) -> i64 {
-    panic!("{msg}")
 }
 
 /// Which thread ran the task (as a small number unique in this process).

@@ -14,21 +14,6 @@ mod support;
 use support::{watchdog, Recorder};
 
 #[forkgraph::task]
-fn inc(x: i64) -> i64 {
-    x + 1
-}
-
-#[forkgraph::task]
-fn add(x: i64, y: i64) -> i64 {
-    x + y
-}
-
-#[forkgraph::task]
-fn total(xs: Vec<i64>) -> i64 {
-    xs.iter().sum()
-}
-
-#[forkgraph::task]
 fn nothing() -> i64 {
     0
 }

@@ -1,5 +1,6 @@
-//! Helpers shared by the conformance, validation and threaded test binaries: a watchdog that
-//! fails a hung test, a callback recorder, and small builders of expected outputs.
+//! Helpers shared by the conformance, validation and threaded test binaries: the common task
+//! functions, a watchdog that fails a hung test, a callback recorder, and small builders of
+//! expected outputs.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -7,6 +8,33 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use forkgraph::{Callbacks, Key, Output, RunInfo, Value};
+
+// ---- Task functions every binary that includes this file registers ----
+
+#[forkgraph::task]
+fn inc(x: i64) -> i64 {
+    x + 1
+}
+
+#[forkgraph::task]
+fn add(x: i64, y: i64) -> i64 {
+    x + y
+}
+
+#[forkgraph::task]
+fn total(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
+#[forkgraph::task]
+fn fail(msg: &str) -> Result<i64, String> {
+    Err(msg.to_owned())
+}
+
+#[forkgraph::task]
+fn explode(msg: &str) -> i64 {
+    panic!("{msg}")
+}
 
 /// How long a test body may run before the watchdog declares it hung. Generous: a debug build
 /// on a loaded two-core machine must never trip it.

@@ -119,8 +119,10 @@ fn call<I: Inputs + ?Sized>(
     }
 }
 
-/// Evaluates `items` into a vector of exactly their length.
-fn collect_exact<'a, T, U, E>(
+/// Maps `items` into a vector of exactly their length (collecting into a `Result` would grow it
+/// step by step). Shared with the planner.
+#[doc(hidden)]
+pub fn collect_exact<'a, T, U, E>(
     items: &'a [T],
     mut f: impl FnMut(&'a T) -> Result<U, E>,
 ) -> Result<Vec<U>, E> {

@@ -72,12 +72,7 @@ fn run_batch(
                 || waited >= FLUSH_AFTER.as_nanos() as u64)
         {
             // Do not hold finished results back while a long unit runs.
-            proto::send_shared(
-                sock,
-                &FromWorker::Done(std::mem::take(&mut done)),
-                threshold(limits),
-                limits.recycle_segments,
-            )?;
+            send_done(sock, std::mem::take(&mut done), limits)?;
         }
         let start = sys::monotonic_ns();
         page.set(Slot::Started, start);
@@ -105,24 +100,11 @@ fn run_batch(
         if done.len() == 1 {
             first_ready = end;
         }
-        if end.saturating_sub(first_ready) >= FLUSH_AFTER.as_nanos() as u64 {
-            proto::send_shared(
-                sock,
-                &FromWorker::Done(std::mem::take(&mut done)),
-                threshold(limits),
-                limits.recycle_segments,
-            )?;
-        }
     }
     // The page keeps naming the last unit until its result is out: a death while encoding or
     // sending it (say, out of memory) is that unit's.
     if !done.is_empty() {
-        proto::send_shared(
-            sock,
-            &FromWorker::Done(done),
-            threshold(limits),
-            limits.recycle_segments,
-        )?;
+        send_done(sock, done, limits)?;
     }
     page.set(Slot::Unit, 0);
     Ok(())
@@ -194,6 +176,13 @@ impl Costs {
     }
 }
 
-fn threshold(limits: Limits) -> Option<usize> {
-    limits.segment_threshold.map(|t| t as usize)
+/// Sends finished units; their large results travel as (recyclable) segments.
+fn send_done(sock: &Stream, done: Vec<UnitDone>, limits: Limits) -> std::io::Result<()> {
+    let threshold = limits.segment_threshold.map(|t| t as usize);
+    proto::send_shared(
+        sock,
+        &FromWorker::Done(done),
+        threshold,
+        limits.recycle_segments,
+    )
 }

@@ -761,6 +761,22 @@ fn count_segment(bytes: u64) {
     PEAK_SEGMENT_BYTES.fetch_max(now, Ordering::Relaxed);
 }
 
+/// A new sealable memory file of `len` bytes (at least 1), zero-filled and mapped read-write in
+/// this process only.
+fn writable_memfd(len: usize) -> io::Result<(memmap2::MmapMut, OwnedFd)> {
+    let fd = nix::sys::memfd::memfd_create(
+        c"forkgraph-segment",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(errno)?;
+    let file = std::fs::File::from(fd);
+    file.set_len(len.max(1) as u64)?;
+    // SAFETY: the memfd was just created and is known only to this process: nothing else can
+    // truncate or write it while this mapping lives (its producer is its only writer).
+    let map = unsafe { memmap2::MmapOptions::new().len(len.max(1)).map_mut(&file)? };
+    Ok((map, OwnedFd::from(file)))
+}
+
 /// A shared segment being written: an anonymous memory file (memfd) mapped read-write in its
 /// producer only. Nobody else has it until [`SegmentWriter::seal`].
 #[derive(Debug)]
@@ -775,20 +791,8 @@ impl SegmentWriter {
     /// # Errors
     /// When memfd_create, ftruncate or mmap fail (fd or memory limits).
     pub fn new(len: usize) -> io::Result<SegmentWriter> {
-        let fd = nix::sys::memfd::memfd_create(
-            c"forkgraph-segment",
-            nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
-        )
-        .map_err(errno)?;
-        let file = std::fs::File::from(fd);
-        file.set_len(len.max(1) as u64)?;
-        // SAFETY: the memfd was just created and is known only to this process: nothing else can
-        // truncate or write it while this mapping lives (the producer is its only writer).
-        let map = unsafe { memmap2::MmapOptions::new().len(len.max(1)).map_mut(&file)? };
-        Ok(SegmentWriter {
-            map,
-            fd: OwnedFd::from(file),
-        })
+        let (map, fd) = writable_memfd(len)?;
+        Ok(SegmentWriter { map, fd })
     }
 
     /// The bytes to fill.
@@ -1059,19 +1063,10 @@ impl RecyclableWriter {
     /// When memfd_create, ftruncate, mmap or sealing fail.
     pub fn new(cap: usize) -> io::Result<RecyclableWriter> {
         use nix::fcntl::SealFlag;
-        let fd = nix::sys::memfd::memfd_create(
-            c"forkgraph-segment",
-            nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
-        )
-        .map_err(errno)?;
-        let file = std::fs::File::from(fd);
-        file.set_len(cap.max(1) as u64)?;
-        // SAFETY: the memfd was just created and is known only to this process; the seals
-        // below leave this mapping the only way to write it.
-        let map = unsafe { memmap2::MmapOptions::new().len(cap.max(1)).map_mut(&file)? };
+        let (map, fd) = writable_memfd(cap)?;
         // A process a task forks (without exec) must not inherit a writable view.
         let _ = map.advise(memmap2::Advice::DontFork);
-        let fd = OwnedFd::from(file);
+        // From here on this mapping is the only way to write it.
         fcntl(
             fd.as_fd(),
             FcntlArg::F_ADD_SEALS(
