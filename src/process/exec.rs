@@ -78,8 +78,10 @@ impl<'a> ProcExec<'a> {
 
     /// Tells producers which of their segments nobody maps any more.
     fn send_frees(&mut self) {
-        let pids: Vec<i32> = self.pool.workers.iter().map(|w| w.pid).collect();
-        let freed = forkgraph_worker::wire::take_freed(|pid| pid > 0 && pids.contains(&pid));
+        let workers = &self.pool.workers;
+        let freed = forkgraph_worker::wire::take_freed(|pid| {
+            pid > 0 && workers.iter().any(|w| w.pid == pid)
+        });
         if freed.is_empty() {
             return;
         }

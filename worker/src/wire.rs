@@ -120,6 +120,9 @@ pub fn with_peer<R>(pid: i32, f: impl FnOnce() -> R) -> R {
 /// producers `mine` accepts (other pools' entries stay for them).
 pub fn take_freed(mine: impl Fn(i32) -> bool) -> Vec<(i32, u64)> {
     let mut all = FREED.lock().unwrap_or_else(|e| e.into_inner());
+    if all.is_empty() {
+        return Vec::new();
+    }
     let (taken, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|(pid, _)| mine(*pid));
     *all = rest;
     taken
