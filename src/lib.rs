@@ -34,6 +34,7 @@ mod engine;
 mod error;
 mod graph;
 mod key;
+mod nesting;
 mod optimize;
 pub mod order;
 mod plan;
@@ -52,8 +53,11 @@ pub use forkgraph_worker::{
 };
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
 pub use key::{Key, KeyPart, Keys};
+pub use nesting::MAX_NESTING;
 pub use plan::Csr;
-pub use process::{ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_SEGMENT_THRESHOLD};
+pub use process::{
+    ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_FORK_SERVER_TIMEOUT, DEFAULT_SEGMENT_THRESHOLD,
+};
 pub use scheduler::{GetOptions, Scheduler};
 pub use sync::{get, get_value, SyncScheduler};
 pub use threaded::{ThreadPool, ThreadPoolBuilder};

@@ -1,5 +1,21 @@
 //! The executor of one `get` on a process pool: hands units to workers, collects results,
 //! enforces timeouts, and turns worker deaths into retries or precise errors.
+//!
+//! **What the parent trusts.** Task code runs inside workers and may be hostile, so every
+//! decision here rests on what the parent itself knows: which units it sent to which worker and
+//! when, which results came back, and whether a process has ended (its pidfd). What a worker
+//! writes (its progress page, its messages) is a hint, checked against that knowledge:
+//! - *Timeouts.* A worker runs its units in order, and sends every finished result before and
+//!   after a unit with a timeout, so the unit at the head of its queue started no earlier than
+//!   when it became the head (sent to an idle worker, or the result before it arrived). The
+//!   head's deadline is that moment plus the unit's whole time budget (and a grace); the page's
+//!   start time, when it is plausible, only brings the deadline forward to the exact task.
+//! - *Blame.* A death is charged to a unit only when it was the only unit on that worker (for a
+//!   death of the fork server, the only unit in the pool) and the page named it, or it was
+//!   already a suspect. Otherwise nobody is charged: the unit the page names (or the oldest)
+//!   becomes a suspect, and suspects run alone until they finish or die, so their next death,
+//!   if any, is surely theirs. A lying page therefore costs at most a re-run, never an innocent
+//!   task's failure.
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -23,18 +39,39 @@ const START_DEPTH: usize = 4;
 const MAX_DEPTH: usize = 64;
 /// A worker's queue holds about this much work.
 const QUEUE_NANOS: f64 = 2_000_000.0;
+/// Added to a unit's time budget when the parent times it from its own clock (the worker starts
+/// a unit a little after the parent sees the result before it).
+const TIMEOUT_GRACE: Duration = Duration::from_millis(100);
+/// Fds kept free for sockets, pipes and pages, beyond those of each worker.
+const FD_RESERVE: usize = 64;
+/// Fds each worker holds in the parent (socket, stderr, page, pidfd and slack).
+const FDS_PER_WORKER: usize = 8;
+
+/// Whether a unit runs alone, after a death that could not be pinned on one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suspect {
+    /// Runs with others.
+    No,
+    /// Runs alone on its worker.
+    Worker,
+    /// Runs alone in the pool (it may have killed the fork server).
+    Pool,
+}
 
 /// A unit of work: one job or a chain, and what it has cost so far.
 pub(crate) struct PUnit {
     jobs: Vec<Job>,
     /// Workers this unit has killed.
     deaths: u32,
+    suspect: Suspect,
 }
 
 /// A unit sent to a worker.
 pub(crate) struct InFlight {
     seq: u64,
     unit: PUnit,
+    /// When it was handed to the worker (the earliest it can have started).
+    sent: u64,
 }
 
 pub(crate) struct ProcExec<'a> {
@@ -45,6 +82,10 @@ pub(crate) struct ProcExec<'a> {
     interrupt: Option<interrupt::Armed>,
     /// Whether any task of this get has a timeout (else no deadline bookkeeping at all).
     timeouts: bool,
+    /// Suspect units pending or in flight (0: no isolation bookkeeping at all).
+    suspects: usize,
+    /// This process's open-file limit (segments held here are fds).
+    fd_limit: usize,
 }
 
 impl<'a> ProcExec<'a> {
@@ -56,6 +97,10 @@ impl<'a> ProcExec<'a> {
         };
         for w in &mut pool.workers {
             w.drain_stderr();
+            // Killed while idle: replaced before anything is sent to it, so no task is blamed.
+            if w.exited() {
+                w.dead = true;
+            }
         }
         ProcExec {
             pool,
@@ -64,6 +109,8 @@ impl<'a> ProcExec<'a> {
             done: Vec::new(),
             interrupt,
             timeouts: cfg.task_timeout.is_some(),
+            suspects: 0,
+            fd_limit: usize::try_from(sys::open_file_limit()).unwrap_or(usize::MAX),
         }
     }
 
@@ -98,13 +145,36 @@ impl<'a> ProcExec<'a> {
         }
     }
 
-    /// Hands pending units to workers with room, least loaded first.
+    /// Whether worker `i` can take another unit now (suspects aside).
+    fn has_room(&self, i: usize, queued: usize) -> bool {
+        let w = &self.pool.workers[i];
+        !w.dead
+            && w.in_flight.len() < self.depth(i)
+            && queued < UNITS_PER_MESSAGE
+            && (self.suspects == 0
+                || w.in_flight
+                    .front()
+                    .is_none_or(|f| f.unit.suspect == Suspect::No))
+    }
+
+    /// Hands pending units to workers with room, least loaded first; suspects only to a worker
+    /// (or a pool) with nothing else to do.
     fn dispatch(&mut self) -> Result<(), Error> {
+        self.bury_dead()?;
         self.recycle()?;
         self.send_frees();
         let n = self.pool.workers.len();
         let mut batches: Vec<Vec<Unit>> = (0..n).map(|_| Vec::new()).collect();
         let mut busy = self.pool.workers.iter().any(|w| !w.in_flight.is_empty());
+        if self.suspects > 0
+            && self.pool.workers.iter().any(|w| {
+                w.in_flight
+                    .front()
+                    .is_some_and(|f| f.unit.suspect == Suspect::Pool)
+            })
+        {
+            return Ok(()); // A pool suspect runs alone.
+        }
         // Expected bytes of what runs, kept only when there is a budget (off the hot path).
         let budget = self.cfg.segment_budget;
         let mut committed = if budget.is_some() {
@@ -112,13 +182,20 @@ impl<'a> ProcExec<'a> {
         } else {
             None
         };
-        while !self.pending.is_empty() {
+        let fds_per_unit = self.pool.workers.iter().map(|w| w.fds_per_unit).max();
+        let fds_per_unit = fds_per_unit.unwrap_or(0);
+        let mut units_in_flight = if fds_per_unit > 0 {
+            self.pool.workers.iter().map(|w| w.in_flight.len()).sum()
+        } else {
+            0
+        };
+        while let Some(front) = self.pending.front() {
             if let Some(budget) = budget {
                 // Start a unit only if what is held, what runs and what it will add fit the
                 // budget; a unit of unknown size only when nothing else runs. With nothing
                 // running, start one anyway: the graph must progress.
                 let held = sys::segment_stats().1 as f64;
-                let fits = match committed.zip(self.expected_bytes(&self.pending[0])) {
+                let fits = match committed.zip(self.expected_bytes(front)) {
                     Some((c, e)) => held + c + e <= budget as f64,
                     None => false,
                 };
@@ -126,14 +203,24 @@ impl<'a> ProcExec<'a> {
                     break;
                 }
             }
-            let best = (0..n)
-                .filter(|&i| {
+            if fds_per_unit > 0 && !self.fds_fit(units_in_flight + 1, fds_per_unit) {
+                if busy {
+                    break;
+                }
+                return Err(self.fd_exhausted());
+            }
+            let suspect = front.suspect;
+            let best = match suspect {
+                Suspect::No => (0..n)
+                    .filter(|&i| self.has_room(i, batches[i].len()))
+                    .min_by_key(|&i| self.pool.workers[i].in_flight.len()),
+                Suspect::Worker => (0..n).find(|&i| {
                     let w = &self.pool.workers[i];
-                    !w.dead
-                        && w.in_flight.len() < self.depth(i)
-                        && batches[i].len() < UNITS_PER_MESSAGE
-                })
-                .min_by_key(|&i| self.pool.workers[i].in_flight.len());
+                    !w.dead && w.in_flight.is_empty() && batches[i].is_empty()
+                }),
+                Suspect::Pool if busy => None,
+                Suspect::Pool => (0..n).find(|&i| !self.pool.workers[i].dead),
+            };
             let Some(i) = best else { break };
             let unit = self.pending.pop_front().expect("pending unit");
             if budget.is_some() {
@@ -141,13 +228,24 @@ impl<'a> ProcExec<'a> {
                     .zip(self.expected_bytes(&unit))
                     .map(|(c, e)| c + e);
             }
+            units_in_flight += 1;
             let seq = self.pool.next_seq;
             self.pool.next_seq += 1;
-            batches[i].push(wire_unit(seq, &unit));
-            self.pool.workers[i]
-                .in_flight
-                .push_back(InFlight { seq, unit });
+            batches[i].push(self.wire_unit(seq, &unit));
+            let now = sys::monotonic_ns();
+            let w = &mut self.pool.workers[i];
+            if w.in_flight.is_empty() {
+                w.head_since = now;
+            }
+            w.in_flight.push_back(InFlight {
+                seq,
+                unit,
+                sent: now,
+            });
             busy = true;
+            if suspect == Suspect::Pool {
+                break;
+            }
         }
         for (i, units) in batches.into_iter().enumerate() {
             if units.is_empty() {
@@ -161,6 +259,27 @@ impl<'a> ProcExec<'a> {
             w.flush();
         }
         self.bury_dead()
+    }
+
+    /// Whether `units` units in flight, each bringing up to `per_unit` segments, still leave
+    /// this process below its open-file limit.
+    fn fds_fit(&self, units: usize, per_unit: usize) -> bool {
+        let held = sys::segment_stats().0 as usize;
+        let reserve = FD_RESERVE + FDS_PER_WORKER * self.pool.workers.len();
+        held.saturating_add(units.saturating_mul(per_unit))
+            .saturating_add(reserve)
+            <= self.fd_limit
+    }
+
+    fn fd_exhausted(&self) -> Error {
+        Error::Scheduler(format!(
+            "results held in shared segments need more open files than this process may have: \
+             {} segments are held and the open-file limit (RLIMIT_NOFILE) is {}; raise it \
+             (ulimit -n) or the pool's segment_threshold, so that fewer results travel as \
+             segments",
+            sys::segment_stats().0,
+            self.fd_limit
+        ))
     }
 
     /// Bytes of shared segments a unit is expected to return (`None`: not known yet).
@@ -193,9 +312,7 @@ impl<'a> ProcExec<'a> {
             if w.tasks_done >= max && w.in_flight.is_empty() && !w.dead {
                 match self.pool.replace(i) {
                     Ok(_) => {}
-                    Err(Replace::ServerGone) => {
-                        return self.pool.restart_server().map_err(Error::Scheduler)
-                    }
+                    Err(Replace::ServerGone(why)) => return self.server_gone(Vec::new(), why),
                     Err(Replace::Failed(e)) => return Err(Error::Scheduler(e)),
                 }
             }
@@ -208,7 +325,7 @@ impl<'a> ProcExec<'a> {
         let deadline = self.next_deadline();
         let now = sys::monotonic_ns();
         let timeout = deadline.map(|d| Duration::from_nanos(d.saturating_sub(now)));
-        // Where each worker's socket and stderr pipe sit in the poll set.
+        // Where each worker's socket, pidfd and stderr pipe sit in the poll set.
         let mut slots: Vec<(usize, Option<usize>)> = Vec::with_capacity(self.pool.workers.len());
         let ready = {
             let mut interests = Vec::new();
@@ -218,6 +335,11 @@ impl<'a> ProcExec<'a> {
                     fd: w.sock.as_fd(),
                     read: true,
                     write: !w.outbox.is_empty(),
+                });
+                interests.push(sys::Interest {
+                    fd: w.pidfd(),
+                    read: true,
+                    write: false,
                 });
                 let err = w.stderr_fd().map(|fd| {
                     interests.push(sys::Interest {
@@ -252,42 +374,67 @@ impl<'a> ProcExec<'a> {
             }
             if ready[sock].read {
                 let msgs = self.pool.workers[i].read_messages();
-                for m in msgs {
-                    self.handle(i, m)?;
-                }
+                self.handle_all(i, msgs)?;
+            }
+            if ready[sock + 1].read {
+                // The process ended (whatever holds its socket open).
+                self.pool.workers[i].dead = true;
             }
         }
         self.enforce_timeouts();
         self.bury_dead()
     }
 
+    fn handle_all(&mut self, i: usize, msgs: Vec<FromWorker>) -> Result<(), Error> {
+        for m in msgs {
+            if self.pool.workers[i].note.is_some() {
+                break; // It broke the protocol: nothing more it says counts.
+            }
+            self.handle(i, m)?;
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, i: usize, m: FromWorker) -> Result<(), Error> {
+        let w = &mut self.pool.workers[i];
         match m {
-            FromWorker::Hello { pid, digest } => self.pool.workers[i]
-                .check_hello(pid, digest)
-                .map_err(Error::Scheduler),
+            FromWorker::Hello { .. } if w.hello => {
+                w.give_up(format!("worker {} greeted twice", w.pid));
+                Ok(())
+            }
+            FromWorker::Hello { pid, digest } => {
+                w.check_hello(pid, digest).map_err(Error::Scheduler)
+            }
             FromWorker::Done(units) => {
+                // Output before this message belongs to the units it reports; the worker marks
+                // the spot in its stderr, so drain it before anything is blamed.
+                w.drain_stderr();
                 for u in units {
-                    self.unit_done(i, u)?;
+                    if !self.unit_done(i, u) {
+                        break;
+                    }
                 }
                 Ok(())
             }
         }
     }
 
-    fn unit_done(&mut self, i: usize, u: UnitDone) -> Result<(), Error> {
+    /// Takes a unit's results; false (and the worker killed) when the worker answered a unit
+    /// it was not running.
+    fn unit_done(&mut self, i: usize, u: UnitDone) -> bool {
         let w = &mut self.pool.workers[i];
-        let Some(f) = w.in_flight.pop_front() else {
-            return Err(Error::Scheduler(format!(
-                "worker {} answered a unit it was not given",
-                w.pid
-            )));
-        };
-        if f.seq != u.seq {
-            return Err(Error::Scheduler(format!(
-                "worker {} answered unit {} while {} was next",
-                w.pid, u.seq, f.seq
-            )));
+        if w.in_flight.front().is_none_or(|f| f.seq != u.seq) {
+            let next = w.in_flight.front().map(|f| f.seq);
+            w.give_up(format!(
+                "worker {} answered unit {} while {next:?} was next",
+                w.pid, u.seq
+            ));
+            return false;
+        }
+        let f = w.in_flight.pop_front().expect("checked above");
+        w.head_since = sys::monotonic_ns();
+        if f.unit.suspect != Suspect::No {
+            self.suspects -= 1;
         }
         w.tasks_done += u.results.len() as u64;
         for ino in u.retained {
@@ -330,34 +477,48 @@ impl<'a> ProcExec<'a> {
                 result,
             });
         }
-        Ok(())
+        true
     }
 
-    /// The earliest moment a task in flight can exceed its timeout: for the running task, its
-    /// start plus its timeout; for tasks not started yet, `now + timeout` bounds it (the parent
-    /// wakes then and looks again).
+    /// When worker `i` must have answered its head unit, by the parent's clock: (deadline,
+    /// unit seq, task index to blame, that task's timeout). See the module doc.
+    fn deadline_of(&self, i: usize) -> Option<(u64, u64, u64, Duration)> {
+        let w = &self.pool.workers[i];
+        let head = w.in_flight.front()?;
+        let timeout_of = |task: usize| {
+            head.unit
+                .jobs
+                .get(task)
+                .and_then(|j| j.options.timeout.or(self.cfg.task_timeout))
+        };
+        let now = sys::monotonic_ns();
+        let hint = w.running().and_then(|(seq, task, started)| {
+            let t = timeout_of(usize::try_from(task).ok()?)?;
+            (seq == head.seq && started >= head.sent && started <= now)
+                .then(|| (add(started, t), task, t))
+        });
+        let budget: Option<Duration> = (0..head.unit.jobs.len()).map(timeout_of).sum();
+        let backstop = budget.map(|b| add(w.head_since, b + TIMEOUT_GRACE));
+        match (hint, backstop) {
+            (Some((d, task, t)), Some(b)) => Some((d.min(b), head.seq, task, t)),
+            (Some((d, task, t)), None) => Some((d, head.seq, task, t)),
+            (None, Some(b)) => {
+                let first = (0..head.unit.jobs.len()).find_map(|k| timeout_of(k).map(|t| (k, t)));
+                first.map(|(k, t)| (b, head.seq, k as u64, t))
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// The earliest deadline of any worker's head unit.
     fn next_deadline(&self) -> Option<u64> {
         if !self.timeouts {
             return None;
         }
-        let now = sys::monotonic_ns();
-        let mut best: Option<u64> = None;
-        for w in &self.pool.workers {
-            let running = w.running();
-            for f in &w.in_flight {
-                for task in 0..f.unit.jobs.len() as u64 {
-                    let Some(t) = task_timeout(self.cfg, f, task) else {
-                        continue;
-                    };
-                    let d = match running {
-                        Some((seq, i, started)) if seq == f.seq && i == task => add(started, t),
-                        _ => add(now, t),
-                    };
-                    best = Some(best.map_or(d, |b| b.min(d)));
-                }
-            }
-        }
-        best
+        (0..self.pool.workers.len())
+            .filter(|&i| !self.pool.workers[i].dead)
+            .filter_map(|i| self.deadline_of(i).map(|d| d.0))
+            .min()
     }
 
     fn enforce_timeouts(&mut self) {
@@ -365,23 +526,17 @@ impl<'a> ProcExec<'a> {
             return;
         }
         let now = sys::monotonic_ns();
-        for w in &mut self.pool.workers {
-            if w.dead {
+        for i in 0..self.pool.workers.len() {
+            if self.pool.workers[i].dead {
                 continue;
             }
-            let Some((seq, task, started)) = w.running() else {
+            let Some((deadline, seq, task, t)) = self.deadline_of(i) else {
                 continue;
             };
-            let Some(f) = w.in_flight.iter().find(|f| f.seq == seq) else {
-                continue;
-            };
-            let Some(t) = task_timeout(self.cfg, f, task) else {
-                continue;
-            };
-            if now >= add(started, t) {
-                sys::kill_hard(w.pid);
+            if now >= deadline {
+                let w = &mut self.pool.workers[i];
+                w.kill();
                 w.timed_out = Some((seq, task, t));
-                w.dead = true;
             }
         }
     }
@@ -397,74 +552,116 @@ impl<'a> ProcExec<'a> {
     }
 
     fn bury(&mut self, i: usize) -> Result<(), Error> {
-        // Results it sent before dying count.
+        // Results it sent before dying count (read within a bound: a process it forked may
+        // still hold its socket and write).
         let msgs = self.pool.workers[i].read_messages();
-        for m in msgs {
-            self.handle(i, m)?;
-        }
+        self.handle_all(i, msgs)?;
         let w = &mut self.pool.workers[i];
         let timed_out = w.timed_out.take();
         let in_flight: Vec<InFlight> = w.in_flight.drain(..).collect();
         let pid = w.pid;
         let death = match self.pool.replace(i) {
             Ok(d) => d,
-            Err(Replace::ServerGone) => {
-                // The fork server died (killed from outside) and its workers with it: nobody
-                // is to blame; run everything again on a new server.
-                for f in in_flight.into_iter().rev() {
-                    self.pending.push_front(f.unit);
-                }
-                for w in &mut self.pool.workers {
-                    for f in w.in_flight.drain(..).rev() {
-                        self.pending.push_front(f.unit);
-                    }
-                }
-                return self.pool.restart_server().map_err(Error::Scheduler);
-            }
+            Err(Replace::ServerGone(why)) => return self.server_gone(in_flight, why),
             Err(Replace::Failed(e)) => {
-                for f in in_flight.into_iter().rev() {
-                    self.pending.push_front(f.unit);
-                }
+                self.requeue(in_flight);
                 return Err(Error::Scheduler(e));
             }
         };
         if in_flight.is_empty() {
             return Ok(());
         }
-        // The page, read after the reap, names the unit and task it was running: that one is
-        // the culprit and the others go back to the queue in order. If it names none (it died
-        // between units: decoding its input, encoding a result), the oldest unit it had is
-        // blamed, so that a unit that kills every worker still ends in an error.
-        let blamed = match death.running {
-            Some((seq, task, _)) if in_flight.iter().any(|f| f.seq == seq) => (seq, task),
-            _ => (in_flight[0].seq, 0),
-        };
-        let mut culprit = None;
-        for f in in_flight.into_iter().rev() {
-            if f.seq == blamed.0 {
-                culprit = Some(f.unit);
-            } else {
-                self.pending.push_front(f.unit);
-            }
-        }
-        let Some(mut unit) = culprit else {
-            return Ok(());
-        };
-        let (seq, link) = (blamed.0, (blamed.1 as usize).min(unit.jobs.len() - 1));
-        if let Some((s, t, d)) = timed_out {
-            if s == seq && t as usize == link {
-                let kind = TaskErrorKind::TimedOut {
-                    millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-                };
-                self.fail(unit, link, kind);
-            } else {
-                // It finished that task before the kill landed: not this unit's fault.
-                self.pending.push_front(unit);
+        if let Some((seq, task, t)) = timed_out {
+            // The parent killed it, by its own clock: that unit ran out of time. (If its result
+            // arrived meanwhile, it is no longer in flight, and everything runs again.)
+            let mut culprit = None;
+            let rest: Vec<InFlight> = in_flight
+                .into_iter()
+                .filter_map(|f| {
+                    if f.seq == seq {
+                        culprit = Some(f.unit);
+                        None
+                    } else {
+                        Some(f)
+                    }
+                })
+                .collect();
+            self.requeue(rest);
+            if let Some(unit) = culprit {
+                let link = (task as usize).min(unit.jobs.len() - 1);
+                let millis = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+                self.fail(unit, link, TaskErrorKind::TimedOut { millis });
             }
             return Ok(());
         }
+        let hint = death
+            .running
+            .filter(|(seq, _, _)| in_flight.iter().any(|f| f.seq == *seq));
+        if in_flight.len() == 1 && (in_flight[0].unit.suspect != Suspect::No || hint.is_some()) {
+            let unit = in_flight.into_iter().next().expect("one unit").unit;
+            let link = hint.map_or(0, |h| (h.1 as usize).min(unit.jobs.len() - 1));
+            let died = self.describe_death(pid, death.exit, death.tail, death.note);
+            self.charge(unit, link, died);
+            return Ok(());
+        }
+        // Not surely one unit's death: nobody is charged; the one the page names (or the
+        // oldest) runs again alone.
+        let named = hint.map_or(in_flight[0].seq, |h| h.0);
+        self.suspect(in_flight, |f| f.seq == named, Suspect::Worker);
+        Ok(())
+    }
+
+    /// The fork server died, or was killed for not answering, and every worker with it
+    /// (`lost` are the units of the worker being buried). A unit is charged only if it was the
+    /// only one in the pool and already a pool suspect; otherwise all of them become pool
+    /// suspects and run one at a time.
+    fn server_gone(&mut self, mut lost: Vec<InFlight>, why: String) -> Result<(), Error> {
+        let mut pid = 0;
+        for w in &mut self.pool.workers {
+            if !w.in_flight.is_empty() {
+                pid = w.pid;
+            }
+            lost.extend(w.in_flight.drain(..));
+        }
+        lost.sort_by_key(|f| f.seq);
+        if lost.len() == 1 && lost[0].unit.suspect == Suspect::Pool {
+            let unit = lost.pop().expect("one unit").unit;
+            let note = format!("the pool's fork server died while this task ran: {why}");
+            let died = self.describe_death(pid, None, String::new(), Some(note));
+            self.charge(unit, 0, died);
+        } else {
+            self.suspect(lost, |_| true, Suspect::Pool);
+        }
+        self.pool.restart_server().map_err(Error::Scheduler)
+    }
+
+    /// Puts units back in front of the queue, in their order.
+    fn requeue(&mut self, units: Vec<InFlight>) {
+        for f in units.into_iter().rev() {
+            self.pending.push_front(f.unit);
+        }
+    }
+
+    /// Requeues `units`, making those `which` picks suspects of `kind` (or stricter).
+    fn suspect(&mut self, units: Vec<InFlight>, which: impl Fn(&InFlight) -> bool, kind: Suspect) {
+        for f in units.into_iter().rev() {
+            let picked = which(&f);
+            let mut unit = f.unit;
+            if picked {
+                if unit.suspect == Suspect::No {
+                    self.suspects += 1;
+                }
+                if unit.suspect != Suspect::Pool {
+                    unit.suspect = kind;
+                }
+            }
+            self.pending.push_front(unit);
+        }
+    }
+
+    /// A death surely caused by `unit` (at `link`): retry it (alone) or fail it.
+    fn charge(&mut self, mut unit: PUnit, link: usize, died: TaskErrorKind) {
         unit.deaths += 1;
-        let died = self.describe_death(pid, death.exit, death.tail);
         let retries = unit.jobs[link].options.retries.unwrap_or(self.cfg.retries);
         if unit.deaths >= self.cfg.max_worker_deaths {
             let kind = TaskErrorKind::KilledWorkers {
@@ -473,14 +670,24 @@ impl<'a> ProcExec<'a> {
             };
             self.fail(unit, link, kind);
         } else if unit.deaths <= retries {
+            // It has killed a worker: it runs alone from now on, so its next death is sure.
+            if unit.suspect == Suspect::No {
+                unit.suspect = Suspect::Worker;
+                self.suspects += 1;
+            }
             self.pending.push_front(unit);
         } else {
             self.fail(unit, link, died);
         }
-        Ok(())
     }
 
-    fn describe_death(&self, pid: i32, exit: Option<Exit>, tail: String) -> TaskErrorKind {
+    fn describe_death(
+        &self,
+        pid: i32,
+        exit: Option<Exit>,
+        tail: String,
+        note: Option<String>,
+    ) -> TaskErrorKind {
         let (signal, exit_code) = match exit {
             Some(Exit::Signal(s)) => (Some(s), None),
             Some(Exit::Code(c)) => (None, Some(c)),
@@ -502,17 +709,28 @@ impl<'a> ProcExec<'a> {
             return TaskErrorKind::CpuTimeExceeded { seconds };
         }
         let lines: Vec<&str> = tail.lines().collect();
+        let mut stderr_tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+        if let Some(note) = note {
+            if !stderr_tail.is_empty() {
+                stderr_tail.push('\n');
+            }
+            stderr_tail.push_str("[forkgraph] ");
+            stderr_tail.push_str(&note);
+        }
         TaskErrorKind::WorkerDied {
             pid,
             signal,
             exit_code,
-            stderr_tail: lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"),
+            stderr_tail,
         }
     }
 
     /// Reports a unit as failed: the failing link first (so the engine names it), then the
     /// links that did not produce a result.
     fn fail(&mut self, unit: PUnit, link: usize, kind: TaskErrorKind) {
+        if unit.suspect != Suspect::No {
+            self.suspects -= 1;
+        }
         let func = function_name(&unit.jobs[link]);
         self.done.push(Done {
             node: unit.jobs[link].node,
@@ -534,11 +752,41 @@ impl<'a> ProcExec<'a> {
     fn interrupted(&mut self) -> Error {
         for w in &mut self.pool.workers {
             if !w.in_flight.is_empty() {
-                sys::kill_hard(w.pid);
-                w.dead = true;
+                w.kill();
             }
         }
         Error::Interrupted
+    }
+
+    fn wire_unit(&self, seq: u64, unit: &PUnit) -> Unit {
+        Unit {
+            seq,
+            timed: self.timeouts
+                && unit
+                    .jobs
+                    .iter()
+                    .any(|j| j.options.timeout.or(self.cfg.task_timeout).is_some()),
+            tasks: unit
+                .jobs
+                .iter()
+                .map(|j| UnitTask {
+                    spec: j.spec.clone(),
+                    inputs: j
+                        .inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| {
+                            if j.prev == Some(k as u32) {
+                                Input::Prev
+                            } else {
+                                Input::Value(v.clone())
+                            }
+                        })
+                        .collect(),
+                    send_back: j.send_back,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -547,11 +795,6 @@ const SIGXCPU: i32 = 24;
 
 fn add(t: u64, d: Duration) -> u64 {
     t.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn task_timeout(cfg: &Config, f: &InFlight, task: u64) -> Option<Duration> {
-    let job = f.unit.jobs.get(task as usize)?;
-    job.options.timeout.or(cfg.task_timeout)
 }
 
 fn function_name(job: &Job) -> String {
@@ -571,32 +814,6 @@ fn not_run(job: &Job, after_failure: bool) -> Failure {
     }
 }
 
-fn wire_unit(seq: u64, unit: &PUnit) -> Unit {
-    Unit {
-        seq,
-        tasks: unit
-            .jobs
-            .iter()
-            .map(|j| UnitTask {
-                spec: j.spec.clone(),
-                inputs: j
-                    .inputs
-                    .iter()
-                    .enumerate()
-                    .map(|(k, v)| {
-                        if j.prev == Some(k as u32) {
-                            Input::Prev
-                        } else {
-                            Input::Value(v.clone())
-                        }
-                    })
-                    .collect(),
-                send_back: j.send_back,
-            })
-            .collect(),
-    }
-}
-
 impl Drop for ProcExec<'_> {
     /// Leaves the pool ready for the next `get`, however this one ended (an error, or a panic
     /// in a callback unwinding through the engine): workers that still run its units are
@@ -607,16 +824,18 @@ impl Drop for ProcExec<'_> {
             let w = &mut self.pool.workers[i];
             w.drain_stderr();
             if !w.in_flight.is_empty() || w.dead {
-                sys::kill_hard(w.pid);
+                w.kill();
                 w.in_flight.clear();
-                if let Err(Replace::ServerGone) = self.pool.replace(i) {
+                if let Err(Replace::ServerGone(_)) = self.pool.replace(i) {
                     let _ = self.pool.restart_server();
-                    return;
+                    break;
                 }
             }
         }
         // This get's intermediates are released now: let their producers reuse them.
         self.send_frees();
+        // Its workers' output reaches stderr before `get` returns (unless stderr is stuck).
+        super::stderr::flush();
     }
 }
 
@@ -631,15 +850,16 @@ impl Executor for ProcExec<'_> {
 
     fn submit(&mut self, job: Job) {
         self.timeouts |= job.options.timeout.is_some();
-        self.pending.push_back(PUnit {
-            jobs: vec![job],
-            deaths: 0,
-        });
+        self.submit_chain(vec![job]);
     }
 
     fn submit_chain(&mut self, jobs: Vec<Job>) {
         self.timeouts |= jobs.iter().any(|j| j.options.timeout.is_some());
-        self.pending.push_back(PUnit { jobs, deaths: 0 });
+        self.pending.push_back(PUnit {
+            jobs,
+            deaths: 0,
+            suspect: Suspect::No,
+        });
     }
 
     fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error> {

@@ -9,6 +9,7 @@
 
 mod exec;
 mod proc;
+mod stderr;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -36,7 +37,12 @@ pub(crate) struct Config {
     pub(crate) handle_interrupt: bool,
     /// Most bytes of shared segments the parent holds before it stops starting new tasks.
     pub(crate) segment_budget: Option<u64>,
+    /// How long the fork server may take to answer a request.
+    pub(crate) server_timeout: Duration,
 }
+
+/// Default of [`ProcessPoolBuilder::fork_server_timeout`].
+pub const DEFAULT_FORK_SERVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default size from which arrays travel as shared segments instead of inside messages.
 pub const DEFAULT_SEGMENT_THRESHOLD: u64 = 64 * 1024;
@@ -63,6 +69,7 @@ impl Default for ProcessPoolBuilder {
                 max_tasks_per_worker: None,
                 handle_interrupt: true,
                 segment_budget: None,
+                server_timeout: DEFAULT_FORK_SERVER_TIMEOUT,
             },
         }
     }
@@ -148,6 +155,14 @@ impl ProcessPoolBuilder {
     /// always makes progress, one task at a time at worst). Default: no budget.
     pub fn segment_budget(mut self, bytes: u64) -> ProcessPoolBuilder {
         self.cfg.segment_budget = Some(bytes);
+        self
+    }
+
+    /// How long the parent waits for the fork server to start or reap a worker before it kills
+    /// the server and starts a new one (default [`DEFAULT_FORK_SERVER_TIMEOUT`], 10 s): a task
+    /// that stops or freezes the server cannot hang the pool.
+    pub fn fork_server_timeout(mut self, d: Duration) -> ProcessPoolBuilder {
+        self.cfg.server_timeout = d.max(Duration::from_millis(1));
         self
     }
 
@@ -245,9 +260,7 @@ impl ProcessPool {
     /// # Errors
     /// When the replacement cannot be started.
     pub fn restart_worker(&self, index: usize) -> Result<i32, Error> {
-        self.lock()
-            .restart(index, &self.cfg)
-            .map_err(Error::Scheduler)
+        self.lock().restart(index).map_err(Error::Scheduler)
     }
 
     /// Applies a registered function to every item, in parallel; results in item order.

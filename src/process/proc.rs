@@ -1,32 +1,42 @@
 //! The pool's processes: the fork server and the workers, as the parent sees them.
+//!
+//! Neither is trusted to answer: every request to the fork server has a deadline (a server that
+//! misses it is killed and replaced), a worker's death is seen from its pidfd (not from its
+//! socket, which a process it forked may keep open), and what a worker sends is read as hostile
+//! input in bounded amounts.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::Child;
+use std::time::Duration;
 
-use forkgraph_worker::proto::{self, FromServer, FromWorker, Inbox, Limits, Outbox, ToServer};
+use forkgraph_worker::proto::{FromServer, FromWorker, Inbox, Limits, Outbox, ToServer};
 use forkgraph_worker::sys::{self, Exit, SharedPage, Slot, Stream};
 use forkgraph_worker::Registry;
 
 use super::exec::InFlight;
+use super::stderr::{self, Tail};
 use super::Config;
 
-/// Bytes of each worker's stderr kept for error reports.
-const TAIL_BYTES: usize = 8 * 1024;
 /// Lines of the tail shown in an error.
 pub(crate) const TAIL_LINES: usize = 20;
+/// Most bytes read from one worker's socket in one go, so that a worker that floods its socket
+/// cannot hold the scheduler.
+const READ_BUDGET: usize = 64 << 20;
 
 /// The fork server, seen from the parent.
 pub(crate) struct Server {
     child: Child,
+    pidfd: OwnedFd,
     /// `None` only while dropping.
     control: Option<Stream>,
     inbox: Inbox,
+    timeout: Duration,
 }
 
 impl Server {
-    fn start() -> Result<Server, String> {
+    fn start(timeout: Duration) -> Result<Server, String> {
         sys::raise_fd_limit();
         if !forkgraph_worker::forkserver::hook_ran() {
             return Err(
@@ -36,38 +46,111 @@ impl Server {
             );
         }
         let (mine, theirs) = Stream::pair().map_err(|e| format!("socketpair: {e}"))?;
-        let child = sys::spawn_fork_server(theirs.into_fd(), &[])
+        mine.set_nonblocking(true)
+            .map_err(|e| format!("fork server socket: {e}"))?;
+        let mut child = sys::spawn_fork_server(theirs.into_fd(), &[])
             .map_err(|e| format!("cannot re-execute /proc/self/exe as a fork server: {e}"))?;
+        // Our unreaped child: its pid cannot have been reused.
+        let pidfd = match sys::pidfd_open(child.id() as i32) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("pidfd_open of the fork server: {e}"));
+            }
+        };
         Ok(Server {
             child,
+            pidfd,
             control: Some(mine),
             inbox: Inbox::new(),
+            timeout,
         })
     }
 
-    /// One request and its reply. Any failure to talk to the server (end-of-file, broken pipe,
-    /// lost fds) means it is gone or can no longer be trusted: [`Replace::ServerGone`].
+    /// One request and its reply, within the server's deadline. Any failure to talk to the
+    /// server (end-of-file, broken pipe, lost fds, no answer in time) means it is gone or can no
+    /// longer be trusted: it is killed, and the caller gets [`Replace::ServerGone`].
     fn request(&mut self, msg: &ToServer) -> Result<(FromServer, Vec<OwnedFd>), Replace> {
-        let control = self.control.as_ref().expect("open until drop");
-        proto::send(control, msg, &[]).map_err(|_| Replace::ServerGone)?;
-        match proto::recv(control, &mut self.inbox) {
-            Ok(Some(reply)) => Ok(reply),
-            Ok(None) | Err(_) => Err(Replace::ServerGone),
+        match self.exchange(msg) {
+            Ok(reply) => Ok(reply),
+            Err(why) => {
+                sys::pidfd_kill(self.pidfd.as_fd());
+                Err(Replace::ServerGone(why))
+            }
         }
+    }
+
+    fn exchange(&mut self, msg: &ToServer) -> Result<(FromServer, Vec<OwnedFd>), String> {
+        let control = self.control.as_ref().expect("open until drop");
+        let deadline = sys::monotonic_ns().saturating_add(self.timeout.as_nanos() as u64);
+        let mut out = Outbox::default();
+        out.push(msg, Vec::new()).map_err(|e| e.to_string())?;
+        let gone = |e: io::Error| format!("the fork server is gone ({e})");
+        loop {
+            out.flush(control).map_err(gone)?;
+            if out.is_empty() {
+                break;
+            }
+            self.wait_for(deadline, false)?;
+        }
+        loop {
+            let control = self.control.as_ref().expect("open until drop");
+            if let Some(reply) = self.inbox.take_frame().map_err(gone)? {
+                return Ok(reply);
+            }
+            match self.inbox.fill(control) {
+                Ok(true) => {}
+                Ok(false) => return Err("the fork server has exited".into()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_for(deadline, true)?,
+                Err(e) => return Err(gone(e)),
+            }
+        }
+    }
+
+    fn wait_for(&self, deadline: u64, read: bool) -> Result<(), String> {
+        let left = deadline.saturating_sub(sys::monotonic_ns());
+        let control = self.control.as_ref().expect("open until drop");
+        let ready = sys::poll(
+            &[
+                sys::Interest {
+                    fd: control.as_fd(),
+                    read,
+                    write: !read,
+                },
+                sys::Interest {
+                    fd: self.pidfd.as_fd(),
+                    read: true,
+                    write: false,
+                },
+            ],
+            Some(Duration::from_nanos(left)),
+        )
+        .map_err(|e| format!("poll: {e}"))?;
+        if ready[1].read {
+            return Err("the fork server has exited".into());
+        }
+        if !ready[0].read && !ready[0].write && sys::monotonic_ns() >= deadline {
+            return Err(format!(
+                "the fork server (pid {}) did not answer within {} ms (stopped or stuck)",
+                self.child.id(),
+                self.timeout.as_millis()
+            ));
+        }
+        Ok(())
     }
 
     fn spawn(&mut self, limits: Limits) -> Result<Proc, Replace> {
         match self.request(&ToServer::Spawn { limits })? {
             (FromServer::Spawned { pid }, fds) => {
-                let proc = (fds.len() == 3)
+                let proc = (fds.len() == 4)
                     .then_some(fds)
                     .ok_or_else(|| "the fork server sent a worker without its fds".to_string())
                     .and_then(|fds| {
                         let mut fds = fds.into_iter();
-                        let sock = Stream::from_fd(fds.next().expect("3 fds"));
-                        let stderr = fds.next().expect("3 fds");
-                        let page_fd = fds.next().expect("3 fds");
-                        Proc::new(pid, sock, stderr, &page_fd)
+                        let mut next = || fds.next().expect("4 fds");
+                        let (sock, stderr, page_fd, pidfd) = (next(), next(), next(), next());
+                        Proc::new(pid, Stream::from_fd(sock), stderr, &page_fd, pidfd)
                             .map_err(|e| format!("worker {pid}: {e}"))
                     });
                 proc.map_err(|e| {
@@ -100,27 +183,14 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         // End-of-file on the control socket makes the server kill and reap every worker, then
-        // exit; wait for that so that nothing outlives the pool.
+        // exit; wait for that (within its deadline) so that nothing outlives the pool. A server
+        // that does not exit in time (stopped, stuck) is killed; its workers die with it.
         drop(self.control.take());
+        if !sys::pidfd_wait(self.pidfd.as_fd(), self.timeout) {
+            sys::pidfd_kill(self.pidfd.as_fd());
+        }
+        // Fails (ECHILD) when the program ignores SIGCHLD: the kernel reaped it already.
         let _ = self.child.wait();
-    }
-}
-
-/// The tail of a worker's stderr.
-#[derive(Default)]
-pub(crate) struct Tail(VecDeque<u8>);
-
-impl Tail {
-    fn push(&mut self, bytes: &[u8]) {
-        self.0.extend(bytes);
-        let over = self.0.len().saturating_sub(TAIL_BYTES);
-        self.0.drain(..over);
-    }
-
-    /// Everything kept, as text.
-    pub(crate) fn text(&self) -> String {
-        let (a, b) = self.0.as_slices();
-        String::from_utf8_lossy(&[a, b].concat()).into_owned()
     }
 }
 
@@ -134,15 +204,25 @@ pub(crate) struct Proc {
     stderr_open: bool,
     pub(crate) tail: Tail,
     pub(crate) page: SharedPage,
+    /// Readable once the process has ended.
+    pidfd: OwnedFd,
     /// Units sent and not yet answered, in the order the worker runs them.
     pub(crate) in_flight: VecDeque<InFlight>,
+    /// When the first unit of `in_flight` became the first (it was sent to an idle worker, or
+    /// the result before it arrived): the earliest it can have started, as far as the parent
+    /// knows without asking the worker.
+    pub(crate) head_since: u64,
     pub(crate) hello: bool,
     /// Tasks finished by this worker.
     pub(crate) tasks_done: u64,
     /// Moving average of a unit's run time, in ns (0: unknown).
     pub(crate) avg_unit_ns: f64,
-    /// Set when the worker is known to be gone (end-of-file, write error, killed).
+    /// Most fds a unit's results brought along so far (for fd backpressure).
+    pub(crate) fds_per_unit: usize,
+    /// Set when the worker is known to be gone (exited, end-of-file, write error, killed).
     pub(crate) dead: bool,
+    /// Why the parent gave up on it, when it was not simply its death (a malformed message).
+    pub(crate) note: Option<String>,
     /// Set when the parent killed it for a timeout: (unit seq, task index, timeout).
     pub(crate) timed_out: Option<(u64, u64, std::time::Duration)>,
     /// Segments its tasks kept (pinned against recycling until this worker is gone).
@@ -158,7 +238,13 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    fn new(pid: i32, sock: Stream, stderr: OwnedFd, page_fd: &OwnedFd) -> io::Result<Proc> {
+    fn new(
+        pid: i32,
+        sock: Stream,
+        stderr: OwnedFd,
+        page_fd: &OwnedFd,
+        pidfd: OwnedFd,
+    ) -> io::Result<Proc> {
         sock.set_nonblocking(true)?;
         sys::set_nonblocking(stderr.as_fd(), true)?;
         let page = SharedPage::map(page_fd.as_fd())?;
@@ -171,74 +257,129 @@ impl Proc {
             stderr_open: true,
             tail: Tail::default(),
             page,
+            pidfd,
             in_flight: VecDeque::new(),
+            head_since: 0,
             hello: false,
             tasks_done: 0,
             avg_unit_ns: 0.0,
+            fds_per_unit: 0,
             dead: false,
+            note: None,
             timed_out: None,
             pins: Vec::new(),
         })
     }
 
-    /// The unit and task index the worker is running now, if any.
+    /// What its progress page says it runs now: (unit, task index, start). Written by the
+    /// worker, so by whatever task code runs there: a hint, checked against what the parent
+    /// knows before it is used.
     pub(crate) fn running(&self) -> Option<(u64, u64, u64)> {
         let seq = self.page.get(Slot::Unit);
         (seq != 0).then(|| (seq, self.page.get(Slot::Task), self.page.get(Slot::Started)))
     }
 
+    /// The pidfd (for polling: readable once the worker has ended).
+    pub(crate) fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Whether the process has ended (whatever its socket says).
+    pub(crate) fn exited(&self) -> bool {
+        sys::pidfd_exited(self.pidfd.as_fd())
+    }
+
     /// The stderr fd while it is open (for polling).
-    pub(crate) fn stderr_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+    pub(crate) fn stderr_fd(&self) -> Option<BorrowedFd<'_>> {
         self.stderr_open.then(|| self.stderr.as_fd())
     }
 
-    /// Copies what the worker wrote to stderr to ours, keeping a tail.
+    /// Forwards what the worker wrote to stderr to ours (never blocking), keeping a tail.
     pub(crate) fn drain_stderr(&mut self) {
         let mut buf = [0u8; 8192];
-        while self.stderr_open {
+        // Bounded, like socket reads: a flood of output cannot hold the scheduler.
+        for _ in 0..1024 {
+            if !self.stderr_open {
+                break;
+            }
             match sys::read(self.stderr.as_fd(), &mut buf) {
-                Ok(0) => self.stderr_open = false,
-                Ok(n) => {
-                    let _ = io::stderr().write_all(&buf[..n]);
-                    self.tail.push(&buf[..n]);
+                Ok(0) => {
+                    self.stderr_open = false;
+                    stderr::forward(self.tail.finish());
                 }
+                Ok(n) => stderr::forward(self.tail.take(&buf[..n])),
                 Err(_) => break,
             }
         }
     }
 
-    /// Reads what the socket has; returns decoded messages. Marks the worker dead at
-    /// end-of-file or on errors.
+    /// Reads what the socket has (at most [`READ_BUDGET`] bytes); returns decoded messages.
+    /// Marks the worker dead at end-of-file, on errors, and on anything that is not a
+    /// well-formed message (with a note saying what it sent).
     pub(crate) fn read_messages(&mut self) -> Vec<FromWorker> {
         let mut out = Vec::new();
+        let mut budget = READ_BUDGET;
         loop {
+            let before = self.inbox.buffered();
             match self.inbox.fill(&self.sock) {
-                Ok(true) => {}
+                Ok(true) => {
+                    budget = budget.saturating_sub(self.inbox.buffered().saturating_sub(before));
+                    if budget == 0 {
+                        break;
+                    }
+                }
                 Ok(false) => {
                     self.dead = true;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    self.dead = true;
+                Err(e) => {
+                    self.give_up(format!("reading from worker {} failed: {e}", self.pid));
                     break;
                 }
             }
         }
         let pid = self.pid;
         loop {
+            let before = sys::segment_stats().0;
             let frame =
                 forkgraph_worker::wire::with_peer(pid, || self.inbox.take_frame::<FromWorker>());
             match frame {
-                Ok(Some((m, _))) => out.push(m),
+                Ok(Some((m, _))) => {
+                    if let FromWorker::Done(units) = &m {
+                        // Segments now mapped here for these results: each holds an fd.
+                        let segs = sys::segment_stats().0.saturating_sub(before) as usize;
+                        let per = segs.div_ceil(units.len().max(1));
+                        self.fds_per_unit = self.fds_per_unit.max(per);
+                    }
+                    out.push(m);
+                }
                 Ok(None) => break,
-                Err(_) => {
-                    self.dead = true;
+                Err(e) => {
+                    self.give_up(format!(
+                        "worker {pid} broke the protocol and was killed: {e} (a task may have \
+                         written to the worker's socket)"
+                    ));
                     break;
                 }
             }
         }
         out
+    }
+
+    /// Declares the worker dead for `why`, and kills it.
+    pub(crate) fn give_up(&mut self, why: String) {
+        if self.note.is_none() {
+            self.note = Some(why);
+        }
+        self.kill();
+    }
+
+    /// Kills the process (through its pidfd: never another process that reused the pid) and
+    /// marks it dead.
+    pub(crate) fn kill(&mut self) {
+        sys::pidfd_kill(self.pidfd.as_fd());
+        self.dead = true;
     }
 
     /// Sends what is queued; marks the worker dead if it cannot take it.
@@ -263,8 +404,8 @@ impl Proc {
 /// Why a worker could not be replaced.
 #[derive(Debug)]
 pub(crate) enum Replace {
-    /// The fork server is gone (so are all workers).
-    ServerGone,
+    /// The fork server is gone, or was killed for not answering (so are all workers): why.
+    ServerGone(String),
     /// Something else failed.
     Failed(String),
 }
@@ -272,8 +413,7 @@ pub(crate) enum Replace {
 impl Replace {
     pub(crate) fn into_message(self) -> String {
         match self {
-            Replace::ServerGone => "the fork server has exited".into(),
-            Replace::Failed(e) => e,
+            Replace::ServerGone(e) | Replace::Failed(e) => e,
         }
     }
 }
@@ -282,10 +422,12 @@ impl Replace {
 pub(crate) struct Death {
     /// How it ended (`None`: it had been reaped before).
     pub(crate) exit: Option<Exit>,
-    /// The last 8 KiB of its stderr.
+    /// The last 8 KiB of its stderr since it last sent results.
     pub(crate) tail: String,
-    /// (unit, task index, start) from its progress page at death.
+    /// (unit, task index, start) from its progress page at death: a hint.
     pub(crate) running: Option<(u64, u64, u64)>,
+    /// Why the parent gave up on it, if it did (a malformed message).
+    pub(crate) note: Option<String>,
 }
 
 /// The fork server and the workers.
@@ -297,11 +439,12 @@ pub(crate) struct Pool {
     pub(crate) result_bytes: std::collections::HashMap<forkgraph_worker::FnId, f64>,
     started: u64,
     limits: Limits,
+    server_timeout: Duration,
 }
 
 impl Pool {
     pub(crate) fn start(cfg: &Config) -> Result<Pool, String> {
-        let mut server = Server::start()?;
+        let mut server = Server::start(cfg.server_timeout)?;
         let mut workers = Vec::with_capacity(cfg.workers);
         for _ in 0..cfg.workers {
             workers.push(server.spawn(cfg.limits).map_err(Replace::into_message)?);
@@ -313,6 +456,7 @@ impl Pool {
             next_seq: 1,
             result_bytes: std::collections::HashMap::new(),
             limits: cfg.limits,
+            server_timeout: cfg.server_timeout,
         })
     }
 
@@ -329,10 +473,10 @@ impl Pool {
     }
 
     /// Reaps worker `i` (killing it if still alive) and starts a replacement in its slot;
-    /// returns how the old one ended, the tail of its stderr (the last 8 KiB) and what its
-    /// progress page said once it was dead (the unit, task index and start it was running).
-    /// Its units must have been taken out of it. If the replacement cannot start, the slot
-    /// stays empty (dead, pid 0) and the next call tries again.
+    /// returns how the old one ended, the tail of its stderr and what its progress page said
+    /// once it was dead (the unit, task index and start it was running). Its units must have
+    /// been taken out of it. If the replacement cannot start, the slot stays empty (dead,
+    /// pid 0) and the next call tries again.
     pub(crate) fn replace(&mut self, i: usize) -> Result<Death, Replace> {
         let w = &mut self.workers[i];
         let exit = if w.pid > 0 {
@@ -349,6 +493,7 @@ impl Pool {
             exit,
             tail: w.tail.text(),
             running: w.running(),
+            note: w.note.take(),
         };
         let new = self.server.spawn(self.limits)?;
         self.started += 1;
@@ -356,12 +501,23 @@ impl Pool {
         Ok(death)
     }
 
-    /// Starts a new fork server and new workers (after the old server died). The old workers
-    /// died with it (PR_SET_PDEATHSIG) and were reaped by init: their pids are not ours to
-    /// signal any more.
+    /// Starts a new fork server and new workers (after the old server died or was killed). The
+    /// old workers die with it (PR_SET_PDEATHSIG); when this program is a child subreaper they
+    /// become its children, and are reaped here (through their pidfds, so no other child of the
+    /// program is touched) rather than left as zombies.
     pub(crate) fn restart_server(&mut self) -> Result<(), String> {
         let n = self.workers.len();
-        self.server = Server::start()?;
+        let old = std::mem::take(&mut self.workers);
+        self.server = Server::start(self.server_timeout)?;
+        if sys::is_subreaper() {
+            for w in &old {
+                sys::pidfd_kill(w.pidfd());
+                if sys::pidfd_wait(w.pidfd(), self.server_timeout) {
+                    let _ = sys::pidfd_reap(w.pidfd());
+                }
+            }
+        }
+        drop(old);
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
             workers.push(
@@ -375,8 +531,9 @@ impl Pool {
         Ok(())
     }
 
-    /// Kills worker `i`, starts a replacement and waits for its hello; returns the new pid.
-    pub(crate) fn restart(&mut self, i: usize, _cfg: &Config) -> Result<i32, String> {
+    /// Kills worker `i`, starts a replacement and waits for its hello (within the fork-server
+    /// deadline); returns the new pid.
+    pub(crate) fn restart(&mut self, i: usize) -> Result<i32, String> {
         if i >= self.workers.len() {
             return Err(format!(
                 "no worker {i}: the pool has {}",
@@ -386,21 +543,26 @@ impl Pool {
         if !self.workers[i].in_flight.is_empty() {
             return Err("worker is busy".into());
         }
-        sys::kill_hard(self.workers[i].pid);
+        self.workers[i].kill();
         match self.replace(i) {
             Ok(_) => {}
-            Err(Replace::ServerGone) => self.restart_server()?,
+            Err(Replace::ServerGone(_)) => self.restart_server()?,
             Err(Replace::Failed(e)) => return Err(e),
         }
+        let deadline = sys::monotonic_ns().saturating_add(self.server_timeout.as_nanos() as u64);
         let w = &mut self.workers[i];
         while !w.hello {
+            let left = deadline.saturating_sub(sys::monotonic_ns());
+            if left == 0 {
+                return Err(format!("new worker {} did not start in time", w.pid));
+            }
             let ready = sys::poll(
                 &[sys::Interest {
                     fd: w.sock.as_fd(),
                     read: true,
                     write: false,
                 }],
-                None,
+                Some(Duration::from_nanos(left)),
             )
             .map_err(|e| e.to_string())?;
             if ready[0].read {

@@ -95,32 +95,113 @@ fn name_of(reg: &Registry, id: FnId) -> String {
         .map_or_else(|| format!("#{id}"), |f| f.name.to_owned())
 }
 
+// Nested arguments are evaluated recursively: `eval` -> `call` -> `call_1`.. -> `eval` per
+// nested task, `eval` -> `eval_list` -> `eval` per list or map. The planner bounds the nesting
+// (forkgraph's `MAX_NESTING`); each step of the recursion is its own small function so that an
+// unoptimized build needs little stack per level (one function holding every arity's
+// temporaries took 6.5 KiB of stack per nested task).
 fn call<I: Inputs + ?Sized>(
     reg: &Registry,
     spec: &TaskSpec,
     inputs: &I,
 ) -> Result<Value, TaskFailure> {
     let Some(f) = reg.get(spec.func) else {
-        return Err(TaskFailure {
-            function: name_of(reg, spec.func),
-            error: CallError::Unknown(format!("#{}", spec.func)),
-        });
+        return Err(unknown(reg, spec.func));
     };
     // Arguments are evaluated in order (the first error wins), then checked, then passed. Up to
     // four live on the stack, which spares most tasks an allocation.
-    let ev = |a| eval(reg, a, inputs);
     match spec.args.as_slice() {
         [] => apply(f, &[]),
-        [a] => apply(f, &[ev(a)?]),
-        [a, b] => apply(f, &[ev(a)?, ev(b)?]),
-        [a, b, c] => apply(f, &[ev(a)?, ev(b)?, ev(c)?]),
-        [a, b, c, d] => apply(f, &[ev(a)?, ev(b)?, ev(c)?, ev(d)?]),
-        more => apply(f, &collect_exact(more, ev)?),
+        [a] => call_1(reg, f, a, inputs),
+        [a, b] => call_2(reg, f, [a, b], inputs),
+        [a, b, c] => call_3(reg, f, [a, b, c], inputs),
+        [a, b, c, d] => call_4(reg, f, [a, b, c, d], inputs),
+        more => call_n(reg, f, more, inputs),
     }
 }
 
+#[cold]
+#[inline(never)]
+fn unknown(reg: &Registry, func: FnId) -> TaskFailure {
+    TaskFailure {
+        function: name_of(reg, func),
+        error: CallError::Unknown(format!("#{func}")),
+    }
+}
+
+/// `eval` with an early return, written out: `?` keeps more temporaries on the stack of an
+/// unoptimized build.
+macro_rules! eval_or_return {
+    ($reg:expr, $a:expr, $inputs:expr) => {
+        match eval($reg, $a, $inputs) {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        }
+    };
+}
+
+#[inline(never)]
+fn call_1<I: Inputs + ?Sized>(
+    reg: &Registry,
+    f: &Function,
+    a: &SpecArg,
+    inputs: &I,
+) -> Result<Value, TaskFailure> {
+    let a = eval_or_return!(reg, a, inputs);
+    apply(f, &[a])
+}
+
+#[inline(never)]
+fn call_2<I: Inputs + ?Sized>(
+    reg: &Registry,
+    f: &Function,
+    [a, b]: [&SpecArg; 2],
+    inputs: &I,
+) -> Result<Value, TaskFailure> {
+    let a = eval_or_return!(reg, a, inputs);
+    let b = eval_or_return!(reg, b, inputs);
+    apply(f, &[a, b])
+}
+
+#[inline(never)]
+fn call_3<I: Inputs + ?Sized>(
+    reg: &Registry,
+    f: &Function,
+    [a, b, c]: [&SpecArg; 3],
+    inputs: &I,
+) -> Result<Value, TaskFailure> {
+    let a = eval_or_return!(reg, a, inputs);
+    let b = eval_or_return!(reg, b, inputs);
+    let c = eval_or_return!(reg, c, inputs);
+    apply(f, &[a, b, c])
+}
+
+#[inline(never)]
+fn call_4<I: Inputs + ?Sized>(
+    reg: &Registry,
+    f: &Function,
+    [a, b, c, d]: [&SpecArg; 4],
+    inputs: &I,
+) -> Result<Value, TaskFailure> {
+    let a = eval_or_return!(reg, a, inputs);
+    let b = eval_or_return!(reg, b, inputs);
+    let c = eval_or_return!(reg, c, inputs);
+    let d = eval_or_return!(reg, d, inputs);
+    apply(f, &[a, b, c, d])
+}
+
+#[inline(never)]
+fn call_n<I: Inputs + ?Sized>(
+    reg: &Registry,
+    f: &Function,
+    args: &[SpecArg],
+    inputs: &I,
+) -> Result<Value, TaskFailure> {
+    apply(f, &collect_exact(args, |a| eval(reg, a, inputs))?)
+}
+
 /// Maps `items` into a vector of exactly their length (collecting into a `Result` would grow it
-/// step by step). Shared with the planner.
+/// step by step).
 #[doc(hidden)]
 pub fn collect_exact<'a, T, U, E>(
     items: &'a [T],
@@ -162,13 +243,37 @@ fn eval<'a, I: Inputs + ?Sized>(
     arg: &'a SpecArg,
     inputs: &'a I,
 ) -> Result<ArgValue<'a>, TaskFailure> {
-    Ok(match arg {
-        SpecArg::Lit(v) => ArgValue::Ref(v),
-        SpecArg::Input(i) => ArgValue::Ref(inputs.input(*i)),
-        SpecArg::List(items) => ArgValue::List(collect_exact(items, |a| eval(reg, a, inputs))?),
-        SpecArg::Map(items) => ArgValue::Map(collect_exact(items, |(k, a)| {
-            Ok((k.as_str(), eval(reg, a, inputs)?))
-        })?),
-        SpecArg::Task(t) => ArgValue::Owned(call(reg, t, inputs)?),
-    })
+    match arg {
+        SpecArg::Lit(v) => Ok(ArgValue::Ref(v)),
+        SpecArg::Input(i) => Ok(ArgValue::Ref(inputs.input(*i))),
+        SpecArg::List(items) => eval_list(reg, items, inputs),
+        SpecArg::Map(items) => eval_map(reg, items, inputs),
+        SpecArg::Task(t) => call(reg, t, inputs).map(ArgValue::Owned),
+    }
+}
+
+#[inline(never)]
+fn eval_list<'a, I: Inputs + ?Sized>(
+    reg: &Registry,
+    items: &'a [SpecArg],
+    inputs: &'a I,
+) -> Result<ArgValue<'a>, TaskFailure> {
+    let mut out = Vec::with_capacity(items.len());
+    for a in items {
+        out.push(eval_or_return!(reg, a, inputs));
+    }
+    Ok(ArgValue::List(out))
+}
+
+#[inline(never)]
+fn eval_map<'a, I: Inputs + ?Sized>(
+    reg: &Registry,
+    items: &'a [(String, SpecArg)],
+    inputs: &'a I,
+) -> Result<ArgValue<'a>, TaskFailure> {
+    let mut out = Vec::with_capacity(items.len());
+    for (k, a) in items {
+        out.push((k.as_str(), eval_or_return!(reg, a, inputs)));
+    }
+    Ok(ArgValue::Map(out))
 }

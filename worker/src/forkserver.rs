@@ -8,8 +8,11 @@
 //! multithreaded, and a fork costs ~0.1 ms whatever the size of the parent's heap.
 //!
 //! Workers are the server's children. When the parent goes away (its control socket reaches
-//! end-of-file) the server kills every worker and exits; workers also die with the server
-//! (PR_SET_PDEATHSIG).
+//! end-of-file, or the kernel's parent-death signal) the server kills every worker and exits;
+//! workers also die with the server (PR_SET_PDEATHSIG). The server and each worker are child
+//! subreapers: whatever a task forks and abandons is reparented to its worker, and when the
+//! worker is reaped, to the server, which kills and reaps it. Each worker has its own process
+//! group, so a task signalling its group reaches neither the program nor other workers.
 
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
@@ -34,17 +37,24 @@ fn forkgraph_startup_hook() {
     };
     // Single-threaded and before main: nothing else reads the environment now.
     std::env::remove_var(sys::FORK_SERVER_ENV);
-    if !sys::is_fork_server(&var) {
-        return;
+    match sys::fork_server_var(&var) {
+        sys::ForkServerVar::Foreign => (),
+        // Started as a fork server by a program that died meanwhile: running `main` here
+        // would run the user's program a second time, as an orphan.
+        sys::ForkServerVar::Orphaned => sys::exit_now(1),
+        sys::ForkServerVar::Serve => {
+            // SAFETY: fork_server_var checked that our parent started us with its control
+            // socket at FORK_SERVER_FD; nothing in this fresh process owns that fd yet.
+            let control = unsafe { sys::take_fork_server_fd() };
+            sys::exit_now(serve(&control));
+        }
     }
-    // SAFETY: is_fork_server checked that our parent started us with its control socket at
-    // FORK_SERVER_FD; nothing in this fresh process owns that fd yet.
-    let control = unsafe { sys::take_fork_server_fd() };
-    sys::exit_now(serve(&control));
 }
 
 fn serve(control: &Stream) -> i32 {
     sys::ignore_sigint();
+    sys::reset_inherited_signals();
+    sys::become_subreaper();
     sys::raise_fd_limit();
     let me = sys::getpid();
     let mut inbox = Inbox::new();
@@ -59,7 +69,7 @@ fn serve(control: &Stream) -> i32 {
                         proto::send(
                             control,
                             &FromServer::Spawned { pid },
-                            &[&fds.0, &fds.1, &fds.2],
+                            &[&fds.0, &fds.1, &fds.2, &fds.3],
                         )
                     }
                     Err(e) => proto::send(control, &FromServer::Failed(e.to_string()), &[]),
@@ -71,7 +81,10 @@ fn serve(control: &Stream) -> i32 {
             Ok(Some((ToServer::Reap { pid }, _))) => {
                 let reply = if live.remove(&pid) {
                     sys::kill_hard(pid);
-                    match sys::wait_child(pid) {
+                    let exit = sys::wait_child(pid);
+                    // What its tasks forked was reparented here when it died: end it too.
+                    sys::kill_strays(|p| live.contains(&p));
+                    match exit {
                         Ok(exit) => FromServer::Reaped { pid, exit },
                         Err(e) => FromServer::Failed(format!("waitpid {pid}: {e}")),
                     }
@@ -92,10 +105,13 @@ fn serve(control: &Stream) -> i32 {
     for &pid in &live {
         let _ = sys::wait_child(pid);
     }
+    sys::kill_strays(|_| false);
     0
 }
 
+/// A new worker's socket, the read end of its stderr pipe, its progress page and its pidfd.
 type WorkerFds = (
+    std::os::fd::OwnedFd,
     std::os::fd::OwnedFd,
     std::os::fd::OwnedFd,
     std::os::fd::OwnedFd,
@@ -116,6 +132,7 @@ fn spawn_worker(me: i32, control: &Stream, limits: Limits) -> std::io::Result<(i
             sys::redirect_stderr(err_w.as_fd());
             drop(err_w);
             sys::die_with_parent(me);
+            sys::confine_worker();
             sys::default_crash_signals();
             sys::no_core_dumps();
             if let Some(bytes) = limits.memory_bytes {
@@ -124,6 +141,17 @@ fn spawn_worker(me: i32, control: &Stream, limits: Limits) -> std::io::Result<(i
             let code = crate::worker::serve(&child_end, &page, limits);
             sys::exit_now(code)
         }
-        Forked::Parent(pid) => Ok((pid, (parent_end.into_fd(), err_r, page_fd))),
+        Forked::Parent(pid) => {
+            // Our unreaped child: the pid cannot have been reused yet.
+            let pidfd = match sys::pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    sys::kill_hard(pid);
+                    let _ = sys::wait_child(pid);
+                    return Err(e);
+                }
+            };
+            Ok((pid, (parent_end.into_fd(), err_r, page_fd, pidfd)))
+        }
     }
 }

@@ -1,8 +1,16 @@
 //! Messages between the parent, the fork server and workers, and their framing.
 //!
-//! Every message is a frame on a Unix stream socket: a 4-byte little-endian length, a 1-byte
-//! count of attached fds, then the postcard-encoded message. Fds travel with SCM_RIGHTS on the
-//! first byte of their frame. End-of-file on a socket means the process at the other end is gone.
+//! Every message is a frame on a Unix stream socket: a 2-byte magic number, a 4-byte
+//! little-endian length, a 2-byte little-endian count of attached fds, then the postcard-encoded
+//! message. Fds travel with SCM_RIGHTS on the first bytes of their frame, at most
+//! [`crate::sys::FDS_PER_SEND`] per byte. End-of-file on a socket means the process at the
+//! other end is gone.
+//!
+//! **A worker is untrusted.** Task code runs in it and can write anything to its socket. The
+//! parent reads frames from workers as hostile input: a wrong magic number, a frame whose fds
+//! did not come with its bytes, or a message that does not decode is an error (the worker is
+//! then killed and the error says why), and a frame is never allocated ahead of the bytes that
+//! actually arrived (at most [`READ_AHEAD`] more), so a header announcing 4 GiB costs nothing.
 //!
 //! Protocol (who sends what):
 //! - parent -> fork server: [`ToServer::Spawn`] (reply [`FromServer::Spawned`] with the worker's
@@ -25,6 +33,12 @@ use serde::{Deserialize, Serialize};
 use crate::exec::{TaskFailure, TaskSpec};
 use crate::sys::{Exit, Stream};
 use crate::value::Value;
+
+/// What a worker writes to its stderr each time it has sent results: the parent cuts the stderr
+/// tail it keeps for error reports there (so a crash shows the output of the tasks that had not
+/// reported yet, not an earlier task's) and does not forward these bytes. A task that writes
+/// them itself only shortens its own tail.
+pub const STDERR_MARK: &[u8] = b"\x00\x1fforkgraph:results-sent\x1f\x00";
 
 /// Resource limits of a worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +71,7 @@ pub enum ToServer {
 /// Fork server to parent.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromServer {
-    /// A worker started; fds: socket, stderr read end, progress page.
+    /// A worker started; fds: socket, stderr read end, progress page, pidfd.
     Spawned {
         /// Its pid.
         pid: i32,
@@ -98,6 +112,10 @@ pub struct UnitTask {
 pub struct Unit {
     /// Sequence number (never 0), unique per pool.
     pub seq: u64,
+    /// Whether a task of it has a timeout. The worker then sends every finished result before
+    /// it starts this unit and right after it ends, so the parent, which times units from what
+    /// it has received, knows when this one started without trusting the worker's page.
+    pub timed: bool,
     /// The tasks.
     pub tasks: Vec<UnitTask>,
 }
@@ -107,8 +125,6 @@ pub struct Unit {
 pub enum ToWorker {
     /// Run these units in order.
     Run(Vec<Unit>),
-    /// Finish and exit.
-    Exit,
     /// These recyclable segments (by inode) are no longer mapped for use anywhere: reuse them.
     Free(Vec<u64>),
 }
@@ -148,14 +164,24 @@ pub enum FromWorker {
 pub fn encode<T: Serialize>(msg: &T, nfds: usize) -> io::Result<Vec<u8>> {
     let mut out =
         postcard::serialize_with_flavor(msg, Framed(vec![0u8; HEADER])).map_err(invalid)?;
+    write_header(&mut out, nfds)?;
+    Ok(out)
+}
+
+fn write_header(out: &mut [u8], nfds: usize) -> io::Result<()> {
     let len = u32::try_from(out.len() - HEADER)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    out[4..6].copy_from_slice(&u16::try_from(nfds).map_err(invalid)?.to_le_bytes());
-    if nfds > (out.len()) * crate::sys::FDS_PER_SEND {
+    if nfds > out.len() * crate::sys::FDS_PER_SEND {
         return Err(invalid("too many fds for one message"));
     }
-    Ok(out)
+    out[..2].copy_from_slice(&MAGIC.to_le_bytes());
+    out[2..6].copy_from_slice(&len.to_le_bytes());
+    out[6..8].copy_from_slice(
+        &u16::try_from(nfds)
+            .map_err(|_| invalid(format!("{nfds} fds in one message (at most 65535)")))?
+            .to_le_bytes(),
+    );
+    Ok(())
 }
 
 /// Encodes a frame whose arrays travel as shared segments: those already in segments by
@@ -172,15 +198,18 @@ pub fn encode_shared<T: Serialize>(
         postcard::serialize_with_flavor(msg, Framed(vec![0u8; HEADER])).map_err(invalid)
     });
     let mut out = body?;
-    let len = u32::try_from(out.len() - HEADER)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    out[4..6].copy_from_slice(&u16::try_from(fds.len()).map_err(invalid)?.to_le_bytes());
+    write_header(&mut out, fds.len())?;
     Ok((out, fds))
 }
 
-/// Bytes before a frame's message: length (4) and fd count (2).
-const HEADER: usize = 6;
+/// Bytes before a frame's message: magic (2), length (4) and fd count (2).
+const HEADER: usize = 8;
+/// First two bytes of every frame.
+const MAGIC: u16 = 0xF67A;
+/// Most bytes an [`Inbox`] allocates beyond what it has received, whatever a header announces.
+pub const READ_AHEAD: usize = 16 << 20;
+/// Read size when no frame is pending.
+const MIN_READ: usize = 64 * 1024;
 
 /// A postcard output that leaves room for the frame header and appends slices in bulk.
 struct Framed(Vec<u8>);
@@ -207,10 +236,11 @@ fn invalid<E: std::fmt::Display>(e: E) -> io::Error {
 /// Bytes and fds received, split into frames.
 #[derive(Debug, Default)]
 pub struct Inbox {
+    /// Zero-initialised storage; received bytes are `buf[start..end]`.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     fds: VecDeque<OwnedFd>,
-    eof: bool,
 }
 
 impl Inbox {
@@ -224,74 +254,94 @@ impl Inbox {
     /// # Errors
     /// `WouldBlock` on an empty non-blocking socket, or the read error.
     pub fn fill(&mut self, s: &Stream) -> io::Result<bool> {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
+            if self.buf.len() > 4 * MIN_READ {
+                // Do not keep a large frame's memory once it is consumed.
+                self.buf = Vec::new();
+            }
         }
-        let want = (64 * 1024).max(
-            self.pending_frame_len()
-                .saturating_sub(self.buf.len() - self.start),
-        );
-        let len = self.buf.len();
-        self.buf.resize(len + want, 0);
+        let have = self.end - self.start;
+        // Room for the rest of the pending frame, but never more than READ_AHEAD beyond what
+        // arrived: the length in a header is a claim, not a fact.
+        let want = self
+            .pending_frame_len()
+            .saturating_sub(have)
+            .clamp(MIN_READ, READ_AHEAD);
+        if self.buf.len() - self.end < want {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.start = 0;
+                self.end = have;
+            }
+            if self.buf.len() - self.end < want {
+                let grown = (self.buf.len() * 2).max(self.end + want);
+                self.buf.resize(grown, 0);
+            }
+        }
         let mut fds = Vec::new();
-        let r = s.recv(&mut self.buf[len..], &mut fds);
+        let r = s.recv(&mut self.buf[self.end..], &mut fds);
         self.fds.extend(fds);
         match r {
-            Ok(0) => {
-                self.buf.truncate(len);
-                self.eof = true;
-                Ok(false)
-            }
+            Ok(0) => Ok(false),
             Ok(n) => {
-                self.buf.truncate(len + n);
+                self.end += n;
                 Ok(true)
             }
-            Err(e) => {
-                self.buf.truncate(len);
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 
-    /// Whether end-of-file was seen.
-    pub fn eof(&self) -> bool {
-        self.eof
+    /// Bytes received and not yet taken as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
     }
 
     fn pending_frame_len(&self) -> usize {
-        let b = &self.buf[self.start..];
+        let b = &self.buf[self.start..self.end];
         if b.len() < HEADER {
             return HEADER;
         }
-        HEADER + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+        HEADER + u32::from_le_bytes([b[2], b[3], b[4], b[5]]) as usize
     }
 
     /// The next complete frame, if any.
     ///
     /// # Errors
-    /// When a frame does not decode.
+    /// When the bytes are not a frame (wrong magic number), the frame's fds did not come with
+    /// it, or the message does not decode. The stream is then out of step for good.
     pub fn take_frame<T: DeserializeOwned>(&mut self) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
-        let b = &self.buf[self.start..];
+        let b = &self.buf[self.start..self.end];
+        if b.len() >= 2 && u16::from_le_bytes([b[0], b[1]]) != MAGIC {
+            return Err(invalid(format!(
+                "malformed frame: it starts with {:02x} {:02x}, not the frame marker",
+                b[0], b[1]
+            )));
+        }
         if b.len() < HEADER {
             return Ok(None);
         }
-        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        let nfds = u16::from_le_bytes([b[4], b[5]]) as usize;
-        if b.len() < HEADER + len || self.fds.len() < nfds {
+        let len = u32::from_le_bytes([b[2], b[3], b[4], b[5]]) as usize;
+        let nfds = u16::from_le_bytes([b[6], b[7]]) as usize;
+        if b.len() < HEADER + len {
             return Ok(None);
+        }
+        if self.fds.len() < nfds {
+            // Fds arrive with the first bytes of their frame, all of which are here.
+            return Err(invalid(format!(
+                "malformed frame: it announces {nfds} file descriptor(s), {} came with it",
+                self.fds.len()
+            )));
         }
         let fds: Vec<OwnedFd> = self.fds.drain(..nfds).collect();
         // Segment references in the message take their fds; the others are returned.
         let (msg, unused) = crate::wire::decode_with_fds(fds, || {
-            postcard::from_bytes(&b[HEADER..HEADER + len]).map_err(invalid)
+            postcard::from_bytes(&b[HEADER..HEADER + len])
+                .map_err(|e| invalid(format!("a message of {len} bytes does not decode: {e}")))
         });
         let msg = msg?;
         self.start += HEADER + len;
-        if self.start > (1 << 20) && self.start * 2 > self.buf.len() {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
         Ok(Some((msg, unused)))
     }
 }

@@ -204,9 +204,12 @@ pub fn free_segments(inodes: &[u64]) {
     RECYCLER.with(|r| {
         let mut r = r.borrow_mut();
         for ino in inodes {
-            if let Some(w) = r.in_use.remove(ino) {
-                r.free_bytes += w.cap();
-                r.free.push(w);
+            if let Some(mut w) = r.in_use.remove(ino) {
+                // A segment that cannot be made writable again is dropped, not reused.
+                if w.reclaim().is_ok() {
+                    r.free_bytes += w.cap();
+                    r.free.push(w);
+                }
             }
         }
         while r.free_bytes > MAX_FREE_BYTES && !r.free.is_empty() {
@@ -252,13 +255,19 @@ fn recyclable(len: usize) -> Option<RecyclableWriter> {
             .filter(|(_, w)| w.cap() >= len && w.cap() <= len.saturating_mul(2))
             .min_by_key(|(_, w)| w.cap())
             .map(|(i, _)| i);
+        let cap = len.div_ceil(4096) * 4096;
         match fit {
             Some(i) => {
                 let w = r.free.swap_remove(i);
                 r.free_bytes -= w.cap();
                 Some(w)
             }
-            None => RecyclableWriter::new(len.div_ceil(4096) * 4096).ok(),
+            None => RecyclableWriter::new(cap).ok().or_else(|| {
+                // Free segments count against a memory limit: give them back and try again.
+                r.free.clear();
+                r.free_bytes = 0;
+                RecyclableWriter::new(cap).ok()
+            }),
         }
     })
 }
@@ -297,6 +306,10 @@ pub(crate) fn export(buf: &Buffer) -> Exported {
             let Ok(fd) = w.fd().try_clone_to_owned() else {
                 return Exported::Inline;
             };
+            // Until the parent frees it, nothing in this process may write it.
+            if w.publish().is_err() {
+                return Exported::Inline;
+            }
             RECYCLER.with(|r| r.borrow_mut().in_use.insert(w.ino(), w));
             out.fds.push(fd);
             return Exported::Recyclable(out.fds.len() as u32 - 1, len as u64);

@@ -20,23 +20,35 @@ pub(crate) fn serve(sock: &Stream, page: &SharedPage, limits: Limits) -> i32 {
         pid: sys::getpid(),
         digest: Registry::global().digest(),
     };
-    if proto::send(sock, &hello, &[]).is_err() {
-        return 1;
+    if let Err(e) = proto::send(sock, &hello, &[]) {
+        return protocol_exit(1, "cannot greet the parent", &e);
     }
     let mut inbox = Inbox::new();
     let mut costs = Costs::default();
     loop {
         match proto::recv::<ToWorker>(sock, &mut inbox) {
             Ok(Some((ToWorker::Run(units), _))) => {
-                if run_batch(sock, page, limits, units, &mut costs).is_err() {
-                    return 1;
+                if let Err(e) = run_batch(sock, page, limits, units, &mut costs) {
+                    return protocol_exit(1, "cannot send results to the parent", &e);
                 }
             }
             Ok(Some((ToWorker::Free(inodes), _))) => crate::wire::free_segments(&inodes),
-            Ok(Some((ToWorker::Exit, _))) | Ok(None) => return 0,
-            Err(_) => return 2,
+            Ok(None) => return 0,
+            Err(e) => return protocol_exit(2, "cannot read what the parent sent", &e),
         }
     }
+}
+
+/// Says on stderr (which the parent shows with the death) why the worker gives up, and
+/// returns the exit code: the parent sees an exit code, this line says what the worker saw
+/// (a task closed or wrote to the worker's socket, a message too large, a full fd table).
+fn protocol_exit(code: i32, what: &str, e: &std::io::Error) -> i32 {
+    eprintln!(
+        "forkgraph worker {}: {what}: {e}; exiting (a task may have closed or written to the \
+         worker's socket to the parent)",
+        sys::getpid()
+    );
+    code
 }
 
 fn run_batch(
@@ -68,7 +80,8 @@ fn run_batch(
     for (unit, inodes) in units.into_iter().zip(per_unit) {
         let waited = sys::monotonic_ns().saturating_sub(first_ready);
         if !done.is_empty()
-            && (costs.expected(&unit) > LONG_UNIT.as_nanos() as u64
+            && (unit.timed
+                || costs.expected(&unit) > LONG_UNIT.as_nanos() as u64
                 || waited >= FLUSH_AFTER.as_nanos() as u64)
         {
             // Do not hold finished results back while a long unit runs.
@@ -81,7 +94,7 @@ fn run_batch(
         let results = run_unit(&unit, page, limits);
         let end = sys::monotonic_ns();
         costs.record(&unit, end.saturating_sub(start));
-        let seq = unit.seq;
+        let (seq, timed) = (unit.seq, unit.timed);
         // Drop the unit's inputs before reporting it: whatever still maps them now was kept by
         // a task, and the parent must not let those segments be recycled.
         drop(unit);
@@ -97,7 +110,10 @@ fn run_batch(
             nanos: end.saturating_sub(start),
             retained,
         });
-        if done.len() == 1 {
+        if timed {
+            // The parent times the next unit from this result's arrival.
+            send_done(sock, std::mem::take(&mut done), limits)?;
+        } else if done.len() == 1 {
             first_ready = end;
         }
     }
@@ -184,5 +200,7 @@ fn send_done(sock: &Stream, done: Vec<UnitDone>, limits: Limits) -> std::io::Res
         &FromWorker::Done(done),
         threshold,
         limits.recycle_segments,
-    )
+    )?;
+    sys::write_stderr(proto::STDERR_MARK);
+    Ok(())
 }

@@ -27,6 +27,9 @@ use nix::sys::socket::{
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
+mod procs;
+pub use procs::*;
+
 /// The fd number at which a re-executed fork server finds its control socket.
 pub const FORK_SERVER_FD: RawFd = 3;
 
@@ -116,13 +119,6 @@ impl Stream {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(msg) => {
-                    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-                        // Fds were lost (this process is at its fd limit): the stream can no
-                        // longer be trusted; the caller drops this peer.
-                        return Err(io::Error::other(
-                            "file descriptors passed by a peer were lost (fd limit reached)",
-                        ));
-                    }
                     for c in msg.cmsgs().map_err(errno)? {
                         if let ControlMessageOwned::ScmRights(raw) = c {
                             for fd in raw {
@@ -131,6 +127,16 @@ impl Stream {
                                 fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
                             }
                         }
+                    }
+                    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                        // Fds were lost (this process is at its fd limit): the stream can no
+                        // longer be trusted; the caller drops this peer.
+                        return Err(io::Error::other(format!(
+                            "file descriptors passed by another process were lost: this \
+                             process reached its open-file limit (RLIMIT_NOFILE {}); raise \
+                             it (ulimit -n) or hold fewer results in shared segments",
+                            open_file_limit()
+                        )));
                     }
                     return Ok(msg.bytes);
                 }
@@ -181,19 +187,17 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Writes all of `data` to a blocking fd.
-///
-/// # Errors
-/// The write error.
-pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+/// Writes `data` to fd 2 with raw writes (no lock, no buffering); errors are ignored.
+pub fn write_stderr(mut data: &[u8]) {
+    // SAFETY: fd 2 is this process's stderr for its whole life (a worker's is its pipe).
+    let fd = unsafe { BorrowedFd::borrow_raw(2) };
     while !data.is_empty() {
         match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
+            Ok(n) if n > 0 => data = &data[n..],
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(errno(e)),
+            _ => return,
         }
     }
-    Ok(())
 }
 
 /// What to wait for on one fd.
@@ -274,21 +278,6 @@ pub fn kill_hard(pid: i32) {
     }
 }
 
-/// Sends a signal by number (for tests and helpers); errors are ignored like [`kill_hard`].
-pub fn signal(pid: i32, sig: i32) {
-    if pid <= 0 {
-        return;
-    }
-    if let Ok(s) = Signal::try_from(sig) {
-        let _ = kill(Pid::from_raw(pid), s);
-    }
-}
-
-/// Whether a process with this pid exists (zombies included).
-pub fn process_exists(pid: i32) -> bool {
-    !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
-}
-
 /// Waits for a child to end.
 ///
 /// # Errors
@@ -305,18 +294,6 @@ pub fn wait_child(pid: i32) -> io::Result<Exit> {
     }
 }
 
-/// Reaps any children that have ended, without blocking; returns how many.
-pub fn reap_any() -> usize {
-    let mut n = 0;
-    while let Ok(s) = waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-        if s == WaitStatus::StillAlive {
-            break;
-        }
-        n += 1;
-    }
-    n
-}
-
 /// This process's id.
 pub fn getpid() -> i32 {
     nix::unistd::getpid().as_raw()
@@ -331,20 +308,31 @@ pub fn exit_now(code: i32) -> ! {
 
 /// Starts a fork server: re-executes this program's own executable with `control` at fd
 /// [`FORK_SERVER_FD`] and [`FORK_SERVER_ENV`] set, so the start-up hook serves forks instead
-/// of running `main`. stdin is null; stdout and stderr are inherited.
+/// of running `main`. stdin is null; stdout and stderr are inherited. The server is killed by
+/// the kernel when this process ends (PR_SET_PDEATHSIG, set before exec and checked against a
+/// parent that died before it was set), even when it is stopped or too busy to see its control
+/// socket close.
 ///
 /// # Errors
 /// When the executable cannot be started.
 pub fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child> {
     let raw = control.as_raw_fd();
+    let parent = getpid();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.args(args)
-        .env(FORK_SERVER_ENV, format!("{FORK_SERVER_FD}:{}", getpid()))
+        .env(FORK_SERVER_ENV, format!("{FORK_SERVER_FD}:{parent}"))
         .stdin(Stdio::null());
-    // SAFETY: the closure runs between fork and exec in the child and calls only dup2 and
-    // fcntl, which are async-signal-safe; it touches no locks or heap.
+    // SAFETY: the closure runs between fork and exec in the child and calls only prctl,
+    // getppid, dup2 and fcntl, which are async-signal-safe; it touches no locks or heap.
     unsafe {
         cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                // The program died before the signal was armed: never run as an orphan.
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
             if raw == FORK_SERVER_FD {
                 let flags = libc::fcntl(raw, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
@@ -356,32 +344,52 @@ pub fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child>
             Ok(())
         });
     }
-    let child = cmd.spawn();
+    let child = spawn_from_lasting_thread(cmd);
     drop(control);
     child
 }
 
-/// Whether this process was started by [`spawn_fork_server`]: the variable names fd
-/// [`FORK_SERVER_FD`] and our parent's pid, and that fd is a socket. A variable set by anyone
-/// else is ignored (and `main` runs as usual).
-pub fn is_fork_server(var: &OsStr) -> bool {
+/// What the start-up hook makes of [`FORK_SERVER_ENV`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkServerVar {
+    /// Not ours (malformed): ignore it and run `main` as usual.
+    Foreign,
+    /// Started by [`spawn_fork_server`] from a live parent: serve.
+    Serve,
+    /// Started as a fork server, but the parent is gone or the control socket is not there:
+    /// exit at once, never run `main`.
+    Orphaned,
+}
+
+/// Reads the variable set by [`spawn_fork_server`]: it names fd [`FORK_SERVER_FD`] and our
+/// parent's pid; we serve only if that parent is still ours and the fd is a socket.
+pub fn fork_server_var(var: &OsStr) -> ForkServerVar {
     let Some((fd, parent)) = var.to_str().and_then(|v| v.split_once(':')) else {
-        return false;
+        return ForkServerVar::Foreign;
     };
-    let ok_fd = fd.parse::<RawFd>().ok() == Some(FORK_SERVER_FD);
-    let ok_parent = parent.parse::<i32>().ok() == Some(nix::unistd::getppid().as_raw());
+    let (Ok(fd), Ok(parent)) = (fd.parse::<RawFd>(), parent.parse::<i32>()) else {
+        return ForkServerVar::Foreign;
+    };
+    if fd != FORK_SERVER_FD {
+        return ForkServerVar::Foreign;
+    }
+    let ok_parent = parent == nix::unistd::getppid().as_raw();
     // SAFETY: fstat only reads the fd's metadata into a local struct; an invalid fd is EBADF.
     let is_socket = unsafe {
         let mut st: libc::stat = std::mem::zeroed();
         libc::fstat(FORK_SERVER_FD, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
     };
-    ok_fd && ok_parent && is_socket
+    if ok_parent && is_socket {
+        ForkServerVar::Serve
+    } else {
+        ForkServerVar::Orphaned
+    }
 }
 
 /// Takes ownership of the fork server's control socket (in the re-executed process).
 ///
 /// # Safety
-/// Call once, only in a process for which [`is_fork_server`] holds, where fd
+/// Call once, only in a process for which [`fork_server_var`] says [`ForkServerVar::Serve`], where fd
 /// [`FORK_SERVER_FD`] is the control socket and nothing else owns it.
 pub unsafe fn take_fork_server_fd() -> Stream {
     // Make it close-on-exec again so that nothing the server starts inherits it.
@@ -457,7 +465,62 @@ pub fn default_crash_signals() {
 /// # Errors
 /// When setrlimit fails.
 pub fn limit_memory(bytes: u64) -> io::Result<()> {
-    setrlimit(Resource::RLIMIT_DATA, bytes, bytes).map_err(errno)
+    setrlimit(Resource::RLIMIT_DATA, bytes, bytes).map_err(errno)?;
+    MEMORY_LIMIT.store(bytes, Ordering::SeqCst);
+    Ok(())
+}
+
+/// The memory limit of this process ([`limit_memory`]; `u64::MAX`: none).
+static MEMORY_LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Bytes of shared segments this process created and still holds.
+static SHARED_HELD: AtomicU64 = AtomicU64::new(0);
+
+/// Shared memory this process created, counted against its memory limit: RLIMIT_DATA does not
+/// count shared mappings, so under a limit every new segment lowers the heap's soft limit by its
+/// size (heap and shared segments together stay under the limit), and a segment that would not
+/// fit is refused. Released (and the heap limit raised again) on drop.
+#[derive(Debug)]
+struct Charge(u64);
+
+impl Charge {
+    fn new(bytes: u64) -> io::Result<Charge> {
+        let limit = MEMORY_LIMIT.load(Ordering::SeqCst);
+        if limit == u64::MAX {
+            return Ok(Charge(0));
+        }
+        let held = SHARED_HELD.load(Ordering::SeqCst);
+        if held.saturating_add(bytes) > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "a shared segment of {bytes} bytes does not fit the worker's memory limit \
+                     of {limit} bytes ({held} bytes of shared segments already held)"
+                ),
+            ));
+        }
+        SHARED_HELD.fetch_add(bytes, Ordering::SeqCst);
+        Charge::apply(limit);
+        Ok(Charge(bytes))
+    }
+
+    /// Sets the heap's soft limit to what the shared segments leave of `limit`.
+    fn apply(limit: u64) {
+        let held = SHARED_HELD.load(Ordering::SeqCst);
+        let _ = setrlimit(
+            Resource::RLIMIT_DATA,
+            limit.saturating_sub(held).max(1),
+            limit,
+        );
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            SHARED_HELD.fetch_sub(self.0, Ordering::SeqCst);
+            Charge::apply(MEMORY_LIMIT.load(Ordering::SeqCst));
+        }
+    }
 }
 
 /// Limits this process's CPU time to `seconds` from now (SIGXCPU when exceeded).
@@ -506,9 +569,9 @@ pub fn monotonic_ns() -> u64 {
     })
 }
 
-/// Number of open fds of this process (for leak checks).
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
+/// This process's soft limit on open files.
+pub fn open_file_limit() -> u64 {
+    nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
 /// A page of memory shared between a worker and the parent: the worker publishes which unit
@@ -763,7 +826,8 @@ fn count_segment(bytes: u64) {
 
 /// A new sealable memory file of `len` bytes (at least 1), zero-filled and mapped read-write in
 /// this process only.
-fn writable_memfd(len: usize) -> io::Result<(memmap2::MmapMut, OwnedFd)> {
+fn writable_memfd(len: usize) -> io::Result<(memmap2::MmapMut, OwnedFd, Charge)> {
+    let charge = Charge::new(len.max(1).next_multiple_of(4096) as u64)?;
     let fd = nix::sys::memfd::memfd_create(
         c"forkgraph-segment",
         nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
@@ -774,7 +838,7 @@ fn writable_memfd(len: usize) -> io::Result<(memmap2::MmapMut, OwnedFd)> {
     // SAFETY: the memfd was just created and is known only to this process: nothing else can
     // truncate or write it while this mapping lives (its producer is its only writer).
     let map = unsafe { memmap2::MmapOptions::new().len(len.max(1)).map_mut(&file)? };
-    Ok((map, OwnedFd::from(file)))
+    Ok((map, OwnedFd::from(file), charge))
 }
 
 /// A shared segment being written: an anonymous memory file (memfd) mapped read-write in its
@@ -783,6 +847,7 @@ fn writable_memfd(len: usize) -> io::Result<(memmap2::MmapMut, OwnedFd)> {
 pub struct SegmentWriter {
     map: memmap2::MmapMut,
     fd: OwnedFd,
+    charge: Charge,
 }
 
 impl SegmentWriter {
@@ -791,8 +856,8 @@ impl SegmentWriter {
     /// # Errors
     /// When memfd_create, ftruncate or mmap fail (fd or memory limits).
     pub fn new(len: usize) -> io::Result<SegmentWriter> {
-        let (map, fd) = writable_memfd(len)?;
-        Ok(SegmentWriter { map, fd })
+        let (map, fd, charge) = writable_memfd(len)?;
+        Ok(SegmentWriter { map, fd, charge })
     }
 
     /// The bytes to fill.
@@ -812,7 +877,7 @@ impl SegmentWriter {
     /// # Errors
     /// When sealing or mapping fails.
     pub fn seal(self) -> io::Result<Segment> {
-        let SegmentWriter { map, fd } = self;
+        let SegmentWriter { map, fd, charge } = self;
         drop(map); // F_SEAL_WRITE fails while a writable shared mapping exists.
         use nix::fcntl::SealFlag;
         fcntl(
@@ -825,7 +890,9 @@ impl SegmentWriter {
             ),
         )
         .map_err(errno)?;
-        Segment::from_fd(fd)
+        let mut seg = Segment::from_fd(fd)?;
+        seg._charge = Some(charge);
+        Ok(seg)
     }
 }
 
@@ -844,6 +911,8 @@ pub struct Segment {
     ino: u64,
     /// Called with the inode when a tracked segment is dropped (see `wire`).
     on_drop: Option<fn(u64)>,
+    /// Held by the process that created it, against its memory limit.
+    _charge: Option<Charge>,
 }
 
 impl Segment {
@@ -872,6 +941,7 @@ impl Segment {
             recyclable: false,
             ino,
             on_drop: None,
+            _charge: None,
         })
     }
 
@@ -945,6 +1015,7 @@ impl Segment {
             recyclable: true,
             ino,
             on_drop: None,
+            _charge: None,
         })
     }
 
@@ -1049,11 +1120,20 @@ fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
 /// writable here only, sealed against resizing and against every *new* write or writable
 /// mapping (F_SEAL_FUTURE_WRITE). Readers elsewhere map it read-only; rewriting memory that
 /// stays mapped runs at memory speed, where a fresh file costs a page fault per 4 KiB.
+///
+/// While it is published ([`RecyclableWriter::publish`] until [`RecyclableWriter::reclaim`]),
+/// the producer's own mapping is inaccessible (`PROT_NONE`): a wild write by a later task in
+/// the producer faults instead of changing bytes that readers hold, and `/proc/<pid>/mem` cannot
+/// write through it either (the kernel refuses forced writes to shared mappings without write
+/// permission). Code in the producer that calls `mprotect` itself can still undo that: this is
+/// what recycling trusts; pools for untrusted tasks turn recycling off.
 #[derive(Debug)]
 pub struct RecyclableWriter {
     map: memmap2::MmapMut,
     fd: OwnedFd,
     ino: u64,
+    published: bool,
+    _charge: Charge,
 }
 
 impl RecyclableWriter {
@@ -1063,7 +1143,7 @@ impl RecyclableWriter {
     /// When memfd_create, ftruncate, mmap or sealing fail.
     pub fn new(cap: usize) -> io::Result<RecyclableWriter> {
         use nix::fcntl::SealFlag;
-        let (map, fd) = writable_memfd(cap)?;
+        let (map, fd, charge) = writable_memfd(cap)?;
         // A process a task forks (without exec) must not inherit a writable view.
         let _ = map.advise(memmap2::Advice::DontFork);
         // From here on this mapping is the only way to write it.
@@ -1075,7 +1155,43 @@ impl RecyclableWriter {
         )
         .map_err(errno)?;
         let ino = inode(fd.as_fd())?;
-        Ok(RecyclableWriter { map, fd, ino })
+        Ok(RecyclableWriter {
+            map,
+            fd,
+            ino,
+            published: false,
+            _charge: charge,
+        })
+    }
+
+    /// Makes the mapping inaccessible while readers hold the segment.
+    ///
+    /// # Errors
+    /// When mprotect fails; the segment must then not be published.
+    pub fn publish(&mut self) -> io::Result<()> {
+        self.protect(nix::sys::mman::ProtFlags::PROT_NONE)?;
+        self.published = true;
+        Ok(())
+    }
+
+    /// Makes the mapping writable again, once no reader holds the segment.
+    ///
+    /// # Errors
+    /// When mprotect fails; the segment must then not be reused.
+    pub fn reclaim(&mut self) -> io::Result<()> {
+        use nix::sys::mman::ProtFlags;
+        self.protect(ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)?;
+        self.published = false;
+        Ok(())
+    }
+
+    fn protect(&mut self, prot: nix::sys::mman::ProtFlags) -> io::Result<()> {
+        let ptr = std::ptr::NonNull::new(self.map.as_mut_ptr().cast::<libc::c_void>())
+            .ok_or_else(|| io::Error::other("null mapping"))?;
+        // SAFETY: the range is exactly this writer's own mapping, which lives as long as
+        // `self`; no reference into it is alive while it is PROT_NONE (`bytes_mut` asserts the
+        // writer is not published, and it takes `&mut self`).
+        unsafe { nix::sys::mman::mprotect(ptr, self.map.len(), prot) }.map_err(errno)
     }
 
     /// Capacity in bytes.
@@ -1084,7 +1200,11 @@ impl RecyclableWriter {
     }
 
     /// The bytes to fill.
+    ///
+    /// # Panics
+    /// While published (the memory is inaccessible then).
     pub fn bytes_mut(&mut self) -> &mut [u8] {
+        assert!(!self.published, "a published segment is not writable");
         &mut self.map
     }
 

@@ -1,0 +1,197 @@
+//! Process control beyond fork itself: pidfds (death seen from the process, not its sockets),
+//! confinement of workers and of what their tasks fork, the fork server's inherited state, and
+//! the thread that starts fork servers.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::Exit;
+
+/// A pidfd for a process: readable once the process has ended, whoever reaps it, and immune to
+/// pid reuse.
+///
+/// # Errors
+/// `ESRCH` when no such process exists (it ended and was reaped).
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    if pid <= 0 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (close-on-exec) or -1; it
+    // touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just installed this fd in our table; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the process behind a pidfd has ended (without waiting).
+pub fn pidfd_exited(fd: BorrowedFd<'_>) -> bool {
+    super::poll(
+        &[super::Interest {
+            fd,
+            read: true,
+            write: false,
+        }],
+        Some(Duration::ZERO),
+    )
+    .is_ok_and(|r| r[0].read)
+}
+
+/// Waits up to `timeout` for the process behind a pidfd to end; whether it has.
+pub fn pidfd_wait(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let deadline = super::monotonic_ns().saturating_add(timeout.as_nanos() as u64);
+    loop {
+        let now = super::monotonic_ns();
+        let left = Duration::from_nanos(deadline.saturating_sub(now));
+        let r = super::poll(
+            &[super::Interest {
+                fd,
+                read: true,
+                write: false,
+            }],
+            Some(left),
+        );
+        match r {
+            Ok(r) if r[0].read => return true,
+            Ok(_) if now >= deadline => return false,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reaps the process behind a pidfd if it is a child of this process and has ended; `None`
+/// when it still runs or is not our child (then its real parent reaps it).
+pub fn pidfd_reap(fd: BorrowedFd<'_>) -> Option<Exit> {
+    match waitid(Id::PIDFd(fd), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+        Ok(WaitStatus::Exited(_, code)) => Some(Exit::Code(code)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(Exit::Signal(sig as i32)),
+        _ => None,
+    }
+}
+
+/// Sends SIGKILL through a pidfd: never reaches another process that reused the pid.
+pub fn pidfd_kill(fd: BorrowedFd<'_>) {
+    // SAFETY: pidfd_send_signal takes an fd, a signal number, a null siginfo and flags; it
+    // touches no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
+/// The children of this (single-threaded) process, zombies included.
+pub fn child_pids() -> Vec<i32> {
+    let me = super::getpid();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills (SIGKILL) and reaps every child of this process that `keep` does not accept, until
+/// none is left: killing one reparents its own children here (this process is a child
+/// subreaper), and they go the same way. Used by the fork server to end what the tasks of a
+/// dead worker left behind.
+pub fn kill_strays(keep: impl Fn(i32) -> bool) {
+    // Bounded: a stray that forks as fast as it is killed cannot keep us here forever (SIGKILL
+    // stops it from forking again, so each round sees only what existed before the kill).
+    for _ in 0..64 {
+        let strays: Vec<i32> = child_pids().into_iter().filter(|&p| !keep(p)).collect();
+        if strays.is_empty() {
+            return;
+        }
+        for &p in &strays {
+            super::kill_hard(p);
+        }
+        for &p in &strays {
+            let _ = super::wait_child(p);
+        }
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER): what a
+/// task forks and abandons is reparented here, not to init, so it can be found and ended.
+pub fn become_subreaper() {
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+}
+
+/// Whether this process is a child subreaper (orphans below it become its children).
+pub fn is_subreaper() -> bool {
+    nix::sys::prctl::get_child_subreaper().unwrap_or(false)
+}
+
+/// In a freshly forked worker: its own process group (a task's `kill(0, ..)` reaches only its
+/// worker and what that forked), subreaper of its descendants, not dumpable (no other process
+/// of the same user can read or write its memory through `/proc/<pid>/mem` or ptrace), SIGPIPE
+/// ignored as Rust's own start-up does for `main` (a write to a closed pipe is an error, not a
+/// death).
+pub fn confine_worker() {
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    become_subreaper();
+    let _ = nix::sys::prctl::set_dumpable(false);
+    // SAFETY: installing SIG_IGN runs no handler code.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+}
+
+/// In the fork server at start-up: undo what exec carried over from the program that may break
+/// forking and reaping. An ignored SIGCHLD would make the kernel reap workers behind our back
+/// (then `waitpid` fails), and a blocked signal would stay blocked in every worker.
+pub fn reset_inherited_signals() {
+    for s in [Signal::SIGCHLD, Signal::SIGPIPE] {
+        // SAFETY: installing SIG_DFL runs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigDfl) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `cmd` from a thread that lives as long as this process. A child's parent-death
+/// signal (PR_SET_PDEATHSIG) fires when the *thread* that forked it ends, not the process: a
+/// fork server started from a short-lived thread would be killed with that thread. Starting it
+/// here ties its life to the process.
+pub(crate) fn spawn_from_lasting_thread(cmd: Command) -> io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        let started = std::thread::Builder::new()
+            .name("forkgraph-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        if let Err(e) = started {
+            // Without the thread every spawn below reports this.
+            eprintln!("forkgraph: cannot start the spawner thread: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    tx.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply))
+        .map_err(|_| io::Error::other("forkgraph's spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| io::Error::other("forkgraph's spawner thread is gone"))?
+}
