@@ -51,6 +51,23 @@ pub enum GraphError {
         /// The parameter types, for the message.
         params: String,
     },
+    /// A task's arguments, or a literal node's value, nest deeper than
+    /// [`MAX_NESTING`](crate::MAX_NESTING) levels: every list, map and nested task of the
+    /// arguments and every list or map inside a literal value counts one level.
+    #[error("{key}: lists, maps or nested tasks nested deeper than {limit} levels (the limit)")]
+    NestedTooDeep {
+        /// The task (or literal node).
+        key: Key,
+        /// The most levels allowed, [`MAX_NESTING`](crate::MAX_NESTING).
+        limit: usize,
+    },
+    /// The requested keys are lists nested deeper than [`MAX_NESTING`](crate::MAX_NESTING)
+    /// levels.
+    #[error("requested keys nested deeper than {limit} levels of lists (the limit)")]
+    RequestTooDeep {
+        /// The most levels allowed, [`MAX_NESTING`](crate::MAX_NESTING).
+        limit: usize,
+    },
 }
 
 fn plural(n: usize) -> &'static str {

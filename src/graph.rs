@@ -28,18 +28,69 @@ impl Task {
 }
 
 /// An argument of a task.
+///
+/// Lists, maps and nested tasks nest up to [`MAX_NESTING`](crate::MAX_NESTING) levels deep
+/// (lists and maps inside a literal [`Value`] count too); a task nested deeper is refused with
+/// [`GraphError::NestedTooDeep`](crate::GraphError::NestedTooDeep) before any task runs.
+///
+/// Dropping an `Arg` does not recurse through its lists, maps and nested tasks, however deep
+/// they are (a literal [`Value`] inside it drops as values do, recursively). `Arg` implements
+/// `Drop`, so it cannot be destructured by moving its fields out; match on a reference instead.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arg {
     /// A literal value, passed as it is.
     Value(Value),
     /// The result of another key (an explicit reference: strings are never taken for keys).
     Key(Key),
-    /// A list of arguments, nested to any depth.
+    /// A list of arguments.
     List(Vec<Arg>),
     /// A map of arguments.
     Map(Vec<(String, Arg)>),
     /// A nested task, evaluated in place when its parent runs.
     Task(Task),
+}
+
+impl Arg {
+    /// Whether dropping this argument drops further lists, maps or nested tasks.
+    fn has_nested(&self) -> bool {
+        match self {
+            Arg::Value(_) | Arg::Key(_) => false,
+            Arg::List(l) => !l.is_empty(),
+            Arg::Map(m) => !m.is_empty(),
+            Arg::Task(t) => !t.args.is_empty(),
+        }
+    }
+}
+
+impl Drop for Arg {
+    fn drop(&mut self) {
+        // The derived drop would recurse once per level: arguments nested 100,000 deep would
+        // overflow the stack. Arguments whose children are leaves (the usual case) take the
+        // fast path.
+        let nested = match self {
+            Arg::Value(_) | Arg::Key(_) => return,
+            Arg::List(l) => l.iter().any(Arg::has_nested),
+            Arg::Map(m) => m.iter().any(|(_, a)| a.has_nested()),
+            Arg::Task(t) => t.args.iter().any(Arg::has_nested),
+        };
+        if !nested {
+            return;
+        }
+        fn take(a: &mut Arg, stack: &mut Vec<Arg>) {
+            match a {
+                Arg::Value(_) | Arg::Key(_) => {}
+                Arg::List(l) => stack.append(l),
+                Arg::Map(m) => stack.extend(m.drain(..).map(|(_, a)| a)),
+                Arg::Task(t) => stack.append(&mut t.args),
+            }
+        }
+        let mut stack = Vec::new();
+        take(self, &mut stack);
+        while let Some(mut a) = stack.pop() {
+            take(&mut a, &mut stack);
+            // `a` is now a leaf or empty: dropping it does not recurse.
+        }
+    }
 }
 
 /// What a key of the graph stands for.

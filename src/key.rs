@@ -135,14 +135,42 @@ macro_rules! tuple_keys {
 }
 tuple_keys!((A a), (A a, B b), (A a, B b, C c), (A a, B b, C c, D d), (A a, B b, C c, D d, E e));
 
-/// The keys asked of `get`: one key, or lists of keys nested to any depth. The result of `get`
-/// mirrors this nesting.
+/// The keys asked of `get`: one key, or lists of keys nested up to
+/// [`MAX_NESTING`](crate::MAX_NESTING) levels deep (deeper requests are refused with
+/// [`GraphError::RequestTooDeep`](crate::GraphError::RequestTooDeep) before any task runs). The
+/// result of `get` mirrors this nesting.
+///
+/// Dropping a `Keys` does not recurse, however deep it is. (It implements `Drop`, so a `Keys`
+/// cannot be destructured by moving its fields out; match on a reference instead.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Keys {
     /// One key.
     One(Key),
     /// A list of key requests.
     List(Vec<Keys>),
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        // The derived drop would recurse once per level: a request nested 100,000 deep would
+        // overflow the stack. Lists of plain keys (the usual case) take the fast path.
+        let Keys::List(l) = self else {
+            return;
+        };
+        if !l
+            .iter()
+            .any(|k| matches!(k, Keys::List(l) if !l.is_empty()))
+        {
+            return;
+        }
+        let mut stack = std::mem::take(l);
+        while let Some(mut k) = stack.pop() {
+            if let Keys::List(l) = &mut k {
+                stack.append(l);
+            }
+            // `k` is now a key or an empty list: dropping it does not recurse.
+        }
+    }
 }
 
 impl Keys {

@@ -56,7 +56,8 @@ pub use key::{Key, KeyPart, Keys};
 pub use nesting::MAX_NESTING;
 pub use plan::Csr;
 pub use process::{
-    ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_FORK_SERVER_TIMEOUT, DEFAULT_SEGMENT_THRESHOLD,
+    ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_FORK_SERVER_TIMEOUT,
+    DEFAULT_SEGMENT_THRESHOLD,
 };
 pub use scheduler::{GetOptions, Scheduler};
 pub use sync::{get, get_value, SyncScheduler};

@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use forkgraph_worker::{SpecArg, TaskSpec};
 
+use crate::nesting::{spec_depth, MAX_NESTING};
 use crate::plan::{Csr, Kind, Plan};
 
 /// Longest chain fused into one task; bounds the nesting (and so the recursion) of a fused spec.
 pub(crate) const MAX_FUSED: u32 = 64;
 
 /// Substitutes literal nodes that are not requested into the tasks that read them, and drops them.
+/// A task that would nest deeper than [`MAX_NESTING`] with its literals inlined keeps reading
+/// them as inputs.
 pub(crate) fn inline_literals(plan: &mut Plan) {
     let n = plan.len();
     let mut keep = vec![true; n];
@@ -46,6 +49,9 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
                 Err(v) => SpecArg::Lit(forkgraph_worker::Value::clone(v)),
             });
         }
+        if spec_depth(&spec.args) > MAX_NESTING {
+            continue;
+        }
         plan.kinds[i] = Kind::Task(Arc::new(spec));
         *ds = kept;
     }
@@ -54,12 +60,10 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
             *k = false;
         }
     }
-    // A literal still read by an alias stays.
-    for (i, ds) in deps.iter().enumerate() {
-        if matches!(plan.kinds[i], Kind::Alias) {
-            for &d in ds {
-                keep[d as usize] = true;
-            }
+    // A literal still read (by an alias, or by a task it was not inlined into) stays.
+    for ds in &deps {
+        for &d in ds {
+            keep[d as usize] = true;
         }
     }
     compact(plan, deps, &keep);
@@ -86,7 +90,8 @@ fn count_inputs(a: &SpecArg, j: u32) -> usize {
 }
 
 /// Fuses `a -> b` when `b` is `a`'s only dependent, `a` is `b`'s only dependency, `b` reads `a`
-/// once, and `a` is not requested: `b` becomes `b(..., a(...), ...)` with `a`'s dependencies.
+/// once, and `a` is not requested: `b` becomes `b(..., a(...), ...)` with `a`'s dependencies,
+/// unless that would nest deeper than [`MAX_NESTING`].
 pub(crate) fn fuse_chains(plan: &mut Plan) {
     let n = plan.len();
     let mut deps: Vec<Vec<u32>> = (0..n as u32).map(|i| plan.deps.get(i).to_vec()).collect();
@@ -112,6 +117,9 @@ pub(crate) fn fuse_chains(plan: &mut Plan) {
         let mut spec = TaskSpec::clone(sb);
         for x in &mut spec.args {
             renumber(x, &|_| inner.clone());
+        }
+        if spec_depth(&spec.args) > MAX_NESTING {
+            continue;
         }
         plan.kinds[b] = Kind::Task(Arc::new(spec));
         depth[b] += depth[a];

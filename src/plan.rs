@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use forkgraph_worker::exec::collect_exact;
 use forkgraph_worker::{FnId, Registry, SpecArg, TaskSpec, Value};
 
 use crate::error::GraphError;
 use crate::graph::{Arg, Graph, Node, Task, TaskOptions};
 use crate::key::{Key, Keys};
+use crate::nesting::{self, Walk, MAX_NESTING};
 use crate::order;
 
 /// Compressed adjacency lists: `items[offsets[i]..offsets[i + 1]]` belong to node `i`.
@@ -137,6 +137,12 @@ impl Plan {
         request: &Keys,
         opts: PlanOptions,
     ) -> Result<Plan, GraphError> {
+        // The request's nesting first, without recursion: building the output recurses once per
+        // level. Each node's nesting is checked the same way when the cull reaches it, before
+        // anything recursive looks at it.
+        if nesting::request_too_deep(request) {
+            return Err(GraphError::RequestTooDeep { limit: MAX_NESTING });
+        }
         let wanted = request.flatten();
         let missing: Vec<Key> = wanted
             .iter()
@@ -190,6 +196,7 @@ impl Plan {
         // Scratch: the input index of each key reference of the node, in argument order, and
         // an index of the node's inputs for repeated references when it has many.
         let mut locals: Vec<u32> = Vec::new();
+        let mut levels = Vec::new();
         let mut repeats = Repeats::default();
         let mut functions = Functions::new(Registry::global());
         let mut compile_error: Option<GraphError> = None;
@@ -205,7 +212,8 @@ impl Plan {
             let key = &keys[id as usize];
             locals.clear();
             let first = dep_items.len();
-            let walked: Result<(), ()> = for_each_dep(node, &mut |r| {
+            // Also checks the node's nesting: compiling it (and everything after) recurses.
+            let walked = nesting::for_each_dep(node, &mut levels, &mut |r| {
                 let (dk, dn) = graph.entry(r).ok_or(())?;
                 let d = seen.entry(addr(dk)).or_insert_with(|| {
                     found.push((Some(dk.clone()), dn));
@@ -220,10 +228,12 @@ impl Plan {
                 } else {
                     locals.push(repeats.local(id, &dep_items[first..], d.found));
                 }
-                Ok(())
+                Ok::<(), ()>(())
             });
-            if walked.is_err() {
-                return Err(missing_dependency(graph, key, node));
+            match walked {
+                Ok(()) => {}
+                Err(Walk::Stopped(())) => return Err(missing_dependency(graph, key, node)),
+                Err(Walk::TooDeep) => return Err(too_deep(key)),
             }
             dep_offsets.push(dep_items.len() as u32);
             // Unvisited dependencies, last first, so that the first is visited next.
@@ -376,65 +386,27 @@ impl Plan {
     }
 }
 
-fn dedup_in_order(v: &mut Vec<&Key>) {
-    if v.len() < 2 {
-        return;
-    }
-    let mut seen = std::collections::HashSet::with_capacity(v.len());
-    v.retain(|k| seen.insert(*k));
-}
-
-/// Calls `f` on every key reference of `node`, in argument order, until it fails.
-fn for_each_dep<'g, E>(
-    node: &'g Node,
-    f: &mut impl FnMut(&'g Key) -> Result<(), E>,
-) -> Result<(), E> {
-    fn arg<'g, E>(a: &'g Arg, f: &mut impl FnMut(&'g Key) -> Result<(), E>) -> Result<(), E> {
-        match a {
-            Arg::Value(_) => Ok(()),
-            Arg::Key(k) => f(k),
-            Arg::List(l) => l.iter().try_for_each(|a| arg(a, f)),
-            Arg::Map(m) => m.iter().try_for_each(|(_, a)| arg(a, f)),
-            Arg::Task(t) => t.args.iter().try_for_each(|a| arg(a, f)),
-        }
-    }
-    match node {
-        Node::Task(t) => t.args.iter().try_for_each(|a| arg(a, f)),
-        Node::Value(_) => Ok(()),
-        Node::Alias(k) => f(k),
-    }
-}
-
-fn node_deps<'g>(node: &'g Node, out: &mut Vec<&'g Key>) {
-    match node {
-        Node::Task(t) => task_deps(t, out),
-        Node::Value(_) => {}
-        Node::Alias(k) => out.push(k),
-    }
-}
-
-fn task_deps<'g>(t: &'g Task, out: &mut Vec<&'g Key>) {
-    for a in &t.args {
-        arg_deps(a, out);
-    }
-}
-
-fn arg_deps<'g>(a: &'g Arg, out: &mut Vec<&'g Key>) {
-    match a {
-        Arg::Value(_) => {}
-        Arg::Key(k) => out.push(k),
-        Arg::List(l) => l.iter().for_each(|a| arg_deps(a, out)),
-        Arg::Map(m) => m.iter().for_each(|(_, a)| arg_deps(a, out)),
-        Arg::Task(t) => task_deps(t, out),
+fn too_deep(key: &Key) -> GraphError {
+    GraphError::NestedTooDeep {
+        key: key.clone(),
+        limit: MAX_NESTING,
     }
 }
 
 /// The error of a node with a missing dependency: the last missing one among its distinct
-/// dependencies (found the slow way, on the error path only).
+/// dependencies (found the slow way, on the error path only), or its nesting if that is too
+/// deep (the walk that found the missing key stopped there).
 fn missing_dependency(graph: &Graph, key: &Key, node: &Node) -> GraphError {
     let mut deps = Vec::new();
-    node_deps(node, &mut deps);
-    dedup_in_order(&mut deps);
+    let walked = nesting::for_each_dep(node, &mut Vec::new(), &mut |d| {
+        deps.push(d);
+        Ok::<(), ()>(())
+    });
+    if walked.is_err() {
+        return too_deep(key);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(deps.len());
+    deps.retain(|k| seen.insert(*k));
     let d = deps
         .iter()
         .rev()
@@ -550,31 +522,50 @@ impl<'g> Functions<'g> {
 }
 
 /// Compiles a task; `locals` gives the input index of each key reference, in argument order.
+///
+/// Recursive, once per level of nesting (`compile_arg` -> `compile_list` -> `compile_arg`, or
+/// `compile_arg` -> `compile_task` -> `compile_arg`): the cull checked that it is at most
+/// [`MAX_NESTING`]. Each step is a small function of its own, so that an unoptimized build needs
+/// little stack per level.
 fn compile_task<'g>(
     fns: &mut Functions<'g>,
     key: &Key,
     t: &'g Task,
     locals: &mut std::slice::Iter<'_, u32>,
 ) -> Result<TaskSpec, GraphError> {
-    let func = fns
-        .lookup(&t.func)
-        .map_err(|message| GraphError::UnknownFunction {
-            key: key.clone(),
-            function: t.func.clone(),
-            message,
-        })?;
+    let func = match fns.lookup(&t.func) {
+        Ok(func) => func,
+        Err(message) => return Err(unknown_function(key, t, message)),
+    };
     let f = fns.reg.get(func).expect("looked up");
     if f.params.len() != t.args.len() {
-        return Err(GraphError::Arity {
-            key: key.clone(),
-            function: t.func.clone(),
-            expected: f.params.len(),
-            got: t.args.len(),
-            params: f.params.join(", "),
-        });
+        return Err(arity(key, t, f.params));
     }
-    let args = collect_exact(&t.args, |a| compile_arg(fns, key, a, locals))?;
+    let mut args = Vec::with_capacity(t.args.len());
+    for a in &t.args {
+        args.push(compile_arg(fns, key, a, locals)?);
+    }
     Ok(TaskSpec { func, args })
+}
+
+#[cold]
+fn unknown_function(key: &Key, t: &Task, message: String) -> GraphError {
+    GraphError::UnknownFunction {
+        key: key.clone(),
+        function: t.func.clone(),
+        message,
+    }
+}
+
+#[cold]
+fn arity(key: &Key, t: &Task, params: &[&str]) -> GraphError {
+    GraphError::Arity {
+        key: key.clone(),
+        function: t.func.clone(),
+        expected: params.len(),
+        got: t.args.len(),
+        params: params.join(", "),
+    }
 }
 
 fn compile_arg<'g>(
@@ -583,17 +574,46 @@ fn compile_arg<'g>(
     a: &'g Arg,
     locals: &mut std::slice::Iter<'_, u32>,
 ) -> Result<SpecArg, GraphError> {
-    Ok(match a {
-        Arg::Value(v) => SpecArg::Lit(v.clone()),
-        Arg::Key(_) => SpecArg::Input(*locals.next().expect("an index per key reference")),
-        Arg::List(l) => SpecArg::List(collect_exact(l, |a| compile_arg(fns, key, a, locals))?),
-        Arg::Map(m) => SpecArg::Map(collect_exact(m, |(k, a)| {
-            Ok((k.clone(), compile_arg(fns, key, a, locals)?))
-        })?),
-        Arg::Task(t) => SpecArg::Task(Box::new(compile_task(fns, key, t, locals)?)),
-    })
+    match a {
+        Arg::Value(v) => Ok(SpecArg::Lit(v.clone())),
+        Arg::Key(_) => Ok(SpecArg::Input(
+            *locals.next().expect("an index per key reference"),
+        )),
+        Arg::List(l) => compile_list(fns, key, l, locals),
+        Arg::Map(m) => compile_map(fns, key, m, locals),
+        Arg::Task(t) => compile_task(fns, key, t, locals).map(|t| SpecArg::Task(Box::new(t))),
+    }
 }
 
+#[inline(never)]
+fn compile_list<'g>(
+    fns: &mut Functions<'g>,
+    key: &Key,
+    l: &'g [Arg],
+    locals: &mut std::slice::Iter<'_, u32>,
+) -> Result<SpecArg, GraphError> {
+    let mut out = Vec::with_capacity(l.len());
+    for a in l {
+        out.push(compile_arg(fns, key, a, locals)?);
+    }
+    Ok(SpecArg::List(out))
+}
+
+#[inline(never)]
+fn compile_map<'g>(
+    fns: &mut Functions<'g>,
+    key: &Key,
+    m: &'g [(String, Arg)],
+    locals: &mut std::slice::Iter<'_, u32>,
+) -> Result<SpecArg, GraphError> {
+    let mut out = Vec::with_capacity(m.len());
+    for (k, a) in m {
+        out.push((k.clone(), compile_arg(fns, key, a, locals)?));
+    }
+    Ok(SpecArg::Map(out))
+}
+
+/// Recursive, once per level of the request: [`MAX_NESTING`] bounds it.
 fn out_spec(request: &Keys, id_of: &dyn Fn(&Key) -> u32) -> OutSpec {
     match request {
         Keys::One(k) => OutSpec::One(id_of(k)),

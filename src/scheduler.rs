@@ -54,7 +54,8 @@ impl fmt::Debug for GetOptions {
 
 /// A scheduler: computes requested keys of a graph.
 pub trait Scheduler {
-    /// Computes `keys` (one key or nested lists of keys) with options.
+    /// Computes `keys` (one key, or lists of keys nested up to
+    /// [`MAX_NESTING`](crate::MAX_NESTING) levels) with options.
     ///
     /// # Errors
     /// [`Error::Graph`] before anything runs when the graph or request is invalid;
