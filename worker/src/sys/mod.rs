@@ -308,10 +308,13 @@ pub fn exit_now(code: i32) -> ! {
 
 /// Starts a fork server: re-executes this program's own executable with `control` at fd
 /// [`FORK_SERVER_FD`] and [`FORK_SERVER_ENV`] set, so the start-up hook serves forks instead
-/// of running `main`. stdin is null; stdout and stderr are inherited. The server is killed by
-/// the kernel when this process ends (PR_SET_PDEATHSIG, set before exec and checked against a
-/// parent that died before it was set), even when it is stopped or too busy to see its control
-/// socket close.
+/// of running `main`. stdin is null; stdout and stderr are inherited.
+///
+/// When this process ends, the server sees its control socket close, kills its workers and what
+/// their tasks left behind, and exits. So that a server that was stopped (SIGSTOP) sees it too,
+/// its parent-death signal is SIGCONT (PR_SET_PDEATHSIG, set before exec and checked against a
+/// parent that died before it was set): SIGKILL would end a stopped server as well, but before
+/// it could end the processes the tasks forked.
 ///
 /// # Errors
 /// When the executable cannot be started.
@@ -326,7 +329,7 @@ pub fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child>
     // getppid, dup2 and fcntl, which are async-signal-safe; it touches no locks or heap.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGCONT as libc::c_ulong) < 0 {
                 return Err(io::Error::last_os_error());
             }
             if libc::getppid() != parent {
