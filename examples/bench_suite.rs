@@ -1,4 +1,4 @@
-//! The Dask baseline's workloads (`/work/shared/bench/README.md`) on forkgraph's schedulers,
+//! The Dask baseline's workloads (`../shared/bench/README.md`) on forkgraph's schedulers,
 //! printed as a table like `dask_baseline.py`'s, so the two can be run side by side.
 //!
 //! ```text

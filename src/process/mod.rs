@@ -105,8 +105,12 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Limits each worker's heap (RLIMIT_DATA). A task that needs more fails with
-    /// [`TaskErrorKind::OutOfMemory`](crate::TaskErrorKind::OutOfMemory).
+    /// Limits each worker's memory: its heap (RLIMIT_DATA) and the shared segments it creates
+    /// (results it sends, `SharedVec`s), together: each live segment lowers the heap's limit by
+    /// its size. A task whose allocation fails dies and fails with
+    /// [`TaskErrorKind::OutOfMemory`](crate::TaskErrorKind::OutOfMemory); a `SharedVec` that
+    /// does not fit is an `Err` the task can return. Segments a worker maps as inputs are not
+    /// counted (their producer's are).
     pub fn memory_limit(mut self, bytes: u64) -> ProcessPoolBuilder {
         self.cfg.limits.memory_bytes = Some(bytes);
         self
@@ -144,6 +148,11 @@ impl ProcessPoolBuilder {
     /// Whether workers reuse the segments of results nobody maps any more (default true). Fresh
     /// shared memory costs a page fault per 4 KiB on first write; reused memory is written at
     /// memory speed. Each worker keeps at most 256 MiB of free segments (and of cached mappings).
+    ///
+    /// While others read a recycled segment, its producer's mapping is inaccessible, so a wild
+    /// write faults; but task code that calls `mprotect` on purpose could make it writable
+    /// again. For untrusted tasks turn recycling off: every segment is then sealed against all
+    /// writes by the kernel.
     pub fn recycle_segments(mut self, on: bool) -> ProcessPoolBuilder {
         self.cfg.limits.recycle_segments = on;
         self
