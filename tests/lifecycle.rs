@@ -349,3 +349,58 @@ fn a_programs_own_ctrl_c_handler_is_restored_after_get() {
         assert!(text.contains("SURVIVED"), "{text}");
     });
 }
+
+static LATE_HANDLER_RAN: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn late_handler(_sig: libc::c_int) {
+    LATE_HANDLER_RAN.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Installs the program's SIGINT handler while a `get` runs, from another thread (as tokio's
+/// `signal::ctrl_c()` would).
+struct InstallDuringGet;
+
+impl Callbacks for InstallDuringGet {
+    fn start(&self, _info: &forkgraph::RunInfo) {
+        std::thread::spawn(|| {
+            // SAFETY: installs a handler that only adds to an atomic.
+            unsafe { libc::signal(libc::SIGINT, late_handler as *const () as libc::sighandler_t) };
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// The helper: the program installs a SIGINT handler while a `get` runs; when the `get` ends
+/// the handler is still there (forkgraph does not put back what it saw before), also after a
+/// second `get` that chains to it.
+#[test]
+fn helper_handler_installed_during_get() {
+    if !is_helper("helper_handler_installed_during_get") {
+        return;
+    }
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    let g = graph! { "y" => (leaf, 2) };
+    let opts = GetOptions::new().callback(Arc::new(InstallDuringGet));
+    let got = pool.get_with(&g, &"y".into(), &opts).unwrap();
+    assert_eq!(got.to::<i64>().unwrap(), 15);
+    // SAFETY: raising a signal in our own process.
+    unsafe { libc::raise(libc::SIGINT) };
+    assert_eq!(LATE_HANDLER_RAN.load(Ordering::SeqCst), 1, "the late handler ran");
+    // A second get arms forkgraph's handler over it and chains to it; afterwards it is back.
+    assert_eq!(pool.get(&g, "y").unwrap().to::<i64>().unwrap(), 15);
+    // SAFETY: as above.
+    unsafe { libc::raise(libc::SIGINT) };
+    assert_eq!(LATE_HANDLER_RAN.load(Ordering::SeqCst), 2, "still there");
+    println!("SURVIVED");
+}
+
+#[test]
+fn a_handler_installed_during_get_is_kept_after_it() {
+    watchdog(60, || {
+        let out = helper("helper_handler_installed_during_get").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{:?}: {text}", out.status);
+        assert!(text.contains("SURVIVED"), "{text}");
+    });
+}

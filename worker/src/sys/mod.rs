@@ -654,7 +654,8 @@ impl SharedPage {
 /// Ctrl-C during `get`. While at least one guard is armed, SIGINT runs a handler that counts the
 /// signal, wakes every armed `get` through its own pipe, and then calls whatever handler was
 /// installed before (so a program's own Ctrl-C handling still runs). When the last guard drops,
-/// the previous disposition is restored exactly: outside `get`, forkgraph changes nothing.
+/// the previous disposition is restored exactly: outside `get`, forkgraph changes nothing. A
+/// handler the program installs while a `get` runs is kept when the `get` ends.
 pub mod interrupt {
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
     use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -673,7 +674,20 @@ pub mod interrupt {
     /// Armed guards, and the disposition to restore when the last one drops.
     static STATE: Mutex<(usize, Option<SigAction>)> = Mutex::new((0, None));
 
+    /// Set while `on_sigint` runs: a handler that the program installed over ours and that
+    /// calls ours as the one it replaced, while ours calls it as ours replaced, would otherwise
+    /// recurse forever.
+    static IN_HANDLER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
     extern "C" fn on_sigint(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        if IN_HANDLER.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        on_sigint_once(sig, info, ctx);
+        IN_HANDLER.store(false, Ordering::SeqCst);
+    }
+
+    fn on_sigint_once(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         COUNT.fetch_add(1, Ordering::SeqCst);
         for w in &WAKE {
             let fd = w.load(Ordering::SeqCst);
@@ -696,6 +710,16 @@ pub mod interrupt {
                 let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(prev) };
                 f(sig);
             }
+        }
+    }
+
+    /// Whether SIGINT's handler is `on_sigint` now.
+    fn ours_installed() -> bool {
+        // SAFETY: sigaction with a null new action only reads the current one into `cur`.
+        unsafe {
+            let mut cur: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGINT, std::ptr::null(), &mut cur) == 0
+                && cur.sa_sigaction == on_sigint as *const () as libc::sighandler_t
         }
     }
 
@@ -774,10 +798,16 @@ pub mod interrupt {
             st.0 -= 1;
             if st.0 == 0 {
                 if let Some(prev) = st.1.take() {
-                    // SAFETY: restores exactly the disposition that was installed before arm.
-                    let _ = unsafe { sigaction(Signal::SIGINT, &prev) };
+                    if ours_installed() {
+                        // SAFETY: restores exactly the disposition that was installed before
+                        // arm.
+                        let _ = unsafe { sigaction(Signal::SIGINT, &prev) };
+                        PREV_FN.store(0, Ordering::SeqCst);
+                    }
+                    // Otherwise the program installed its own handler while `get` ran (say,
+                    // tokio's ctrl_c from another thread): it stays. If it calls ours as the
+                    // handler it replaced, ours still passes the signal on to the one before.
                 }
-                PREV_FN.store(0, Ordering::SeqCst);
             }
         }
     }
