@@ -189,7 +189,14 @@ impl<'a> ProcExec<'a> {
         } else {
             0
         };
-        while let Some(front) = self.pending.front() {
+        while !self.pending.is_empty() {
+            if fds_per_unit > 0 && !self.fds_fit(units_in_flight + 1, fds_per_unit) {
+                if busy {
+                    break;
+                }
+                return Err(self.fd_exhausted());
+            }
+            let front = &self.pending[0];
             if let Some(budget) = budget {
                 // Start a unit only if what is held, what runs and what it will add fit the
                 // budget; a unit of unknown size only when nothing else runs. With nothing
@@ -202,12 +209,6 @@ impl<'a> ProcExec<'a> {
                 if busy && !fits {
                     break;
                 }
-            }
-            if fds_per_unit > 0 && !self.fds_fit(units_in_flight + 1, fds_per_unit) {
-                if busy {
-                    break;
-                }
-                return Err(self.fd_exhausted());
             }
             let suspect = front.suspect;
             let best = match suspect {
@@ -262,13 +263,19 @@ impl<'a> ProcExec<'a> {
     }
 
     /// Whether `units` units in flight, each bringing up to `per_unit` segments, still leave
-    /// this process below its open-file limit.
-    fn fds_fit(&self, units: usize, per_unit: usize) -> bool {
+    /// this process below its open-file limit. When they would not, the soft limit is raised
+    /// towards the hard limit first: only then, and never lowered.
+    fn fds_fit(&mut self, units: usize, per_unit: usize) -> bool {
         let held = sys::segment_stats().0 as usize;
         let reserve = FD_RESERVE + FDS_PER_WORKER * self.pool.workers.len();
-        held.saturating_add(units.saturating_mul(per_unit))
-            .saturating_add(reserve)
-            <= self.fd_limit
+        let need = held
+            .saturating_add(units.saturating_mul(per_unit))
+            .saturating_add(reserve);
+        if need > self.fd_limit {
+            let raised = sys::raise_fd_limit_for(need as u64);
+            self.fd_limit = usize::try_from(raised).unwrap_or(usize::MAX);
+        }
+        need <= self.fd_limit
     }
 
     fn fd_exhausted(&self) -> Error {

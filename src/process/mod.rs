@@ -177,6 +177,12 @@ impl ProcessPoolBuilder {
 
     /// Starts the fork server and the workers.
     ///
+    /// Open files: every result the pool holds in a shared segment is an fd in this process.
+    /// The pool raises this process's soft `RLIMIT_NOFILE` towards its hard limit only when the
+    /// segments it holds need it, never lowers it, and holds back new tasks before the limit is
+    /// reached (a `get` whose requested results cannot all be held fails with an error naming
+    /// the limit).
+    ///
     /// # Errors
     /// When `workers(0)` was asked, the executable cannot be re-executed, or a worker does not
     /// start.

@@ -37,7 +37,6 @@ pub(crate) struct Server {
 
 impl Server {
     fn start(timeout: Duration) -> Result<Server, String> {
-        sys::raise_fd_limit();
         if !forkgraph_worker::forkserver::hook_ran() {
             return Err(
                 "forkgraph's start-up hook did not run in this executable, so it cannot \

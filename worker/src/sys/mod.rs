@@ -551,8 +551,25 @@ pub fn cpu_time() -> Duration {
     }
 }
 
-/// Raises this process's soft limit on open files to its hard limit: segments and sockets are
-/// fds, and running out of them would lose fds passed by peers.
+/// Raises this process's soft limit on open files towards `need` (at least doubling it, at most
+/// to the hard limit; never lowering it); returns the soft limit now in force.
+pub fn raise_fd_limit_for(need: u64) -> u64 {
+    let Ok((soft, hard)) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE) else {
+        return open_file_limit();
+    };
+    if soft >= need || soft >= hard {
+        return soft;
+    }
+    let want = need.max(soft.saturating_mul(2)).min(hard);
+    match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+        Ok(()) => want,
+        Err(_) => soft,
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (in the fork server and
+/// workers, which are forkgraph's own processes: segments and sockets are fds, and running out
+/// of them would lose fds passed by peers).
 pub fn raise_fd_limit() {
     if let Ok((_, hard)) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);

@@ -1,0 +1,73 @@
+//! What building and using a pool does to the program's own limits.
+
+mod common;
+
+use common::{helper, is_helper, watchdog};
+use forkgraph::{Arg, Graph, Keys, ProcessPool, Scheduler};
+
+#[forkgraph::task]
+fn bytes64(i: i64) -> Vec<u8> {
+    vec![i as u8; 64]
+}
+
+fn nofile() -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
+    (r.rlim_cur, r.rlim_max)
+}
+
+/// The helper: soft open-file limit 256, hard 4096. A pool leaves the soft limit alone until the
+/// results it holds need more fds, then raises it (never above the hard limit), and never
+/// lowers it.
+#[test]
+fn helper_fd_limit() {
+    if !is_helper("helper_fd_limit") {
+        return;
+    }
+    let r = libc::rlimit {
+        rlim_cur: 256,
+        rlim_max: 4096,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }, 0);
+    let pool = ProcessPool::builder()
+        .workers(2)
+        .segment_threshold(Some(16))
+        .build()
+        .unwrap();
+    let mut small = Graph::new();
+    small.task("x", "bytes64", vec![Arg::Value(1.into())]);
+    pool.get(&small, "x").unwrap();
+    assert_eq!(nofile(), (256, 4096), "untouched while not needed");
+    let mut g = Graph::new();
+    let mut keys = Vec::new();
+    for i in 0..1000i64 {
+        g.task(("b", i), "bytes64", vec![Arg::Value(i.into())]);
+        keys.push(Keys::from(("b", i)));
+    }
+    let out = pool.get(&g, Keys::List(keys)).unwrap();
+    assert_eq!(out.as_list().unwrap().len(), 1000);
+    let (soft, hard) = nofile();
+    assert!(
+        soft > 1000 && soft <= 4096 && hard == 4096,
+        "raised as needed: {soft} {hard}"
+    );
+    drop(out);
+    pool.get(&small, "x").unwrap();
+    assert_eq!(nofile().0, soft, "never lowered");
+    println!("LIMITS OK");
+}
+
+#[test]
+fn the_open_file_limit_is_raised_only_when_needed_and_never_lowered() {
+    watchdog(120, || {
+        let out = helper("helper_fd_limit").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{:?}: {text}", out.status);
+        assert!(text.contains("LIMITS OK"), "{text}");
+    });
+}
