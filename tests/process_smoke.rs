@@ -67,3 +67,17 @@ fn map_and_submit_run_on_the_pool() {
     let e = pool.map("no_such_function", [1]).unwrap_err();
     assert!(e.to_string().contains("no_such_function"), "{e}");
 }
+
+#[test]
+fn workers_and_the_fork_server_have_readable_names() {
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    // A worker names itself right after the fork: once it has answered, it has.
+    pool.map("pinc", [1]).unwrap();
+    let read = |pid: i32, what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap();
+    let worker = pool.worker_pids()[0];
+    let server = pool.fork_server_pid();
+    assert_eq!(read(worker, "comm"), b"forkgraph-work\n");
+    assert!(read(worker, "cmdline").starts_with(b"forkgraph-worker\0"));
+    assert_eq!(read(server, "comm"), b"forkgraph-srv\n");
+    assert!(read(server, "cmdline").starts_with(b"forkgraph-forkserver\0"));
+}

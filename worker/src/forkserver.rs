@@ -52,6 +52,7 @@ fn forkgraph_startup_hook() {
 }
 
 fn serve(control: &Stream) -> i32 {
+    sys::set_process_name(c"forkgraph-srv", sys::FORK_SERVER_NAME);
     sys::ignore_sigint();
     sys::reset_inherited_signals();
     sys::become_subreaper();
@@ -133,6 +134,7 @@ fn spawn_worker(me: i32, control: &Stream, limits: Limits) -> std::io::Result<(i
             drop(err_w);
             sys::die_with_parent(me);
             sys::confine_worker();
+            sys::set_process_name(c"forkgraph-work", sys::WORKER_NAME);
             sys::default_crash_signals();
             sys::no_core_dumps();
             if let Some(bytes) = limits.memory_bytes {

@@ -33,6 +33,12 @@ pub use procs::*;
 /// The fd number at which a re-executed fork server finds its control socket.
 pub const FORK_SERVER_FD: RawFd = 3;
 
+/// The fork server's command line (`ps`); its workers show as [`WORKER_NAME`].
+pub const FORK_SERVER_NAME: &str = "forkgraph-forkserver";
+
+/// A worker's command line (`ps`).
+pub const WORKER_NAME: &str = "forkgraph-worker";
+
 /// Environment variable that turns a re-executed binary into a fork server.
 pub const FORK_SERVER_ENV: &str = "FORKGRAPH_FORK_SERVER";
 
@@ -322,7 +328,8 @@ pub fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child>
     let raw = control.as_raw_fd();
     let parent = getpid();
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.args(args)
+    cmd.arg0(FORK_SERVER_NAME)
+        .args(args)
         .env(FORK_SERVER_ENV, format!("{FORK_SERVER_FD}:{parent}"))
         .stdin(Stdio::null());
     // SAFETY: the closure runs between fork and exec in the child and calls only prctl,

@@ -128,6 +128,41 @@ pub fn kill_strays(keep: impl Fn(i32) -> bool) {
     }
 }
 
+/// Names this process in `ps` and `top`: `comm` (at most 15 bytes, what `top` and `pgrep`
+/// show) and, when `cmdline` fits in the memory of its original arguments, the command line
+/// (what `ps aux` shows).
+pub fn set_process_name(comm: &std::ffi::CStr, cmdline: &str) {
+    let _ = nix::sys::prctl::set_name(comm);
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which is in parentheses and may contain anything.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // arg_start and arg_end are fields 48 and 49 of the line; `rest` starts at field 3.
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        fields.get(45).map(|f| f.parse::<usize>()),
+        fields.get(46).map(|f| f.parse::<usize>()),
+    ) else {
+        return;
+    };
+    let room = end.saturating_sub(start);
+    if start == 0 || cmdline.len() >= room {
+        return;
+    }
+    // SAFETY: [arg_start, arg_end) is this process's own argument area, which the kernel set up
+    // on its stack at exec and which stays mapped and writable for its whole life; we write
+    // inside it and end with NUL bytes, so it stays a valid sequence of C strings for anything
+    // that still reads argv.
+    unsafe {
+        let p = start as *mut u8;
+        std::ptr::write_bytes(p, 0, room);
+        std::ptr::copy_nonoverlapping(cmdline.as_ptr(), p, cmdline.len());
+    }
+}
+
 /// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER): what a
 /// task forks and abandons is reparented here, not to init, so it can be found and ended.
 pub fn become_subreaper() {
