@@ -394,7 +394,7 @@ impl<'a> ProcExec<'a> {
 
     fn handle_all(&mut self, i: usize, msgs: Vec<FromWorker>) -> Result<(), Error> {
         for m in msgs {
-            if self.pool.workers[i].note.is_some() {
+            if self.pool.workers[i].broken {
                 break; // It broke the protocol: nothing more it says counts.
             }
             self.handle(i, m)?;
@@ -409,8 +409,8 @@ impl<'a> ProcExec<'a> {
                 w.give_up(format!("worker {} greeted twice", w.pid));
                 Ok(())
             }
-            FromWorker::Hello { pid, digest } => {
-                w.check_hello(pid, digest).map_err(Error::Scheduler)
+            FromWorker::Hello { pid, digest, init } => {
+                w.check_hello(pid, digest, init).map_err(Error::Scheduler)
             }
             FromWorker::Done(units) => {
                 // Output before this message belongs to the units it reports; the worker marks
@@ -567,6 +567,8 @@ impl<'a> ProcExec<'a> {
         let timed_out = w.timed_out.take();
         let in_flight: Vec<InFlight> = w.in_flight.drain(..).collect();
         let pid = w.pid;
+        // A new worker that dies in its worker_init would die again in every replacement.
+        let in_init = !w.hello && pid > 0 && self.pool.has_init();
         let death = match self.pool.replace(i) {
             Ok(d) => d,
             Err(Replace::ServerGone(why)) => return self.server_gone(in_flight, why),
@@ -575,6 +577,13 @@ impl<'a> ProcExec<'a> {
                 return Err(Error::Scheduler(e));
             }
         };
+        if in_init {
+            self.requeue(in_flight);
+            let died = self.describe_death(pid, death.exit, death.tail, death.note);
+            return Err(Error::Scheduler(format!(
+                "a new worker died in its worker_init: {died}"
+            )));
+        }
         if in_flight.is_empty() {
             return Ok(());
         }

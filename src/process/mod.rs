@@ -39,6 +39,8 @@ pub(crate) struct Config {
     pub(crate) segment_budget: Option<u64>,
     /// How long the fork server may take to answer a request.
     pub(crate) server_timeout: Duration,
+    /// The function every worker runs once after it starts, with its arguments.
+    pub(crate) init: Option<(String, Vec<Arg>)>,
 }
 
 /// Default of [`ProcessPoolBuilder::fork_server_timeout`].
@@ -70,6 +72,7 @@ impl Default for ProcessPoolBuilder {
                 handle_interrupt: true,
                 segment_budget: None,
                 server_timeout: DEFAULT_FORK_SERVER_TIMEOUT,
+                init: None,
             },
         }
     }
@@ -175,6 +178,17 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// A registered function every worker runs once, with these arguments (values, not keys),
+    /// right after it starts and before any task: after every restart too, as Python's
+    /// `Pool(initializer=...)`. Workers never run `main`, so state that tasks need in every
+    /// worker (a configuration in a `OnceLock`, a thread pool, a connection) is made here.
+    /// `build` waits for every worker's init; its failure (an error, a panic or a crash) is a
+    /// build error, and in a replacement worker the error of the `get` that needed it.
+    pub fn worker_init(mut self, function: &str, args: Vec<Arg>) -> ProcessPoolBuilder {
+        self.cfg.init = Some((function.to_owned(), args));
+        self
+    }
+
     /// Starts the fork server and the workers.
     ///
     /// Open files: every result the pool holds in a shared segment is an fd in this process.
@@ -192,11 +206,37 @@ impl ProcessPoolBuilder {
                 "a process pool needs at least one worker".into(),
             ));
         }
-        let pool = Pool::start(&self.cfg).map_err(BuildError)?;
+        let init = match &self.cfg.init {
+            Some((function, args)) => Some(compile_init(function, args)?),
+            None => None,
+        };
+        let pool = Pool::start(&self.cfg, init).map_err(BuildError)?;
         Ok(ProcessPool {
             pool: Arc::new(Mutex::new(pool)),
             cfg: Arc::new(self.cfg),
         })
+    }
+}
+
+/// Checks and compiles the `worker_init` call, as a graph task would be.
+fn compile_init(
+    function: &str,
+    args: &[Arg],
+) -> Result<Arc<forkgraph_worker::TaskSpec>, BuildError> {
+    let mut g = Graph::new();
+    g.insert("worker_init", Task::new(function, args.to_vec()));
+    let plan = plan(&g, &Keys::One("worker_init".into()), &GetOptions::default())
+        .map_err(|e| BuildError(format!("worker_init: {e}")))?;
+    let node = plan
+        .keys
+        .iter()
+        .position(|k| *k == Key::from("worker_init"))
+        .expect("the requested key is planned");
+    match &plan.kinds[node] {
+        crate::plan::Kind::Task(spec) if plan.deps.get(node as u32).is_empty() => Ok(spec.clone()),
+        _ => Err(BuildError(format!(
+            "worker_init `{function}`: its arguments must be values, not keys"
+        ))),
     }
 }
 

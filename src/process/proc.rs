@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use forkgraph_worker::proto::{FromServer, FromWorker, Inbox, Limits, Outbox, ToServer};
 use forkgraph_worker::sys::{self, Exit, SharedPage, Slot, Stream};
-use forkgraph_worker::Registry;
+use forkgraph_worker::{Registry, TaskFailure, TaskSpec};
+use std::sync::Arc;
 
 use super::exec::InFlight;
 use super::stderr::{self, Tail};
@@ -139,8 +140,9 @@ impl Server {
         Ok(())
     }
 
-    fn spawn(&mut self, limits: Limits) -> Result<Proc, Replace> {
-        match self.request(&ToServer::Spawn { limits })? {
+    fn spawn(&mut self, limits: Limits, init: Option<&Arc<TaskSpec>>) -> Result<Proc, Replace> {
+        let init = init.cloned();
+        match self.request(&ToServer::Spawn { limits, init })? {
             (FromServer::Spawned { pid }, fds) => {
                 let proc = (fds.len() == 4)
                     .then_some(fds)
@@ -222,6 +224,8 @@ pub(crate) struct Proc {
     pub(crate) dead: bool,
     /// Why the parent gave up on it, when it was not simply its death (a malformed message).
     pub(crate) note: Option<String>,
+    /// Set when it broke the protocol: messages after that are ignored.
+    pub(crate) broken: bool,
     /// Set when the parent killed it for a timeout: (unit seq, task index, timeout).
     pub(crate) timed_out: Option<(u64, u64, std::time::Duration)>,
     /// Segments its tasks kept (pinned against recycling until this worker is gone).
@@ -265,6 +269,7 @@ impl Proc {
             fds_per_unit: 0,
             dead: false,
             note: None,
+            broken: false,
             timed_out: None,
             pins: Vec::new(),
         })
@@ -332,8 +337,16 @@ impl Proc {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    // It closed its socket with our messages unread: it is gone.
+                    self.dead = true;
+                    break;
+                }
                 Err(e) => {
-                    self.give_up(format!("reading from worker {} failed: {e}", self.pid));
+                    // Lost fds (our fd limit) and the like: what arrived before still counts.
+                    self.note
+                        .get_or_insert(format!("reading from worker {} failed: {e}", self.pid));
+                    self.kill();
                     break;
                 }
             }
@@ -366,11 +379,13 @@ impl Proc {
         out
     }
 
-    /// Declares the worker dead for `why`, and kills it.
+    /// Declares that the worker broke the protocol (`why`), and kills it: nothing more it
+    /// says counts.
     pub(crate) fn give_up(&mut self, why: String) {
         if self.note.is_none() {
             self.note = Some(why);
         }
+        self.broken = true;
         self.kill();
     }
 
@@ -388,13 +403,75 @@ impl Proc {
         }
     }
 
-    pub(crate) fn check_hello(&mut self, pid: i32, digest: u64) -> Result<(), String> {
+    /// Takes the worker's first message: its function table must be ours, and its
+    /// `worker_init` must have succeeded.
+    pub(crate) fn check_hello(
+        &mut self,
+        pid: i32,
+        digest: u64,
+        init: Option<TaskFailure>,
+    ) -> Result<(), String> {
         self.hello = true;
         if digest != Registry::global().digest() || pid != self.pid {
             return Err(format!(
                 "worker {pid} has a different function table than this process; the executable \
                  changed on disk after the pool started"
             ));
+        }
+        if let Some(f) = init {
+            return Err(format!(
+                "worker_init `{}` failed in worker {pid}: {}",
+                f.function, f.error
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits (until `deadline`, monotonic ns) for the worker's first message and checks it.
+    fn await_hello(&mut self, deadline: u64) -> Result<(), String> {
+        while !self.hello {
+            let left = deadline.saturating_sub(sys::monotonic_ns());
+            if left == 0 {
+                return Err(format!("new worker {} did not start in time", self.pid));
+            }
+            let ready = sys::poll(
+                &[
+                    sys::Interest {
+                        fd: self.sock.as_fd(),
+                        read: true,
+                        write: false,
+                    },
+                    sys::Interest {
+                        fd: self.pidfd.as_fd(),
+                        read: true,
+                        write: false,
+                    },
+                ],
+                Some(Duration::from_nanos(left)),
+            )
+            .map_err(|e| e.to_string())?;
+            if ready[0].read {
+                for m in self.read_messages() {
+                    if let FromWorker::Hello { pid, digest, init } = m {
+                        self.check_hello(pid, digest, init)?;
+                    }
+                }
+            }
+            if !self.hello && (self.dead || ready[1].read) {
+                self.drain_stderr();
+                let tail = self.tail.text();
+                return Err(format!(
+                    "new worker {} died before it was ready (in its worker_init, if the pool has \
+                     one){}{}",
+                    self.pid,
+                    if tail.is_empty() {
+                        ""
+                    } else {
+                        "; its stderr:\n"
+                    },
+                    tail.trim_end()
+                ));
+            }
         }
         Ok(())
     }
@@ -439,14 +516,26 @@ pub(crate) struct Pool {
     started: u64,
     limits: Limits,
     server_timeout: Duration,
+    init: Option<Arc<TaskSpec>>,
 }
 
 impl Pool {
-    pub(crate) fn start(cfg: &Config) -> Result<Pool, String> {
+    pub(crate) fn start(cfg: &Config, init: Option<Arc<TaskSpec>>) -> Result<Pool, String> {
         let mut server = Server::start(cfg.server_timeout)?;
         let mut workers = Vec::with_capacity(cfg.workers);
         for _ in 0..cfg.workers {
-            workers.push(server.spawn(cfg.limits).map_err(Replace::into_message)?);
+            workers.push(
+                server
+                    .spawn(cfg.limits, init.as_ref())
+                    .map_err(Replace::into_message)?,
+            );
+        }
+        if init.is_some() {
+            // Its failure is the build's.
+            let deadline = sys::monotonic_ns().saturating_add(cfg.server_timeout.as_nanos() as u64);
+            for w in &mut workers {
+                w.await_hello(deadline)?;
+            }
         }
         Ok(Pool {
             server,
@@ -456,7 +545,13 @@ impl Pool {
             result_bytes: std::collections::HashMap::new(),
             limits: cfg.limits,
             server_timeout: cfg.server_timeout,
+            init,
         })
+    }
+
+    /// Whether workers run a `worker_init` first.
+    pub(crate) fn has_init(&self) -> bool {
+        self.init.is_some()
     }
 
     pub(crate) fn pids(&self) -> Vec<i32> {
@@ -494,7 +589,7 @@ impl Pool {
             running: w.running(),
             note: w.note.take(),
         };
-        let new = self.server.spawn(self.limits)?;
+        let new = self.server.spawn(self.limits, self.init.as_ref())?;
         self.started += 1;
         self.workers[i] = new;
         Ok(death)
@@ -521,7 +616,7 @@ impl Pool {
         for _ in 0..n {
             workers.push(
                 self.server
-                    .spawn(self.limits)
+                    .spawn(self.limits, self.init.as_ref())
                     .map_err(Replace::into_message)?,
             );
         }
@@ -550,31 +645,7 @@ impl Pool {
         }
         let deadline = sys::monotonic_ns().saturating_add(self.server_timeout.as_nanos() as u64);
         let w = &mut self.workers[i];
-        while !w.hello {
-            let left = deadline.saturating_sub(sys::monotonic_ns());
-            if left == 0 {
-                return Err(format!("new worker {} did not start in time", w.pid));
-            }
-            let ready = sys::poll(
-                &[sys::Interest {
-                    fd: w.sock.as_fd(),
-                    read: true,
-                    write: false,
-                }],
-                Some(Duration::from_nanos(left)),
-            )
-            .map_err(|e| e.to_string())?;
-            if ready[0].read {
-                for m in w.read_messages() {
-                    if let FromWorker::Hello { pid, digest } = m {
-                        w.check_hello(pid, digest)?;
-                    }
-                }
-                if w.dead && !w.hello {
-                    return Err(format!("new worker {} died at start", w.pid));
-                }
-            }
-        }
+        w.await_hello(deadline)?;
         Ok(w.pid)
     }
 }

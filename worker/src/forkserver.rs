@@ -62,8 +62,8 @@ fn serve(control: &Stream) -> i32 {
     let mut live: BTreeSet<i32> = BTreeSet::new();
     loop {
         match proto::recv::<ToServer>(control, &mut inbox) {
-            Ok(Some((ToServer::Spawn { limits }, _))) => {
-                let reply = spawn_worker(me, control, limits);
+            Ok(Some((ToServer::Spawn { limits, init }, _))) => {
+                let reply = spawn_worker(me, control, limits, init.as_deref());
                 let sent = match reply {
                     Ok((pid, fds)) => {
                         live.insert(pid);
@@ -118,7 +118,12 @@ type WorkerFds = (
     std::os::fd::OwnedFd,
 );
 
-fn spawn_worker(me: i32, control: &Stream, limits: Limits) -> std::io::Result<(i32, WorkerFds)> {
+fn spawn_worker(
+    me: i32,
+    control: &Stream,
+    limits: Limits,
+    init: Option<&crate::exec::TaskSpec>,
+) -> std::io::Result<(i32, WorkerFds)> {
     let (parent_end, child_end) = Stream::pair()?;
     let (err_r, err_w) = sys::pipe()?;
     let (page, page_fd) = SharedPage::create()?;
@@ -140,7 +145,7 @@ fn spawn_worker(me: i32, control: &Stream, limits: Limits) -> std::io::Result<(i
             if let Some(bytes) = limits.memory_bytes {
                 let _ = sys::limit_memory(bytes);
             }
-            let code = crate::worker::serve(&child_end, &page, limits);
+            let code = crate::worker::serve(&child_end, &page, limits, init);
             sys::exit_now(code)
         }
         Forked::Parent(pid) => {

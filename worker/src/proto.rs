@@ -60,6 +60,8 @@ pub enum ToServer {
     Spawn {
         /// Its limits.
         limits: Limits,
+        /// What it runs once before anything else (the pool's `worker_init`).
+        init: Option<Arc<TaskSpec>>,
     },
     /// Kill (SIGKILL) a worker and wait for it to end.
     Reap {
@@ -146,12 +148,15 @@ pub struct UnitDone {
 /// Worker to parent.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromWorker {
-    /// First message: who the worker is and which function table it has.
+    /// First message: who the worker is, which function table it has, and how its
+    /// `worker_init` went (a worker whose init failed exits after saying so).
     Hello {
         /// Its pid.
         pid: i32,
         /// [`crate::Registry::digest`] of its executable.
         digest: u64,
+        /// The init's failure, if it failed.
+        init: Option<TaskFailure>,
     },
     /// Finished units.
     Done(Vec<UnitDone>),

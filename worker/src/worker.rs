@@ -15,13 +15,24 @@ const FLUSH_AFTER: Duration = Duration::from_micros(200);
 const LONG_UNIT: Duration = Duration::from_micros(50);
 
 /// Serves the parent on `sock` until told to exit or the parent is gone; returns the exit code.
-pub(crate) fn serve(sock: &Stream, page: &SharedPage, limits: Limits) -> i32 {
+pub(crate) fn serve(
+    sock: &Stream,
+    page: &SharedPage,
+    limits: Limits,
+    init: Option<&crate::exec::TaskSpec>,
+) -> i32 {
+    let init = init.and_then(|spec| exec::run(spec, &[] as &[Value]).err());
+    let failed = init.is_some();
     let hello = FromWorker::Hello {
         pid: sys::getpid(),
         digest: Registry::global().digest(),
+        init,
     };
     if let Err(e) = proto::send(sock, &hello, &[]) {
         return protocol_exit(1, "cannot greet the parent", &e);
+    }
+    if failed {
+        return 3;
     }
     let mut inbox = Inbox::new();
     let mut costs = Costs::default();
