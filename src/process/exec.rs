@@ -30,6 +30,7 @@ use super::proc::{Replace, TAIL_LINES};
 use super::{Config, Pool};
 use crate::engine::{Done, Executor, Failure, Job};
 use crate::error::{Error, TaskErrorKind};
+use crate::key::Key;
 
 /// Most units in one message to a worker.
 const UNITS_PER_MESSAGE: usize = 64;
@@ -77,6 +78,8 @@ pub(crate) struct InFlight {
 pub(crate) struct ProcExec<'a> {
     pool: &'a mut Pool,
     cfg: &'a Config,
+    /// The plan's keys, by node (to tag what tasks log).
+    keys: &'a [Key],
     pending: VecDeque<PUnit>,
     done: Vec<Done>,
     interrupt: Option<interrupt::Armed>,
@@ -89,7 +92,7 @@ pub(crate) struct ProcExec<'a> {
 }
 
 impl<'a> ProcExec<'a> {
-    pub(crate) fn new(pool: &'a mut Pool, cfg: &'a Config) -> ProcExec<'a> {
+    pub(crate) fn new(pool: &'a mut Pool, cfg: &'a Config, keys: &'a [Key]) -> ProcExec<'a> {
         let interrupt = if cfg.handle_interrupt {
             interrupt::arm()
         } else {
@@ -105,6 +108,7 @@ impl<'a> ProcExec<'a> {
         ProcExec {
             pool,
             cfg,
+            keys,
             pending: VecDeque::new(),
             done: Vec::new(),
             interrupt,
@@ -411,6 +415,16 @@ impl<'a> ProcExec<'a> {
             }
             FromWorker::Hello { pid, digest, init } => {
                 w.check_hello(pid, digest, init).map_err(Error::Scheduler)
+            }
+            FromWorker::Log(r) => {
+                let key = w
+                    .in_flight
+                    .iter()
+                    .find(|f| f.seq == r.seq)
+                    .and_then(|f| f.unit.jobs.get(r.task as usize))
+                    .and_then(|j| self.keys.get(j.node as usize));
+                super::logs::emit(w.pid, key, &r);
+                Ok(())
             }
             FromWorker::Done(units) => {
                 // Output before this message belongs to the units it reports; the worker marks

@@ -8,6 +8,7 @@
 //! replaced. `get` calls on one pool take turns (the pool is behind a mutex).
 
 mod exec;
+mod logs;
 mod proc;
 mod stderr;
 
@@ -243,6 +244,17 @@ fn compile_init(
 /// A pool of worker processes running tasks. Cloning shares the pool; the workers stop when the
 /// last clone drops.
 ///
+/// # What a worker is
+///
+/// Workers are forked from a fork server (this executable, re-executed when the pool is built)
+/// and never run `main`: state made there (a `OnceLock` configuration, a logger, a rayon pool)
+/// does not exist in them. They inherit the environment and working directory this process had
+/// at [`build`](ProcessPoolBuilder::build), every registered function, and stdout and stderr.
+/// [`worker_init`](ProcessPoolBuilder::worker_init) runs a function once in each worker (also
+/// after restarts) before any task. `log` records and `tracing` events that tasks emit are
+/// re-emitted in this process, tagged with the worker's pid and the task's key, at the levels
+/// enabled here when the worker started. SIGPIPE is ignored in workers, as in a Rust `main`.
+///
 /// ```
 /// use forkgraph::{graph, key, ProcessPool, Scheduler};
 ///
@@ -424,7 +436,7 @@ impl Scheduler for ProcessPool {
         }
         let mut pool = self.lock();
         let _inside = InGet::enter(me);
-        let mut exec = exec::ProcExec::new(&mut pool, &self.cfg);
+        let mut exec = exec::ProcExec::new(&mut pool, &self.cfg, &plan.keys);
         engine::run(&plan, &mut exec, &opts.callbacks)
     }
 }

@@ -142,6 +142,12 @@ impl Server {
 
     fn spawn(&mut self, limits: Limits, init: Option<&Arc<TaskSpec>>) -> Result<Proc, Replace> {
         let init = init.cloned();
+        // Workers forward what tasks log at the levels this process has enabled now.
+        let limits = Limits {
+            log_level: forkgraph_worker::logs::current_log_level(),
+            trace_level: forkgraph_worker::logs::current_trace_level(),
+            ..limits
+        };
         match self.request(&ToServer::Spawn { limits, init })? {
             (FromServer::Spawned { pid }, fds) => {
                 let proc = (fds.len() == 4)
@@ -452,8 +458,12 @@ impl Proc {
             .map_err(|e| e.to_string())?;
             if ready[0].read {
                 for m in self.read_messages() {
-                    if let FromWorker::Hello { pid, digest, init } = m {
-                        self.check_hello(pid, digest, init)?;
+                    match m {
+                        FromWorker::Hello { pid, digest, init } => {
+                            self.check_hello(pid, digest, init)?
+                        }
+                        FromWorker::Log(r) => super::logs::emit(self.pid, None, &r),
+                        FromWorker::Done(_) => {}
                     }
                 }
             }

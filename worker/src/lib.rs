@@ -6,6 +6,7 @@ pub mod archive;
 pub mod convert;
 pub mod exec;
 pub mod forkserver;
+pub mod logs;
 pub mod proto;
 pub mod registry;
 pub mod shared;

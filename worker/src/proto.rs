@@ -51,6 +51,10 @@ pub struct Limits {
     pub segment_threshold: Option<u64>,
     /// Whether those segments are recycled (see [`crate::wire`]).
     pub recycle_segments: bool,
+    /// `log` records forwarded to the parent, up to this level (0 off, 1 error .. 5 trace).
+    pub log_level: u8,
+    /// `tracing` events forwarded to the parent, up to this level (as `log_level`).
+    pub trace_level: u8,
 }
 
 /// Parent to fork server.
@@ -160,6 +164,8 @@ pub enum FromWorker {
     },
     /// Finished units.
     Done(Vec<UnitDone>),
+    /// A `log` record or `tracing` event a task emitted.
+    Log(crate::logs::LogRecord),
 }
 
 /// Encodes a frame.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::exec;
+use crate::logs;
 use crate::proto::{self, FromWorker, Inbox, Input, Limits, ToWorker, Unit, UnitDone};
 use crate::registry::Registry;
 use crate::sys::{self, SharedPage, Slot, Stream};
@@ -21,6 +22,7 @@ pub(crate) fn serve(
     limits: Limits,
     init: Option<&crate::exec::TaskSpec>,
 ) -> i32 {
+    crate::logs::install(sock, limits.log_level, limits.trace_level);
     let init = init.and_then(|spec| exec::run(spec, &[] as &[Value]).err());
     let failed = init.is_some();
     let hello = FromWorker::Hello {
@@ -28,7 +30,7 @@ pub(crate) fn serve(
         digest: Registry::global().digest(),
         init,
     };
-    if let Err(e) = proto::send(sock, &hello, &[]) {
+    if let Err(e) = logs::with_socket(sock, |s| proto::send(s, &hello, &[])) {
         return protocol_exit(1, "cannot greet the parent", &e);
     }
     if failed {
@@ -102,6 +104,7 @@ fn run_batch(
         page.set(Slot::Started, start);
         page.set(Slot::Task, 0);
         page.set(Slot::Unit, unit.seq);
+        logs::set_current(unit.seq, 0);
         let results = run_unit(&unit, page, limits);
         let end = sys::monotonic_ns();
         costs.record(&unit, end.saturating_sub(start));
@@ -134,6 +137,7 @@ fn run_batch(
         send_done(sock, done, limits)?;
     }
     page.set(Slot::Unit, 0);
+    logs::set_current(0, 0);
     Ok(())
 }
 
@@ -149,6 +153,7 @@ fn run_unit(
         if i > 0 {
             page.set(Slot::Started, sys::monotonic_ns());
             page.set(Slot::Task, i as u64);
+            logs::set_current(unit.seq, i as u64);
         }
         if let Some(secs) = limits.cpu_seconds {
             let _ = sys::limit_cpu_from_now(secs);
@@ -206,12 +211,14 @@ impl Costs {
 /// Sends finished units; their large results travel as (recyclable) segments.
 fn send_done(sock: &Stream, done: Vec<UnitDone>, limits: Limits) -> std::io::Result<()> {
     let threshold = limits.segment_threshold.map(|t| t as usize);
-    proto::send_shared(
-        sock,
-        &FromWorker::Done(done),
-        threshold,
-        limits.recycle_segments,
-    )?;
+    logs::with_socket(sock, |s| {
+        proto::send_shared(
+            s,
+            &FromWorker::Done(done),
+            threshold,
+            limits.recycle_segments,
+        )
+    })?;
     sys::write_stderr(proto::STDERR_MARK);
     Ok(())
 }
