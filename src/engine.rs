@@ -220,11 +220,15 @@ impl State<'_> {
         let plan = self.plan;
         let mut jobs = vec![make_job(plan, node, &self.values, None, callbacks)];
         let mut last = node;
+        // A chain's links all have a timeout of their own or none do: a process pool times a
+        // chain from when it started, which needs a time budget for every link.
+        let timed = jobs[0].options.timeout.is_some();
         while jobs.len() < MAX_CHAIN {
             let next = plan.dependents.get(last).iter().copied().find(|&t| {
                 self.waiting[t as usize] == 1
                     && !self.chained[t as usize]
                     && matches!(plan.kinds[t as usize], Kind::Task(_))
+                    && plan.options(t).timeout.is_some() == timed
             });
             let Some(t) = next else { break };
             self.chained[t as usize] = true;

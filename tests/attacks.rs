@@ -876,6 +876,9 @@ fn helper_task_kills_fork_server() {
         if e.key != "boom".into() {
             return Err(format!("error for the wrong key: {e}"));
         }
+        if e.to_string().contains("worker process 0 ") {
+            return Err(format!("the error names no real worker: {e}"));
+        }
         if runs(&counter) > 4 {
             return Err(format!("retries(0) ran the task {} times", runs(&counter)));
         }
@@ -1905,4 +1908,309 @@ fn the_stderr_tail_of_a_death_holds_only_the_culprits_lines() {
         !stderr_tail.contains("flood"),
         "another task's lines in the tail: {stderr_tail}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Found in review: each of these failed (hang, wrong blame, leak) before its fix.
+// ---------------------------------------------------------------------------------------------
+
+fn open_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+fn set_nofile_soft(soft: u64) -> Result<(), String> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = soft.min(r.rlim_max);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+            return Err("setrlimit failed".into());
+        }
+    }
+    Ok(())
+}
+
+/// A fork-server restart that fails (here: no fds left) leaves a pool that still answers: the
+/// next `get` returns (an error while the limit holds), and the pool works once it is lifted.
+#[test]
+fn helper_failed_server_restart() {
+    helper_main("helper_failed_server_restart", || {
+        let p = build(ProcessPool::builder().workers(1))?;
+        say(format!("CLEANUP {}", p.fork_server_pid()));
+        still_works(&p)?;
+        let counter = path_str(&attack_dir().join("kills"));
+        set_nofile_soft(open_fd_count() as u64 + 1)?;
+        let g = graph! { "k" => (kill_server, counter.as_str()) };
+        say(format!("kill: {:?}", p.get(&g, "k").map(|o| o.to::<i64>())));
+        say(format!("after: {:?}", still_works(&p)));
+        set_nofile_soft(65536)?;
+        still_works(&p)
+    });
+}
+
+#[test]
+fn a_failed_fork_server_restart_does_not_hang_the_next_get() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("failed-restart");
+    run_helper("helper_failed_server_restart", &dir).assert_ok();
+}
+
+/// A task with a timeout whose dependency has none: the engine does not chain them, so the
+/// timed task is timed from what the parent knows even if it blanks its page.
+#[test]
+fn helper_timed_task_after_untimed_one() {
+    helper_main("helper_timed_task_after_untimed_one", || {
+        let p = build(ProcessPool::builder().workers(1))?;
+        let mut g = Graph::new();
+        g.task("a", "plain", vec![Arg::Value(1i64.into())]);
+        g.task("b", "blank_page_and_spin", vec![Arg::Key("a".into())]);
+        g.set_options("b", TaskOptions::new().timeout(Duration::from_millis(300)));
+        let e = task_error(p.get(&g, "b"))?;
+        if e.key != "b".into() || e.kind != (TaskErrorKind::TimedOut { millis: 300 }) {
+            return Err(format!("expected b TimedOut(300): {e}"));
+        }
+        still_works(&p)
+    });
+}
+
+#[test]
+fn a_timed_task_behind_an_untimed_one_still_times_out() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("mixed-chain");
+    run_helper("helper_timed_task_after_untimed_one", &dir).assert_ok();
+}
+
+#[forkgraph::task]
+fn len_then_sleep(v: &[u8], ms: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(ms as u64));
+    v.len() as i64
+}
+
+/// Copying and sending a large input does not count against the task's timeout.
+#[test]
+fn helper_large_input_within_timeout() {
+    helper_main("helper_large_input_within_timeout", || {
+        let p = build(ProcessPool::builder().workers(1))?;
+        still_works(&p)?;
+        let mut g = Graph::new();
+        let big: Value = vec![7u8; 512 * MIB].into();
+        g.task(
+            "t",
+            "len_then_sleep",
+            vec![Arg::Value(big), Arg::Value(300i64.into())],
+        );
+        g.set_options("t", TaskOptions::new().timeout(Duration::from_millis(600)));
+        match p.get(&g, "t").map(|o| o.to::<i64>()) {
+            Ok(Ok(n)) if n == (512 * MIB) as i64 => Ok(()),
+            other => Err(format!("a 300 ms task with a 600 ms timeout: {other:?}")),
+        }
+    });
+}
+
+#[test]
+fn a_large_input_does_not_count_against_the_timeout() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("large-input-timeout");
+    run_helper("helper_large_input_within_timeout", &dir).assert_ok();
+}
+
+/// Leaves a thread behind that aborts the worker 300 ms later.
+#[forkgraph::task]
+fn abort_later(_x: i64) -> i64 {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        std::process::abort();
+    });
+    1
+}
+
+#[forkgraph::task]
+fn sleep_ms(ms: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(ms as u64));
+    ms
+}
+
+/// A thread an earlier task left behind kills the worker while an innocent task runs there
+/// alone: the innocent task is re-run on a fresh worker, not failed.
+#[test]
+fn helper_lingering_thread() {
+    helper_main("helper_lingering_thread", || {
+        let p = build(ProcessPool::builder().workers(1).retries(0))?;
+        say(format!("CLEANUP {}", p.fork_server_pid()));
+        let g = graph! { "k" => (abort_later, 0) };
+        p.get(&g, "k").map_err(|e| e.to_string())?;
+        let g = graph! { "victim" => (sleep_ms, 1000) };
+        match p.get(&g, "victim").map(|o| o.to::<i64>()) {
+            Ok(Ok(1000)) => Ok(()),
+            other => Err(format!("the innocent task: {other:?}")),
+        }
+    });
+}
+
+#[test]
+fn a_thread_left_behind_cannot_get_an_innocent_task_failed() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("lingering-thread");
+    run_helper("helper_lingering_thread", &dir).assert_ok();
+}
+
+/// Sends `frames` well-formed empty result frames whose first byte carries 250 fds each.
+#[forkgraph::task]
+fn fd_flood(frames: i64) -> i64 {
+    let socks = socket_fds();
+    if socks.len() != 1 {
+        return -1;
+    }
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    use std::os::fd::AsRawFd;
+    let fds: Vec<i32> = vec![devnull.as_raw_fd(); 250];
+    // Magic, length 2, no fds announced, then `Done([])`.
+    let frame: [u8; 10] = [0x7a, 0xf6, 2, 0, 0, 0, 0, 0, 1, 0];
+    for _ in 0..frames {
+        // SAFETY: a msghdr of one iovec over a live buffer and a control buffer sized with
+        // CMSG_SPACE for 250 fds, filled through the CMSG_* accessors.
+        unsafe {
+            let mut iov = libc::iovec {
+                iov_base: frame.as_ptr() as *mut _,
+                iov_len: 1,
+            };
+            let space = libc::CMSG_SPACE((250 * 4) as u32) as usize;
+            let mut cbuf = vec![0u8; space];
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN((250 * 4) as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut i32, 250);
+            if libc::sendmsg(socks[0], &msg, libc::MSG_NOSIGNAL) != 1 {
+                return -2;
+            }
+        }
+        if !send_raw(socks[0], &frame[1..]) {
+            return -3;
+        }
+    }
+    frames
+}
+
+/// Fds a worker sends that no frame announced are a protocol error, not fds kept forever.
+#[test]
+fn helper_fd_flood() {
+    helper_main("helper_fd_flood", || {
+        let p = build(ProcessPool::builder().workers(2))?;
+        say(format!("CLEANUP {}", p.fork_server_pid()));
+        still_works(&p)?;
+        let before = open_fd_count();
+        let g = graph! { "f" => (fd_flood, 60) };
+        say(format!(
+            "flood: {:?}",
+            p.get(&g, "f").map(|o| o.to::<i64>())
+        ));
+        still_works(&p)?;
+        let after = open_fd_count();
+        if after > before + 100 {
+            return Err(format!(
+                "the parent holds {after} fds, {before} before the flood"
+            ));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn fds_no_frame_announced_are_not_kept() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("fd-flood");
+    run_helper("helper_fd_flood", &dir).assert_ok();
+}
+
+#[forkgraph::task]
+fn setsid_child_to(pidfile: &str) -> i64 {
+    let pid = fork_pausing_child(true);
+    std::fs::write(pidfile, pid.to_string()).unwrap();
+    pid as i64
+}
+
+/// Dropping a pool whose fork server a task stopped still ends what the tasks forked.
+#[test]
+fn helper_stopped_server_drop() {
+    helper_main("helper_stopped_server_drop", || {
+        let p = build(
+            ProcessPool::builder()
+                .workers(1)
+                .fork_server_timeout(Duration::from_millis(500)),
+        )?;
+        say(format!("CLEANUP {}", p.fork_server_pid()));
+        let pidfile = path_str(&attack_dir().join("grandchild"));
+        let g = graph! { "c" => (setsid_child_to, pidfile.as_str()) };
+        p.get(&g, "c").map_err(|e| e.to_string())?;
+        let gc: i32 = std::fs::read_to_string(&pidfile)
+            .map_err(|e| e.to_string())?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        say(format!("CLEANUP {gc}"));
+        let g = graph! { "s" => (stop_server, 1) };
+        say(format!("stop: {:?}", p.get(&g, "s").map(|o| o.to::<i64>())));
+        drop(p);
+        wait_gone(gc, 30);
+        Ok(())
+    });
+}
+
+#[test]
+fn a_stopped_fork_server_still_ends_what_tasks_forked_when_the_pool_drops() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("stopped-server-drop");
+    run_helper("helper_stopped_server_drop", &dir).assert_ok();
+}
+
+#[forkgraph::task]
+fn heap_then_shared(mib: i64) -> Result<i64, String> {
+    let heap = std::hint::black_box(vec![1u8; mib as usize * MIB]);
+    let v = SharedVec::<u8>::zeroed(mib as usize * MIB).map_err(|e| format!("refused: {e}"))?;
+    Ok(heap.len() as i64 + v.len() as i64)
+}
+
+/// `memory_limit` counts the heap in use and shared segments together.
+#[test]
+fn heap_and_shared_segments_count_against_one_memory_limit() {
+    if in_helper() {
+        return;
+    }
+    watchdog(60, || {
+        let p = ProcessPool::builder()
+            .workers(1)
+            .memory_limit(256 << 20)
+            .build()
+            .unwrap();
+        let g = graph! { "c" => (heap_then_shared, 200) };
+        let e = task_error(p.get(&g, "c")).unwrap();
+        assert!(e.to_string().contains("memory limit"), "{e}");
+        let g = graph! { "c" => (heap_then_shared, 50) };
+        assert_eq!(
+            p.get(&g, "c").unwrap().to::<i64>().unwrap(),
+            (100 * MIB) as i64
+        );
+    });
 }

@@ -10,12 +10,14 @@
 //!   when it became the head (sent to an idle worker, or the result before it arrived). The
 //!   head's deadline is that moment plus the unit's whole time budget (and a grace); the page's
 //!   start time, when it is plausible, only brings the deadline forward to the exact task.
-//! - *Blame.* A death is charged to a unit only when it was the only unit on that worker (for a
-//!   death of the fork server, the only unit in the pool) and the page named it, or it was
-//!   already a suspect. Otherwise nobody is charged: the unit the page names (or the oldest)
-//!   becomes a suspect, and suspects run alone until they finish or die, so their next death,
-//!   if any, is surely theirs. A lying page therefore costs at most a re-run, never an innocent
-//!   task's failure.
+//! - *Blame.* A death is charged to a unit only when it ran alone on a fresh worker (one that
+//!   had run nothing before it, so no thread an earlier task left behind can be the cause; for
+//!   a death of the fork server, alone in a pool of fresh workers) and the page named it, or it
+//!   was already a suspect. Otherwise nobody is charged: the unit the page names (or the oldest)
+//!   becomes a suspect, and suspects run that way until they finish or die, so their next
+//!   death, if any, is surely theirs. A lying page or a left-behind thread therefore costs at
+//!   most a re-run, never an innocent task's failure. (A task that signals *another* worker is
+//!   beyond this: workers run as the same user.)
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -26,7 +28,7 @@ use forkgraph_worker::proto::{FromWorker, Input, ToWorker, Unit, UnitDone, UnitT
 use forkgraph_worker::sys::{self, interrupt, Exit};
 use forkgraph_worker::{CallError, Registry};
 
-use super::proc::{Replace, TAIL_LINES};
+use super::proc::{Proc, Replace, TAIL_LINES};
 use super::{Config, Pool};
 use crate::engine::{Done, Executor, Failure, Job};
 use crate::error::{Error, TaskErrorKind};
@@ -73,6 +75,10 @@ pub(crate) struct InFlight {
     unit: PUnit,
     /// When it was handed to the worker (the earliest it can have started).
     sent: u64,
+    /// Whether it was sent alone to a worker that had run nothing before (for a pool suspect:
+    /// with every worker in that state). Only such a unit can surely be blamed for a death: a
+    /// thread an earlier task left behind in the worker could otherwise have caused it.
+    fresh: bool,
 }
 
 pub(crate) struct ProcExec<'a> {
@@ -166,6 +172,7 @@ impl<'a> ProcExec<'a> {
     fn dispatch(&mut self) -> Result<(), Error> {
         self.bury_dead()?;
         self.recycle()?;
+        self.refresh_for_suspect()?;
         self.send_frees();
         let n = self.pool.workers.len();
         let mut batches: Vec<Vec<Unit>> = (0..n).map(|_| Vec::new()).collect();
@@ -215,16 +222,16 @@ impl<'a> ProcExec<'a> {
                 }
             }
             let suspect = front.suspect;
+            let fresh_idle = |w: &Proc| !w.dead && w.in_flight.is_empty() && w.tasks_done == 0;
             let best = match suspect {
                 Suspect::No => (0..n)
                     .filter(|&i| self.has_room(i, batches[i].len()))
                     .min_by_key(|&i| self.pool.workers[i].in_flight.len()),
-                Suspect::Worker => (0..n).find(|&i| {
-                    let w = &self.pool.workers[i];
-                    !w.dead && w.in_flight.is_empty() && batches[i].is_empty()
-                }),
+                Suspect::Worker => {
+                    (0..n).find(|&i| fresh_idle(&self.pool.workers[i]) && batches[i].is_empty())
+                }
                 Suspect::Pool if busy => None,
-                Suspect::Pool => (0..n).find(|&i| !self.pool.workers[i].dead),
+                Suspect::Pool => (0..n).find(|&i| fresh_idle(&self.pool.workers[i])),
             };
             let Some(i) = best else { break };
             let unit = self.pending.pop_front().expect("pending unit");
@@ -238,14 +245,20 @@ impl<'a> ProcExec<'a> {
             self.pool.next_seq += 1;
             batches[i].push(self.wire_unit(seq, &unit));
             let now = sys::monotonic_ns();
+            let all_fresh =
+                suspect != Suspect::Pool || self.pool.workers.iter().all(|w| w.tasks_done == 0);
             let w = &mut self.pool.workers[i];
+            let fresh = all_fresh && w.tasks_done == 0 && w.in_flight.is_empty();
             if w.in_flight.is_empty() {
-                w.head_since = now;
+                // Timed from when its message is all written (see `Proc::flush`).
+                w.head_unsent = true;
+                w.head_grace = 0;
             }
             w.in_flight.push_back(InFlight {
                 seq,
                 unit,
                 sent: now,
+                fresh,
             });
             busy = true;
             if suspect == Suspect::Pool {
@@ -258,12 +271,50 @@ impl<'a> ProcExec<'a> {
             }
             let w = &mut self.pool.workers[i];
             let threshold = self.cfg.limits.segment_threshold.map(|t| t as usize);
+            let head_here = w.head_unsent && w.in_flight.len() == units.len();
             w.outbox
                 .push_shared(&ToWorker::Run(units), threshold)
                 .map_err(|e| Error::Scheduler(format!("cannot encode tasks: {e}")))?;
+            if head_here {
+                // Time for the worker to decode the message: 1 ns a byte (1 GB/s).
+                w.head_grace = w.outbox.last_len() as u64;
+            }
             w.flush();
         }
         self.bury_dead()
+    }
+
+    /// A suspect runs on a worker that has run nothing before (for a pool suspect, with every
+    /// worker so): when the next unit is one and no idle worker is fresh, idle workers are
+    /// replaced.
+    fn refresh_for_suspect(&mut self) -> Result<(), Error> {
+        if self.suspects == 0 {
+            return Ok(());
+        }
+        let Some(front) = self.pending.front() else {
+            return Ok(());
+        };
+        let workers = &self.pool.workers;
+        let idle = |w: &Proc| !w.dead && w.in_flight.is_empty();
+        let stale: Vec<usize> = match front.suspect {
+            Suspect::No => return Ok(()),
+            Suspect::Worker if workers.iter().any(|w| idle(w) && w.tasks_done == 0) => {
+                return Ok(())
+            }
+            Suspect::Worker => workers.iter().position(idle).into_iter().collect(),
+            Suspect::Pool if !workers.iter().all(idle) => return Ok(()),
+            Suspect::Pool => (0..workers.len())
+                .filter(|&i| workers[i].tasks_done > 0)
+                .collect(),
+        };
+        for i in stale {
+            match self.pool.replace(i) {
+                Ok(_) => {}
+                Err(Replace::ServerGone(why)) => return self.server_gone(Vec::new(), why, 0),
+                Err(Replace::Failed(e)) => return Err(Error::Scheduler(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Whether `units` units in flight, each bringing up to `per_unit` segments, still leave
@@ -323,7 +374,7 @@ impl<'a> ProcExec<'a> {
             if w.tasks_done >= max && w.in_flight.is_empty() && !w.dead {
                 match self.pool.replace(i) {
                     Ok(_) => {}
-                    Err(Replace::ServerGone(why)) => return self.server_gone(Vec::new(), why),
+                    Err(Replace::ServerGone(why)) => return self.server_gone(Vec::new(), why, 0),
                     Err(Replace::Failed(e)) => return Err(Error::Scheduler(e)),
                 }
             }
@@ -453,7 +504,10 @@ impl<'a> ProcExec<'a> {
             return false;
         }
         let f = w.in_flight.pop_front().expect("checked above");
+        // The next unit starts now at the earliest, once its message is all out.
         w.head_since = sys::monotonic_ns();
+        w.head_unsent = !w.outbox.is_empty();
+        w.head_grace = 0;
         if f.unit.suspect != Suspect::No {
             self.suspects -= 1;
         }
@@ -519,7 +573,9 @@ impl<'a> ProcExec<'a> {
                 .then(|| (add(started, t), task, t))
         });
         let budget: Option<Duration> = (0..head.unit.jobs.len()).map(timeout_of).sum();
-        let backstop = budget.map(|b| add(w.head_since, b + TIMEOUT_GRACE));
+        let backstop = budget
+            .filter(|_| !w.head_unsent)
+            .map(|b| add(w.head_since, b + TIMEOUT_GRACE).saturating_add(w.head_grace));
         match (hint, backstop) {
             (Some((d, task, t)), Some(b)) => Some((d.min(b), head.seq, task, t)),
             (Some((d, task, t)), None) => Some((d, head.seq, task, t)),
@@ -585,7 +641,7 @@ impl<'a> ProcExec<'a> {
         let in_init = !w.hello && pid > 0 && self.pool.has_init();
         let death = match self.pool.replace(i) {
             Ok(d) => d,
-            Err(Replace::ServerGone(why)) => return self.server_gone(in_flight, why),
+            Err(Replace::ServerGone(why)) => return self.server_gone(in_flight, why, pid),
             Err(Replace::Failed(e)) => {
                 self.requeue(in_flight);
                 return Err(Error::Scheduler(e));
@@ -627,7 +683,10 @@ impl<'a> ProcExec<'a> {
         let hint = death
             .running
             .filter(|(seq, _, _)| in_flight.iter().any(|f| f.seq == *seq));
-        if in_flight.len() == 1 && (in_flight[0].unit.suspect != Suspect::No || hint.is_some()) {
+        let sure = in_flight.len() == 1
+            && in_flight[0].fresh
+            && (in_flight[0].unit.suspect != Suspect::No || hint.is_some());
+        if sure {
             let unit = in_flight.into_iter().next().expect("one unit").unit;
             let link = hint.map_or(0, |h| (h.1 as usize).min(unit.jobs.len() - 1));
             let died = self.describe_death(pid, death.exit, death.tail, death.note);
@@ -645,8 +704,12 @@ impl<'a> ProcExec<'a> {
     /// (`lost` are the units of the worker being buried). A unit is charged only if it was the
     /// only one in the pool and already a pool suspect; otherwise all of them become pool
     /// suspects and run one at a time.
-    fn server_gone(&mut self, mut lost: Vec<InFlight>, why: String) -> Result<(), Error> {
-        let mut pid = 0;
+    fn server_gone(
+        &mut self,
+        mut lost: Vec<InFlight>,
+        why: String,
+        mut pid: i32,
+    ) -> Result<(), Error> {
         for w in &mut self.pool.workers {
             if !w.in_flight.is_empty() {
                 pid = w.pid;
@@ -654,7 +717,7 @@ impl<'a> ProcExec<'a> {
             lost.extend(w.in_flight.drain(..));
         }
         lost.sort_by_key(|f| f.seq);
-        if lost.len() == 1 && lost[0].unit.suspect == Suspect::Pool {
+        if lost.len() == 1 && lost[0].unit.suspect == Suspect::Pool && lost[0].fresh {
             let unit = lost.pop().expect("one unit").unit;
             let note = format!("the pool's fork server died while this task ran: {why}");
             let died = self.describe_death(pid, None, String::new(), Some(note));

@@ -82,62 +82,61 @@ impl Server {
     }
 
     fn exchange(&mut self, msg: &ToServer) -> Result<(FromServer, Vec<OwnedFd>), String> {
-        let control = self.control.as_ref().expect("open until drop");
-        let deadline = sys::monotonic_ns().saturating_add(self.timeout.as_nanos() as u64);
+        let mut deadline = sys::deadline_after(self.timeout);
+        // A server that misses its deadline may just be stopped (a task can SIGSTOP it): it is
+        // sent SIGCONT and given the same time again before it is given up.
+        let mut woken = false;
         let mut out = Outbox::default();
         out.push(msg, Vec::new()).map_err(|e| e.to_string())?;
         let gone = |e: io::Error| format!("the fork server is gone ({e})");
         loop {
-            out.flush(control).map_err(gone)?;
-            if out.is_empty() {
-                break;
-            }
-            self.wait_for(deadline, false)?;
-        }
-        loop {
             let control = self.control.as_ref().expect("open until drop");
-            if let Some(reply) = self.inbox.take_frame().map_err(gone)? {
-                return Ok(reply);
+            if out.is_empty() {
+                if let Some(reply) = self.inbox.take_frame().map_err(gone)? {
+                    return Ok(reply);
+                }
+                match self.inbox.fill(control) {
+                    Ok(true) => continue,
+                    Ok(false) => return Err("the fork server has exited".into()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(gone(e)),
+                }
+            } else {
+                out.flush(control).map_err(gone)?;
+                if out.is_empty() {
+                    continue;
+                }
             }
-            match self.inbox.fill(control) {
-                Ok(true) => {}
-                Ok(false) => return Err("the fork server has exited".into()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_for(deadline, true)?,
-                Err(e) => return Err(gone(e)),
-            }
-        }
-    }
-
-    fn wait_for(&self, deadline: u64, read: bool) -> Result<(), String> {
-        let left = deadline.saturating_sub(sys::monotonic_ns());
-        let control = self.control.as_ref().expect("open until drop");
-        let ready = sys::poll(
-            &[
+            let interests = [
                 sys::Interest {
                     fd: control.as_fd(),
-                    read,
-                    write: !read,
+                    read: out.is_empty(),
+                    write: !out.is_empty(),
                 },
                 sys::Interest {
                     fd: self.pidfd.as_fd(),
                     read: true,
                     write: false,
                 },
-            ],
-            Some(Duration::from_nanos(left)),
-        )
-        .map_err(|e| format!("poll: {e}"))?;
-        if ready[1].read {
-            return Err("the fork server has exited".into());
+            ];
+            let ready = sys::poll_until(&interests, deadline).map_err(|e| format!("poll: {e}"))?;
+            if ready[1].read {
+                return Err("the fork server has exited".into());
+            }
+            if !ready[0].read && !ready[0].write {
+                if woken {
+                    return Err(format!(
+                        "the fork server (pid {}) did not answer within {} ms, even after \
+                         SIGCONT (stuck)",
+                        self.child.id(),
+                        self.timeout.as_millis()
+                    ));
+                }
+                sys::pidfd_continue(self.pidfd.as_fd());
+                woken = true;
+                deadline = sys::deadline_after(self.timeout);
+            }
         }
-        if !ready[0].read && !ready[0].write && sys::monotonic_ns() >= deadline {
-            return Err(format!(
-                "the fork server (pid {}) did not answer within {} ms (stopped or stuck)",
-                self.child.id(),
-                self.timeout.as_millis()
-            ));
-        }
-        Ok(())
     }
 
     fn spawn(&mut self, limits: Limits, init: Option<&Arc<TaskSpec>>) -> Result<Proc, Replace> {
@@ -192,6 +191,8 @@ impl Drop for Server {
         // End-of-file on the control socket makes the server kill and reap every worker, then
         // exit; wait for that (within its deadline) so that nothing outlives the pool. A server
         // that does not exit in time (stopped, stuck) is killed; its workers die with it.
+        // A stopped server is woken first, so that it can still end what the tasks forked.
+        sys::pidfd_continue(self.pidfd.as_fd());
         drop(self.control.take());
         if !sys::pidfd_wait(self.pidfd.as_fd(), self.timeout) {
             sys::pidfd_kill(self.pidfd.as_fd());
@@ -219,6 +220,11 @@ pub(crate) struct Proc {
     /// the result before it arrived): the earliest it can have started, as far as the parent
     /// knows without asking the worker.
     pub(crate) head_since: u64,
+    /// Set while the message holding the head unit is not yet all written to the socket (the
+    /// worker cannot have started it; `head_since` is set once it is).
+    pub(crate) head_unsent: bool,
+    /// Extra time the worker gets to decode the message holding the head unit (1 ns a byte).
+    pub(crate) head_grace: u64,
     pub(crate) hello: bool,
     /// Tasks finished by this worker.
     pub(crate) tasks_done: u64,
@@ -269,6 +275,8 @@ impl Proc {
             pidfd,
             in_flight: VecDeque::new(),
             head_since: 0,
+            head_unsent: false,
+            head_grace: 0,
             hello: false,
             tasks_done: 0,
             avg_unit_ns: 0.0,
@@ -406,6 +414,10 @@ impl Proc {
     pub(crate) fn flush(&mut self) {
         if self.outbox.flush(&self.sock).is_err() {
             self.dead = true;
+        } else if self.head_unsent && self.outbox.is_empty() {
+            // The head's message is out: from now on the worker may run it.
+            self.head_unsent = false;
+            self.head_since = sys::monotonic_ns();
         }
     }
 
@@ -436,11 +448,7 @@ impl Proc {
     /// Waits (until `deadline`, monotonic ns) for the worker's first message and checks it.
     fn await_hello(&mut self, deadline: u64) -> Result<(), String> {
         while !self.hello {
-            let left = deadline.saturating_sub(sys::monotonic_ns());
-            if left == 0 {
-                return Err(format!("new worker {} did not start in time", self.pid));
-            }
-            let ready = sys::poll(
+            let ready = sys::poll_until(
                 &[
                     sys::Interest {
                         fd: self.sock.as_fd(),
@@ -453,9 +461,12 @@ impl Proc {
                         write: false,
                     },
                 ],
-                Some(Duration::from_nanos(left)),
+                deadline,
             )
             .map_err(|e| e.to_string())?;
+            if !ready[0].read && !ready[1].read {
+                return Err(format!("new worker {} did not start in time", self.pid));
+            }
             if ready[0].read {
                 for m in self.read_messages() {
                     match m {
@@ -542,7 +553,7 @@ impl Pool {
         }
         if init.is_some() {
             // Its failure is the build's.
-            let deadline = sys::monotonic_ns().saturating_add(cfg.server_timeout.as_nanos() as u64);
+            let deadline = sys::deadline_after(cfg.server_timeout);
             for w in &mut workers {
                 w.await_hello(deadline)?;
             }
@@ -610,27 +621,28 @@ impl Pool {
     /// become its children, and are reaped here (through their pidfds, so no other child of the
     /// program is touched) rather than left as zombies.
     pub(crate) fn restart_server(&mut self) -> Result<(), String> {
-        let n = self.workers.len();
-        let old = std::mem::take(&mut self.workers);
-        self.server = Server::start(self.server_timeout)?;
+        // The old workers stay in place (dead) until the new ones exist: a pool whose restart
+        // failed still has its slots, and the next `get` tries again rather than finding no
+        // worker to wait for.
+        let mut server = Server::start(self.server_timeout)?;
         if sys::is_subreaper() {
-            for w in &old {
+            for w in &self.workers {
                 sys::pidfd_kill(w.pidfd());
                 if sys::pidfd_wait(w.pidfd(), self.server_timeout) {
                     let _ = sys::pidfd_reap(w.pidfd());
                 }
             }
         }
-        drop(old);
-        let mut workers = Vec::with_capacity(n);
-        for _ in 0..n {
+        let mut workers = Vec::with_capacity(self.workers.len());
+        for _ in 0..self.workers.len() {
             workers.push(
-                self.server
+                server
                     .spawn(self.limits, self.init.as_ref())
                     .map_err(Replace::into_message)?,
             );
         }
-        self.started += n as u64;
+        self.started += workers.len() as u64;
+        self.server = server;
         self.workers = workers;
         Ok(())
     }
@@ -653,7 +665,7 @@ impl Pool {
             Err(Replace::ServerGone(_)) => self.restart_server()?,
             Err(Replace::Failed(e)) => return Err(e),
         }
-        let deadline = sys::monotonic_ns().saturating_add(self.server_timeout.as_nanos() as u64);
+        let deadline = sys::deadline_after(self.server_timeout);
         let w = &mut self.workers[i];
         w.await_hello(deadline)?;
         Ok(w.pid)

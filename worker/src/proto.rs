@@ -9,8 +9,9 @@
 //! **A worker is untrusted.** Task code runs in it and can write anything to its socket. The
 //! parent reads frames from workers as hostile input: a wrong magic number, a frame whose fds
 //! did not come with its bytes, or a message that does not decode is an error (the worker is
-//! then killed and the error says why), and a frame is never allocated ahead of the bytes that
-//! actually arrived (at most [`READ_AHEAD`] more), so a header announcing 4 GiB costs nothing.
+//! then killed and the error says why), fds that no frame announced are an error too, and a
+//! frame is never allocated ahead of the bytes that actually arrived (the buffer is at most
+//! twice what arrived plus [`READ_AHEAD`]), so a header announcing 4 GiB costs nothing.
 //!
 //! Protocol (who sends what):
 //! - parent -> fork server: [`ToServer::Spawn`] (reply [`FromServer::Spawned`] with the worker's
@@ -330,6 +331,13 @@ impl Inbox {
                 b[0], b[1]
             )));
         }
+        if b.is_empty() && !self.fds.is_empty() {
+            // Fds come with the first bytes of their frame; all frames received are taken.
+            return Err(invalid(format!(
+                "{} file descriptor(s) came with no frame that announced them",
+                self.fds.len()
+            )));
+        }
         if b.len() < HEADER {
             return Ok(None);
         }
@@ -473,6 +481,11 @@ impl Outbox {
     /// Whether anything is waiting to be sent.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
+    }
+
+    /// Bytes of the message queued last (0: none).
+    pub fn last_len(&self) -> usize {
+        self.frames.back().map_or(0, |(f, _)| f.len())
     }
 
     /// Sends as much as the socket takes now.

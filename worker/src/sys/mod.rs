@@ -267,6 +267,26 @@ pub fn poll(fds: &[Interest<'_>], timeout: Option<Duration>) -> io::Result<Vec<R
         .collect())
 }
 
+/// The monotonic time ([`monotonic_ns`]) `d` from now.
+pub fn deadline_after(d: Duration) -> u64 {
+    monotonic_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Waits until one of `fds` is ready or the monotonic clock reaches `deadline` (ns); as
+/// [`poll`], whose interruptions it resumes. All not ready: the deadline passed.
+///
+/// # Errors
+/// The poll error.
+pub fn poll_until(fds: &[Interest<'_>], deadline: u64) -> io::Result<Vec<Ready>> {
+    loop {
+        let left = deadline.saturating_sub(monotonic_ns());
+        let r = poll(fds, Some(Duration::from_nanos(left)))?;
+        if left == 0 || r.iter().any(|x| x.read || x.write) {
+            return Ok(r);
+        }
+    }
+}
+
 /// How a child process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Exit {
@@ -498,13 +518,18 @@ impl Charge {
         if limit == u64::MAX {
             return Ok(Charge(0));
         }
+        // Check and add as one step: tasks may create segments from several threads.
+        static CHARGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = CHARGING.lock().unwrap_or_else(|e| e.into_inner());
         let held = SHARED_HELD.load(Ordering::SeqCst);
-        if held.saturating_add(bytes) > limit {
+        let heap = data_bytes();
+        if heap.saturating_add(held).saturating_add(bytes) > limit {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 format!(
                     "a shared segment of {bytes} bytes does not fit the worker's memory limit \
-                     of {limit} bytes ({held} bytes of shared segments already held)"
+                     of {limit} bytes ({heap} bytes of heap and {held} bytes of shared segments \
+                     in use)"
                 ),
             ));
         }
@@ -522,6 +547,20 @@ impl Charge {
             limit,
         );
     }
+}
+
+/// Bytes of this process's data segment (what RLIMIT_DATA counts: heap and other private
+/// writable memory), from `/proc/self/statm`.
+fn data_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(5)
+                .and_then(|d| d.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    pages.saturating_mul(4096)
 }
 
 impl Drop for Charge {

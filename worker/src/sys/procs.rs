@@ -49,25 +49,16 @@ pub fn pidfd_exited(fd: BorrowedFd<'_>) -> bool {
 
 /// Waits up to `timeout` for the process behind a pidfd to end; whether it has.
 pub fn pidfd_wait(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
-    let deadline = super::monotonic_ns().saturating_add(timeout.as_nanos() as u64);
-    loop {
-        let now = super::monotonic_ns();
-        let left = Duration::from_nanos(deadline.saturating_sub(now));
-        let r = super::poll(
-            &[super::Interest {
-                fd,
-                read: true,
-                write: false,
-            }],
-            Some(left),
-        );
-        match r {
-            Ok(r) if r[0].read => return true,
-            Ok(_) if now >= deadline => return false,
-            Ok(_) => continue,
-            Err(_) => return false,
-        }
-    }
+    let deadline = super::deadline_after(timeout);
+    let r = super::poll_until(
+        &[super::Interest {
+            fd,
+            read: true,
+            write: false,
+        }],
+        deadline,
+    );
+    r.is_ok_and(|r| r[0].read)
 }
 
 /// Reaps the process behind a pidfd if it is a child of this process and has ended; `None`
@@ -82,13 +73,23 @@ pub fn pidfd_reap(fd: BorrowedFd<'_>) -> Option<Exit> {
 
 /// Sends SIGKILL through a pidfd: never reaches another process that reused the pid.
 pub fn pidfd_kill(fd: BorrowedFd<'_>) {
+    pidfd_signal(fd, libc::SIGKILL);
+}
+
+/// Sends SIGCONT through a pidfd: a stopped process runs again.
+pub fn pidfd_continue(fd: BorrowedFd<'_>) {
+    pidfd_signal(fd, libc::SIGCONT);
+}
+
+/// Sends a signal through a pidfd (errors, such as a process already gone, are ignored).
+fn pidfd_signal(fd: BorrowedFd<'_>, sig: libc::c_int) {
     // SAFETY: pidfd_send_signal takes an fd, a signal number, a null siginfo and flags; it
     // touches no memory of ours.
     unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             fd.as_raw_fd(),
-            libc::SIGKILL,
+            sig,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )
@@ -112,9 +113,9 @@ pub fn child_pids() -> Vec<i32> {
 /// subreaper), and they go the same way. Used by the fork server to end what the tasks of a
 /// dead worker left behind.
 pub fn kill_strays(keep: impl Fn(i32) -> bool) {
-    // Bounded: a stray that forks as fast as it is killed cannot keep us here forever (SIGKILL
-    // stops it from forking again, so each round sees only what existed before the kill).
-    for _ in 0..64 {
+    // Each round kills what is there; their children come up for the next. Bounded all the
+    // same (SIGKILL stops a stray from forking again, so rounds only shrink the tree).
+    for _ in 0..4096 {
         let strays: Vec<i32> = child_pids().into_iter().filter(|&p| !keep(p)).collect();
         if strays.is_empty() {
             return;
@@ -178,13 +179,18 @@ pub fn is_subreaper() -> bool {
 /// worker and what that forked), subreaper of its descendants, not dumpable (no other process
 /// of the same user can read or write its memory through `/proc/<pid>/mem` or ptrace), SIGPIPE
 /// ignored as Rust's own start-up does for `main` (a write to a closed pipe is an error, not a
-/// death).
+/// death), and SIGTTOU/SIGTTIN ignored (terminal I/O from a background group is an error, not a
+/// stop).
 pub fn confine_worker() {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     become_subreaper();
     let _ = nix::sys::prctl::set_dumpable(false);
-    // SAFETY: installing SIG_IGN runs no handler code.
-    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    // Out of the terminal's foreground group, a worker that writes to the terminal (with
+    // `stty tostop`) or reads from it would be stopped: it gets an error instead.
+    for s in [Signal::SIGPIPE, Signal::SIGTTOU, Signal::SIGTTIN] {
+        // SAFETY: installing SIG_IGN runs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigIgn) };
+    }
 }
 
 /// In the fork server at start-up: undo what exec carried over from the program that may break
