@@ -4,10 +4,16 @@ use std::fmt;
 use std::sync::Arc;
 
 /// One element of a tuple key.
+///
+/// Integer parts are exact: `From` puts an integer in `i64`'s range in [`KeyPart::Int`] and a
+/// larger `u64`/`usize` in [`KeyPart::UInt`], so integers order by number and distinct
+/// numbers are distinct keys.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub enum KeyPart {
     /// An integer part.
     Int(i64),
+    /// An integer part above `i64::MAX` (smaller ones are [`KeyPart::Int`]).
+    UInt(u64),
     /// A string part.
     Str(Arc<str>),
 }
@@ -35,6 +41,7 @@ impl fmt::Display for KeyPart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyPart::Int(i) => write!(f, "{i}"),
+            KeyPart::UInt(u) => write!(f, "{u}"),
             KeyPart::Str(s) => write!(f, "'{s}'"),
         }
     }
@@ -106,9 +113,22 @@ impl From<i32> for KeyPart {
     }
 }
 
+impl From<u32> for KeyPart {
+    fn from(i: u32) -> KeyPart {
+        KeyPart::Int(i.into())
+    }
+}
+
+impl From<u64> for KeyPart {
+    fn from(u: u64) -> KeyPart {
+        i64::try_from(u).map_or(KeyPart::UInt(u), KeyPart::Int)
+    }
+}
+
 impl From<usize> for KeyPart {
-    fn from(i: usize) -> KeyPart {
-        KeyPart::Int(i64::try_from(i).unwrap_or(i64::MAX))
+    fn from(u: usize) -> KeyPart {
+        // usize is at most 64 bits on every platform Rust supports.
+        KeyPart::from(u as u64)
     }
 }
 
@@ -235,5 +255,16 @@ mod tests {
                 Key::from(("a", 2))
             ]
         );
+    }
+
+    #[test]
+    fn integer_parts_above_i64_stay_distinct_and_ordered() {
+        let big = Key::from(("x", usize::MAX));
+        let max = Key::from(("x", i64::MAX as usize));
+        assert_ne!(big, max);
+        assert!(max < big);
+        assert!(Key::from(("x", u64::MAX - 1)) < big);
+        assert_eq!(big.to_string(), format!("('x', {})", u64::MAX));
+        assert_eq!(Key::from(("x", 5u64)), Key::from(("x", 5i64)));
     }
 }

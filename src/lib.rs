@@ -4,6 +4,11 @@
 //! results in sealed shared-memory segments). See README.md for a tour and ARCHITECTURE.md for
 //! the design.
 //!
+//! Values arrive exactly on every scheduler: integers of every type ([`Value`]), any serde type
+//! through [`Serde`], arrays as views. A failed task's [`Error`] names its key and function and,
+//! for a returned error, its type name and whole `source()` chain ([`ReturnedError`]; the value
+//! itself on the sync and thread schedulers, see [`Error::downcast_ref`]).
+//!
 //! ```
 //! use forkgraph::{graph, key, Scheduler, SyncScheduler, ThreadPool};
 //!
@@ -48,8 +53,8 @@ pub use engine::Output;
 pub use error::{signal_name, BuildError, Error, GraphError, TaskError, TaskErrorKind};
 pub use forkgraph_macros::task;
 pub use forkgraph_worker::{
-    rkyv, Archived, ArgValue, Array, Buffer, CallError, DType, Element, FromArg, IntoOutput,
-    IntoValue, Mismatch, Rkyv, Serde, SharedVec, Value,
+    rkyv, Archived, ArgValue, Array, Buffer, CallError, DType, Element, EncodeError, FromArg,
+    Integer, IntoOutput, IntoValue, Mismatch, ReturnedError, Rkyv, Serde, SharedVec, Value,
 };
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
 pub use key::{Key, KeyPart, Keys};
@@ -99,6 +104,9 @@ pub fn default_parallelism() -> usize {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use forkgraph_worker::failure::{
+        Output, ViaDisplay, ViaDynError, ViaError, ViaErrorRef, ViaIntoOutput, ViaLocalDynError,
+    };
     pub use forkgraph_worker::linkme;
     pub use forkgraph_worker::registry::{arg, output};
     pub use forkgraph_worker::{ArgValue, CallError, Function, Value, FUNCTIONS};

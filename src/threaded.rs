@@ -83,7 +83,7 @@ impl ThreadPoolBuilder {
     /// When `threads(0)` was asked or a thread cannot be spawned.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         let threads = match self.threads {
-            Some(0) => return Err(BuildError("a thread pool needs at least one thread".into())),
+            Some(0) => return Err(BuildError::new("a thread pool needs at least one thread")),
             Some(n) => n,
             None => crate::default_parallelism(),
         };
@@ -102,7 +102,7 @@ impl ThreadPoolBuilder {
                         let _ = batch.reply.send(done);
                     }
                 })
-                .map_err(|e| BuildError(format!("cannot spawn thread: {e}")))?;
+                .map_err(|e| BuildError::io("cannot spawn a pool thread", e))?;
             handles.push(h);
         }
         Ok(ThreadPool {

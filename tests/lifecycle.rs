@@ -364,7 +364,12 @@ impl Callbacks for InstallDuringGet {
     fn start(&self, _info: &forkgraph::RunInfo) {
         std::thread::spawn(|| {
             // SAFETY: installs a handler that only adds to an atomic.
-            unsafe { libc::signal(libc::SIGINT, late_handler as *const () as libc::sighandler_t) };
+            unsafe {
+                libc::signal(
+                    libc::SIGINT,
+                    late_handler as *const () as libc::sighandler_t,
+                )
+            };
         })
         .join()
         .unwrap();
@@ -386,7 +391,11 @@ fn helper_handler_installed_during_get() {
     assert_eq!(got.to::<i64>().unwrap(), 15);
     // SAFETY: raising a signal in our own process.
     unsafe { libc::raise(libc::SIGINT) };
-    assert_eq!(LATE_HANDLER_RAN.load(Ordering::SeqCst), 1, "the late handler ran");
+    assert_eq!(
+        LATE_HANDLER_RAN.load(Ordering::SeqCst),
+        1,
+        "the late handler ran"
+    );
     // A second get arms forkgraph's handler over it and chains to it; afterwards it is back.
     assert_eq!(pool.get(&g, "y").unwrap().to::<i64>().unwrap(), 15);
     // SAFETY: as above.
@@ -398,7 +407,9 @@ fn helper_handler_installed_during_get() {
 #[test]
 fn a_handler_installed_during_get_is_kept_after_it() {
     watchdog(60, || {
-        let out = helper("helper_handler_installed_during_get").output().unwrap();
+        let out = helper("helper_handler_installed_during_get")
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{:?}: {text}", out.status);
         assert!(text.contains("SURVIVED"), "{text}");

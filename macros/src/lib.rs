@@ -4,7 +4,9 @@
 use proc_macro::TokenStream;
 use quote::{format_ident, quote};
 use syn::parse::Parser;
-use syn::{parse_macro_input, FnArg, ItemFn, LitStr};
+use syn::{
+    parse_macro_input, FnArg, GenericArgument, ItemFn, LitStr, PathArguments, ReturnType, Type,
+};
 
 /// Registers a function as a task function.
 ///
@@ -17,7 +19,12 @@ use syn::{parse_macro_input, FnArg, ItemFn, LitStr};
 /// ```
 ///
 /// The function stays an ordinary function. Its parameters must implement `FromArg` and its
-/// return type `IntoOutput` (any `IntoValue`, or a `Result` whose error is `Display`).
+/// return type `IntoOutput` (any `IntoValue`, or a `Result` whose error is `Display`). An error
+/// that implements `std::error::Error`, or dereferences to one (`anyhow::Error`,
+/// `Box<dyn Error>`), is reported with its type name and whole `source()` chain, and kept as a
+/// value where the task ran (`ReturnedError`). An error type that borrows from the arguments
+/// must spell its lifetime (`Result<T, &str>`, `Result<T, MyError<'_>>`): it is then reported
+/// by its messages and type name, without keeping the value.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = parse_macro_input!(item as ItemFn);
@@ -72,6 +79,21 @@ fn expand(func: &ItemFn, name: Option<LitStr>) -> syn::Result<proc_macro2::Token
         .map(|t| quote!(#t).to_string().replace(' ', ""))
         .collect();
     let static_name = format_ident!("__FORKGRAPH_TASK_{}", ident.to_string().to_uppercase());
+    // Keeping an error value needs `E: 'static`, which method lookup cannot test (it ignores
+    // lifetimes, and borrow checking would then fail): an error type that mentions a lifetime
+    // only gets the conversions that do not keep the value.
+    let conversions = if error_may_borrow(&sig.output) {
+        quote!(ViaErrorRef as _, ViaIntoOutput as _, ViaLocalDynError as _)
+    } else {
+        quote!(
+            ViaDisplay as _,
+            ViaDynError as _,
+            ViaError as _,
+            ViaErrorRef as _,
+            ViaIntoOutput as _,
+            ViaLocalDynError as _,
+        )
+    };
     Ok(quote! {
         #func
 
@@ -98,8 +120,51 @@ fn expand(func: &ItemFn, name: Option<LitStr>) -> syn::Result<proc_macro2::Token
                 #(
                     let #vars: #tys = ::forkgraph::__private::arg(args, #idx, #ty_strs)?;
                 )*
-                ::forkgraph::__private::output(#ident(#(#vars),*))
+                // The most informative conversion that applies to the return type: see
+                // `forkgraph_worker::failure`.
+                #[allow(unused_imports)]
+                use ::forkgraph::__private::{#conversions};
+                (&&&&&&::forkgraph::__private::Output::new(#ident(#(#vars),*))).__forkgraph_output()
             }
         };
+    })
+}
+
+/// Whether the error type of a return type may borrow: for `Result<T, E>`, whether `E` mentions
+/// a reference or a lifetime; for a one-argument `Result<T>` alias (`io::Result`,
+/// `anyhow::Result`), no; for any other type, whether it mentions one anywhere.
+fn error_may_borrow(output: &ReturnType) -> bool {
+    let ReturnType::Type(_, ty) = output else {
+        return false;
+    };
+    if let Type::Path(p) = &**ty {
+        if let Some(last) = p.path.segments.last() {
+            if let (true, PathArguments::AngleBracketed(a)) =
+                (last.ident == "Result", &last.arguments)
+            {
+                let types: Vec<&Type> = a
+                    .args
+                    .iter()
+                    .filter_map(|g| match g {
+                        GenericArgument::Type(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect();
+                match types.as_slice() {
+                    [_] => return false,
+                    [_, e] => return mentions_lifetime(quote!(#e)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    mentions_lifetime(quote!(#ty))
+}
+
+fn mentions_lifetime(tokens: proc_macro2::TokenStream) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Punct(p) => p.as_char() == '&' || p.as_char() == '\'',
+        proc_macro2::TokenTree::Group(g) => mentions_lifetime(g.stream()),
+        _ => false,
     })
 }

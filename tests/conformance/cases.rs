@@ -650,10 +650,9 @@ pub(crate) fn returned_errors_carry_key_function_and_message<S: Scheduler>(s: &S
     let e = task_error(s.get(&g, "y"));
     assert_eq!(e.key, k("y"));
     assert_eq!(e.function, "fail");
-    assert_eq!(
-        e.kind,
-        TaskErrorKind::Call(CallError::Failed("My Exception!".into()))
-    );
+    let returned = e.kind.returned().expect("a returned error");
+    assert_eq!(returned.message(), "My Exception!");
+    assert_eq!(returned.type_name(), std::any::type_name::<String>());
     assert_eq!(e.to_string(), "task y (fail) failed: My Exception!");
 
     let e = task_error(s.get(&g, ("t", 1)));
@@ -671,8 +670,8 @@ pub(crate) fn returned_errors_carry_key_function_and_message<S: Scheduler>(s: &S
             "{req}"
         );
         assert_eq!(
-            e.kind,
-            TaskErrorKind::Call(CallError::Failed(msg.into())),
+            e.kind.returned().map(|r| r.chain().to_vec()),
+            Some(vec![msg.to_owned()]),
             "{req}"
         );
         // `Error`'s own message is the task error's.

@@ -17,7 +17,7 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Portable};
 
-use crate::convert::{ArgValue, FromArg, IntoValue, Mismatch};
+use crate::convert::{ArgValue, EncodeError, FromArg, IntoValue, Mismatch};
 use crate::value::{Buffer, Storage, Value};
 
 impl Storage for AlignedVec {
@@ -38,12 +38,23 @@ impl<T> IntoValue for Rkyv<T>
 where
     T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, Error>>,
 {
+    /// # Panics
+    /// When `T` cannot be archived; task results report it instead (see
+    /// [`IntoValue::try_into_value`]).
     fn into_value(self) -> Value {
-        // Archiving plain data into memory only fails for types rkyv cannot represent; the task
-        // then fails with this message (a panic in a task is reported as its error).
-        let bytes = rkyv::to_bytes::<Error>(&self.0)
-            .unwrap_or_else(|e| panic!("cannot archive {}: {e}", type_name::<T>()));
-        Value::Encoded(tag::<T>(), Buffer::from_storage(Arc::new(bytes)))
+        self.try_into_value()
+            .unwrap_or_else(|e| panic!("cannot archive {e}"))
+    }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        // Archiving plain data into memory only fails for types rkyv cannot represent.
+        let bytes = rkyv::to_bytes::<Error>(&self.0).map_err(|e| EncodeError {
+            type_name: type_name::<T>().to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Value::Encoded(
+            tag::<T>(),
+            Buffer::from_storage(Arc::new(bytes)),
+        ))
     }
 }
 

@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::value::{Array, Element, Value};
+use crate::failure::ReturnedError;
+use crate::registry::CallError;
+use crate::value::{Array, Buffer, Element, Integer, Value};
 
 /// An evaluated argument as a task sees it.
 #[derive(Debug)]
@@ -89,29 +91,62 @@ pub trait FromArg<'a>: Sized {
 }
 
 /// A task's return type.
-pub trait IntoValue {
+pub trait IntoValue: Sized {
     /// Converts into a value.
+    ///
+    /// # Panics
+    /// When the value cannot be encoded (only [`Serde`] and [`Rkyv`](crate::Rkyv) values, and
+    /// containers of them, can fail); [`try_into_value`](Self::try_into_value) reports it
+    /// instead, and task results go through it.
     fn into_value(self) -> Value;
-}
 
-/// What a task function may return: any [`IntoValue`], or a `Result` whose error is reported.
-pub trait IntoOutput {
-    /// Converts into a value or an error message.
+    /// Converts into a value, or says why the value cannot be encoded.
     ///
     /// # Errors
-    /// The task's own error, as text.
-    fn into_output(self) -> Result<Value, String>;
-}
-
-impl<T: IntoValue> IntoOutput for T {
-    fn into_output(self) -> Result<Value, String> {
+    /// [`EncodeError`] with the encoder's message.
+    fn try_into_value(self) -> Result<Value, EncodeError> {
         Ok(self.into_value())
     }
 }
 
+/// A value could not be encoded (its `Serialize` implementation failed, or it uses a serde
+/// feature the encoding does not support).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("{type_name}: {message}")]
+pub struct EncodeError {
+    /// The Rust type that failed.
+    pub type_name: String,
+    /// The encoder's message.
+    pub message: String,
+}
+
+/// What a task function may return: any [`IntoValue`], or a `Result` whose error is reported.
+///
+/// `#[forkgraph::task]` does more than this trait for errors: an error that implements
+/// `std::error::Error` (or dereferences to one, like `anyhow::Error`) is reported with its type
+/// name and whole `source()` chain and, in the process that ran it, kept as a value (see
+/// [`ReturnedError`]). Through this trait alone, an error is `Display`ed.
+pub trait IntoOutput {
+    /// Converts into a value or an error.
+    ///
+    /// # Errors
+    /// [`CallError::Returned`] with the task's own error, [`CallError::Unencodable`] when the
+    /// value cannot be encoded.
+    fn into_output(self) -> Result<Value, CallError>;
+}
+
+impl<T: IntoValue> IntoOutput for T {
+    fn into_output(self) -> Result<Value, CallError> {
+        self.try_into_value().map_err(CallError::Unencodable)
+    }
+}
+
 impl<T: IntoValue, E: Display> IntoOutput for Result<T, E> {
-    fn into_output(self) -> Result<Value, String> {
-        self.map(IntoValue::into_value).map_err(|e| e.to_string())
+    fn into_output(self) -> Result<Value, CallError> {
+        match self {
+            Ok(v) => v.into_output(),
+            Err(e) => Err(CallError::Returned(ReturnedError::from_display_ref(&e))),
+        }
     }
 }
 
@@ -188,41 +223,90 @@ impl FromArg<'_> for bool {
 }
 
 macro_rules! int_args {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $from:ident as $wide:ty),*) => {$(
         impl FromArg<'_> for $t {
             fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
-                match arg.value() {
-                    Some(Value::Int(i)) => <$t>::try_from(*i).map_err(|_| Mismatch {
-                        expected: concat!("an integer that fits ", stringify!($t)).into(),
-                        got: i.to_string(),
-                    }),
-                    _ => Err(Mismatch::new(concat!("an integer (", stringify!($t), ")"), arg)),
-                }
+                let Some(i) = arg.value().and_then(Value::as_integer) else {
+                    return Err(Mismatch::new(concat!("an integer (", stringify!($t), ")"), arg));
+                };
+                i.to::<$t>().ok_or_else(|| Mismatch {
+                    expected: format!(
+                        "an integer that fits {} ({}..={})",
+                        stringify!($t),
+                        <$t>::MIN,
+                        <$t>::MAX
+                    ),
+                    got: i.to_string(),
+                })
             }
         }
         impl IntoValue for $t {
             fn into_value(self) -> Value {
-                // Integers wider than i64 saturate rather than wrap.
-                Value::Int(i64::try_from(self).unwrap_or(i64::MAX))
+                // Widening to 128 bits is lossless for every integer type.
+                Value::$from(self as $wide)
             }
         }
     )*};
 }
-int_args!(i64, i32, u32, u64, usize, u8, i8, u16, i16, isize);
+int_args!(
+    i8 => from_i128 as i128,
+    i16 => from_i128 as i128,
+    i32 => from_i128 as i128,
+    i64 => from_i128 as i128,
+    i128 => from_i128 as i128,
+    isize => from_i128 as i128,
+    u8 => from_u128 as u128,
+    u16 => from_u128 as u128,
+    u32 => from_u128 as u128,
+    u64 => from_u128 as u128,
+    u128 => from_u128 as u128,
+    usize => from_u128 as u128
+);
 
-impl FromArg<'_> for f64 {
-    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
-        match arg.value() {
-            Some(Value::Float(f)) => Ok(*f),
-            Some(Value::Int(i)) => Ok(*i as f64),
-            _ => Err(Mismatch::new("a number (f64)", arg)),
+/// The integer as an `f64`, when `f64` holds it exactly.
+fn exact_f64(i: Integer) -> Option<f64> {
+    /// 2^127, exactly.
+    const TWO_127: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+    // `as` rounds to the nearest float and saturates back, so a round trip that gives the same
+    // number (below the saturation point) is exact.
+    match i {
+        Integer::Signed(i) => {
+            let f = i as f64;
+            (f < TWO_127 && f as i128 == i).then_some(f)
+        }
+        Integer::Unsigned(u) => {
+            let f = u as f64;
+            (f < 2.0 * TWO_127 && f as u128 == u).then_some(f)
         }
     }
 }
 
-impl FromArg<'_> for f32 {
+fn float_arg(arg: &ArgValue<'_>, ty: &str, exact: impl Fn(f64) -> bool) -> Result<f64, Mismatch> {
+    match arg.value() {
+        Some(Value::Float(f)) => Ok(*f),
+        Some(v) => match v.as_integer() {
+            Some(i) => exact_f64(i).filter(|f| exact(*f)).ok_or_else(|| Mismatch {
+                expected: format!("a number that {ty} holds exactly"),
+                got: format!("the integer {i}"),
+            }),
+            None => Err(Mismatch::new(format!("a number ({ty})"), arg)),
+        },
+        None => Err(Mismatch::new(format!("a number ({ty})"), arg)),
+    }
+}
+
+impl FromArg<'_> for f64 {
+    /// A float, or an integer that `f64` holds exactly (integers above 2^53 that would round are
+    /// refused).
     fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
-        f64::from_arg(arg).map(|f| f as f32)
+        float_arg(arg, "f64", |_| true)
+    }
+}
+
+impl FromArg<'_> for f32 {
+    /// A float (rounded to `f32`), or an integer that `f32` holds exactly.
+    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
+        float_arg(arg, "f32", |f| f64::from(f as f32) == f).map(|f| f as f32)
     }
 }
 
@@ -242,6 +326,13 @@ impl<'a, T: FromArg<'a>> FromArg<'a> for Option<T> {
 pub trait VecItem: Sized {
     /// Converts a vector of items into a value.
     fn vec_into_value(v: Vec<Self>) -> Value;
+    /// Converts a vector of items into a value, or says why one cannot be encoded.
+    ///
+    /// # Errors
+    /// [`EncodeError`] for the first item that cannot be encoded.
+    fn vec_try_into_value(v: Vec<Self>) -> Result<Value, EncodeError> {
+        Ok(Self::vec_into_value(v))
+    }
     /// Makes a vector of items from an argument.
     ///
     /// # Errors
@@ -293,11 +384,17 @@ macro_rules! list_items {
         }
     )*};
 }
-list_items!(String, bool, Value, Array, usize);
+list_items!(String, bool, Value, Array, usize, isize, i8, i16, u16, i128, u128);
 
 impl<T: VecItem> VecItem for Vec<T> {
     fn vec_into_value(v: Vec<Self>) -> Value {
         Value::List(v.into_iter().map(T::vec_into_value).collect())
+    }
+    fn vec_try_into_value(v: Vec<Self>) -> Result<Value, EncodeError> {
+        v.into_iter()
+            .map(T::vec_try_into_value)
+            .collect::<Result<_, _>>()
+            .map(Value::List)
     }
     fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
         list_items(arg, |a| T::vec_from_arg(a))
@@ -313,6 +410,9 @@ impl<T: VecItem> FromArg<'_> for Vec<T> {
 impl<T: VecItem> IntoValue for Vec<T> {
     fn into_value(self) -> Value {
         T::vec_into_value(self)
+    }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        T::vec_try_into_value(self)
     }
 }
 
@@ -375,12 +475,25 @@ impl<T: IntoValue> IntoValue for BTreeMap<String, T> {
     fn into_value(self) -> Value {
         Value::Map(self.into_iter().map(|(k, v)| (k, v.into_value())).collect())
     }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        try_map(self)
+    }
 }
 
 impl<T: IntoValue> IntoValue for HashMap<String, T> {
     fn into_value(self) -> Value {
         Value::Map(self.into_iter().map(|(k, v)| (k, v.into_value())).collect())
     }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        try_map(self)
+    }
+}
+
+fn try_map<T: IntoValue>(m: impl IntoIterator<Item = (String, T)>) -> Result<Value, EncodeError> {
+    m.into_iter()
+        .map(|(k, v)| Ok((k, v.try_into_value()?)))
+        .collect::<Result<_, _>>()
+        .map(Value::Map)
 }
 
 impl IntoValue for Value {
@@ -435,11 +548,20 @@ impl<T: IntoValue> IntoValue for Option<T> {
     fn into_value(self) -> Value {
         self.map_or(Value::Null, IntoValue::into_value)
     }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        self.map_or(Ok(Value::Null), IntoValue::try_into_value)
+    }
 }
 
 impl<A: IntoValue, B: IntoValue> IntoValue for (A, B) {
     fn into_value(self) -> Value {
         Value::List(vec![self.0.into_value(), self.1.into_value()])
+    }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        Ok(Value::List(vec![
+            self.0.try_into_value()?,
+            self.1.try_into_value()?,
+        ]))
     }
 }
 
@@ -451,42 +573,96 @@ impl<A: IntoValue, B: IntoValue, C: IntoValue> IntoValue for (A, B, C) {
             self.2.into_value(),
         ])
     }
-}
-
-/// A user type carried through the graph with serde (encoded with postcard).
-///
-/// Use it as a parameter (`Serde<Stats>`) or a return type (`Serde(stats)`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Serde<T>(pub T);
-
-impl<T: Serialize> IntoValue for Serde<T> {
-    fn into_value(self) -> Value {
-        match postcard::to_stdvec(&self.0) {
-            Ok(bytes) => Value::Encoded(
-                std::any::type_name::<T>().to_owned(),
-                crate::value::Buffer::copy_from_bytes(&bytes),
-            ),
-            // Serialization of an in-memory value only fails for unsupported serde features
-            // (e.g. unknown-length sequences); report it as a value the consumer will refuse.
-            Err(e) => Value::Str(format!("<unencodable {}: {e}>", std::any::type_name::<T>())),
-        }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        Ok(Value::List(vec![
+            self.0.try_into_value()?,
+            self.1.try_into_value()?,
+            self.2.try_into_value()?,
+        ]))
     }
 }
 
-impl<T: DeserializeOwned> FromArg<'_> for Serde<T> {
-    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
+/// A user type carried through the graph with serde, encoded as MessagePack (`rmp-serde`,
+/// structs as maps with their field names).
+///
+/// Use it as a parameter (`Serde<Stats>`, also inside `Vec`, `Option` and maps) or a return
+/// type (`Serde(stats)`). The encoding is self-describing, so serde's whole data model works:
+/// `#[serde(flatten)]`, internally, adjacently tagged and untagged enums, `serde_json::Value`,
+/// `skip_serializing_if`, maps with non-string keys, 128-bit integers. A parameter `Serde<T>`
+/// may borrow: a `&'a str` field (with `#[serde(borrow)]` where serde asks for it) points into
+/// the encoded value, also when it lives in a shared segment.
+///
+/// A value is accepted by a parameter of the same Rust type (by `std::any::type_name`). A
+/// value whose `Serialize` fails fails the task that returned it ([`CallError::Unencodable`],
+/// with serde's message); one that does not decode fails the consumer with a
+/// [`CallError::Mismatch`] naming the parameter and the decoder's message. Limits are serde's
+/// own: `Some(None)` of an `Option<Option<T>>` reads back as `None` (as in JSON), and a
+/// `u128`/`i128` inside a flattened struct or an untagged enum does not decode (serde buffers
+/// those without 128-bit integers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serde<T>(pub T);
+
+impl<T: Serialize> Serde<T> {
+    fn encode(&self) -> Result<Value, EncodeError> {
+        let mut bytes = Vec::new();
+        rmp_serde::encode::write_named(&mut bytes, &self.0)
+            .map(|()| {
+                Value::Encoded(
+                    std::any::type_name::<T>().to_owned(),
+                    Buffer::copy_from_bytes(&bytes),
+                )
+            })
+            .map_err(|e| EncodeError {
+                type_name: std::any::type_name::<T>().to_owned(),
+                message: e.to_string(),
+            })
+    }
+}
+
+impl<T: Serialize> IntoValue for Serde<T> {
+    /// # Panics
+    /// When `T`'s `Serialize` fails; task results report it instead (see
+    /// [`IntoValue::try_into_value`]).
+    fn into_value(self) -> Value {
+        self.encode()
+            .unwrap_or_else(|e| panic!("cannot encode {e}"))
+    }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        self.encode()
+    }
+}
+
+impl<'a, T: Deserialize<'a>> FromArg<'a> for Serde<T> {
+    fn from_arg(arg: &'a ArgValue<'_>) -> Result<Self, Mismatch> {
         let want = std::any::type_name::<T>();
         match arg.value() {
             Some(Value::Encoded(name, bytes)) if name == want => {
-                postcard::from_bytes(bytes.as_bytes())
+                rmp_serde::from_slice(bytes.as_bytes())
                     .map(Serde)
                     .map_err(|e| Mismatch {
                         expected: want.into(),
-                        got: format!("undecodable {name}: {e}"),
+                        got: format!("a value that does not decode as {name}: {e}"),
                     })
             }
             _ => Err(Mismatch::new(want, arg)),
         }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> VecItem for Serde<T> {
+    /// # Panics
+    /// As [`Serde::into_value`].
+    fn vec_into_value(v: Vec<Self>) -> Value {
+        Value::List(v.into_iter().map(IntoValue::into_value).collect())
+    }
+    fn vec_try_into_value(v: Vec<Self>) -> Result<Value, EncodeError> {
+        v.into_iter()
+            .map(IntoValue::try_into_value)
+            .collect::<Result<_, _>>()
+            .map(Value::List)
+    }
+    fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
+        list_items(arg, |a| Serde::from_arg(a))
     }
 }
 
@@ -500,10 +676,17 @@ macro_rules! value_from {
     )*};
 }
 value_from!(
-    i64,
+    i8,
+    i16,
     i32,
+    i64,
+    i128,
+    isize,
+    u8,
+    u16,
     u32,
     u64,
+    u128,
     usize,
     f64,
     f32,

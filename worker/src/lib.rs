@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod convert;
 pub mod exec;
+pub mod failure;
 pub mod forkserver;
 pub mod logs;
 pub mod proto;
@@ -17,11 +18,14 @@ pub mod wire;
 mod worker;
 
 pub use archive::{Archived, Rkyv};
-pub use convert::{ArgValue, FromArg, IntoOutput, IntoValue, Mismatch, Serde, VecItem};
+pub use convert::{
+    ArgValue, EncodeError, FromArg, IntoOutput, IntoValue, Mismatch, Serde, VecItem,
+};
 pub use exec::{run, Inputs, SpecArg, TaskFailure, TaskSpec};
+pub use failure::ReturnedError;
 pub use registry::{CallError, FnId, Function, Registry, FUNCTIONS};
 pub use shared::SharedVec;
-pub use value::{Array, Buffer, DType, Element, Storage, Value};
+pub use value::{Array, Buffer, DType, Element, Integer, Storage, Value};
 
 #[doc(hidden)]
 pub use linkme;

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
 
-use crate::convert::{ArgValue, FromArg, IntoOutput, Mismatch};
+use crate::convert::{ArgValue, EncodeError, FromArg, IntoOutput, Mismatch};
+use crate::failure::ReturnedError;
 use crate::value::Value;
 
 /// The signature every registered function is adapted to.
@@ -37,6 +38,7 @@ pub type FnId = u32;
 
 /// Why a call of a task function did not produce a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum CallError {
     /// The graph gave the wrong number of arguments.
     #[error("takes {expected} argument(s) but the task gives {got}")]
@@ -58,7 +60,15 @@ pub enum CallError {
         /// What the argument was.
         got: String,
     },
-    /// The function returned an error.
+    /// The function returned an error: its type name, its `source()` chain, and (on the sync and
+    /// thread schedulers) the error value itself; see [`ReturnedError`].
+    #[error("{0}")]
+    Returned(ReturnedError),
+    /// The function's result could not be encoded (a `Serde<T>` whose `Serialize` failed).
+    #[error("cannot encode its result: {0}")]
+    Unencodable(EncodeError),
+    /// The task produced no value, for a reason given as text (for example, it was not run
+    /// because an earlier task of its chain failed).
     #[error("{0}")]
     Failed(String),
     /// The function panicked.
@@ -167,11 +177,12 @@ pub fn arg<'a, T: FromArg<'a>>(
     })
 }
 
-/// Converts a generated adapter's result.
+/// Converts a function's result through [`IntoOutput`] (the attribute itself uses the richer
+/// conversions of [`crate::failure`]).
 ///
 /// # Errors
-/// [`CallError::Failed`] with the function's own error.
+/// [`CallError::Returned`] with the function's own error, [`CallError::Unencodable`].
 #[doc(hidden)]
 pub fn output<R: IntoOutput>(r: R) -> Result<Value, CallError> {
-    r.into_output().map_err(CallError::Failed)
+    r.into_output()
 }

@@ -308,15 +308,27 @@ impl<'de> de::DeserializeSeed<'de> for BufferSeed {
 }
 
 /// A value produced by a task or written literally in a graph.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+///
+/// Integers of every Rust type are exact: an integer is held by the first of [`Value::Int`],
+/// [`Value::UInt`], [`Value::I128`], [`Value::U128`] that can hold it (`Value::from`, and every
+/// task result, choose it), and a parameter of any integer type accepts any of the four when
+/// the number fits it, and refuses it with a [`Mismatch`](crate::Mismatch) otherwise. Equality
+/// compares integers by their number, so `Value::UInt(5) == Value::Int(5)`.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
 pub enum Value {
     /// No value (`()` or `None`).
     #[default]
     Null,
     /// A boolean.
     Bool(bool),
-    /// An integer.
+    /// An integer in `i64`'s range.
     Int(i64),
+    /// An integer above `i64::MAX` that fits `u64`.
+    UInt(u64),
+    /// An integer outside `i64` and `u64`'s ranges that fits `i128`.
+    I128(i128),
+    /// An integer above `i128::MAX` (fits only `u128`).
+    U128(u128),
     /// A float.
     Float(f64),
     /// A string.
@@ -337,13 +349,43 @@ impl Value {
         match self {
             Value::Null => "null".into(),
             Value::Bool(_) => "bool".into(),
-            Value::Int(_) => "int".into(),
+            Value::Int(_) | Value::UInt(_) | Value::I128(_) | Value::U128(_) => "int".into(),
             Value::Float(_) => "float".into(),
             Value::Str(_) => "string".into(),
             Value::Array(a) => format!("array of {}", a.dtype().name()),
             Value::List(_) => "list".into(),
             Value::Map(_) => "map".into(),
             Value::Encoded(t, _) => format!("encoded {t}"),
+        }
+    }
+
+    /// An integer of any width, held exactly (see [`Value`]).
+    pub fn from_i128(i: i128) -> Value {
+        if let Ok(i) = i64::try_from(i) {
+            Value::Int(i)
+        } else if let Ok(u) = u64::try_from(i) {
+            Value::UInt(u)
+        } else {
+            Value::I128(i)
+        }
+    }
+
+    /// An unsigned integer of any width, held exactly (see [`Value`]).
+    pub fn from_u128(u: u128) -> Value {
+        match i128::try_from(u) {
+            Ok(i) => Value::from_i128(i),
+            Err(_) => Value::U128(u),
+        }
+    }
+
+    /// The integer this value holds, whichever integer variant holds it.
+    pub fn as_integer(&self) -> Option<Integer> {
+        match *self {
+            Value::Int(i) => Some(Integer::Signed(i.into())),
+            Value::UInt(u) => Some(Integer::Signed(u.into())),
+            Value::I128(i) => Some(Integer::Signed(i)),
+            Value::U128(u) => Some(i128::try_from(u).map_or(Integer::Unsigned(u), Integer::Signed)),
+            _ => None,
         }
     }
 
@@ -355,6 +397,56 @@ impl Value {
             Value::List(l) => l.iter().map(Value::array_bytes).sum(),
             Value::Map(m) => m.values().map(Value::array_bytes).sum(),
             _ => 0,
+        }
+    }
+}
+
+/// An integer of a [`Value`], widened to 128 bits: `Signed` whenever it fits `i128`, so equal
+/// numbers are equal `Integer`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Integer {
+    /// A number that fits `i128`.
+    Signed(i128),
+    /// A number above `i128::MAX`.
+    Unsigned(u128),
+}
+
+impl Integer {
+    /// Converts into any integer type, or `None` when the number does not fit it.
+    pub fn to<T: TryFrom<i128> + TryFrom<u128>>(self) -> Option<T> {
+        match self {
+            Integer::Signed(i) => T::try_from(i).ok(),
+            Integer::Unsigned(u) => T::try_from(u).ok(),
+        }
+    }
+}
+
+impl fmt::Display for Integer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Integer::Signed(i) => write!(f, "{i}"),
+            Integer::Unsigned(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// Structural equality, except that integers compare by their number whichever variant holds
+/// them (floats compare as `f64` do: `NaN` differs from itself).
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Array(a), Value::Array(b)) => a == b,
+            (Value::List(a), Value::List(b)) => a == b,
+            (Value::Map(a), Value::Map(b)) => a == b,
+            (Value::Encoded(ta, a), Value::Encoded(tb, b)) => ta == tb && a == b,
+            (a, b) => match (a.as_integer(), b.as_integer()) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            },
         }
     }
 }
@@ -439,6 +531,41 @@ mod tests {
         let Value::Array(a) = &items[0] else { panic!() };
         assert_eq!(a.as_slice::<f64>().unwrap(), &[1.5, 2.5, -3.0]);
         assert!(a.as_slice::<f32>().is_none());
+    }
+
+    #[test]
+    fn integers_take_the_narrowest_variant_and_compare_by_number() {
+        assert_eq!(Value::from_u128(5), Value::Int(5));
+        assert!(matches!(
+            Value::from_u128(u64::MAX.into()),
+            Value::UInt(u64::MAX)
+        ));
+        assert!(matches!(
+            Value::from_i128(i128::MIN),
+            Value::I128(i128::MIN)
+        ));
+        assert!(matches!(
+            Value::from_u128(u128::MAX),
+            Value::U128(u128::MAX)
+        ));
+        assert!(matches!(
+            Value::from_u128(i128::MAX as u128),
+            Value::I128(i128::MAX)
+        ));
+        // Variants built by hand compare by number.
+        assert_eq!(Value::UInt(5), Value::Int(5));
+        assert_eq!(Value::U128(7), Value::I128(7));
+        assert_ne!(Value::Int(-1), Value::U128(u128::MAX));
+        assert_ne!(Value::Int(1), Value::Float(1.0));
+        for v in [
+            Value::Int(i64::MIN),
+            Value::UInt(u64::MAX),
+            Value::I128(i128::MIN),
+            Value::U128(u128::MAX),
+        ] {
+            let back: Value = postcard::from_bytes(&postcard::to_stdvec(&v).unwrap()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{v:?}"));
+        }
     }
 
     #[test]
