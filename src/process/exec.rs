@@ -136,7 +136,7 @@ impl<'a> ProcExec<'a> {
     /// Tells producers which of their segments nobody maps any more.
     fn send_frees(&mut self) {
         let workers = &self.pool.workers;
-        let freed = forkgraph_worker::wire::take_freed(|pid| {
+        let freed = forkgraph_worker::segments::ledger::take_freed(|pid| {
             pid > 0 && workers.iter().any(|w| w.pid == pid)
         });
         if freed.is_empty() {
@@ -514,7 +514,7 @@ impl<'a> ProcExec<'a> {
         w.tasks_done += u.results.len() as u64;
         for ino in u.retained {
             // A task kept a clone of this input: never recycle it while that worker lives.
-            if forkgraph_worker::wire::pin(ino) {
+            if forkgraph_worker::segments::ledger::pin(ino) {
                 w.pins.push(ino);
             }
         }

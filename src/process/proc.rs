@@ -11,7 +11,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::Child;
 use std::time::Duration;
 
-use forkgraph_worker::proto::{FromServer, FromWorker, Inbox, Limits, Outbox, ToServer};
+use forkgraph_worker::frame::{Inbox, Outbox};
+use forkgraph_worker::proto::{FromServer, FromWorker, Limits, ToServer};
+use forkgraph_worker::segments::{ledger, Side};
 use forkgraph_worker::sys::{self, Exit, SharedPage, Slot, Stream};
 use forkgraph_worker::{Registry, TaskFailure, TaskSpec};
 use std::sync::Arc;
@@ -92,7 +94,7 @@ impl Server {
         loop {
             let control = self.control.as_ref().expect("open until drop");
             if out.is_empty() {
-                if let Some(reply) = self.inbox.take_frame().map_err(gone)? {
+                if let Some(reply) = self.inbox.take_frame(Side::Parent(0)).map_err(gone)? {
                     return Ok(reply);
                 }
                 match self.inbox.fill(control) {
@@ -247,7 +249,7 @@ pub(crate) struct Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         for ino in self.pins.drain(..) {
-            forkgraph_worker::wire::unpin(ino);
+            ledger::unpin(ino);
         }
     }
 }
@@ -368,8 +370,7 @@ impl Proc {
         let pid = self.pid;
         loop {
             let before = sys::segment_stats().0;
-            let frame =
-                forkgraph_worker::wire::with_peer(pid, || self.inbox.take_frame::<FromWorker>());
+            let frame = self.inbox.take_frame::<FromWorker>(Side::Parent(pid));
             match frame {
                 Ok(Some((m, _))) => {
                     if let FromWorker::Done(units) = &m {

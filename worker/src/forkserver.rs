@@ -18,7 +18,8 @@ use std::collections::BTreeSet;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::proto::{self, FromServer, Inbox, Limits, ToServer};
+use crate::frame::{self, Inbox};
+use crate::proto::{FromServer, Limits, ToServer};
 use crate::sys::{self, Forked, SharedPage, Stream};
 
 static HOOK_RAN: AtomicBool = AtomicBool::new(false);
@@ -61,19 +62,19 @@ fn serve(control: &Stream) -> i32 {
     let mut inbox = Inbox::new();
     let mut live: BTreeSet<i32> = BTreeSet::new();
     loop {
-        match proto::recv::<ToServer>(control, &mut inbox) {
+        match frame::recv::<ToServer>(control, &mut inbox) {
             Ok(Some((ToServer::Spawn { limits, init }, _))) => {
                 let reply = spawn_worker(me, control, limits, init.as_deref());
                 let sent = match reply {
                     Ok((pid, fds)) => {
                         live.insert(pid);
-                        proto::send(
+                        frame::send(
                             control,
                             &FromServer::Spawned { pid },
                             &[&fds.0, &fds.1, &fds.2, &fds.3],
                         )
                     }
-                    Err(e) => proto::send(control, &FromServer::Failed(e.to_string()), &[]),
+                    Err(e) => frame::send(control, &FromServer::Failed(e.to_string()), &[]),
                 };
                 if sent.is_err() {
                     break;
@@ -92,7 +93,7 @@ fn serve(control: &Stream) -> i32 {
                 } else {
                     FromServer::Failed(format!("{pid} is not a worker of this server"))
                 };
-                if proto::send(control, &reply, &[]).is_err() {
+                if frame::send(control, &reply, &[]).is_err() {
                     break;
                 }
             }
@@ -131,7 +132,8 @@ fn spawn_worker(
     // from this function (it ends in exit_now).
     match unsafe { sys::fork() }? {
         Forked::Child => {
-            sys::close_in_child(control.as_fd());
+            // SAFETY: this child ends in exit_now and never touches `control` again.
+            unsafe { sys::close_in_child(control.as_fd()) };
             drop(parent_end);
             drop(err_r);
             drop(page_fd);
@@ -145,7 +147,7 @@ fn spawn_worker(
             if let Some(bytes) = limits.memory_bytes {
                 let _ = sys::limit_memory(bytes);
             }
-            let code = crate::worker::serve(&child_end, &page, limits, init);
+            let code = crate::serve::serve(&child_end, &page, limits, init);
             sys::exit_now(code)
         }
         Forked::Parent(pid) => {

@@ -7,15 +7,16 @@ pub mod convert;
 pub mod exec;
 pub mod failure;
 pub mod forkserver;
+pub mod frame;
 pub mod logs;
 pub mod proto;
 pub mod registry;
+pub mod segments;
+mod serve;
 pub mod shared;
 #[doc(hidden)]
 pub mod sys;
 pub mod value;
-pub mod wire;
-mod worker;
 
 pub use archive::{Archived, Rkyv};
 pub use convert::{

@@ -14,7 +14,8 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{self, FromWorker};
+use crate::frame;
+use crate::proto::FromWorker;
 use crate::sys::Stream;
 
 /// A log record or tracing event from a task.
@@ -143,7 +144,7 @@ fn send(level: u8, target: &str, message: String, tracing: bool) {
     let sock = sink.lock().unwrap_or_else(|e| e.into_inner());
     SENDING.with(|s| s.set(true));
     // A record that cannot be sent is lost, like a log line written to a closed stderr.
-    let _ = proto::send(&sock, &FromWorker::Log(record), &[]);
+    let _ = frame::send(&sock, &FromWorker::Log(record), &[]);
     SENDING.with(|s| s.set(false));
 }
 

@@ -463,16 +463,16 @@ impl PartialEq for Buffer {
 impl Serialize for Buffer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut t = s.serialize_tuple(2)?;
-        match crate::wire::export(self) {
-            crate::wire::Exported::Sealed(index) => {
+        match crate::segments::codec::export(self.segment(), self.as_bytes()) {
+            crate::segments::codec::Exported::Sealed(index) => {
                 t.serialize_element(&1u8)?;
                 t.serialize_element(&index)?;
             }
-            crate::wire::Exported::Recyclable(index, len) => {
+            crate::segments::codec::Exported::Recyclable(index, len) => {
                 t.serialize_element(&2u8)?;
                 t.serialize_element(&(index, len))?;
             }
-            crate::wire::Exported::Inline => {
+            crate::segments::codec::Exported::Inline => {
                 t.serialize_element(&0u8)?;
                 t.serialize_element(&Bytes(self.as_bytes()))?;
             }
@@ -497,12 +497,16 @@ impl<'de> Deserialize<'de> for Buffer {
                     let index: u32 = seq
                         .next_element()?
                         .ok_or_else(|| de::Error::invalid_length(1, &self))?;
-                    crate::wire::import(index, None).map_err(de::Error::custom)
+                    crate::segments::codec::import(index, None)
+                        .map(|s| Buffer::from_storage(Arc::new(s)))
+                        .map_err(de::Error::custom)
                 } else if kind == 2 {
                     let (index, len): (u32, u64) = seq
                         .next_element()?
                         .ok_or_else(|| de::Error::invalid_length(1, &self))?;
-                    crate::wire::import(index, Some(len)).map_err(de::Error::custom)
+                    crate::segments::codec::import(index, Some(len))
+                        .map(|s| Buffer::from_storage(Arc::new(s)))
+                        .map_err(de::Error::custom)
                 } else {
                     seq.next_element_seed(BufferSeed)?
                         .ok_or_else(|| de::Error::invalid_length(1, &self))

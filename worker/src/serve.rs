@@ -1,13 +1,16 @@
-//! The loop of a worker process: receive units, run their tasks, send results back.
+//! The serve loop of a worker process: receive units, run their tasks, send results back.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::exec;
+use crate::frame::{self, Inbox};
 use crate::logs;
-use crate::proto::{self, FromWorker, Inbox, Input, Limits, ToWorker, Unit, UnitDone};
+use crate::proto::{FromWorker, Input, Limits, ToWorker, Unit, UnitDone};
 use crate::registry::Registry;
+use crate::segments::recycler;
 use crate::sys::{self, SharedPage, Slot, Stream};
+use crate::value::Buffer;
 use crate::value::Value;
 
 /// Results are sent at the latest this long after the first one of a batch was ready...
@@ -30,7 +33,7 @@ pub(crate) fn serve(
         digest: Registry::global().digest(),
         init,
     };
-    if let Err(e) = logs::with_socket(sock, |s| proto::send(s, &hello, &[])) {
+    if let Err(e) = logs::with_socket(sock, |s| frame::send(s, &hello, &[])) {
         return protocol_exit(1, "cannot greet the parent", &e);
     }
     if failed {
@@ -39,13 +42,13 @@ pub(crate) fn serve(
     let mut inbox = Inbox::new();
     let mut costs = Costs::default();
     loop {
-        match proto::recv::<ToWorker>(sock, &mut inbox) {
+        match frame::recv::<ToWorker>(sock, &mut inbox) {
             Ok(Some((ToWorker::Run(units), _))) => {
                 if let Err(e) = run_batch(sock, page, limits, units, &mut costs) {
                     return protocol_exit(1, "cannot send results to the parent", &e);
                 }
             }
-            Ok(Some((ToWorker::Free(inodes), _))) => crate::wire::free_segments(&inodes),
+            Ok(Some((ToWorker::Free(inodes), _))) => recycler::free(&inodes),
             Ok(None) => return 0,
             Err(e) => return protocol_exit(2, "cannot read what the parent sent", &e),
         }
@@ -80,7 +83,7 @@ fn run_batch(
         for t in &unit.tasks {
             for i in &t.inputs {
                 if let Input::Value(v) = i {
-                    crate::wire::recyclable_inodes(v, &mut inodes);
+                    recyclable_inodes(v, &mut inodes);
                 }
             }
         }
@@ -117,7 +120,7 @@ fn run_batch(
                 *n -= 1;
             }
         }
-        let retained = crate::wire::retained(&inodes, &ahead);
+        let retained = recycler::retained(&inodes, &ahead);
         done.push(UnitDone {
             seq,
             results,
@@ -212,13 +215,32 @@ impl Costs {
 fn send_done(sock: &Stream, done: Vec<UnitDone>, limits: Limits) -> std::io::Result<()> {
     let threshold = limits.segment_threshold.map(|t| t as usize);
     logs::with_socket(sock, |s| {
-        proto::send_shared(
+        frame::send_shared(
             s,
             &FromWorker::Done(done),
             threshold,
             limits.recycle_segments,
         )
     })?;
-    sys::write_stderr(proto::STDERR_MARK);
+    sys::write_stderr(crate::proto::STDERR_MARK);
     Ok(())
+}
+
+/// The recyclable segments a value refers to, once per reference (arrays, encoded values,
+/// inside lists and maps).
+fn recyclable_inodes(v: &Value, out: &mut Vec<u64>) {
+    let mut push = |b: &Buffer| {
+        if let Some(seg) = b.segment() {
+            if seg.recyclable() {
+                out.push(seg.ino());
+            }
+        }
+    };
+    match v {
+        Value::Array(a) => push(a.buffer()),
+        Value::Encoded(_, b) => push(b),
+        Value::List(l) => l.iter().for_each(|x| recyclable_inodes(x, out)),
+        Value::Map(m) => m.values().for_each(|x| recyclable_inodes(x, out)),
+        _ => {}
+    }
 }

@@ -1,0 +1,432 @@
+//! Shared segments: memory files (memfd), sealed or recyclable, and their mappings.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{fcntl, FcntlArg};
+
+use super::limits::Charge;
+use super::*;
+
+static LIVE_SEGMENTS: AtomicU64 = AtomicU64::new(0);
+static LIVE_SEGMENT_BYTES: AtomicU64 = AtomicU64::new(0);
+static PEAK_SEGMENT_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Shared segments mapped in this process right now: (count, bytes, peak bytes since start).
+pub fn segment_stats() -> (u64, u64, u64) {
+    (
+        LIVE_SEGMENTS.load(Ordering::Relaxed),
+        LIVE_SEGMENT_BYTES.load(Ordering::Relaxed),
+        PEAK_SEGMENT_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+/// Resets the peak of [`segment_stats`] to the current value.
+pub fn reset_segment_peak() {
+    PEAK_SEGMENT_BYTES.store(
+        LIVE_SEGMENT_BYTES.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+}
+
+fn count_segment(bytes: u64) {
+    LIVE_SEGMENTS.fetch_add(1, Ordering::Relaxed);
+    let now = LIVE_SEGMENT_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK_SEGMENT_BYTES.fetch_max(now, Ordering::Relaxed);
+}
+
+/// A new sealable memory file of `len` bytes (at least 1), zero-filled and mapped read-write in
+/// this process only.
+fn writable_memfd(len: usize) -> io::Result<(memmap2::MmapMut, OwnedFd, Charge)> {
+    let charge = Charge::new(len.max(1).next_multiple_of(4096) as u64)?;
+    let fd = nix::sys::memfd::memfd_create(
+        c"forkgraph-segment",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(errno)?;
+    let file = std::fs::File::from(fd);
+    file.set_len(len.max(1) as u64)?;
+    // SAFETY: the memfd was just created and is known only to this process: nothing else can
+    // truncate or write it while this mapping lives (its producer is its only writer).
+    let map = unsafe { memmap2::MmapOptions::new().len(len.max(1)).map_mut(&file)? };
+    Ok((map, OwnedFd::from(file), charge))
+}
+
+/// A shared segment being written: an anonymous memory file (memfd) mapped read-write in its
+/// producer only. Nobody else has it until [`SegmentWriter::seal`].
+#[derive(Debug)]
+pub struct SegmentWriter {
+    map: memmap2::MmapMut,
+    fd: OwnedFd,
+    charge: Charge,
+}
+
+impl SegmentWriter {
+    /// A zero-filled segment of `len` bytes (at least 1).
+    ///
+    /// # Errors
+    /// When memfd_create, ftruncate or mmap fail (fd or memory limits).
+    pub fn new(len: usize) -> io::Result<SegmentWriter> {
+        let (map, fd, charge) = writable_memfd(len)?;
+        Ok(SegmentWriter { map, fd, charge })
+    }
+
+    /// The bytes to fill.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    /// The bytes written so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Unmaps the writable view and seals the file against every write, resize and further
+    /// sealing (F_SEAL_WRITE | SHRINK | GROW | SEAL): from now on no process, this one included,
+    /// can change it, whatever fds or /proc paths it holds. Returns the read-only segment.
+    ///
+    /// # Errors
+    /// When sealing or mapping fails.
+    pub fn seal(self) -> io::Result<Segment> {
+        let SegmentWriter { map, fd, charge } = self;
+        drop(map); // F_SEAL_WRITE fails while a writable shared mapping exists.
+        use nix::fcntl::SealFlag;
+        fcntl(
+            fd.as_fd(),
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_WRITE
+                    | SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        )
+        .map_err(errno)?;
+        let mut seg = Segment::from_fd(fd)?;
+        seg._charge = Some(charge);
+        Ok(seg)
+    }
+}
+
+/// A sealed shared segment mapped read-only. Every process that has it sees the same bytes and
+/// none can change them (the kernel refuses writes, writable mappings and resizing).
+#[derive(Debug)]
+pub struct Segment {
+    map: std::sync::Arc<memmap2::Mmap>,
+    fd: OwnedFd,
+    /// Bytes in use (a recycled segment may be larger than its content).
+    len: usize,
+    /// Whether its producer may rewrite it once every mapping handed out is gone (sealed
+    /// FUTURE_WRITE rather than WRITE): see [`RecyclableWriter`].
+    recyclable: bool,
+    /// Inode of the memory file: identifies the segment across processes and fds.
+    ino: u64,
+    /// Called with the inode when a tracked segment is dropped (see `wire`).
+    on_drop: Option<fn(u64)>,
+    /// Held by the process that created it, against its memory limit.
+    _charge: Option<Charge>,
+}
+
+impl Segment {
+    /// Maps a segment received from another process, after checking that it is sealed
+    /// (memmap2's `map_if_safe` refuses a file that could still change).
+    ///
+    /// # Errors
+    /// When the fd is not a sealed memory file, or mmap fails.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Segment> {
+        let map = memmap2::MmapOptions::new().map_if_safe(&fd).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "unsealed or unmappable segment refused: {}",
+                    io::Error::from(e)
+                ),
+            )
+        })?;
+        count_segment(map.len() as u64);
+        let len = map.len();
+        let ino = inode(fd.as_fd())?;
+        Ok(Segment {
+            map: std::sync::Arc::new(map),
+            fd,
+            len,
+            recyclable: false,
+            ino,
+            on_drop: None,
+            _charge: None,
+        })
+    }
+
+    /// Maps a recyclable segment received from another process: sealed against resizing and
+    /// against every new write or writable mapping (F_SEAL_FUTURE_WRITE); only its producer's
+    /// own mapping, made before the seal, can still write.
+    ///
+    /// # Errors
+    /// When the fd is not such a memory file, is shorter than `len`, or mmap fails.
+    pub fn from_recyclable_fd(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        Segment::from_recyclable_fd_cached(fd, len, &mut MapCache::default())
+    }
+
+    /// As [`Segment::from_recyclable_fd`], reusing a mapping of the same memory file from
+    /// `cache` when there is one: a recycled segment's pages are then already in this process's
+    /// page tables, and reading it costs no faults.
+    ///
+    /// # Errors
+    /// As [`Segment::from_recyclable_fd`].
+    pub fn from_recyclable_fd_cached(
+        fd: OwnedFd,
+        len: usize,
+        cache: &mut MapCache,
+    ) -> io::Result<Segment> {
+        use nix::fcntl::SealFlag;
+        let seals = SealFlag::from_bits_truncate(
+            fcntl(fd.as_fd(), FcntlArg::F_GET_SEALS).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("not a sealable memory file: {e}"),
+                )
+            })?,
+        );
+        let write = SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_FUTURE_WRITE;
+        if !seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW)
+            || !seals.intersects(write)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("unsealed segment refused (seals {seals:?})"),
+            ));
+        }
+        let size = std::fs::File::from(fd.try_clone()?).metadata()?.len() as usize;
+        if size < len || len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("segment of {size} bytes cannot hold {len}"),
+            ));
+        }
+        let ino = inode(fd.as_fd())?;
+        let map = match cache.get(ino, size) {
+            Some(m) => m,
+            None => {
+                // SAFETY: the file cannot shrink (F_SEAL_SHRINK), so the mapping never faults
+                // past its end; no process can write it through a new fd or mapping
+                // (F_SEAL_FUTURE_WRITE or F_SEAL_WRITE). Its producer's own writable mapping
+                // rewrites it only after the parent, through which every copy of this segment
+                // passes, has seen every mapping it handed out dropped (the recycling protocol
+                // in `wire`), so the bytes do not change while a `&[u8]` of it is in use.
+                let m =
+                    std::sync::Arc::new(unsafe { memmap2::MmapOptions::new().len(size).map(&fd)? });
+                cache.put(ino, m.clone());
+                m
+            }
+        };
+        count_segment(size as u64);
+        Ok(Segment {
+            map,
+            fd,
+            len,
+            recyclable: true,
+            ino,
+            on_drop: None,
+            _charge: None,
+        })
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
+
+    /// Bytes in use.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no bytes (never, for a mapped segment).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether its producer recycles it (see [`Segment::from_recyclable_fd`]).
+    pub fn recyclable(&self) -> bool {
+        self.recyclable
+    }
+
+    /// Inode of the memory file.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    /// Calls `f(inode)` when this mapping is dropped.
+    pub fn on_drop(&mut self, f: fn(u64)) {
+        self.on_drop = Some(f);
+    }
+
+    /// The fd, to pass the segment on.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Unmaps the segment and keeps only (a duplicate of) its fd, to send it away.
+    ///
+    /// # Errors
+    /// When the fd cannot be duplicated (fd limit).
+    pub fn into_fd(self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        LIVE_SEGMENTS.fetch_sub(1, Ordering::Relaxed);
+        LIVE_SEGMENT_BYTES.fetch_sub(self.map.len() as u64, Ordering::Relaxed);
+        if let Some(f) = self.on_drop {
+            f(self.ino);
+        }
+    }
+}
+
+/// Read-only mappings of recyclable segments kept between uses, by inode (at most
+/// [`MapCache::MAX_BYTES`]; mappings no segment uses are dropped first).
+#[derive(Debug, Default)]
+pub struct MapCache {
+    maps: Vec<(u64, std::sync::Arc<memmap2::Mmap>)>,
+}
+
+impl MapCache {
+    /// Most bytes of mappings kept.
+    pub const MAX_BYTES: usize = 256 << 20;
+
+    fn get(&mut self, ino: u64, size: usize) -> Option<std::sync::Arc<memmap2::Mmap>> {
+        let i = self
+            .maps
+            .iter()
+            .position(|(n, m)| *n == ino && m.len() == size)?;
+        // Most recently used last.
+        let e = self.maps.remove(i);
+        let m = e.1.clone();
+        self.maps.push(e);
+        Some(m)
+    }
+
+    fn put(&mut self, ino: u64, m: std::sync::Arc<memmap2::Mmap>) {
+        self.maps.retain(|(n, _)| *n != ino);
+        self.maps.push((ino, m));
+        let mut total: usize = self.maps.iter().map(|(_, m)| m.len()).sum();
+        let mut i = 0;
+        while total > Self::MAX_BYTES && i < self.maps.len() {
+            if std::sync::Arc::strong_count(&self.maps[i].1) == 1 {
+                total -= self.maps[i].1.len();
+                self.maps.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    nix::sys::stat::fstat(fd).map(|st| st.st_ino).map_err(errno)
+}
+
+/// A segment its producer fills, sends, and fills again once it is free: a memory file mapped
+/// writable here only, sealed against resizing and against every *new* write or writable
+/// mapping (F_SEAL_FUTURE_WRITE). Readers elsewhere map it read-only; rewriting memory that
+/// stays mapped runs at memory speed, where a fresh file costs a page fault per 4 KiB.
+///
+/// While it is published ([`RecyclableWriter::publish`] until [`RecyclableWriter::reclaim`]),
+/// the producer's own mapping is inaccessible (`PROT_NONE`): a wild write by a later task in
+/// the producer faults instead of changing bytes that readers hold, and `/proc/<pid>/mem` cannot
+/// write through it either (the kernel refuses forced writes to shared mappings without write
+/// permission). Code in the producer that calls `mprotect` itself can still undo that: this is
+/// what recycling trusts; pools for untrusted tasks turn recycling off.
+#[derive(Debug)]
+pub struct RecyclableWriter {
+    map: memmap2::MmapMut,
+    fd: OwnedFd,
+    ino: u64,
+    published: bool,
+    _charge: Charge,
+}
+
+impl RecyclableWriter {
+    /// A new segment of `cap` bytes (at least 1).
+    ///
+    /// # Errors
+    /// When memfd_create, ftruncate, mmap or sealing fail.
+    pub fn new(cap: usize) -> io::Result<RecyclableWriter> {
+        use nix::fcntl::SealFlag;
+        let (map, fd, charge) = writable_memfd(cap)?;
+        // A process a task forks (without exec) must not inherit a writable view.
+        let _ = map.advise(memmap2::Advice::DontFork);
+        // From here on this mapping is the only way to write it.
+        fcntl(
+            fd.as_fd(),
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_FUTURE_WRITE,
+            ),
+        )
+        .map_err(errno)?;
+        let ino = inode(fd.as_fd())?;
+        Ok(RecyclableWriter {
+            map,
+            fd,
+            ino,
+            published: false,
+            _charge: charge,
+        })
+    }
+
+    /// Makes the mapping inaccessible while readers hold the segment.
+    ///
+    /// # Errors
+    /// When mprotect fails; the segment must then not be published.
+    pub fn publish(&mut self) -> io::Result<()> {
+        self.protect(nix::sys::mman::ProtFlags::PROT_NONE)?;
+        self.published = true;
+        Ok(())
+    }
+
+    /// Makes the mapping writable again, once no reader holds the segment.
+    ///
+    /// # Errors
+    /// When mprotect fails; the segment must then not be reused.
+    pub fn reclaim(&mut self) -> io::Result<()> {
+        use nix::sys::mman::ProtFlags;
+        self.protect(ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)?;
+        self.published = false;
+        Ok(())
+    }
+
+    fn protect(&mut self, prot: nix::sys::mman::ProtFlags) -> io::Result<()> {
+        let ptr = std::ptr::NonNull::new(self.map.as_mut_ptr().cast::<libc::c_void>())
+            .ok_or_else(|| io::Error::other("null mapping"))?;
+        // SAFETY: the range is exactly this writer's own mapping, which lives as long as
+        // `self`; no reference into it is alive while it is PROT_NONE (`bytes_mut` asserts the
+        // writer is not published, and it takes `&mut self`).
+        unsafe { nix::sys::mman::mprotect(ptr, self.map.len(), prot) }.map_err(errno)
+    }
+
+    /// Capacity in bytes.
+    pub fn cap(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The bytes to fill.
+    ///
+    /// # Panics
+    /// While published (the memory is inaccessible then).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        assert!(!self.published, "a published segment is not writable");
+        &mut self.map
+    }
+
+    /// The fd, to send the segment.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Inode of the memory file.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+}
