@@ -7,10 +7,10 @@
 //! fork server (which reports the signal or exit code), blamed precisely through its page, and
 //! replaced. `get` calls on one pool take turns (the pool is behind a mutex).
 
-mod exec;
+mod executor;
 mod logs;
-mod proc;
-mod stderr;
+mod pool;
+mod runner;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use crate::graph::{Arg, Graph, IntoArg, Task};
 use crate::key::{Key, Keys};
 use crate::scheduler::{plan, GetOptions, Scheduler};
 
-pub(crate) use proc::Pool;
+pub(crate) use pool::Pool;
 
 /// Settings of a pool.
 #[derive(Debug, Clone)]
@@ -436,7 +436,7 @@ impl Scheduler for ProcessPool {
         }
         let mut pool = self.lock();
         let _inside = InGet::enter(me);
-        let mut exec = exec::ProcExec::new(&mut pool, &self.cfg, &plan.keys);
+        let mut exec = executor::ProcExec::new(&mut pool, &self.cfg, &plan.keys);
         engine::run(&plan, &mut exec, &opts.callbacks)
     }
 }

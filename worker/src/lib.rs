@@ -8,6 +8,7 @@ pub mod exec;
 pub mod failure;
 pub mod forkserver;
 pub mod frame;
+pub mod host;
 pub mod logs;
 pub mod proto;
 pub mod registry;

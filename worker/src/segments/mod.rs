@@ -42,7 +42,18 @@ pub mod recycler;
 
 pub use codec::{decode_with_fds, encode_with_fds, Side};
 
-use crate::sys::Segment;
+use crate::sys::{self, Segment};
+
+/// Shared segments mapped in this process right now: (count, bytes, peak bytes since start or
+/// the last [`reset_peak`]). Each holds an fd.
+pub fn stats() -> (u64, u64, u64) {
+    sys::segment_stats()
+}
+
+/// Resets the peak of [`stats`] to the current value.
+pub fn reset_peak() {
+    sys::reset_segment_peak()
+}
 use crate::value::Storage;
 
 impl Storage for Segment {

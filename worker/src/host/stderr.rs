@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use forkgraph_worker::proto::STDERR_MARK;
+use crate::proto::STDERR_MARK;
 
 /// Bytes of each worker's stderr kept for error reports.
 const TAIL_BYTES: usize = 8 * 1024;
@@ -19,8 +19,8 @@ const TAIL_BYTES: usize = 8 * 1024;
 const QUEUE_CHUNKS: usize = 512;
 
 /// The tail of a worker's stderr since it last sent results (see [`STDERR_MARK`]).
-#[derive(Default)]
-pub(crate) struct Tail {
+#[derive(Debug, Default)]
+pub struct Tail {
     kept: VecDeque<u8>,
     /// Bytes at the end of the last read that may be the start of a mark.
     carry: Vec<u8>,
@@ -28,7 +28,7 @@ pub(crate) struct Tail {
 
 impl Tail {
     /// Takes bytes read from the worker's stderr; returns what to forward (marks removed).
-    pub(crate) fn take(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub fn take(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(bytes);
         let mut out = Vec::with_capacity(data.len());
@@ -52,7 +52,7 @@ impl Tail {
     }
 
     /// At end-of-file: what was held back as a possible mark is plain output after all.
-    pub(crate) fn finish(&mut self) -> Vec<u8> {
+    pub fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.carry);
         self.push(&rest);
         rest
@@ -65,7 +65,7 @@ impl Tail {
     }
 
     /// Everything kept, as text.
-    pub(crate) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         let (a, b) = self.kept.as_slices();
         let mut t = String::from_utf8_lossy(&[a, b].concat()).into_owned();
         t.push_str(&String::from_utf8_lossy(&self.carry));
@@ -78,7 +78,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 struct Forwarder {
-    tx: crossbeam_channel::Sender<Vec<u8>>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
     dropped: AtomicU64,
     /// Chunks queued and not yet written, and chunks written since the start.
     pending: Mutex<(usize, u64)>,
@@ -88,7 +88,7 @@ struct Forwarder {
 fn forwarder() -> &'static Forwarder {
     static F: OnceLock<&'static Forwarder> = OnceLock::new();
     F.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(QUEUE_CHUNKS);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_CHUNKS);
         let f: &'static Forwarder = Box::leak(Box::new(Forwarder {
             tx,
             dropped: AtomicU64::new(0),
@@ -123,7 +123,7 @@ fn forwarder() -> &'static Forwarder {
 }
 
 /// Queues worker output for the program's stderr; drops it (counted) when the queue is full.
-pub(crate) fn forward(bytes: Vec<u8>) {
+pub fn forward(bytes: Vec<u8>) {
     if bytes.is_empty() {
         return;
     }
@@ -140,7 +140,7 @@ pub(crate) fn forward(bytes: Vec<u8>) {
 
 /// Waits until forwarded output is written, as long as writing makes progress (a `get` ends
 /// with its workers' output on stderr; a stderr that nobody reads costs it [`STALL`] at most).
-pub(crate) fn flush() {
+pub fn flush() {
     let f = forwarder();
     let mut p = f.pending.lock().unwrap_or_else(|e| e.into_inner());
     while p.0 > 0 {

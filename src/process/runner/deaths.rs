@@ -1,0 +1,250 @@
+//! What happens when a worker dies: read what it sent, reap it, blame (or not), retry, fail,
+//! or restart the fork server.
+
+use forkgraph_worker::host::SpawnError;
+use forkgraph_worker::sys::Exit;
+
+use super::*;
+
+/// Lines of the stderr tail shown in an error.
+const TAIL_LINES: usize = 20;
+
+impl Runner<'_> {
+    /// Handles every worker found dead: blame, retry or fail, replace.
+    pub(super) fn bury_dead(&mut self) -> Result<(), Error> {
+        for i in 0..self.pool.workers.len() {
+            if self.pool.workers[i].is_dead() {
+                self.bury(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn bury(&mut self, i: usize) -> Result<(), Error> {
+        // Results it sent before dying count (read within a bound: a process it forked may
+        // still hold its socket and write).
+        let msgs = self.pool.workers[i].read_messages();
+        self.handle_all(i, msgs)?;
+        let w = &mut self.pool.workers[i];
+        let timed_out = w.timed_out.take();
+        let in_flight: Vec<InFlight> = w.in_flight.drain(..).collect();
+        let pid = w.pid();
+        // A new worker that dies in its worker_init would die again in every replacement.
+        let in_init = !w.greeted() && pid > 0 && self.pool.has_init();
+        let death = match self.pool.replace(i) {
+            Ok(d) => d,
+            Err(SpawnError::ServerGone(why)) => return self.server_gone(in_flight, why, pid),
+            Err(SpawnError::Failed(e)) => {
+                self.requeue(in_flight);
+                return Err(Error::Scheduler(e));
+            }
+        };
+        if in_init {
+            self.requeue(in_flight);
+            let died = self.describe_death(pid, death.exit, death.tail, death.note);
+            return Err(Error::Scheduler(format!(
+                "a new worker died in its worker_init: {died}"
+            )));
+        }
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        if let Some((seq, task, t)) = timed_out {
+            // The parent killed it, by its own clock: that unit ran out of time. (If its result
+            // arrived meanwhile, it is no longer in flight, and everything runs again.)
+            let mut culprit = None;
+            let rest: Vec<InFlight> = in_flight
+                .into_iter()
+                .filter_map(|f| {
+                    if f.seq == seq {
+                        culprit = Some(f.unit);
+                        None
+                    } else {
+                        Some(f)
+                    }
+                })
+                .collect();
+            self.requeue(rest);
+            if let Some(unit) = culprit {
+                let link = (task as usize).min(unit.jobs.len() - 1);
+                let millis = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+                self.fail(unit, link, TaskErrorKind::TimedOut { millis });
+            }
+            return Ok(());
+        }
+        let hint = death
+            .running
+            .filter(|(seq, _, _)| in_flight.iter().any(|f| f.seq == *seq));
+        let sure = in_flight.len() == 1
+            && in_flight[0].fresh
+            && (in_flight[0].unit.suspect != Suspect::No || hint.is_some());
+        if sure {
+            let unit = in_flight.into_iter().next().expect("one unit").unit;
+            let link = hint.map_or(0, |h| (h.1 as usize).min(unit.jobs.len() - 1));
+            let died = self.describe_death(pid, death.exit, death.tail, death.note);
+            self.charge(unit, link, died);
+            return Ok(());
+        }
+        // Not surely one unit's death: nobody is charged; the one the page names (or the
+        // oldest) runs again alone.
+        let named = hint.map_or(in_flight[0].seq, |h| h.0);
+        self.suspect(in_flight, |f| f.seq == named, Suspect::Worker);
+        Ok(())
+    }
+
+    /// The fork server died, or was killed for not answering, and every worker with it
+    /// (`lost` are the units of the worker being buried). A unit is charged only if it was the
+    /// only one in the pool and already a pool suspect; otherwise all of them become pool
+    /// suspects and run one at a time.
+    pub(super) fn server_gone(
+        &mut self,
+        mut lost: Vec<InFlight>,
+        why: String,
+        mut pid: i32,
+    ) -> Result<(), Error> {
+        for w in &mut self.pool.workers {
+            if !w.in_flight.is_empty() {
+                pid = w.pid();
+            }
+            lost.extend(w.in_flight.drain(..));
+        }
+        lost.sort_by_key(|f| f.seq);
+        if lost.len() == 1 && lost[0].unit.suspect == Suspect::Pool && lost[0].fresh {
+            let unit = lost.pop().expect("one unit").unit;
+            let note = format!("the pool's fork server died while this task ran: {why}");
+            let died = self.describe_death(pid, None, String::new(), Some(note));
+            self.charge(unit, 0, died);
+        } else {
+            self.suspect(lost, |_| true, Suspect::Pool);
+        }
+        self.pool.restart_server().map_err(Error::Scheduler)
+    }
+
+    /// Puts units back in front of the queue, in their order.
+    pub(super) fn requeue(&mut self, units: Vec<InFlight>) {
+        for f in units.into_iter().rev() {
+            self.pending.push_front(f.unit);
+        }
+    }
+
+    /// Requeues `units`, making those `which` picks suspects of `kind` (or stricter).
+    pub(super) fn suspect(
+        &mut self,
+        units: Vec<InFlight>,
+        which: impl Fn(&InFlight) -> bool,
+        kind: Suspect,
+    ) {
+        for f in units.into_iter().rev() {
+            let picked = which(&f);
+            let mut unit = f.unit;
+            if picked {
+                if unit.suspect == Suspect::No {
+                    self.suspects += 1;
+                }
+                if unit.suspect != Suspect::Pool {
+                    unit.suspect = kind;
+                }
+            }
+            self.pending.push_front(unit);
+        }
+    }
+
+    /// A death surely caused by `unit` (at `link`): retry it (alone) or fail it.
+    pub(super) fn charge(&mut self, mut unit: PUnit, link: usize, died: TaskErrorKind) {
+        unit.deaths += 1;
+        let retries = unit.jobs[link].options.retries.unwrap_or(self.cfg.retries);
+        if unit.deaths >= self.cfg.max_worker_deaths {
+            let kind = TaskErrorKind::KilledWorkers {
+                deaths: unit.deaths,
+                last: died.to_string(),
+            };
+            self.fail(unit, link, kind);
+        } else if unit.deaths <= retries {
+            // It has killed a worker: it runs alone from now on, so its next death is sure.
+            if unit.suspect == Suspect::No {
+                unit.suspect = Suspect::Worker;
+                self.suspects += 1;
+            }
+            self.pending.push_front(unit);
+        } else {
+            self.fail(unit, link, died);
+        }
+    }
+
+    pub(super) fn describe_death(
+        &self,
+        pid: i32,
+        exit: Option<Exit>,
+        tail: String,
+        note: Option<String>,
+    ) -> TaskErrorKind {
+        let (signal, exit_code) = match exit {
+            Some(Exit::Signal(s)) => (Some(s), None),
+            Some(Exit::Code(c)) => (None, Some(c)),
+            None => (None, None),
+        };
+        if let Some(limit) = self.cfg.limits.memory_bytes {
+            let oom = tail
+                .lines()
+                .rev()
+                .find(|l| l.contains("memory allocation of"));
+            if let (Some(SIGABRT), Some(line)) = (signal, oom) {
+                return TaskErrorKind::OutOfMemory {
+                    limit,
+                    detail: line.trim().to_owned(),
+                };
+            }
+        }
+        if let (Some(seconds), Some(SIGXCPU)) = (self.cfg.limits.cpu_seconds, signal) {
+            return TaskErrorKind::CpuTimeExceeded { seconds };
+        }
+        let lines: Vec<&str> = tail.lines().collect();
+        let mut stderr_tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+        if let Some(note) = note {
+            if !stderr_tail.is_empty() {
+                stderr_tail.push('\n');
+            }
+            stderr_tail.push_str("[forkgraph] ");
+            stderr_tail.push_str(&note);
+        }
+        TaskErrorKind::WorkerDied {
+            pid,
+            signal,
+            exit_code,
+            stderr_tail,
+        }
+    }
+
+    /// Reports a unit as failed: the failing link first (so the engine names it), then the
+    /// links that did not produce a result.
+    pub(super) fn fail(&mut self, unit: PUnit, link: usize, kind: TaskErrorKind) {
+        if unit.suspect != Suspect::No {
+            self.suspects -= 1;
+        }
+        let func = function_name(&unit.jobs[link]);
+        self.done.push(Finished {
+            tag: unit.jobs[link].tag,
+            result: Err(TaskFailed {
+                function: func,
+                kind,
+            }),
+        });
+        for (j, job) in unit.jobs.iter().enumerate() {
+            if j != link {
+                self.done.push(Finished {
+                    tag: job.tag,
+                    result: Err(not_run(job, true)),
+                });
+            }
+        }
+    }
+
+    pub(super) fn interrupted(&mut self) -> Error {
+        for w in &mut self.pool.workers {
+            if !w.in_flight.is_empty() {
+                w.kill();
+            }
+        }
+        Error::Interrupted
+    }
+}

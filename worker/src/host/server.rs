@@ -1,0 +1,233 @@
+//! The fork server, seen from the parent: start it, ask it for workers and to reap them, each
+//! request within a deadline.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::Child;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::WorkerHandle;
+use crate::exec::TaskSpec;
+use crate::frame::{Inbox, Outbox};
+use crate::proto::{FromServer, Limits, ToServer};
+use crate::segments::Side;
+use crate::sys::{self, Exit, Stream};
+
+/// The fork server, seen from the parent.
+pub struct ForkServer {
+    child: Child,
+    pidfd: OwnedFd,
+    /// `None` only while dropping.
+    control: Option<Stream>,
+    inbox: Inbox,
+    timeout: Duration,
+}
+
+impl ForkServer {
+    /// Starts a fork server (re-executing this program) whose requests must be answered
+    /// within `timeout`.
+    ///
+    /// # Errors
+    /// When the start-up hook did not run in this executable, or the process cannot start.
+    pub fn start(timeout: Duration) -> Result<ForkServer, String> {
+        if !crate::forkserver::hook_ran() {
+            return Err(
+                "forkgraph's start-up hook did not run in this executable, so it cannot \
+                        serve as a fork server"
+                    .into(),
+            );
+        }
+        let (mine, theirs) = Stream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        mine.set_nonblocking(true)
+            .map_err(|e| format!("fork server socket: {e}"))?;
+        let mut child = sys::spawn_fork_server(theirs.into_fd(), &[])
+            .map_err(|e| format!("cannot re-execute /proc/self/exe as a fork server: {e}"))?;
+        // Our unreaped child: its pid cannot have been reused.
+        let pidfd = match sys::pidfd_open(child.id() as i32) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("pidfd_open of the fork server: {e}"));
+            }
+        };
+        Ok(ForkServer {
+            child,
+            pidfd,
+            control: Some(mine),
+            inbox: Inbox::new(),
+            timeout,
+        })
+    }
+
+    /// One request and its reply, within the server's deadline. Any failure to talk to the
+    /// server (end-of-file, broken pipe, lost fds, no answer in time) means it is gone or can no
+    /// longer be trusted: it is killed, and the caller gets [`Replace::ServerGone`].
+    fn request(&mut self, msg: &ToServer) -> Result<(FromServer, Vec<OwnedFd>), SpawnError> {
+        match self.exchange(msg) {
+            Ok(reply) => Ok(reply),
+            Err(why) => {
+                sys::pidfd_kill(self.pidfd.as_fd());
+                Err(SpawnError::ServerGone(why))
+            }
+        }
+    }
+
+    fn exchange(&mut self, msg: &ToServer) -> Result<(FromServer, Vec<OwnedFd>), String> {
+        let mut deadline = sys::deadline_after(self.timeout);
+        // A server that misses its deadline may just be stopped (a task can SIGSTOP it): it is
+        // sent SIGCONT and given the same time again before it is given up.
+        let mut woken = false;
+        let mut out = Outbox::default();
+        out.push(msg, Vec::new()).map_err(|e| e.to_string())?;
+        let gone = |e: io::Error| format!("the fork server is gone ({e})");
+        loop {
+            let control = self.control.as_ref().expect("open until drop");
+            if out.is_empty() {
+                if let Some(reply) = self.inbox.take_frame(Side::Parent(0)).map_err(gone)? {
+                    return Ok(reply);
+                }
+                match self.inbox.fill(control) {
+                    Ok(true) => continue,
+                    Ok(false) => return Err("the fork server has exited".into()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(gone(e)),
+                }
+            } else {
+                out.flush(control).map_err(gone)?;
+                if out.is_empty() {
+                    continue;
+                }
+            }
+            let interests = [
+                sys::Interest {
+                    fd: control.as_fd(),
+                    read: out.is_empty(),
+                    write: !out.is_empty(),
+                },
+                sys::Interest {
+                    fd: self.pidfd.as_fd(),
+                    read: true,
+                    write: false,
+                },
+            ];
+            let ready = sys::poll_until(&interests, deadline).map_err(|e| format!("poll: {e}"))?;
+            if ready[1].read {
+                return Err("the fork server has exited".into());
+            }
+            if !ready[0].read && !ready[0].write {
+                if woken {
+                    return Err(format!(
+                        "the fork server (pid {}) did not answer within {} ms, even after \
+                         SIGCONT (stuck)",
+                        self.child.id(),
+                        self.timeout.as_millis()
+                    ));
+                }
+                sys::pidfd_continue(self.pidfd.as_fd());
+                woken = true;
+                deadline = sys::deadline_after(self.timeout);
+            }
+        }
+    }
+
+    /// Starts a worker with these limits and `worker_init`.
+    ///
+    /// # Errors
+    /// [`SpawnError::ServerGone`] when the server is gone or did not answer in time (it is
+    /// killed then), [`SpawnError::Failed`] when it could not fork.
+    pub fn spawn(
+        &mut self,
+        limits: Limits,
+        init: Option<&Arc<TaskSpec>>,
+    ) -> Result<WorkerHandle, SpawnError> {
+        let init = init.cloned();
+        // Workers forward what tasks log at the levels this process has enabled now.
+        let limits = Limits {
+            log_level: crate::logs::current_log_level(),
+            trace_level: crate::logs::current_trace_level(),
+            ..limits
+        };
+        match self.request(&ToServer::Spawn { limits, init })? {
+            (FromServer::Spawned { pid }, fds) => {
+                let proc = (fds.len() == 4)
+                    .then_some(fds)
+                    .ok_or_else(|| "the fork server sent a worker without its fds".to_string())
+                    .and_then(|fds| {
+                        let mut fds = fds.into_iter();
+                        let mut next = || fds.next().expect("4 fds");
+                        let (sock, stderr, page_fd, pidfd) = (next(), next(), next(), next());
+                        WorkerHandle::new(pid, Stream::from_fd(sock), stderr, &page_fd, pidfd)
+                            .map_err(|e| format!("worker {pid}: {e}"))
+                    });
+                proc.map_err(|e| {
+                    // Do not leave it running unseen: have the server kill and reap it.
+                    let _ = self.request(&ToServer::Reap { pid });
+                    SpawnError::Failed(e)
+                })
+            }
+            (FromServer::Failed(e), _) => Err(SpawnError::Failed(format!(
+                "the fork server could not fork: {e}"
+            ))),
+            (other, _) => Err(SpawnError::Failed(format!(
+                "unexpected fork server reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Kills (if still alive) and reaps a worker, and what its tasks left behind; how it ended.
+    ///
+    /// # Errors
+    /// As [`ForkServer::spawn`].
+    pub fn reap(&mut self, pid: i32) -> Result<Exit, SpawnError> {
+        match self.request(&ToServer::Reap { pid })? {
+            (FromServer::Reaped { exit, .. }, _) => Ok(exit),
+            (FromServer::Failed(e), _) => Err(SpawnError::Failed(e)),
+            (other, _) => Err(SpawnError::Failed(format!(
+                "unexpected fork server reply {other:?}"
+            ))),
+        }
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        // End-of-file on the control socket makes the server kill and reap every worker, then
+        // exit; wait for that (within its deadline) so that nothing outlives the pool. A server
+        // that does not exit in time (stopped, stuck) is killed; its workers die with it.
+        // A stopped server is woken first, so that it can still end what the tasks forked.
+        sys::pidfd_continue(self.pidfd.as_fd());
+        drop(self.control.take());
+        if !sys::pidfd_wait(self.pidfd.as_fd(), self.timeout) {
+            sys::pidfd_kill(self.pidfd.as_fd());
+        }
+        // Fails (ECHILD) when the program ignores SIGCHLD: the kernel reaped it already.
+        let _ = self.child.wait();
+    }
+}
+
+impl ForkServer {
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+/// Why a worker could not be started or reaped.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The fork server is gone, or was killed for not answering (so are all its workers): why.
+    ServerGone(String),
+    /// Something else failed.
+    Failed(String),
+}
+
+impl SpawnError {
+    /// The reason, as text.
+    pub fn into_message(self) -> String {
+        match self {
+            SpawnError::ServerGone(e) | SpawnError::Failed(e) => e,
+        }
+    }
+}
