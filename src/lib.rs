@@ -72,7 +72,7 @@ pub use threaded::{ThreadPool, ThreadPoolBuilder};
 /// last [`reset_segment_peak`]. Segments hold the large results of process-pool tasks (see
 /// [`ProcessPoolBuilder::segment_threshold`]) and [`SharedVec`]s.
 pub fn segment_stats() -> SegmentStats {
-    let (count, bytes, peak_bytes) = forkgraph_worker::sys::segment_stats();
+    let (count, bytes, peak_bytes) = forkgraph_worker::segments::stats();
     SegmentStats {
         count,
         bytes,
@@ -82,7 +82,7 @@ pub fn segment_stats() -> SegmentStats {
 
 /// Resets [`SegmentStats::peak_bytes`] to the current bytes.
 pub fn reset_segment_peak() {
-    forkgraph_worker::sys::reset_segment_peak();
+    forkgraph_worker::segments::reset_peak();
 }
 
 /// See [`segment_stats`].

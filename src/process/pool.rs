@@ -6,10 +6,10 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
+use forkgraph_worker::host::Exit;
 use forkgraph_worker::host::{self, ForkServer, SpawnError, WorkerHandle};
 use forkgraph_worker::proto::Limits;
 use forkgraph_worker::segments::ledger;
-use forkgraph_worker::sys::Exit;
 use forkgraph_worker::TaskSpec;
 
 use super::runner::InFlight;

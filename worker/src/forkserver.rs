@@ -1,7 +1,7 @@
 //! The fork server: a small single-threaded process that forks workers on request.
 //!
-//! A pool starts it by re-executing its own executable ([`crate::sys::spawn_fork_server`]); the
-//! start-up hook below runs before `main` and, seeing [`crate::sys::FORK_SERVER_ENV`], serves
+//! A pool starts it by re-executing its own executable (`sys::spawn_fork_server`); the
+//! start-up hook below runs before `main` and, seeing `FORKGRAPH_FORK_SERVER`, serves
 //! forks instead of returning into `main`. Because it was exec'd, it has one thread, a small
 //! heap and every registered function (they are in the executable's link-time table), so its
 //! children can run arbitrary Rust code safely even when the pool's own process is

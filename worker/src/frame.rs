@@ -25,7 +25,7 @@ use crate::sys::Stream;
 ///
 /// # Errors
 /// When the message cannot be encoded.
-pub fn encode<T: Serialize>(msg: &T, nfds: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(msg: &T, nfds: usize) -> io::Result<Vec<u8>> {
     let mut out =
         postcard::serialize_with_flavor(msg, Framed(vec![0u8; HEADER])).map_err(invalid)?;
     write_header(&mut out, nfds)?;
@@ -53,7 +53,7 @@ fn write_header(out: &mut [u8], nfds: usize) -> io::Result<()> {
 ///
 /// # Errors
 /// When the message cannot be encoded.
-pub fn encode_shared<T: Serialize>(
+pub(crate) fn encode_shared<T: Serialize>(
     msg: &T,
     threshold: Option<usize>,
     recycle: bool,
@@ -71,7 +71,7 @@ const HEADER: usize = 8;
 /// First two bytes of every frame.
 const MAGIC: u16 = 0xF67A;
 /// Most bytes an [`Inbox`] allocates beyond what it has received, whatever a header announces.
-pub const READ_AHEAD: usize = 16 << 20;
+pub(crate) const READ_AHEAD: usize = 16 << 20;
 /// Read size when no frame is pending.
 const MIN_READ: usize = 64 * 1024;
 
@@ -99,7 +99,7 @@ fn invalid<E: std::fmt::Display>(e: E) -> io::Error {
 
 /// Bytes and fds received, split into frames.
 #[derive(Debug, Default)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     /// Zero-initialised storage; received bytes are `buf[start..end]`.
     buf: Vec<u8>,
     start: usize,
@@ -109,7 +109,7 @@ pub struct Inbox {
 
 impl Inbox {
     /// An empty inbox.
-    pub fn new() -> Inbox {
+    pub(crate) fn new() -> Inbox {
         Inbox::default()
     }
 
@@ -117,7 +117,7 @@ impl Inbox {
     ///
     /// # Errors
     /// `WouldBlock` on an empty non-blocking socket, or the read error.
-    pub fn fill(&mut self, s: &Stream) -> io::Result<bool> {
+    pub(crate) fn fill(&mut self, s: &Stream) -> io::Result<bool> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -158,7 +158,7 @@ impl Inbox {
     }
 
     /// Bytes received and not yet taken as frames.
-    pub fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.end - self.start
     }
 
@@ -175,7 +175,7 @@ impl Inbox {
     /// # Errors
     /// When the bytes are not a frame (wrong magic number), the frame's fds did not come with
     /// it, or the message does not decode. The stream is then out of step for good.
-    pub fn take_frame<T: DeserializeOwned>(
+    pub(crate) fn take_frame<T: DeserializeOwned>(
         &mut self,
         side: Side,
     ) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
@@ -225,7 +225,7 @@ impl Inbox {
 ///
 /// # Errors
 /// Read or decode errors.
-pub fn recv<T: DeserializeOwned>(
+pub(crate) fn recv<T: DeserializeOwned>(
     s: &Stream,
     inbox: &mut Inbox,
 ) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
@@ -243,7 +243,7 @@ pub fn recv<T: DeserializeOwned>(
 ///
 /// # Errors
 /// Encode or write errors (`EPIPE` when the peer is gone).
-pub fn send<T: Serialize>(s: &Stream, msg: &T, fds: &[&OwnedFd]) -> io::Result<()> {
+pub(crate) fn send<T: Serialize>(s: &Stream, msg: &T, fds: &[&OwnedFd]) -> io::Result<()> {
     let frame = encode(msg, fds.len())?;
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     send_frame(s, &frame, &borrowed)
@@ -254,7 +254,7 @@ pub fn send<T: Serialize>(s: &Stream, msg: &T, fds: &[&OwnedFd]) -> io::Result<(
 ///
 /// # Errors
 /// Encode or write errors.
-pub fn send_shared<T: Serialize>(
+pub(crate) fn send_shared<T: Serialize>(
     s: &Stream,
     msg: &T,
     threshold: Option<usize>,
@@ -304,7 +304,7 @@ fn wait_writable(s: &Stream) -> io::Result<()> {
 
 /// Frames queued for a non-blocking socket.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     frames: VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
     sent: usize,
 }
@@ -314,7 +314,7 @@ impl Outbox {
     ///
     /// # Errors
     /// When it cannot be encoded.
-    pub fn push<T: Serialize>(&mut self, msg: &T, fds: Vec<OwnedFd>) -> io::Result<()> {
+    pub(crate) fn push<T: Serialize>(&mut self, msg: &T, fds: Vec<OwnedFd>) -> io::Result<()> {
         let frame = encode(msg, fds.len())?;
         self.frames.push_back((frame, fds));
         Ok(())
@@ -324,7 +324,7 @@ impl Outbox {
     ///
     /// # Errors
     /// When it cannot be encoded.
-    pub fn push_shared<T: Serialize>(
+    pub(crate) fn push_shared<T: Serialize>(
         &mut self,
         msg: &T,
         threshold: Option<usize>,
@@ -335,12 +335,12 @@ impl Outbox {
     }
 
     /// Whether anything is waiting to be sent.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
     /// Bytes of the message queued last (0: none).
-    pub fn last_len(&self) -> usize {
+    pub(crate) fn last_len(&self) -> usize {
         self.frames.back().map_or(0, |(f, _)| f.len())
     }
 
@@ -348,7 +348,7 @@ impl Outbox {
     ///
     /// # Errors
     /// Write errors (`EPIPE`/`ECONNRESET` when the peer is gone).
-    pub fn flush(&mut self, s: &Stream) -> io::Result<()> {
+    pub(crate) fn flush(&mut self, s: &Stream) -> io::Result<()> {
         while let Some((frame, fds)) = self.frames.front() {
             // The first bytes carry the fds, FDS_PER_SEND per byte.
             let chunks = fds.len().div_ceil(crate::sys::FDS_PER_SEND);

@@ -7,7 +7,7 @@ pub mod convert;
 pub mod exec;
 pub mod failure;
 pub mod forkserver;
-pub mod frame;
+mod frame;
 pub mod host;
 pub mod logs;
 pub mod proto;
@@ -15,8 +15,7 @@ pub mod registry;
 pub mod segments;
 mod serve;
 pub mod shared;
-#[doc(hidden)]
-pub mod sys;
+mod sys;
 pub mod value;
 
 pub use archive::{Archived, Rkyv};

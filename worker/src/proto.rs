@@ -1,5 +1,5 @@
 //! Messages between the parent, the fork server and workers (their framing is in
-//! [`crate::frame`]).
+//! `frame.rs`).
 //!
 //! Protocol (who sends what):
 //! - parent -> fork server: [`ToServer::Spawn`] (reply [`FromServer::Spawned`] with the worker's
@@ -10,7 +10,7 @@
 //!   to recycle; worker -> parent: [`FromWorker::Hello`] once, then [`FromWorker::Done`] with
 //!   results, in the order of the units, and [`FromWorker::Log`] records.
 //! - a worker writes the unit it is running into its progress page
-//!   ([`crate::sys::SharedPage`]): a hint for the parent, which trusts only what it sent and
+//!   (a shared memory page): a hint for the parent, which trusts only what it sent and
 //!   received.
 
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! What happens when a worker dies: read what it sent, reap it, blame (or not), retry, fail,
 //! or restart the fork server.
 
+use forkgraph_worker::host::Exit;
 use forkgraph_worker::host::SpawnError;
-use forkgraph_worker::sys::Exit;
 
 use super::*;
 

@@ -14,9 +14,11 @@ pub use poll::{PollSet, Readiness};
 pub use server::{ForkServer, SpawnError};
 pub use worker::{Received, WorkerHandle};
 
-/// Ctrl-C while a run is in progress (see [`crate::sys::interrupt`]): while a guard lives,
-/// SIGINT wakes the poll set and [`CtrlC::fired`] says so; the program's own handler still runs.
-pub type CtrlC = crate::sys::interrupt::Armed;
+pub use crate::sys::process::Exit;
+/// Ctrl-C while a run is in progress: while a guard lives, SIGINT wakes the poll set and
+/// [`CtrlC::fired`] says so; the program's own handler still runs, and when the last guard is
+/// gone the previous disposition is back (unless the program installed its own meanwhile).
+pub use crate::sys::signals::interrupt::Armed as CtrlC;
 
 /// Arms Ctrl-C handling for a run; `None` when it cannot (then Ctrl-C keeps its action).
 pub fn ctrl_c() -> Option<CtrlC> {

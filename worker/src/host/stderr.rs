@@ -139,7 +139,7 @@ pub fn forward(bytes: Vec<u8>) {
 }
 
 /// Waits until forwarded output is written, as long as writing makes progress (a `get` ends
-/// with its workers' output on stderr; a stderr that nobody reads costs it [`STALL`] at most).
+/// with its workers' output on stderr; a stderr that nobody reads costs it 100 ms at most).
 pub fn flush() {
     let f = forwarder();
     let mut p = f.pending.lock().unwrap_or_else(|e| e.into_inner());

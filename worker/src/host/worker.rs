@@ -118,7 +118,7 @@ impl WorkerHandle {
         }
     }
 
-    /// Reads what the socket has (at most [`READ_BUDGET`] bytes); returns decoded messages.
+    /// Reads what the socket has (at most 64 MiB); returns decoded messages.
     /// Marks the worker dead at end-of-file, on errors, and on anything that is not a
     /// well-formed message (with a note saying what it sent).
     pub fn read_messages(&mut self) -> Vec<Received> {

@@ -40,9 +40,10 @@ pub mod codec;
 pub mod ledger;
 pub mod recycler;
 
+pub use crate::sys::memfd::Segment;
 pub use codec::{decode_with_fds, encode_with_fds, Side};
 
-use crate::sys::{self, Segment};
+use crate::sys;
 
 /// Shared segments mapped in this process right now: (count, bytes, peak bytes since start or
 /// the last [`reset_peak`]). Each holds an fd.

@@ -12,7 +12,7 @@ use super::*;
 ///
 /// # Errors
 /// When setrlimit fails.
-pub fn limit_memory(bytes: u64) -> io::Result<()> {
+pub(crate) fn limit_memory(bytes: u64) -> io::Result<()> {
     setrlimit(Resource::RLIMIT_DATA, bytes, bytes).map_err(errno)?;
     MEMORY_LIMIT.store(bytes, Ordering::SeqCst);
     Ok(())
@@ -94,7 +94,7 @@ impl Drop for Charge {
 ///
 /// # Errors
 /// When setrlimit fails.
-pub fn limit_cpu_from_now(seconds: u64) -> io::Result<()> {
+pub(crate) fn limit_cpu_from_now(seconds: u64) -> io::Result<()> {
     // Round the time already used up, so that each task gets at least `seconds`.
     let used = cpu_time().as_secs_f64().ceil() as u64;
     let soft = used.saturating_add(seconds.max(1));
@@ -102,7 +102,7 @@ pub fn limit_cpu_from_now(seconds: u64) -> io::Result<()> {
 }
 
 /// CPU time (user + system) this process has used.
-pub fn cpu_time() -> Duration {
+pub(crate) fn cpu_time() -> Duration {
     use nix::sys::resource::{getrusage, UsageWho};
     match getrusage(UsageWho::RUSAGE_SELF) {
         Ok(u) => {
@@ -117,7 +117,7 @@ pub fn cpu_time() -> Duration {
 
 /// Raises this process's soft limit on open files towards `need` (at least doubling it, at most
 /// to the hard limit; never lowering it); returns the soft limit now in force.
-pub fn raise_fd_limit_for(need: u64) -> u64 {
+pub(crate) fn raise_fd_limit_for(need: u64) -> u64 {
     let Ok((soft, hard)) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE) else {
         return open_file_limit();
     };
@@ -134,18 +134,18 @@ pub fn raise_fd_limit_for(need: u64) -> u64 {
 /// Raises this process's soft limit on open files to its hard limit (in the fork server and
 /// workers, which are forkgraph's own processes: segments and sockets are fds, and running out
 /// of them would lose fds passed by peers).
-pub fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     if let Ok((_, hard)) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
 /// Turns off core dumps (crash tests and crashing workers should not write cores).
-pub fn no_core_dumps() {
+pub(crate) fn no_core_dumps() {
     let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
 }
 
 /// This process's soft limit on open files.
-pub fn open_file_limit() -> u64 {
+pub(crate) fn open_file_limit() -> u64 {
     nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
 }

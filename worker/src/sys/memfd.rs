@@ -14,7 +14,7 @@ static LIVE_SEGMENT_BYTES: AtomicU64 = AtomicU64::new(0);
 static PEAK_SEGMENT_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Shared segments mapped in this process right now: (count, bytes, peak bytes since start).
-pub fn segment_stats() -> (u64, u64, u64) {
+pub(crate) fn segment_stats() -> (u64, u64, u64) {
     (
         LIVE_SEGMENTS.load(Ordering::Relaxed),
         LIVE_SEGMENT_BYTES.load(Ordering::Relaxed),
@@ -23,7 +23,7 @@ pub fn segment_stats() -> (u64, u64, u64) {
 }
 
 /// Resets the peak of [`segment_stats`] to the current value.
-pub fn reset_segment_peak() {
+pub(crate) fn reset_segment_peak() {
     PEAK_SEGMENT_BYTES.store(
         LIVE_SEGMENT_BYTES.load(Ordering::Relaxed),
         Ordering::Relaxed,
@@ -56,7 +56,7 @@ fn writable_memfd(len: usize) -> io::Result<(memmap2::MmapMut, OwnedFd, Charge)>
 /// A shared segment being written: an anonymous memory file (memfd) mapped read-write in its
 /// producer only. Nobody else has it until [`SegmentWriter::seal`].
 #[derive(Debug)]
-pub struct SegmentWriter {
+pub(crate) struct SegmentWriter {
     map: memmap2::MmapMut,
     fd: OwnedFd,
     charge: Charge,
@@ -67,18 +67,18 @@ impl SegmentWriter {
     ///
     /// # Errors
     /// When memfd_create, ftruncate or mmap fail (fd or memory limits).
-    pub fn new(len: usize) -> io::Result<SegmentWriter> {
+    pub(crate) fn new(len: usize) -> io::Result<SegmentWriter> {
         let (map, fd, charge) = writable_memfd(len)?;
         Ok(SegmentWriter { map, fd, charge })
     }
 
     /// The bytes to fill.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.map
     }
 
     /// The bytes written so far.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.map
     }
 
@@ -88,7 +88,7 @@ impl SegmentWriter {
     ///
     /// # Errors
     /// When sealing or mapping fails.
-    pub fn seal(self) -> io::Result<Segment> {
+    pub(crate) fn seal(self) -> io::Result<Segment> {
         let SegmentWriter { map, fd, charge } = self;
         drop(map); // F_SEAL_WRITE fails while a writable shared mapping exists.
         use nix::fcntl::SealFlag;
@@ -133,7 +133,7 @@ impl Segment {
     ///
     /// # Errors
     /// When the fd is not a sealed memory file, or mmap fails.
-    pub fn from_fd(fd: OwnedFd) -> io::Result<Segment> {
+    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Segment> {
         let map = memmap2::MmapOptions::new().map_if_safe(&fd).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -163,7 +163,7 @@ impl Segment {
     ///
     /// # Errors
     /// When the fd is not such a memory file, is shorter than `len`, or mmap fails.
-    pub fn from_recyclable_fd(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+    pub(crate) fn from_recyclable_fd(fd: OwnedFd, len: usize) -> io::Result<Segment> {
         Segment::from_recyclable_fd_cached(fd, len, &mut MapCache::default())
     }
 
@@ -173,7 +173,7 @@ impl Segment {
     ///
     /// # Errors
     /// As [`Segment::from_recyclable_fd`].
-    pub fn from_recyclable_fd_cached(
+    pub(crate) fn from_recyclable_fd_cached(
         fd: OwnedFd,
         len: usize,
         cache: &mut MapCache,
@@ -246,7 +246,7 @@ impl Segment {
         self.len == 0
     }
 
-    /// Whether its producer recycles it (see [`Segment::from_recyclable_fd`]).
+    /// Whether its producer recycles it (reuses its memory once nobody maps it any more).
     pub fn recyclable(&self) -> bool {
         self.recyclable
     }
@@ -257,12 +257,12 @@ impl Segment {
     }
 
     /// Calls `f(inode)` when this mapping is dropped.
-    pub fn on_drop(&mut self, f: fn(u64)) {
+    pub(crate) fn on_drop(&mut self, f: fn(u64)) {
         self.on_drop = Some(f);
     }
 
     /// The fd, to pass the segment on.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
@@ -270,7 +270,7 @@ impl Segment {
     ///
     /// # Errors
     /// When the fd cannot be duplicated (fd limit).
-    pub fn into_fd(self) -> io::Result<OwnedFd> {
+    pub(crate) fn into_fd(self) -> io::Result<OwnedFd> {
         self.fd.try_clone()
     }
 }
@@ -288,13 +288,13 @@ impl Drop for Segment {
 /// Read-only mappings of recyclable segments kept between uses, by inode (at most
 /// [`MapCache::MAX_BYTES`]; mappings no segment uses are dropped first).
 #[derive(Debug, Default)]
-pub struct MapCache {
+pub(crate) struct MapCache {
     maps: Vec<(u64, std::sync::Arc<memmap2::Mmap>)>,
 }
 
 impl MapCache {
     /// Most bytes of mappings kept.
-    pub const MAX_BYTES: usize = 256 << 20;
+    pub(crate) const MAX_BYTES: usize = 256 << 20;
 
     fn get(&mut self, ino: u64, size: usize) -> Option<std::sync::Arc<memmap2::Mmap>> {
         let i = self
@@ -340,7 +340,7 @@ fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
 /// permission). Code in the producer that calls `mprotect` itself can still undo that: this is
 /// what recycling trusts; pools for untrusted tasks turn recycling off.
 #[derive(Debug)]
-pub struct RecyclableWriter {
+pub(crate) struct RecyclableWriter {
     map: memmap2::MmapMut,
     fd: OwnedFd,
     ino: u64,
@@ -353,7 +353,7 @@ impl RecyclableWriter {
     ///
     /// # Errors
     /// When memfd_create, ftruncate, mmap or sealing fail.
-    pub fn new(cap: usize) -> io::Result<RecyclableWriter> {
+    pub(crate) fn new(cap: usize) -> io::Result<RecyclableWriter> {
         use nix::fcntl::SealFlag;
         let (map, fd, charge) = writable_memfd(cap)?;
         // A process a task forks (without exec) must not inherit a writable view.
@@ -380,7 +380,7 @@ impl RecyclableWriter {
     ///
     /// # Errors
     /// When mprotect fails; the segment must then not be published.
-    pub fn publish(&mut self) -> io::Result<()> {
+    pub(crate) fn publish(&mut self) -> io::Result<()> {
         self.protect(nix::sys::mman::ProtFlags::PROT_NONE)?;
         self.published = true;
         Ok(())
@@ -390,7 +390,7 @@ impl RecyclableWriter {
     ///
     /// # Errors
     /// When mprotect fails; the segment must then not be reused.
-    pub fn reclaim(&mut self) -> io::Result<()> {
+    pub(crate) fn reclaim(&mut self) -> io::Result<()> {
         use nix::sys::mman::ProtFlags;
         self.protect(ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)?;
         self.published = false;
@@ -407,7 +407,7 @@ impl RecyclableWriter {
     }
 
     /// Capacity in bytes.
-    pub fn cap(&self) -> usize {
+    pub(crate) fn cap(&self) -> usize {
         self.map.len()
     }
 
@@ -415,18 +415,18 @@ impl RecyclableWriter {
     ///
     /// # Panics
     /// While published (the memory is inaccessible then).
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         assert!(!self.published, "a published segment is not writable");
         &mut self.map
     }
 
     /// The fd, to send the segment.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// Inode of the memory file.
-    pub fn ino(&self) -> u64 {
+    pub(crate) fn ino(&self) -> u64 {
         self.ino
     }
 }

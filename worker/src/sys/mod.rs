@@ -10,21 +10,21 @@ use std::io;
 
 use nix::errno::Errno;
 
-mod limits;
-mod memfd;
-mod page;
-mod poll;
-mod process;
-mod signals;
-mod socket;
+pub(crate) mod limits;
+pub(crate) mod memfd;
+pub(crate) mod page;
+pub(crate) mod poll;
+pub(crate) mod process;
+pub(crate) mod signals;
+pub(crate) mod socket;
 
-pub use limits::*;
-pub use memfd::*;
-pub use page::*;
-pub use poll::*;
-pub use process::*;
-pub use signals::*;
-pub use socket::*;
+pub(crate) use limits::*;
+pub(crate) use memfd::*;
+pub(crate) use page::*;
+pub(crate) use poll::*;
+pub(crate) use process::*;
+pub(crate) use signals::*;
+pub(crate) use socket::*;
 
 fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)

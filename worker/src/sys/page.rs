@@ -10,13 +10,13 @@ use super::*;
 /// it runs and since when, so that the parent can blame the right task when the worker dies
 /// and enforce timeouts without a message per task.
 #[derive(Debug)]
-pub struct SharedPage {
+pub(crate) struct SharedPage {
     map: memmap2::MmapRaw,
 }
 
 /// Slots of a [`SharedPage`].
 #[derive(Debug, Clone, Copy)]
-pub enum Slot {
+pub(crate) enum Slot {
     /// Sequence number of the unit the worker runs now (0: none).
     Unit = 0,
     /// When the current task started ([`monotonic_ns`]).
@@ -32,7 +32,7 @@ impl SharedPage {
     ///
     /// # Errors
     /// When memfd_create, ftruncate or mmap fail.
-    pub fn create() -> io::Result<(SharedPage, OwnedFd)> {
+    pub(crate) fn create() -> io::Result<(SharedPage, OwnedFd)> {
         let fd = nix::sys::memfd::memfd_create(
             c"forkgraph-progress",
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
@@ -48,7 +48,7 @@ impl SharedPage {
     ///
     /// # Errors
     /// When the fd is not such a file or mmap fails.
-    pub fn map(fd: BorrowedFd<'_>) -> io::Result<SharedPage> {
+    pub(crate) fn map(fd: BorrowedFd<'_>) -> io::Result<SharedPage> {
         let file = std::fs::File::from(fd.try_clone_to_owned()?);
         if file.metadata()?.len() < PAGE {
             return Err(io::Error::new(
@@ -70,12 +70,12 @@ impl SharedPage {
     }
 
     /// Reads a slot.
-    pub fn get(&self, s: Slot) -> u64 {
+    pub(crate) fn get(&self, s: Slot) -> u64 {
         self.slot(s).load(Ordering::Acquire)
     }
 
     /// Writes a slot.
-    pub fn set(&self, s: Slot, v: u64) {
+    pub(crate) fn set(&self, s: Slot, v: u64) {
         self.slot(s).store(v, Ordering::Release);
     }
 }

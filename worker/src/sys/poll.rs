@@ -11,7 +11,7 @@ use super::*;
 
 /// What to wait for on one fd.
 #[derive(Debug, Clone, Copy)]
-pub struct Interest<'a> {
+pub(crate) struct Interest<'a> {
     /// The fd.
     pub fd: BorrowedFd<'a>,
     /// Wake when readable (or at end-of-file / error).
@@ -22,7 +22,7 @@ pub struct Interest<'a> {
 
 /// What [`poll`] saw on one fd.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ready {
+pub(crate) struct Ready {
     /// Readable, end-of-file, or error: a read will not block.
     pub read: bool,
     /// Writable.
@@ -33,7 +33,7 @@ pub struct Ready {
 ///
 /// # Errors
 /// The poll error (EINTR is reported as no fd ready).
-pub fn poll(fds: &[Interest<'_>], timeout: Option<Duration>) -> io::Result<Vec<Ready>> {
+pub(crate) fn poll(fds: &[Interest<'_>], timeout: Option<Duration>) -> io::Result<Vec<Ready>> {
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|i| {
@@ -71,7 +71,7 @@ pub fn poll(fds: &[Interest<'_>], timeout: Option<Duration>) -> io::Result<Vec<R
 }
 
 /// The monotonic time ([`monotonic_ns`]) `d` from now.
-pub fn deadline_after(d: Duration) -> u64 {
+pub(crate) fn deadline_after(d: Duration) -> u64 {
     monotonic_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
@@ -80,7 +80,7 @@ pub fn deadline_after(d: Duration) -> u64 {
 ///
 /// # Errors
 /// The poll error.
-pub fn poll_until(fds: &[Interest<'_>], deadline: u64) -> io::Result<Vec<Ready>> {
+pub(crate) fn poll_until(fds: &[Interest<'_>], deadline: u64) -> io::Result<Vec<Ready>> {
     loop {
         let left = deadline.saturating_sub(monotonic_ns());
         let r = poll(fds, Some(Duration::from_nanos(left)))?;
@@ -91,7 +91,7 @@ pub fn poll_until(fds: &[Interest<'_>], deadline: u64) -> io::Result<Vec<Ready>>
 }
 
 /// Nanoseconds on the monotonic clock, comparable between processes.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
     t.map_or(0, |t| {
         t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64

@@ -18,16 +18,16 @@ use nix::unistd::Pid;
 use super::*;
 
 /// The fd number at which a re-executed fork server finds its control socket.
-pub const FORK_SERVER_FD: RawFd = 3;
+pub(crate) const FORK_SERVER_FD: RawFd = 3;
 
 /// The fork server's command line (`ps`); its workers show as [`WORKER_NAME`].
-pub const FORK_SERVER_NAME: &str = "forkgraph-forkserver";
+pub(crate) const FORK_SERVER_NAME: &str = "forkgraph-forkserver";
 
 /// A worker's command line (`ps`).
-pub const WORKER_NAME: &str = "forkgraph-worker";
+pub(crate) const WORKER_NAME: &str = "forkgraph-worker";
 
 /// Environment variable that turns a re-executed binary into a fork server.
-pub const FORK_SERVER_ENV: &str = "FORKGRAPH_FORK_SERVER";
+pub(crate) const FORK_SERVER_ENV: &str = "FORKGRAPH_FORK_SERVER";
 
 /// How a child process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,7 +39,7 @@ pub enum Exit {
 }
 
 /// Sends SIGKILL to a process; a process that is already gone is not an error.
-pub fn kill_hard(pid: i32) {
+pub(crate) fn kill_hard(pid: i32) {
     // kill(0 or -n) would signal a whole process group: never.
     if pid > 0 {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -50,7 +50,7 @@ pub fn kill_hard(pid: i32) {
 ///
 /// # Errors
 /// When `pid` is not a child of this process.
-pub fn wait_child(pid: i32) -> io::Result<Exit> {
+pub(crate) fn wait_child(pid: i32) -> io::Result<Exit> {
     loop {
         match waitpid(Pid::from_raw(pid), None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(Exit::Code(code)),
@@ -63,13 +63,13 @@ pub fn wait_child(pid: i32) -> io::Result<Exit> {
 }
 
 /// This process's id.
-pub fn getpid() -> i32 {
+pub(crate) fn getpid() -> i32 {
     nix::unistd::getpid().as_raw()
 }
 
 /// Ends this process at once, without running destructors or atexit handlers (what a forked
 /// child must do instead of returning).
-pub fn exit_now(code: i32) -> ! {
+pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is always safe to call; it never returns.
     unsafe { libc::_exit(code) }
 }
@@ -86,7 +86,7 @@ pub fn exit_now(code: i32) -> ! {
 ///
 /// # Errors
 /// When the executable cannot be started.
-pub fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child> {
+pub(crate) fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child> {
     let raw = control.as_raw_fd();
     let parent = getpid();
     let mut cmd = Command::new("/proc/self/exe");
@@ -123,7 +123,7 @@ pub fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result<Child>
 
 /// What the start-up hook makes of [`FORK_SERVER_ENV`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForkServerVar {
+pub(crate) enum ForkServerVar {
     /// Not ours (malformed): ignore it and run `main` as usual.
     Foreign,
     /// Started by [`spawn_fork_server`] from a live parent: serve.
@@ -135,7 +135,7 @@ pub enum ForkServerVar {
 
 /// Reads the variable set by [`spawn_fork_server`]: it names fd [`FORK_SERVER_FD`] and our
 /// parent's pid; we serve only if that parent is still ours and the fd is a socket.
-pub fn fork_server_var(var: &OsStr) -> ForkServerVar {
+pub(crate) fn fork_server_var(var: &OsStr) -> ForkServerVar {
     let Some((fd, parent)) = var.to_str().and_then(|v| v.split_once(':')) else {
         return ForkServerVar::Foreign;
     };
@@ -163,7 +163,7 @@ pub fn fork_server_var(var: &OsStr) -> ForkServerVar {
 /// # Safety
 /// Call once, only in a process for which [`fork_server_var`] says [`ForkServerVar::Serve`], where fd
 /// [`FORK_SERVER_FD`] is the control socket and nothing else owns it.
-pub unsafe fn take_fork_server_fd() -> Stream {
+pub(crate) unsafe fn take_fork_server_fd() -> Stream {
     // Make it close-on-exec again so that nothing the server starts inherits it.
     // SAFETY: the caller guarantees the fd is open and ours.
     unsafe {
@@ -178,7 +178,7 @@ pub unsafe fn take_fork_server_fd() -> Stream {
 
 /// Result of [`fork`].
 #[derive(Debug)]
-pub enum Forked {
+pub(crate) enum Forked {
     /// In the parent, with the child's pid.
     Parent(i32),
     /// In the child.
@@ -194,7 +194,7 @@ pub enum Forked {
 ///
 /// # Errors
 /// When the kernel refuses (process limit, memory).
-pub unsafe fn fork() -> io::Result<Forked> {
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
     // SAFETY: the caller guarantees a single-threaded process.
     match unsafe { nix::unistd::fork() }.map_err(errno)? {
         nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
@@ -204,7 +204,7 @@ pub unsafe fn fork() -> io::Result<Forked> {
 
 /// In a worker: die with SIGKILL when the parent (the fork server) dies, and exit at once if
 /// it already has (`expected_parent` is the pid it had before the fork).
-pub fn die_with_parent(expected_parent: i32) {
+pub(crate) fn die_with_parent(expected_parent: i32) {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if nix::unistd::getppid().as_raw() != expected_parent {
         exit_now(1);
@@ -217,13 +217,13 @@ pub fn die_with_parent(expected_parent: i32) {
 /// The caller must never use `fd` again in this process, and its owner must never be dropped
 /// here (the child ends in [`exit_now`] without unwinding): otherwise the fd number, which may
 /// be reused, would be used or closed twice.
-pub unsafe fn close_in_child(fd: BorrowedFd<'_>) {
+pub(crate) unsafe fn close_in_child(fd: BorrowedFd<'_>) {
     // SAFETY: closing a number we own per the caller's contract.
     unsafe { libc::close(fd.as_raw_fd()) };
 }
 
 /// Makes `fd` this process's stderr.
-pub fn redirect_stderr(fd: BorrowedFd<'_>) {
+pub(crate) fn redirect_stderr(fd: BorrowedFd<'_>) {
     // SAFETY: dup2 onto fd 2 replaces stderr atomically; std's stderr handle refers to fd 2 by
     // number, so it writes to the new file.
     unsafe { libc::dup2(fd.as_raw_fd(), 2) };
@@ -234,7 +234,7 @@ pub fn redirect_stderr(fd: BorrowedFd<'_>) {
 ///
 /// # Errors
 /// `ESRCH` when no such process exists (it ended and was reaped).
-pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     if pid <= 0 {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
@@ -249,7 +249,7 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 }
 
 /// Whether the process behind a pidfd has ended (without waiting).
-pub fn pidfd_exited(fd: BorrowedFd<'_>) -> bool {
+pub(crate) fn pidfd_exited(fd: BorrowedFd<'_>) -> bool {
     super::poll(
         &[super::Interest {
             fd,
@@ -262,7 +262,7 @@ pub fn pidfd_exited(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// Waits up to `timeout` for the process behind a pidfd to end; whether it has.
-pub fn pidfd_wait(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+pub(crate) fn pidfd_wait(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     let deadline = super::deadline_after(timeout);
     let r = super::poll_until(
         &[super::Interest {
@@ -277,7 +277,7 @@ pub fn pidfd_wait(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
 
 /// Reaps the process behind a pidfd if it is a child of this process and has ended; `None`
 /// when it still runs or is not our child (then its real parent reaps it).
-pub fn pidfd_reap(fd: BorrowedFd<'_>) -> Option<Exit> {
+pub(crate) fn pidfd_reap(fd: BorrowedFd<'_>) -> Option<Exit> {
     match waitid(Id::PIDFd(fd), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
         Ok(WaitStatus::Exited(_, code)) => Some(Exit::Code(code)),
         Ok(WaitStatus::Signaled(_, sig, _)) => Some(Exit::Signal(sig as i32)),
@@ -286,12 +286,12 @@ pub fn pidfd_reap(fd: BorrowedFd<'_>) -> Option<Exit> {
 }
 
 /// Sends SIGKILL through a pidfd: never reaches another process that reused the pid.
-pub fn pidfd_kill(fd: BorrowedFd<'_>) {
+pub(crate) fn pidfd_kill(fd: BorrowedFd<'_>) {
     pidfd_signal(fd, libc::SIGKILL);
 }
 
 /// Sends SIGCONT through a pidfd: a stopped process runs again.
-pub fn pidfd_continue(fd: BorrowedFd<'_>) {
+pub(crate) fn pidfd_continue(fd: BorrowedFd<'_>) {
     pidfd_signal(fd, libc::SIGCONT);
 }
 
@@ -311,7 +311,7 @@ fn pidfd_signal(fd: BorrowedFd<'_>, sig: libc::c_int) {
 }
 
 /// The children of this (single-threaded) process, zombies included.
-pub fn child_pids() -> Vec<i32> {
+pub(crate) fn child_pids() -> Vec<i32> {
     let me = super::getpid();
     std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
         .map(|s| {
@@ -326,7 +326,7 @@ pub fn child_pids() -> Vec<i32> {
 /// none is left: killing one reparents its own children here (this process is a child
 /// subreaper), and they go the same way. Used by the fork server to end what the tasks of a
 /// dead worker left behind.
-pub fn kill_strays(keep: impl Fn(i32) -> bool) {
+pub(crate) fn kill_strays(keep: impl Fn(i32) -> bool) {
     // Each round kills what is there; their children come up for the next. Bounded all the
     // same (SIGKILL stops a stray from forking again, so rounds only shrink the tree).
     for _ in 0..4096 {
@@ -346,7 +346,7 @@ pub fn kill_strays(keep: impl Fn(i32) -> bool) {
 /// Names this process in `ps` and `top`: `comm` (at most 15 bytes, what `top` and `pgrep`
 /// show) and, when `cmdline` fits in the memory of its original arguments, the command line
 /// (what `ps aux` shows).
-pub fn set_process_name(comm: &std::ffi::CStr, cmdline: &str) {
+pub(crate) fn set_process_name(comm: &std::ffi::CStr, cmdline: &str) {
     let _ = nix::sys::prctl::set_name(comm);
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return;
@@ -380,12 +380,12 @@ pub fn set_process_name(comm: &std::ffi::CStr, cmdline: &str) {
 
 /// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER): what a
 /// task forks and abandons is reparented here, not to init, so it can be found and ended.
-pub fn become_subreaper() {
+pub(crate) fn become_subreaper() {
     let _ = nix::sys::prctl::set_child_subreaper(true);
 }
 
 /// Whether this process is a child subreaper (orphans below it become its children).
-pub fn is_subreaper() -> bool {
+pub(crate) fn is_subreaper() -> bool {
     nix::sys::prctl::get_child_subreaper().unwrap_or(false)
 }
 
@@ -395,7 +395,7 @@ pub fn is_subreaper() -> bool {
 /// ignored as Rust's own start-up does for `main` (a write to a closed pipe is an error, not a
 /// death), and SIGTTOU/SIGTTIN ignored (terminal I/O from a background group is an error, not a
 /// stop).
-pub fn confine_worker() {
+pub(crate) fn confine_worker() {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     become_subreaper();
     let _ = nix::sys::prctl::set_dumpable(false);

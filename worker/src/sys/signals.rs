@@ -7,14 +7,14 @@ use nix::sys::signal::{SigSet, SigmaskHow};
 use super::*;
 
 /// Ignores SIGINT in this process (workers leave Ctrl-C to the parent, which stops them).
-pub fn ignore_sigint() {
+pub(crate) fn ignore_sigint() {
     // SAFETY: installing SIG_IGN has no handler code that could be unsafe.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGINT, SigHandler::SigIgn) };
 }
 
 /// Restores the default disposition of the signals a task can die from, so that a crash ends
 /// the worker with that signal (and the parent reports it) rather than in some handler.
-pub fn default_crash_signals() {
+pub(crate) fn default_crash_signals() {
     for s in [
         Signal::SIGSEGV,
         Signal::SIGBUS,
@@ -32,7 +32,7 @@ pub fn default_crash_signals() {
 /// installed before (so a program's own Ctrl-C handling still runs). When the last guard drops,
 /// the previous disposition is restored exactly: outside `get`, forkgraph changes nothing. A
 /// handler the program installs while a `get` runs is kept when the `get` ends.
-pub mod interrupt {
+pub(crate) mod interrupt {
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
     use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
     use std::sync::Mutex;
@@ -110,7 +110,7 @@ pub mod interrupt {
 
     /// Arms the handler for the life of the guard. `None` when it cannot (no free slot, no
     /// pipe); then Ctrl-C keeps whatever action it had.
-    pub fn arm() -> Option<Armed> {
+    pub(crate) fn arm() -> Option<Armed> {
         let (read, write) = super::pipe().ok()?;
         super::set_nonblocking(read.as_fd(), true).ok()?;
         super::set_nonblocking(write.as_fd(), true).ok()?;
@@ -192,7 +192,7 @@ pub mod interrupt {
 /// In the fork server at start-up: undo what exec carried over from the program that may break
 /// forking and reaping. An ignored SIGCHLD would make the kernel reap workers behind our back
 /// (then `waitpid` fails), and a blocked signal would stay blocked in every worker.
-pub fn reset_inherited_signals() {
+pub(crate) fn reset_inherited_signals() {
     for s in [Signal::SIGCHLD, Signal::SIGPIPE] {
         // SAFETY: installing SIG_DFL runs no handler code.
         let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigDfl) };

@@ -15,14 +15,14 @@ use super::*;
 
 /// One end of a connected Unix stream socket that can carry file descriptors.
 #[derive(Debug)]
-pub struct Stream(OwnedFd);
+pub(crate) struct Stream(OwnedFd);
 
 impl Stream {
     /// A connected pair (close-on-exec).
     ///
     /// # Errors
     /// When the kernel refuses (fd limit).
-    pub fn pair() -> io::Result<(Stream, Stream)> {
+    pub(crate) fn pair() -> io::Result<(Stream, Stream)> {
         let (a, b) = socketpair(
             AddressFamily::Unix,
             SockType::Stream,
@@ -34,12 +34,12 @@ impl Stream {
     }
 
     /// The fd, to pass to another process.
-    pub fn into_fd(self) -> OwnedFd {
+    pub(crate) fn into_fd(self) -> OwnedFd {
         self.0
     }
 
     /// Wraps an fd known to be such a socket.
-    pub fn from_fd(fd: OwnedFd) -> Stream {
+    pub(crate) fn from_fd(fd: OwnedFd) -> Stream {
         Stream(fd)
     }
 
@@ -47,7 +47,7 @@ impl Stream {
     ///
     /// # Errors
     /// When fcntl fails.
-    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+    pub(crate) fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         set_nonblocking(self.0.as_fd(), on)
     }
 
@@ -56,7 +56,7 @@ impl Stream {
     ///
     /// # Errors
     /// When the peer is gone (`EPIPE`, `ECONNRESET`) or the call fails otherwise.
-    pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    pub(crate) fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         let cmsg = [ControlMessage::ScmRights(&raw)];
         let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
@@ -81,7 +81,7 @@ impl Stream {
     ///
     /// # Errors
     /// As recvmsg.
-    pub fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    pub(crate) fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
         let mut space = cmsg_space!([RawFd; FDS_PER_SEND + 3]);
         loop {
             let mut iov = [IoSliceMut::new(buf)];
@@ -130,7 +130,7 @@ impl AsFd for Stream {
 ///
 /// # Errors
 /// When fcntl fails.
-pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(errno)?;
     let mut flags = OFlag::from_bits_retain(flags);
     flags.set(OFlag::O_NONBLOCK, on);
@@ -142,7 +142,7 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 ///
 /// # Errors
 /// When the kernel refuses (fd limit).
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(errno)
 }
 
@@ -150,7 +150,7 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 ///
 /// # Errors
 /// `WouldBlock` on an empty non-blocking fd, or the read error.
-pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match nix::unistd::read(fd, buf) {
             Ok(n) => return Ok(n),
@@ -161,7 +161,7 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Writes `data` to fd 2 with raw writes (no lock, no buffering); errors are ignored.
-pub fn write_stderr(mut data: &[u8]) {
+pub(crate) fn write_stderr(mut data: &[u8]) {
     // SAFETY: fd 2 is this process's stderr for its whole life (a worker's is its pipe).
     let fd = unsafe { BorrowedFd::borrow_raw(2) };
     while !data.is_empty() {
@@ -174,4 +174,4 @@ pub fn write_stderr(mut data: &[u8]) {
 }
 
 /// Most fds passed with one sendmsg (the kernel's SCM_MAX_FD is 253).
-pub const FDS_PER_SEND: usize = 250;
+pub(crate) const FDS_PER_SEND: usize = 250;
