@@ -36,7 +36,7 @@ pub struct Limits {
     pub cpu_seconds: Option<u64>,
     /// Results with arrays of at least this many bytes go back in shared segments.
     pub segment_threshold: Option<u64>,
-    /// Whether those segments are recycled (see [`crate::wire`]).
+    /// Whether those segments are recycled (see [`crate::segments`]).
     pub recycle_segments: bool,
     /// `log` records forwarded to the parent, up to this level (0 off, 1 error .. 5 trace).
     pub log_level: u8,

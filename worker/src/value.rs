@@ -458,7 +458,7 @@ impl PartialEq for Buffer {
 }
 
 /// A buffer is written as (0, bytes) inline, as (1, fd index) for a sealed shared segment, or as
-/// (2, (fd index, length)) for a recyclable one, inside a framed message (see [`crate::wire`]):
+/// (2, (fd index, length)) for a recyclable one, inside a framed message (see [`crate::segments`]):
 /// arrays and serde-encoded values alike.
 impl Serialize for Buffer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

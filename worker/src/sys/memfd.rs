@@ -121,7 +121,7 @@ pub struct Segment {
     recyclable: bool,
     /// Inode of the memory file: identifies the segment across processes and fds.
     ino: u64,
-    /// Called with the inode when a tracked segment is dropped (see `wire`).
+    /// Called with the inode when a tracked segment is dropped (see `segments::ledger`).
     on_drop: Option<fn(u64)>,
     /// Held by the process that created it, against its memory limit.
     _charge: Option<Charge>,
@@ -212,7 +212,7 @@ impl Segment {
                 // (F_SEAL_FUTURE_WRITE or F_SEAL_WRITE). Its producer's own writable mapping
                 // rewrites it only after the parent, through which every copy of this segment
                 // passes, has seen every mapping it handed out dropped (the recycling protocol
-                // in `wire`), so the bytes do not change while a `&[u8]` of it is in use.
+                // in `segments`), so the bytes do not change while a `&[u8]` of it is in use.
                 let m =
                     std::sync::Arc::new(unsafe { memmap2::MmapOptions::new().len(size).map(&fd)? });
                 cache.put(ino, m.clone());
