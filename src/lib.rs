@@ -35,6 +35,7 @@
 //! ```
 
 mod callbacks;
+mod csr;
 mod engine;
 mod error;
 mod graph;
@@ -49,6 +50,8 @@ mod sync;
 mod threaded;
 
 pub use callbacks::{Callbacks, RunInfo};
+#[doc(hidden)]
+pub use csr::Csr;
 pub use engine::Output;
 pub use error::{signal_name, BuildError, Error, GraphError, TaskError, TaskErrorKind};
 pub use forkgraph_macros::task;
@@ -59,7 +62,6 @@ pub use forkgraph_worker::{
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
 pub use key::{Key, KeyPart, Keys};
 pub use nesting::MAX_NESTING;
-pub use plan::Csr;
 pub use process::{
     ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_FORK_SERVER_TIMEOUT,
     DEFAULT_SEGMENT_THRESHOLD,

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use forkgraph_worker::{SpecArg, TaskSpec};
 
+use crate::csr::Csr;
 use crate::nesting::{spec_depth, MAX_NESTING};
-use crate::plan::{Csr, Kind, Plan};
+use crate::plan::{Kind, Plan};
 
 /// Longest chain fused into one task; bounds the nesting (and so the recursion) of a fused spec.
 pub(crate) const MAX_FUSED: u32 = 64;

@@ -47,8 +47,8 @@
 //! priorities the walk keeps five `u32` and one byte per node, plus lists of node ids (the
 //! stack holds at most one entry per edge and target).
 
+use crate::csr::Csr;
 use crate::key::Key;
-use crate::plan::Csr;
 
 const UNSET: u32 = u32::MAX;
 /// The node's dependencies were pushed on the stack.

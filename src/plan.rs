@@ -8,69 +8,12 @@ use std::sync::Arc;
 
 use forkgraph_worker::{FnId, Registry, SpecArg, TaskSpec, Value};
 
+use crate::csr::Csr;
 use crate::error::GraphError;
 use crate::graph::{Arg, Graph, Node, Task, TaskOptions};
 use crate::key::{Key, Keys};
 use crate::nesting::{self, Walk, MAX_NESTING};
 use crate::order;
-
-/// Compressed adjacency lists: `items[offsets[i]..offsets[i + 1]]` belong to node `i`.
-#[derive(Debug, Clone, Default)]
-pub struct Csr {
-    offsets: Vec<u32>,
-    items: Vec<u32>,
-}
-
-impl Csr {
-    /// Builds from per-node lists.
-    pub fn from_lists<I: IntoIterator<Item = Vec<u32>>>(lists: I) -> Csr {
-        let mut offsets = vec![0u32];
-        let mut items = Vec::new();
-        for l in lists {
-            items.extend_from_slice(&l);
-            offsets.push(items.len() as u32);
-        }
-        Csr { offsets, items }
-    }
-
-    /// The transpose: for every `j` in list `i`, `i` in list `j`, in ascending order of `i`.
-    pub fn transpose(&self) -> Csr {
-        let n = self.len();
-        let mut counts = vec![0u32; n + 1];
-        for &j in &self.items {
-            counts[j as usize + 1] += 1;
-        }
-        for i in 0..n {
-            counts[i + 1] += counts[i];
-        }
-        let offsets = counts.clone();
-        let mut fill = counts;
-        let mut items = vec![0u32; self.items.len()];
-        for i in 0..n {
-            for &j in self.get(i as u32) {
-                items[fill[j as usize] as usize] = i as u32;
-                fill[j as usize] += 1;
-            }
-        }
-        Csr { offsets, items }
-    }
-
-    /// Number of nodes.
-    pub fn len(&self) -> usize {
-        self.offsets.len().saturating_sub(1)
-    }
-
-    /// Whether there are no nodes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The list of node `i`.
-    pub fn get(&self, i: u32) -> &[u32] {
-        let i = i as usize;
-        &self.items[self.offsets[i] as usize..self.offsets[i + 1] as usize]
-    }
-}
 
 /// What a planned node is.
 #[derive(Debug, Clone)]
@@ -270,10 +213,7 @@ impl Plan {
         for d in &mut dep_items {
             *d = found_id[*d as usize];
         }
-        let deps = Csr {
-            offsets: dep_offsets,
-            items: dep_items,
-        };
+        let deps = Csr::from_parts(dep_offsets, dep_items);
         // The id of a key of the graph, if the cull reached it.
         let id_of = |k: &Key| {
             let (k, _) = graph.entry(k)?;
@@ -618,5 +558,49 @@ fn out_spec(request: &Keys, id_of: &dyn Fn(&Key) -> u32) -> OutSpec {
     match request {
         Keys::One(k) => OutSpec::One(id_of(k)),
         Keys::List(l) => OutSpec::List(l.iter().map(|r| out_spec(r, id_of)).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{key, IntoArg};
+
+    fn plain() -> PlanOptions {
+        PlanOptions {
+            inline_literals: false,
+            fuse: false,
+        }
+    }
+
+    #[test]
+    fn the_cull_keeps_only_what_the_request_needs() {
+        let mut g = Graph::new();
+        g.insert("a", 1);
+        g.insert("b", 2);
+        g.insert("unused", 3);
+        g.task("c", "f", vec![key("a").into_arg(), key("b").into_arg()]);
+        g.task(
+            "d",
+            "f",
+            vec![key("c").into_arg(), key("unused").into_arg()],
+        );
+        // `f` is not registered: the cull must still stop before reaching `d`'s task.
+        let err = Plan::build(&g, &Keys::One("c".into()), plain()).unwrap_err();
+        assert!(
+            matches!(&err, GraphError::UnknownFunction { key, .. } if *key == Key::from("c")),
+            "{err}"
+        );
+        g.insert("c", 5);
+        let p = Plan::build(&g, &Keys::One("c".into()), plain()).unwrap();
+        assert_eq!(p.keys, vec![Key::from("c")], "a literal needs nothing else");
+    }
+
+    #[test]
+    fn a_missing_dependency_is_found_before_any_task_compiles() {
+        let mut g = Graph::new();
+        g.task("c", "not_registered", vec![key("missing").into_arg()]);
+        let err = Plan::build(&g, &Keys::One("c".into()), plain()).unwrap_err();
+        assert!(matches!(err, GraphError::MissingDependency { .. }), "{err}");
     }
 }

@@ -12,6 +12,7 @@ use crate::plan::{Plan, PlanOptions};
 
 /// Options of one `get`.
 #[derive(Clone, Default)]
+#[must_use]
 pub struct GetOptions {
     pub(crate) callbacks: Vec<Arc<dyn Callbacks>>,
     pub(crate) plan: PlanOptions,

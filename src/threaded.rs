@@ -72,6 +72,7 @@ pub struct ThreadPoolBuilder {
 impl ThreadPoolBuilder {
     /// Number of threads (default: the available parallelism, which respects CPU affinity and
     /// cgroup quotas).
+    #[must_use]
     pub fn threads(mut self, n: usize) -> ThreadPoolBuilder {
         self.threads = Some(n);
         self

@@ -5,8 +5,7 @@ use crate::engine::{Done, Executor, Failure, Job};
 use crate::error::Error;
 use crate::key::Key;
 
-use super::pool::Pool;
-use super::runner::{Finished, RunTask, Runner};
+use super::runner::{Finished, Pool, RunTask, Runner};
 use super::Config;
 
 /// The executor of one `get` on a process pool.

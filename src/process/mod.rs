@@ -9,7 +9,6 @@
 
 mod executor;
 mod logs;
-mod pool;
 mod runner;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +23,7 @@ use crate::graph::{Arg, Graph, IntoArg, Task};
 use crate::key::{Key, Keys};
 use crate::scheduler::{plan, GetOptions, Scheduler};
 
-pub(crate) use pool::Pool;
+pub(crate) use runner::Pool;
 
 /// Settings of a pool.
 #[derive(Debug, Clone)]
@@ -81,6 +80,7 @@ impl Default for ProcessPoolBuilder {
 
 impl ProcessPoolBuilder {
     /// Number of worker processes (default: the available parallelism).
+    #[must_use]
     pub fn workers(mut self, n: usize) -> ProcessPoolBuilder {
         self.cfg.workers = n;
         self
@@ -88,6 +88,7 @@ impl ProcessPoolBuilder {
 
     /// How many times a task is re-run on a fresh worker after its worker died (default 0).
     /// [`Graph::set_options`] overrides it per task.
+    #[must_use]
     pub fn retries(mut self, n: u32) -> ProcessPoolBuilder {
         self.cfg.retries = n;
         self
@@ -96,6 +97,7 @@ impl ProcessPoolBuilder {
     /// A task that has killed this many workers fails with
     /// [`TaskErrorKind::KilledWorkers`](crate::TaskErrorKind::KilledWorkers), whatever its
     /// retries (default 3).
+    #[must_use]
     pub fn max_worker_deaths(mut self, n: u32) -> ProcessPoolBuilder {
         self.cfg.max_worker_deaths = n.max(1);
         self
@@ -104,6 +106,7 @@ impl ProcessPoolBuilder {
     /// Time limit of every task: its worker is killed and the task fails with
     /// [`TaskErrorKind::TimedOut`](crate::TaskErrorKind::TimedOut). [`Graph::set_options`]
     /// overrides it per task.
+    #[must_use]
     pub fn task_timeout(mut self, d: Duration) -> ProcessPoolBuilder {
         self.cfg.task_timeout = Some(d);
         self
@@ -115,6 +118,7 @@ impl ProcessPoolBuilder {
     /// [`TaskErrorKind::OutOfMemory`](crate::TaskErrorKind::OutOfMemory); a `SharedVec` that
     /// does not fit is an `Err` the task can return. Segments a worker maps as inputs are not
     /// counted (their producer's are).
+    #[must_use]
     pub fn memory_limit(mut self, bytes: u64) -> ProcessPoolBuilder {
         self.cfg.limits.memory_bytes = Some(bytes);
         self
@@ -123,12 +127,14 @@ impl ProcessPoolBuilder {
     /// Limits the CPU time of each task (RLIMIT_CPU, re-armed per task; whole seconds, at
     /// least 1). A task over it fails with
     /// [`TaskErrorKind::CpuTimeExceeded`](crate::TaskErrorKind::CpuTimeExceeded).
+    #[must_use]
     pub fn cpu_limit(mut self, d: Duration) -> ProcessPoolBuilder {
         self.cfg.limits.cpu_seconds = Some(d.as_secs().max(1));
         self
     }
 
     /// Replaces a worker after it has run this many tasks (against leaks in task code).
+    #[must_use]
     pub fn max_tasks_per_worker(mut self, n: u64) -> ProcessPoolBuilder {
         self.cfg.max_tasks_per_worker = Some(n.max(1));
         self
@@ -136,6 +142,7 @@ impl ProcessPoolBuilder {
 
     /// Whether Ctrl-C (SIGINT) during `get` stops the workers and makes `get` return
     /// [`Error::Interrupted`] (default true). Outside `get`, SIGINT keeps its default action.
+    #[must_use]
     pub fn handle_ctrl_c(mut self, on: bool) -> ProcessPoolBuilder {
         self.cfg.handle_interrupt = on;
         self
@@ -144,6 +151,7 @@ impl ProcessPoolBuilder {
     /// Arrays of at least this many bytes travel between processes as sealed shared segments
     /// (passed by fd, mapped read-only, never copied) rather than inside messages (default
     /// [`DEFAULT_SEGMENT_THRESHOLD`], 64 KiB). `None` sends every array inline.
+    #[must_use]
     pub fn segment_threshold(mut self, bytes: Option<u64>) -> ProcessPoolBuilder {
         self.cfg.limits.segment_threshold = bytes;
         self
@@ -157,6 +165,7 @@ impl ProcessPoolBuilder {
     /// write faults; but task code that calls `mprotect` on purpose could make it writable
     /// again. For untrusted tasks turn recycling off: every segment is then sealed against all
     /// writes by the kernel.
+    #[must_use]
     pub fn recycle_segments(mut self, on: bool) -> ProcessPoolBuilder {
         self.cfg.limits.recycle_segments = on;
         self
@@ -166,6 +175,7 @@ impl ProcessPoolBuilder {
     /// up to more than `bytes` (this process's mappings; the free segments and cached mappings
     /// workers keep for recycling, at most 512 MiB per worker, are not counted), no new task starts unless nothing else is running (so a graph
     /// always makes progress, one task at a time at worst). Default: no budget.
+    #[must_use]
     pub fn segment_budget(mut self, bytes: u64) -> ProcessPoolBuilder {
         self.cfg.segment_budget = Some(bytes);
         self
@@ -174,6 +184,7 @@ impl ProcessPoolBuilder {
     /// How long the parent waits for the fork server to start or reap a worker before it kills
     /// the server and starts a new one (default [`DEFAULT_FORK_SERVER_TIMEOUT`], 10 s): a task
     /// that stops or freezes the server cannot hang the pool.
+    #[must_use]
     pub fn fork_server_timeout(mut self, d: Duration) -> ProcessPoolBuilder {
         self.cfg.server_timeout = d.max(Duration::from_millis(1));
         self
@@ -185,6 +196,7 @@ impl ProcessPoolBuilder {
     /// worker (a configuration in a `OnceLock`, a thread pool, a connection) is made here.
     /// `build` waits for every worker's init; its failure (an error, a panic or a crash) is a
     /// build error, and in a replacement worker the error of the `get` that needed it.
+    #[must_use]
     pub fn worker_init(mut self, function: &str, args: Vec<Arg>) -> ProcessPoolBuilder {
         self.cfg.init = Some((function.to_owned(), args));
         self
@@ -312,11 +324,13 @@ impl ProcessPool {
     }
 
     /// Process id of the fork server.
+    #[doc(hidden)]
     pub fn fork_server_pid(&self) -> i32 {
         self.lock().server_pid()
     }
 
     /// How many workers were started since the pool was built (initial ones included).
+    #[doc(hidden)]
     pub fn workers_started(&self) -> u64 {
         self.lock().started()
     }
@@ -326,6 +340,7 @@ impl ProcessPool {
     ///
     /// # Errors
     /// When the replacement cannot be started.
+    #[doc(hidden)]
     pub fn restart_worker(&self, index: usize) -> Result<i32, Error> {
         self.lock().restart(index).map_err(Error::Scheduler)
     }

@@ -372,3 +372,117 @@ impl Outbox {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::set_nonblocking;
+
+    fn pair() -> (Stream, Stream) {
+        let (a, b) = Stream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    /// Reads everything available, then takes frames.
+    fn drain(inbox: &mut Inbox, s: &Stream) -> io::Result<Vec<(String, Vec<OwnedFd>)>> {
+        loop {
+            match inbox.fill(s) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(m) = inbox.take_frame::<String>(Side::Worker)? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_frame_sent_a_byte_at_a_time_comes_out_whole_once() {
+        let (a, b) = pair();
+        let frame = encode(&"hello".to_string(), 0).unwrap();
+        let mut inbox = Inbox::new();
+        for (i, byte) in frame.iter().enumerate() {
+            assert_eq!(a.send(std::slice::from_ref(byte), &[]).unwrap(), 1);
+            let got = drain(&mut inbox, &b).unwrap();
+            if i + 1 < frame.len() {
+                assert!(
+                    got.is_empty(),
+                    "a frame after {} of {} bytes",
+                    i + 1,
+                    frame.len()
+                );
+            } else {
+                assert_eq!(got.len(), 1);
+                assert_eq!(got[0].0, "hello");
+            }
+        }
+    }
+
+    #[test]
+    fn many_fds_travel_with_one_frame_across_several_sends() {
+        let (a, b) = pair();
+        let (r, _w) = crate::sys::pipe().unwrap();
+        let fds: Vec<OwnedFd> = (0..600).map(|_| r.try_clone().unwrap()).collect();
+        let refs: Vec<&OwnedFd> = fds.iter().collect();
+        send(&a, &"fds".to_string(), &refs).unwrap();
+        send(&a, &"next".to_string(), &[]).unwrap();
+        let mut inbox = Inbox::new();
+        let got = drain(&mut inbox, &b).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0.as_str(), got[0].1.len()), ("fds", 600));
+        assert_eq!((got[1].0.as_str(), got[1].1.len()), ("next", 0));
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_frame_are_an_error() {
+        let (a, b) = pair();
+        a.send(&[0xff; 8], &[]).unwrap();
+        let err = drain(&mut Inbox::new(), &b).unwrap_err();
+        assert!(err.to_string().contains("frame marker"), "{err}");
+    }
+
+    #[test]
+    fn a_frame_whose_fds_did_not_come_is_an_error() {
+        let (a, b) = pair();
+        let mut frame = encode(&"x".to_string(), 0).unwrap();
+        frame[6] = 3; // announces 3 fds; none are attached
+        a.send(&frame, &[]).unwrap();
+        let err = drain(&mut Inbox::new(), &b).unwrap_err();
+        assert!(err.to_string().contains("announces 3"), "{err}");
+    }
+
+    #[test]
+    fn fds_that_no_frame_announced_are_an_error() {
+        let (a, b) = pair();
+        let (r, _w) = crate::sys::pipe().unwrap();
+        let frame = encode(&"x".to_string(), 0).unwrap();
+        a.send(&frame[..1], &[r.as_fd()]).unwrap();
+        a.send(&frame[1..], &[]).unwrap();
+        let mut inbox = Inbox::new();
+        let err = drain(&mut inbox, &b).unwrap_err();
+        assert!(err.to_string().contains("no frame that announced"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_announced_length_allocates_only_what_arrives() {
+        let (a, b) = pair();
+        let mut frame = encode(&"x".to_string(), 0).unwrap();
+        frame[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        a.send(&frame, &[]).unwrap();
+        let mut inbox = Inbox::new();
+        assert!(drain(&mut inbox, &b).unwrap().is_empty());
+        assert!(
+            inbox.buf.len() <= frame.len() * 2 + READ_AHEAD,
+            "{} bytes held",
+            inbox.buf.len()
+        );
+        drop(a);
+        set_nonblocking(b.as_fd(), false).unwrap();
+        assert!(!inbox.fill(&b).unwrap(), "end-of-file, not a frame");
+    }
+}

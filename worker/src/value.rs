@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::segments::Segment;
+
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
@@ -79,8 +81,17 @@ pub trait Storage: Send + Sync + 'static {
     fn bytes(&self) -> &[u8];
     /// The shared segment behind the bytes, if they live in one.
     #[doc(hidden)]
-    fn segment(&self) -> Option<&crate::sys::Segment> {
+    fn segment(&self) -> Option<&Segment> {
         None
+    }
+}
+
+impl Storage for Segment {
+    fn bytes(&self) -> &[u8] {
+        Segment::bytes(self)
+    }
+    fn segment(&self) -> Option<&Segment> {
+        Some(self)
     }
 }
 
@@ -134,7 +145,7 @@ impl Buffer {
     }
 
     /// The shared segment holding the bytes, if any.
-    pub(crate) fn segment(&self) -> Option<&crate::sys::Segment> {
+    pub(crate) fn segment(&self) -> Option<&Segment> {
         self.0.segment()
     }
 

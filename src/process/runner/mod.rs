@@ -43,14 +43,16 @@ use std::time::Duration;
 use forkgraph_worker::host::{self, CtrlC, PollSet, SpawnError};
 use forkgraph_worker::{CallError, Registry, TaskSpec, Value};
 
-use super::pool::{Pool, Slot};
 use super::Config;
 use crate::error::{Error, TaskErrorKind};
 use crate::graph::TaskOptions;
 use crate::key::Key;
+pub(crate) use pool::Pool;
+use pool::Slot;
 
 mod deaths;
 mod dispatch;
+mod pool;
 mod receive;
 mod timeouts;
 

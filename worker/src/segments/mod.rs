@@ -55,13 +55,3 @@ pub fn stats() -> (u64, u64, u64) {
 pub fn reset_peak() {
     sys::reset_segment_peak()
 }
-use crate::value::Storage;
-
-impl Storage for Segment {
-    fn bytes(&self) -> &[u8] {
-        Segment::bytes(self)
-    }
-    fn segment(&self) -> Option<&Segment> {
-        Some(self)
-    }
-}

@@ -12,8 +12,8 @@ use forkgraph_worker::proto::Limits;
 use forkgraph_worker::segments::ledger;
 use forkgraph_worker::TaskSpec;
 
-use super::runner::InFlight;
-use super::Config;
+use super::InFlight;
+use crate::process::Config;
 
 /// A worker and what the runner knows about it.
 pub(crate) struct Slot {
@@ -128,7 +128,7 @@ impl Pool {
             // Its failure is the build's.
             let deadline = host::deadline_after(cfg.server_timeout);
             for w in &mut workers {
-                w.await_hello(deadline, &|pid, r| super::logs::emit(pid, None, r))?;
+                w.await_hello(deadline, &|pid, r| crate::process::logs::emit(pid, None, r))?;
             }
         }
         Ok(Pool {
@@ -232,7 +232,7 @@ impl Pool {
         }
         let deadline = host::deadline_after(self.server_timeout);
         let w = &mut self.workers[i];
-        w.await_hello(deadline, &|pid, r| super::logs::emit(pid, None, r))?;
+        w.await_hello(deadline, &|pid, r| crate::process::logs::emit(pid, None, r))?;
         Ok(w.pid())
     }
 }
