@@ -4,15 +4,17 @@
 //! in place by nested tasks, and lists or maps of those. [`FromArg`] turns one into a parameter
 //! type; [`IntoValue`] turns a task's return value into a [`Value`].
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
-
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::failure::ReturnedError;
 use crate::registry::CallError;
 use crate::value::{Array, Buffer, Element, Integer, Value};
+
+mod collections;
+mod serde_values;
+
+pub use collections::VecItem;
+pub use serde_values::Serde;
 
 /// An evaluated argument as a task sees it.
 #[derive(Debug)]
@@ -319,183 +321,6 @@ impl<'a, T: FromArg<'a>> FromArg<'a> for Option<T> {
     }
 }
 
-/// Element types of `Vec<T>` parameters and return values.
-///
-/// Vectors of plain-old-data numbers are arrays (one buffer, viewable as `&[T]`); vectors of
-/// anything else are lists.
-pub trait VecItem: Sized {
-    /// Converts a vector of items into a value.
-    fn vec_into_value(v: Vec<Self>) -> Value;
-    /// Converts a vector of items into a value, or says why one cannot be encoded.
-    ///
-    /// # Errors
-    /// [`EncodeError`] for the first item that cannot be encoded.
-    fn vec_try_into_value(v: Vec<Self>) -> Result<Value, EncodeError> {
-        Ok(Self::vec_into_value(v))
-    }
-    /// Makes a vector of items from an argument.
-    ///
-    /// # Errors
-    /// [`Mismatch`] when the argument is not a list (or array) of such items.
-    fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch>;
-}
-
-fn list_items<T, F: FnMut(&ArgValue<'_>) -> Result<T, Mismatch>>(
-    arg: &ArgValue<'_>,
-    mut f: F,
-) -> Result<Vec<T>, Mismatch> {
-    match arg {
-        ArgValue::List(items) => items.iter().map(f).collect(),
-        _ => match arg.value() {
-            Some(Value::List(items)) => items.iter().map(|v| f(&ArgValue::Ref(v))).collect(),
-            _ => Err(Mismatch::new("a list", arg)),
-        },
-    }
-}
-
-macro_rules! array_items {
-    ($($t:ty),*) => {$(
-        impl VecItem for $t {
-            fn vec_into_value(v: Vec<Self>) -> Value {
-                Value::Array(Array::from_vec(v))
-            }
-            fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
-                if let Some(Value::Array(a)) = arg.value() {
-                    return a.as_slice::<$t>().map(<[$t]>::to_vec).ok_or_else(|| {
-                        Mismatch::new(concat!("an array of ", stringify!($t)), arg)
-                    });
-                }
-                list_items(arg, |a| <$t>::from_arg(a))
-            }
-        }
-    )*};
-}
-array_items!(u8, i32, i64, u32, u64, f32, f64);
-
-macro_rules! list_items {
-    ($($t:ty),*) => {$(
-        impl VecItem for $t {
-            fn vec_into_value(v: Vec<Self>) -> Value {
-                Value::List(v.into_iter().map(IntoValue::into_value).collect())
-            }
-            fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
-                list_items(arg, |a| <$t>::from_arg(a))
-            }
-        }
-    )*};
-}
-list_items!(String, bool, Value, Array, usize, isize, i8, i16, u16, i128, u128);
-
-impl<T: VecItem> VecItem for Vec<T> {
-    fn vec_into_value(v: Vec<Self>) -> Value {
-        Value::List(v.into_iter().map(T::vec_into_value).collect())
-    }
-    fn vec_try_into_value(v: Vec<Self>) -> Result<Value, EncodeError> {
-        v.into_iter()
-            .map(T::vec_try_into_value)
-            .collect::<Result<_, _>>()
-            .map(Value::List)
-    }
-    fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
-        list_items(arg, |a| T::vec_from_arg(a))
-    }
-}
-
-impl<T: VecItem> FromArg<'_> for Vec<T> {
-    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
-        T::vec_from_arg(arg)
-    }
-}
-
-impl<T: VecItem> IntoValue for Vec<T> {
-    fn into_value(self) -> Value {
-        T::vec_into_value(self)
-    }
-    fn try_into_value(self) -> Result<Value, EncodeError> {
-        T::vec_try_into_value(self)
-    }
-}
-
-impl<'a, T: Element> FromArg<'a> for Vec<&'a [T]> {
-    fn from_arg(arg: &'a ArgValue<'_>) -> Result<Self, Mismatch> {
-        match arg {
-            ArgValue::List(items) => items.iter().map(<&[T]>::from_arg).collect(),
-            _ => match arg.value() {
-                Some(Value::List(items)) => items
-                    .iter()
-                    .map(|v| match v {
-                        Value::Array(a) => a.as_slice::<T>().ok_or_else(|| Mismatch {
-                            expected: format!("arrays of {}", T::DTYPE.name()),
-                            got: v.kind(),
-                        }),
-                        _ => Err(Mismatch {
-                            expected: format!("arrays of {}", T::DTYPE.name()),
-                            got: v.kind(),
-                        }),
-                    })
-                    .collect(),
-                _ => Err(Mismatch::new("a list", arg)),
-            },
-        }
-    }
-}
-
-fn map_items<T, F: FnMut(&ArgValue<'_>) -> Result<T, Mismatch>>(
-    arg: &ArgValue<'_>,
-    mut f: F,
-) -> Result<Vec<(String, T)>, Mismatch> {
-    match arg {
-        ArgValue::Map(items) => items
-            .iter()
-            .map(|(k, v)| Ok((k.to_string(), f(v)?)))
-            .collect(),
-        _ => match arg.value() {
-            Some(Value::Map(m)) => m
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), f(&ArgValue::Ref(v))?)))
-                .collect(),
-            _ => Err(Mismatch::new("a map", arg)),
-        },
-    }
-}
-
-impl<T: for<'x> FromArg<'x>> FromArg<'_> for BTreeMap<String, T> {
-    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
-        Ok(map_items(arg, |a| T::from_arg(a))?.into_iter().collect())
-    }
-}
-
-impl<T: for<'x> FromArg<'x>> FromArg<'_> for HashMap<String, T> {
-    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
-        Ok(map_items(arg, |a| T::from_arg(a))?.into_iter().collect())
-    }
-}
-
-impl<T: IntoValue> IntoValue for BTreeMap<String, T> {
-    fn into_value(self) -> Value {
-        Value::Map(self.into_iter().map(|(k, v)| (k, v.into_value())).collect())
-    }
-    fn try_into_value(self) -> Result<Value, EncodeError> {
-        try_map(self)
-    }
-}
-
-impl<T: IntoValue> IntoValue for HashMap<String, T> {
-    fn into_value(self) -> Value {
-        Value::Map(self.into_iter().map(|(k, v)| (k, v.into_value())).collect())
-    }
-    fn try_into_value(self) -> Result<Value, EncodeError> {
-        try_map(self)
-    }
-}
-
-fn try_map<T: IntoValue>(m: impl IntoIterator<Item = (String, T)>) -> Result<Value, EncodeError> {
-    m.into_iter()
-        .map(|(k, v)| Ok((k, v.try_into_value()?)))
-        .collect::<Result<_, _>>()
-        .map(Value::Map)
-}
-
 impl IntoValue for Value {
     fn into_value(self) -> Value {
         self
@@ -582,90 +407,6 @@ impl<A: IntoValue, B: IntoValue, C: IntoValue> IntoValue for (A, B, C) {
     }
 }
 
-/// A user type carried through the graph with serde, encoded as MessagePack (`rmp-serde`,
-/// structs as maps with their field names).
-///
-/// Use it as a parameter (`Serde<Stats>`, also inside `Vec`, `Option` and maps) or a return
-/// type (`Serde(stats)`). The encoding is self-describing, so serde's whole data model works:
-/// `#[serde(flatten)]`, internally, adjacently tagged and untagged enums, `serde_json::Value`,
-/// `skip_serializing_if`, maps with non-string keys, 128-bit integers. A parameter `Serde<T>`
-/// may borrow: a `&'a str` field (with `#[serde(borrow)]` where serde asks for it) points into
-/// the encoded value, also when it lives in a shared segment.
-///
-/// A value is accepted by a parameter of the same Rust type (by `std::any::type_name`). A
-/// value whose `Serialize` fails fails the task that returned it ([`CallError::Unencodable`],
-/// with serde's message); one that does not decode fails the consumer with a
-/// [`CallError::Mismatch`] naming the parameter and the decoder's message. Limits are serde's
-/// own: `Some(None)` of an `Option<Option<T>>` reads back as `None` (as in JSON), and a
-/// `u128`/`i128` inside a flattened struct or an untagged enum does not decode (serde buffers
-/// those without 128-bit integers).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Serde<T>(pub T);
-
-impl<T: Serialize> Serde<T> {
-    fn encode(&self) -> Result<Value, EncodeError> {
-        let mut bytes = Vec::new();
-        rmp_serde::encode::write_named(&mut bytes, &self.0)
-            .map(|()| {
-                Value::Encoded(
-                    std::any::type_name::<T>().to_owned(),
-                    Buffer::copy_from_bytes(&bytes),
-                )
-            })
-            .map_err(|e| EncodeError {
-                type_name: std::any::type_name::<T>().to_owned(),
-                message: e.to_string(),
-            })
-    }
-}
-
-impl<T: Serialize> IntoValue for Serde<T> {
-    /// # Panics
-    /// When `T`'s `Serialize` fails; task results report it instead (see
-    /// [`IntoValue::try_into_value`]).
-    fn into_value(self) -> Value {
-        self.encode()
-            .unwrap_or_else(|e| panic!("cannot encode {e}"))
-    }
-    fn try_into_value(self) -> Result<Value, EncodeError> {
-        self.encode()
-    }
-}
-
-impl<'a, T: Deserialize<'a>> FromArg<'a> for Serde<T> {
-    fn from_arg(arg: &'a ArgValue<'_>) -> Result<Self, Mismatch> {
-        let want = std::any::type_name::<T>();
-        match arg.value() {
-            Some(Value::Encoded(name, bytes)) if name == want => {
-                rmp_serde::from_slice(bytes.as_bytes())
-                    .map(Serde)
-                    .map_err(|e| Mismatch {
-                        expected: want.into(),
-                        got: format!("a value that does not decode as {name}: {e}"),
-                    })
-            }
-            _ => Err(Mismatch::new(want, arg)),
-        }
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> VecItem for Serde<T> {
-    /// # Panics
-    /// As [`Serde::into_value`].
-    fn vec_into_value(v: Vec<Self>) -> Value {
-        Value::List(v.into_iter().map(IntoValue::into_value).collect())
-    }
-    fn vec_try_into_value(v: Vec<Self>) -> Result<Value, EncodeError> {
-        v.into_iter()
-            .map(IntoValue::try_into_value)
-            .collect::<Result<_, _>>()
-            .map(Value::List)
-    }
-    fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
-        list_items(arg, |a| Serde::from_arg(a))
-    }
-}
-
 macro_rules! value_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Value {
@@ -749,7 +490,7 @@ mod tests {
 
     #[test]
     fn serde_values_round_trip() {
-        #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
         struct Stats {
             n: u32,
             mean: f64,

@@ -1,0 +1,182 @@
+//! Vectors, maps and lists as parameters and results.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::*;
+
+/// Element types of `Vec<T>` parameters and return values.
+///
+/// Vectors of plain-old-data numbers are arrays (one buffer, viewable as `&[T]`); vectors of
+/// anything else are lists.
+pub trait VecItem: Sized {
+    /// Converts a vector of items into a value.
+    fn vec_into_value(v: Vec<Self>) -> Value;
+    /// Converts a vector of items into a value, or says why one cannot be encoded.
+    ///
+    /// # Errors
+    /// [`EncodeError`] for the first item that cannot be encoded.
+    fn vec_try_into_value(v: Vec<Self>) -> Result<Value, EncodeError> {
+        Ok(Self::vec_into_value(v))
+    }
+    /// Makes a vector of items from an argument.
+    ///
+    /// # Errors
+    /// [`Mismatch`] when the argument is not a list (or array) of such items.
+    fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch>;
+}
+
+pub(super) fn list_items<T, F: FnMut(&ArgValue<'_>) -> Result<T, Mismatch>>(
+    arg: &ArgValue<'_>,
+    mut f: F,
+) -> Result<Vec<T>, Mismatch> {
+    match arg {
+        ArgValue::List(items) => items.iter().map(f).collect(),
+        _ => match arg.value() {
+            Some(Value::List(items)) => items.iter().map(|v| f(&ArgValue::Ref(v))).collect(),
+            _ => Err(Mismatch::new("a list", arg)),
+        },
+    }
+}
+
+macro_rules! array_items {
+    ($($t:ty),*) => {$(
+        impl VecItem for $t {
+            fn vec_into_value(v: Vec<Self>) -> Value {
+                Value::Array(Array::from_vec(v))
+            }
+            fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
+                if let Some(Value::Array(a)) = arg.value() {
+                    return a.as_slice::<$t>().map(<[$t]>::to_vec).ok_or_else(|| {
+                        Mismatch::new(concat!("an array of ", stringify!($t)), arg)
+                    });
+                }
+                list_items(arg, |a| <$t>::from_arg(a))
+            }
+        }
+    )*};
+}
+array_items!(u8, i32, i64, u32, u64, f32, f64);
+
+macro_rules! list_items {
+    ($($t:ty),*) => {$(
+        impl VecItem for $t {
+            fn vec_into_value(v: Vec<Self>) -> Value {
+                Value::List(v.into_iter().map(IntoValue::into_value).collect())
+            }
+            fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
+                list_items(arg, |a| <$t>::from_arg(a))
+            }
+        }
+    )*};
+}
+list_items!(String, bool, Value, Array, usize, isize, i8, i16, u16, i128, u128);
+
+impl<T: VecItem> VecItem for Vec<T> {
+    fn vec_into_value(v: Vec<Self>) -> Value {
+        Value::List(v.into_iter().map(T::vec_into_value).collect())
+    }
+    fn vec_try_into_value(v: Vec<Self>) -> Result<Value, EncodeError> {
+        v.into_iter()
+            .map(T::vec_try_into_value)
+            .collect::<Result<_, _>>()
+            .map(Value::List)
+    }
+    fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
+        list_items(arg, |a| T::vec_from_arg(a))
+    }
+}
+
+impl<T: VecItem> FromArg<'_> for Vec<T> {
+    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
+        T::vec_from_arg(arg)
+    }
+}
+
+impl<T: VecItem> IntoValue for Vec<T> {
+    fn into_value(self) -> Value {
+        T::vec_into_value(self)
+    }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        T::vec_try_into_value(self)
+    }
+}
+
+impl<'a, T: Element> FromArg<'a> for Vec<&'a [T]> {
+    fn from_arg(arg: &'a ArgValue<'_>) -> Result<Self, Mismatch> {
+        match arg {
+            ArgValue::List(items) => items.iter().map(<&[T]>::from_arg).collect(),
+            _ => match arg.value() {
+                Some(Value::List(items)) => items
+                    .iter()
+                    .map(|v| match v {
+                        Value::Array(a) => a.as_slice::<T>().ok_or_else(|| Mismatch {
+                            expected: format!("arrays of {}", T::DTYPE.name()),
+                            got: v.kind(),
+                        }),
+                        _ => Err(Mismatch {
+                            expected: format!("arrays of {}", T::DTYPE.name()),
+                            got: v.kind(),
+                        }),
+                    })
+                    .collect(),
+                _ => Err(Mismatch::new("a list", arg)),
+            },
+        }
+    }
+}
+
+fn map_items<T, F: FnMut(&ArgValue<'_>) -> Result<T, Mismatch>>(
+    arg: &ArgValue<'_>,
+    mut f: F,
+) -> Result<Vec<(String, T)>, Mismatch> {
+    match arg {
+        ArgValue::Map(items) => items
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), f(v)?)))
+            .collect(),
+        _ => match arg.value() {
+            Some(Value::Map(m)) => m
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), f(&ArgValue::Ref(v))?)))
+                .collect(),
+            _ => Err(Mismatch::new("a map", arg)),
+        },
+    }
+}
+
+impl<T: for<'x> FromArg<'x>> FromArg<'_> for BTreeMap<String, T> {
+    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
+        Ok(map_items(arg, |a| T::from_arg(a))?.into_iter().collect())
+    }
+}
+
+impl<T: for<'x> FromArg<'x>> FromArg<'_> for HashMap<String, T> {
+    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
+        Ok(map_items(arg, |a| T::from_arg(a))?.into_iter().collect())
+    }
+}
+
+impl<T: IntoValue> IntoValue for BTreeMap<String, T> {
+    fn into_value(self) -> Value {
+        Value::Map(self.into_iter().map(|(k, v)| (k, v.into_value())).collect())
+    }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        try_map(self)
+    }
+}
+
+impl<T: IntoValue> IntoValue for HashMap<String, T> {
+    fn into_value(self) -> Value {
+        Value::Map(self.into_iter().map(|(k, v)| (k, v.into_value())).collect())
+    }
+    fn try_into_value(self) -> Result<Value, EncodeError> {
+        try_map(self)
+    }
+}
+
+fn try_map<T: IntoValue>(m: impl IntoIterator<Item = (String, T)>) -> Result<Value, EncodeError> {
+    m.into_iter()
+        .map(|(k, v)| Ok((k, v.try_into_value()?)))
+        .collect::<Result<_, _>>()
+        .map(Value::Map)
+}
