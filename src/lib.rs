@@ -104,6 +104,23 @@ pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// Links library crates whose `#[forkgraph::task]` functions this binary names only by string
+/// (in graphs built from data): Rust leaves out a library the binary never names, and its tasks
+/// with it. `forkgraph::link!(my_tasks, other_tasks);` at the top level of the binary is enough.
+///
+/// ```
+/// forkgraph::link!(forkgraph_worker);
+/// ```
+#[macro_export]
+macro_rules! link {
+    ($($krate:ident),+ $(,)?) => {
+        $(
+            #[allow(unused_imports)]
+            use $krate as _;
+        )+
+    };
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use forkgraph_worker::failure::{

@@ -121,7 +121,8 @@ impl Registry {
         }
     }
 
-    /// Finds a function by name.
+    /// Finds a function by name, or by a path that ends with its module's path
+    /// (`tasks::clean`, `mycrate::tasks::clean`).
     ///
     /// # Errors
     /// A message naming the function when it is not registered, or registered more than once.
@@ -133,9 +134,30 @@ impl Registry {
                 modules.join(", ")
             ));
         }
-        self.by_name.get(name).copied().ok_or_else(|| {
-            format!("no task function `{name}` is registered (use #[forkgraph::task] on it)")
-        })
+        if let Some(id) = self.by_name.get(name) {
+            return Ok(*id);
+        }
+        // A path: `module::func`, matched against the defining module's path from its end.
+        if let Some((path, func)) = name.rsplit_once("::") {
+            let found: Vec<FnId> = (0..self.list.len() as FnId)
+                .filter(|&i| {
+                    let f = self.list[i as usize];
+                    f.name == func && (f.module == path || f.module.ends_with(&format!("::{path}")))
+                })
+                .collect();
+            if let [id] = found[..] {
+                return Ok(id);
+            }
+        }
+        let krate = name
+            .split_once("::")
+            .map_or("the_library_crate", |(krate, _)| krate);
+        Err(format!(
+            "no task function `{name}` is registered in this executable. If it is marked \
+             #[forkgraph::task] in a library crate, that crate is not linked into this binary \
+             (Rust leaves out a library the binary never names): add \
+             `forkgraph::link!({krate});` to the binary (or `use {krate} as _;`)"
+        ))
     }
 
     /// The function with this id.
