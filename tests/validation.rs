@@ -282,7 +282,10 @@ fn an_unknown_function_is_named_with_its_task() {
         );
         assert_eq!(
             e.to_string(),
-            "task x: no task function `nope` is registered (use #[forkgraph::task] on it)"
+            "task x: no task function `nope` is registered in this executable: mark a function \
+             #[forkgraph::task]; if it is marked in a library crate, that crate is not linked \
+             into this binary (Rust leaves out a library the binary never names): add \
+             `forkgraph::link!(that_crate);` to the binary"
         );
         let e = rejected(&g, "nested");
         assert!(

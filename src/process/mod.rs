@@ -88,6 +88,12 @@ impl ProcessPoolBuilder {
 
     /// How many times a task is re-run on a fresh worker after its worker died (default 0).
     /// [`Graph::set_options`] overrides it per task.
+    ///
+    /// Only deaths the task surely caused count: it ran alone on a worker that had run nothing
+    /// before. A worker that dies after running other tasks, or with other tasks queued, could
+    /// have been killed by any of them (or by a thread one left behind), so the task it was
+    /// running is first run once more that way, whatever `retries` says; if it kills that worker
+    /// too, the death counts. A task with side effects may therefore run twice before it fails.
     #[must_use]
     pub fn retries(mut self, n: u32) -> ProcessPoolBuilder {
         self.cfg.retries = n;

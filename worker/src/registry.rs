@@ -149,14 +149,19 @@ impl Registry {
                 return Ok(id);
             }
         }
-        let krate = name
-            .split_once("::")
-            .map_or("the_library_crate", |(krate, _)| krate);
+        let fix = match name.split_once("::") {
+            Some((krate, _)) => format!(
+                "if it is marked #[forkgraph::task] in crate `{krate}`, that crate is not linked \
+                 into this binary (Rust leaves out a library the binary never names): add \
+                 `forkgraph::link!({krate});` to the binary"
+            ),
+            None => "mark a function #[forkgraph::task]; if it is marked in a library crate, \
+                     that crate is not linked into this binary (Rust leaves out a library the \
+                     binary never names): add `forkgraph::link!(that_crate);` to the binary"
+                .to_owned(),
+        };
         Err(format!(
-            "no task function `{name}` is registered in this executable. If it is marked \
-             #[forkgraph::task] in a library crate, that crate is not linked into this binary \
-             (Rust leaves out a library the binary never names): add \
-             `forkgraph::link!({krate});` to the binary (or `use {krate} as _;`)"
+            "no task function `{name}` is registered in this executable: {fix}"
         ))
     }
 
