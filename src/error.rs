@@ -416,14 +416,6 @@ impl BuildError {
     }
 }
 
-/// Makes a [`BuildError`] from its message, as `BuildError(message)` did when it was a tuple
-/// struct (kept for callers written then; prefer [`BuildError::new`] or [`BuildError::io`]).
-#[doc(hidden)]
-#[allow(non_snake_case)]
-pub fn BuildError(message: String) -> BuildError {
-    BuildError::new(message)
-}
-
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "cannot build scheduler: {}", self.message)?;
@@ -460,8 +452,6 @@ mod tests {
         let plain = BuildError::new("no workers");
         assert!(plain.source().is_none());
         assert_eq!(plain.to_string(), "cannot build scheduler: no workers");
-        // The constructor that callers of the former tuple struct use.
-        assert_eq!(BuildError("x".to_owned()).message(), "x");
     }
 
     #[test]

@@ -71,3 +71,37 @@ fn the_open_file_limit_is_raised_only_when_needed_and_never_lowered() {
         assert!(text.contains("LIMITS OK"), "{text}");
     });
 }
+
+/// The helper: no fds left for the fork server's socket: the build error keeps the system error
+/// as its `source()`.
+#[test]
+fn helper_build_error_source() {
+    if !is_helper("helper_build_error_source") {
+        return;
+    }
+    let mut open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    open = open.saturating_sub(1);
+    let r = libc::rlimit {
+        rlim_cur: open,
+        rlim_max: open,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }, 0);
+    let e = ProcessPool::builder().workers(1).build().unwrap_err();
+    let source = std::error::Error::source(&e).expect("an io::Error source");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.raw_os_error(), Some(libc::EMFILE), "{e}");
+    println!("SOURCE OK {e}");
+}
+
+#[test]
+fn a_build_error_keeps_its_system_cause() {
+    watchdog(60, || {
+        let out = helper("helper_build_error_source").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{:?}: {text}", out.status);
+        assert!(text.contains("SOURCE OK"), "{text}");
+    });
+}

@@ -221,19 +221,33 @@ impl ProcessPoolBuilder {
     /// start.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         if self.cfg.workers == 0 {
-            return Err(BuildError(
-                "a process pool needs at least one worker".into(),
-            ));
+            return Err(BuildError::new("a process pool needs at least one worker"));
         }
         let init = match &self.cfg.init {
             Some((function, args)) => Some(compile_init(function, args)?),
             None => None,
         };
-        let pool = Pool::start(&self.cfg, init).map_err(BuildError)?;
+        let pool = Pool::start(&self.cfg, init).map_err(build_error)?;
         Ok(ProcessPool {
             pool: Arc::new(Mutex::new(pool)),
             cfg: Arc::new(self.cfg),
         })
+    }
+}
+
+/// A start failure as a build error, keeping the system error as its `source()`.
+fn build_error(e: forkgraph_worker::host::StartError) -> BuildError {
+    match e.into_parts() {
+        (message, Some(io)) => BuildError::io(message, io),
+        (message, None) => BuildError::new(message),
+    }
+}
+
+/// A start failure while running, keeping the system error as its `source()`.
+pub(crate) fn scheduler_error(e: forkgraph_worker::host::StartError) -> Error {
+    match e.into_parts() {
+        (message, Some(io)) => Error::system(message, io),
+        (message, None) => Error::Scheduler(message),
     }
 }
 
@@ -245,7 +259,7 @@ fn compile_init(
     let mut g = Graph::new();
     g.insert("worker_init", Task::new(function, args.to_vec()));
     let plan = plan(&g, &Keys::One("worker_init".into()), &GetOptions::default())
-        .map_err(|e| BuildError(format!("worker_init: {e}")))?;
+        .map_err(|e| BuildError::new(format!("worker_init: {e}")))?;
     let node = plan
         .keys
         .iter()
@@ -253,7 +267,7 @@ fn compile_init(
         .expect("the requested key is planned");
     match &plan.kinds[node] {
         crate::plan::Kind::Task(spec) if plan.deps.get(node as u32).is_empty() => Ok(spec.clone()),
-        _ => Err(BuildError(format!(
+        _ => Err(BuildError::new(format!(
             "worker_init `{function}`: its arguments must be values, not keys"
         ))),
     }
@@ -348,7 +362,7 @@ impl ProcessPool {
     /// When the replacement cannot be started.
     #[doc(hidden)]
     pub fn restart_worker(&self, index: usize) -> Result<i32, Error> {
-        self.lock().restart(index).map_err(Error::Scheduler)
+        self.lock().restart(index).map_err(scheduler_error)
     }
 
     /// Applies a registered function to every item, in parallel; results in item order.

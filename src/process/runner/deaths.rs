@@ -8,6 +8,8 @@ use super::*;
 
 /// Lines of the stderr tail shown in an error.
 const TAIL_LINES: usize = 20;
+/// How long a worker whose socket closed gets to exit on its own before it is reaped.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Runner<'_> {
     /// Handles every worker found dead: blame, retry or fail, replace.
@@ -26,6 +28,7 @@ impl Runner<'_> {
         let msgs = self.pool.workers[i].read_messages();
         self.handle_all(i, msgs)?;
         let w = &mut self.pool.workers[i];
+        w.await_exit(EXIT_GRACE);
         let timed_out = w.timed_out.take();
         let in_flight: Vec<InFlight> = w.in_flight.drain(..).collect();
         let pid = w.pid();
@@ -117,7 +120,9 @@ impl Runner<'_> {
         } else {
             self.suspect(lost, |_| true, Suspect::Pool);
         }
-        self.pool.restart_server().map_err(Error::Scheduler)
+        self.pool
+            .restart_server()
+            .map_err(crate::process::scheduler_error)
     }
 
     /// Puts units back in front of the queue, in their order.

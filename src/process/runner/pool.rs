@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use forkgraph_worker::host::Exit;
-use forkgraph_worker::host::{self, ForkServer, SpawnError, WorkerHandle};
+use forkgraph_worker::host::{self, ForkServer, SpawnError, StartError, WorkerHandle};
 use forkgraph_worker::proto::Limits;
 use forkgraph_worker::segments::ledger;
 use forkgraph_worker::TaskSpec;
@@ -114,21 +114,22 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn start(cfg: &Config, init: Option<Arc<TaskSpec>>) -> Result<Pool, String> {
+    pub(crate) fn start(cfg: &Config, init: Option<Arc<TaskSpec>>) -> Result<Pool, StartError> {
         let mut server = ForkServer::start(cfg.server_timeout)?;
         let mut workers = Vec::with_capacity(cfg.workers);
         for _ in 0..cfg.workers {
             workers.push(Slot::new(
                 server
                     .spawn(cfg.limits, init.as_ref())
-                    .map_err(SpawnError::into_message)?,
+                    .map_err(StartError::from)?,
             ));
         }
         if init.is_some() {
             // Its failure is the build's.
             let deadline = host::deadline_after(cfg.server_timeout);
             for w in &mut workers {
-                w.await_hello(deadline, &|pid, r| crate::process::logs::emit(pid, None, r))?;
+                w.await_hello(deadline, &|pid, r| crate::process::logs::emit(pid, None, r))
+                    .map_err(StartError::new)?;
             }
         }
         Ok(Pool {
@@ -190,7 +191,7 @@ impl Pool {
     /// old workers die with it (PR_SET_PDEATHSIG); when this program is a child subreaper they
     /// become its children, and are reaped here (through their pidfds, so no other child of the
     /// program is touched) rather than left as zombies.
-    pub(crate) fn restart_server(&mut self) -> Result<(), String> {
+    pub(crate) fn restart_server(&mut self) -> Result<(), StartError> {
         // The old workers stay in place (dead) until the new ones exist: a pool whose restart
         // failed still has its slots, and the next `get` tries again rather than finding no
         // worker to wait for.
@@ -203,7 +204,7 @@ impl Pool {
             workers.push(Slot::new(
                 server
                     .spawn(self.limits, self.init.as_ref())
-                    .map_err(SpawnError::into_message)?,
+                    .map_err(StartError::from)?,
             ));
         }
         self.started += workers.len() as u64;
@@ -214,25 +215,26 @@ impl Pool {
 
     /// Kills worker `i`, starts a replacement and waits for its hello (within the fork-server
     /// deadline); returns the new pid.
-    pub(crate) fn restart(&mut self, i: usize) -> Result<i32, String> {
+    pub(crate) fn restart(&mut self, i: usize) -> Result<i32, StartError> {
         if i >= self.workers.len() {
-            return Err(format!(
+            return Err(StartError::new(format!(
                 "no worker {i}: the pool has {}",
                 self.workers.len()
-            ));
+            )));
         }
         if !self.workers[i].in_flight.is_empty() {
-            return Err("worker is busy".into());
+            return Err(StartError::new("worker is busy"));
         }
         self.workers[i].kill();
         match self.replace(i) {
             Ok(_) => {}
             Err(SpawnError::ServerGone(_)) => self.restart_server()?,
-            Err(SpawnError::Failed(e)) => return Err(e),
+            Err(SpawnError::Failed(e)) => return Err(StartError::new(e)),
         }
         let deadline = host::deadline_after(self.server_timeout);
         let w = &mut self.workers[i];
-        w.await_hello(deadline, &|pid, r| crate::process::logs::emit(pid, None, r))?;
+        w.await_hello(deadline, &|pid, r| crate::process::logs::emit(pid, None, r))
+            .map_err(StartError::new)?;
         Ok(w.pid())
     }
 }

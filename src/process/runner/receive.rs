@@ -16,7 +16,7 @@ impl Runner<'_> {
         let handles: Vec<&WorkerHandle> = self.pool.workers.iter().map(|w| &w.handle).collect();
         self.poll
             .wait(&handles, self.interrupt.as_ref(), timeout)
-            .map_err(|e| Error::Scheduler(format!("poll: {e}")))?;
+            .map_err(|e| Error::system("poll", e))?;
         if self.poll.ctrl_c() {
             return Err(self.interrupted());
         }

@@ -11,7 +11,7 @@ pub mod stderr;
 mod worker;
 
 pub use poll::{PollSet, Readiness};
-pub use server::{ForkServer, SpawnError};
+pub use server::{ForkServer, SpawnError, StartError};
 pub use worker::{Received, WorkerHandle};
 
 pub use crate::sys::process::Exit;

@@ -30,26 +30,25 @@ impl ForkServer {
     ///
     /// # Errors
     /// When the start-up hook did not run in this executable, or the process cannot start.
-    pub fn start(timeout: Duration) -> Result<ForkServer, String> {
+    pub fn start(timeout: Duration) -> Result<ForkServer, StartError> {
         if !crate::forkserver::hook_ran() {
-            return Err(
-                "forkgraph's start-up hook did not run in this executable, so it cannot \
-                        serve as a fork server"
-                    .into(),
-            );
+            return Err(StartError::new(
+                "forkgraph's start-up hook did not run in this executable, so it cannot serve as \
+                 a fork server",
+            ));
         }
-        let (mine, theirs) = Stream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let (mine, theirs) = Stream::pair().map_err(|e| StartError::io("socketpair", e))?;
         mine.set_nonblocking(true)
-            .map_err(|e| format!("fork server socket: {e}"))?;
+            .map_err(|e| StartError::io("fork server socket", e))?;
         let mut child = sys::spawn_fork_server(theirs.into_fd(), &[])
-            .map_err(|e| format!("cannot re-execute /proc/self/exe as a fork server: {e}"))?;
+            .map_err(|e| StartError::io("cannot re-execute /proc/self/exe as a fork server", e))?;
         // Our unreaped child: its pid cannot have been reused.
         let pidfd = match sys::pidfd_open(child.id() as i32) {
             Ok(fd) => fd,
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("pidfd_open of the fork server: {e}"));
+                return Err(StartError::io("pidfd_open of the fork server", e));
             }
         };
         Ok(ForkServer {
@@ -63,7 +62,7 @@ impl ForkServer {
 
     /// One request and its reply, within the server's deadline. Any failure to talk to the
     /// server (end-of-file, broken pipe, lost fds, no answer in time) means it is gone or can no
-    /// longer be trusted: it is killed, and the caller gets [`Replace::ServerGone`].
+    /// longer be trusted: it is killed, and the caller gets [`SpawnError::ServerGone`].
     fn request(&mut self, msg: &ToServer) -> Result<(FromServer, Vec<OwnedFd>), SpawnError> {
         match self.exchange(msg) {
             Ok(reply) => Ok(reply),
@@ -229,5 +228,57 @@ impl SpawnError {
         match self {
             SpawnError::ServerGone(e) | SpawnError::Failed(e) => e,
         }
+    }
+}
+
+/// Why a fork server, a pool or a worker could not be started: what failed, and the system
+/// error behind it if there is one.
+#[derive(Debug)]
+pub struct StartError {
+    message: String,
+    source: Option<io::Error>,
+}
+
+impl StartError {
+    /// An error for a reason given as text.
+    pub fn new(message: impl Into<String>) -> StartError {
+        StartError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error caused by a failed system call: `context` says what failed.
+    pub fn io(context: impl Into<String>, source: io::Error) -> StartError {
+        StartError {
+            message: context.into(),
+            source: Some(source),
+        }
+    }
+
+    /// What failed, and the system error if any.
+    pub fn into_parts(self) -> (String, Option<io::Error>) {
+        (self.message, self.source)
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(e) => write!(f, "{}: {e}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+impl From<SpawnError> for StartError {
+    fn from(e: SpawnError) -> StartError {
+        StartError::new(e.into_message())
     }
 }

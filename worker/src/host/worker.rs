@@ -46,6 +46,8 @@ pub struct WorkerHandle {
     note: Option<String>,
     /// Set when it broke the protocol: messages after that are ignored.
     broken: bool,
+    /// Set when the parent killed it.
+    killed: bool,
 }
 
 impl WorkerHandle {
@@ -73,6 +75,7 @@ impl WorkerHandle {
             dead: false,
             note: None,
             broken: false,
+            killed: false,
         })
     }
 
@@ -190,6 +193,16 @@ impl WorkerHandle {
     pub fn kill(&mut self) {
         sys::pidfd_kill(self.pidfd.as_fd());
         self.dead = true;
+        self.killed = true;
+    }
+
+    /// A worker whose socket closed usually exits on its own a moment later, after saying why
+    /// on stderr: waits for that at most `grace` (not if the parent killed it), so that its
+    /// exit status and last words are its own rather than those of the parent's SIGKILL.
+    pub fn await_exit(&self, grace: std::time::Duration) {
+        if !self.killed && self.pid > 0 {
+            sys::pidfd_wait(self.pidfd.as_fd(), grace);
+        }
     }
 
     /// Sends what is queued; marks the worker dead if it cannot take it. Returns whether
