@@ -49,7 +49,7 @@ mod scheduler;
 mod sync;
 mod threaded;
 
-pub use callbacks::{Callbacks, RunInfo};
+pub use callbacks::{monotonic_ns, Callbacks, RunInfo, TaskEvent, WorkerEvent, WorkerId};
 #[doc(hidden)]
 pub use csr::Csr;
 pub use engine::Output;

@@ -451,7 +451,8 @@ impl Scheduler for ProcessPool {
         }
         let mut pool = self.lock();
         let _inside = InGet::enter(me);
-        let mut exec = executor::ProcExec::new(&mut pool, &self.cfg, &plan.keys);
+        let watched = !opts.callbacks.is_empty();
+        let mut exec = executor::ProcExec::new(&mut pool, &self.cfg, &plan.keys, watched);
         engine::run(&plan, &mut exec, &opts.callbacks)
     }
 }
