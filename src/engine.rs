@@ -426,12 +426,7 @@ fn report_worker_events(exec: &mut dyn Executor, callbacks: &[Arc<dyn Callbacks>
 
 /// The name of a task node's (outermost) function.
 fn function_of(plan: &Plan, node: u32) -> &'static str {
-    match &plan.kinds[node as usize] {
-        Kind::Task(spec) => forkgraph_worker::Registry::global()
-            .get(spec.func)
-            .map_or("?", |f| f.name),
-        _ => "?",
-    }
+    plan.funcs.get(node as usize).copied().unwrap_or("?")
 }
 
 /// Longest chain handed out at once.

@@ -81,7 +81,12 @@ impl Runner<'_> {
                 let link = (task as usize).min(unit.jobs.len() - 1);
                 let millis = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
                 let since = page_start(death.running, seq).unwrap_or(sent);
-                self.fail(unit, link, TaskErrorKind::TimedOut { millis }, ran_from(since));
+                self.fail(
+                    unit,
+                    link,
+                    TaskErrorKind::TimedOut { millis },
+                    ran_from(since),
+                );
             }
             return Ok(());
         }
