@@ -75,7 +75,12 @@ pub fn to_dot(graph: &Graph, keys: &Keys, color: DotColor) -> Result<String, Err
 
 fn plan_dot(plan: &Plan, color: DotColor) -> String {
     let n = plan.len();
-    let mut functions: Vec<&str> = Vec::new();
+    let mut functions: Vec<&str> = (0..n)
+        .filter(|&i| matches!(plan.kinds[i], Kind::Task(_)))
+        .map(|i| plan.funcs[i])
+        .collect();
+    functions.sort_unstable();
+    functions.dedup();
     let mut s = String::from(
         "digraph forkgraph {\n  rankdir=BT;\n  node [style=filled, fontname=\"sans-serif\", fontsize=10];\n",
     );
@@ -84,10 +89,7 @@ fn plan_dot(plan: &Plan, color: DotColor) -> String {
         let (shape, label, fill) = match &plan.kinds[i] {
             Kind::Task(_) => {
                 let f = plan.funcs[i];
-                let idx = functions.iter().position(|&x| x == f).unwrap_or_else(|| {
-                    functions.push(f);
-                    functions.len() - 1
-                });
+                let idx = functions.binary_search(&f).unwrap_or(0);
                 let fill = match color {
                     DotColor::Function => PALETTE[idx % PALETTE.len()].to_owned(),
                     DotColor::Order => {

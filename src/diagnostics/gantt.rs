@@ -16,7 +16,8 @@ const TOP: f64 = 56.0;
 const LANE_H: f64 = 28.0;
 const BAR_H: f64 = 20.0;
 
-/// Colours of functions, in order of first appearance (a qualitative palette).
+/// Colours of functions, by their names' sorted order (so a graph drawn with `to_dot` and a
+/// profile of its run agree; a qualitative palette).
 pub(crate) const PALETTE: [&str; 12] = [
     "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#bab0ac",
     "#86bcb6", "#d37295", "#a0cbe8", "#8cd17d",
@@ -69,14 +70,14 @@ pub(crate) fn render(p: &Profile) -> String {
     let plot_w = WIDTH - LABEL_W - RIGHT_PAD;
     let x = |t: u64| LABEL_W + plot_w * (t.saturating_sub(t0) as f64 / span);
     let lanes = p.workers.len().max(1);
-    let mut functions: Vec<&str> = Vec::new();
-    let mut colour: HashMap<&str, &str> = HashMap::new();
-    for t in &p.tasks {
-        if !colour.contains_key(&*t.function) {
-            colour.insert(&t.function, PALETTE[functions.len() % PALETTE.len()]);
-            functions.push(&t.function);
-        }
-    }
+    let mut functions: Vec<&str> = p.tasks.iter().map(|t| &*t.function).collect();
+    functions.sort_unstable();
+    functions.dedup();
+    let colour: HashMap<&str, &str> = functions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (*f, PALETTE[i % PALETTE.len()]))
+        .collect();
     let legend_rows = functions.len().div_ceil(6).max(1) + 1;
     let axis_y = TOP + lanes as f64 * LANE_H;
     let height = axis_y + 34.0 + legend_rows as f64 * 20.0 + 10.0;

@@ -108,9 +108,8 @@ fn run_batch(
         page.set(Slot::Task, 0);
         page.set(Slot::Unit, unit.seq);
         logs::set_current(unit.seq, 0);
-        let (results, mut ends) = run_unit(&unit, page, limits, start);
+        let (results, ends) = run_unit(&unit, page, limits, start);
         let end = sys::monotonic_ns();
-        ends.push(end.saturating_sub(start));
         costs.record(&unit, end.saturating_sub(start));
         let (seq, timed) = (unit.seq, unit.timed);
         // Drop the unit's inputs before reporting it: whatever still maps them now was kept by
@@ -156,7 +155,8 @@ fn run_unit(
     start: u64,
 ) -> (Vec<Result<Option<Value>, exec::TaskFailure>>, Vec<u64>) {
     let mut results = Vec::with_capacity(unit.tasks.len());
-    let mut ends = Vec::with_capacity(unit.tasks.len());
+    // Allocated only for a chain (a unit of one task has no intermediate end).
+    let mut ends = Vec::new();
     let mut prev: Option<Value> = None;
     let last = unit.tasks.len().saturating_sub(1);
     for (i, task) in unit.tasks.iter().enumerate() {

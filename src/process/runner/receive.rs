@@ -133,8 +133,8 @@ impl Runner<'_> {
         };
         // Task k ran from the end of task k-1 (or the unit's start) to its own end, as the
         // worker measured them; diagnostics only, so a lying worker only lies to a profiler.
-        let (start, ends) = (u.start, u.ends);
-        let at = |k: usize| start.saturating_add(ends.get(k).copied().unwrap_or(0));
+        let (start, ends, nanos) = (u.start, u.ends, u.nanos);
+        let at = |k: usize| start.saturating_add(ends.get(k).copied().unwrap_or(nanos));
         let mut results = u.results.into_iter();
         let mut failed = false;
         for (k, job) in f.unit.jobs.into_iter().enumerate() {
@@ -163,7 +163,7 @@ impl Runner<'_> {
                     })
                 }
                 None => {
-                    let last = at(ends.len().saturating_sub(1));
+                    let last = at(usize::MAX);
                     (ran.start, ran.end, ran.started) = (last, last, false);
                     Err(not_run(&job, failed))
                 }
