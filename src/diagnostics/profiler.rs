@@ -299,8 +299,10 @@ impl Profiler {
 }
 
 impl Callbacks for Profiler {
-    fn start(&self, _: &RunInfo) {
+    fn start(&self, info: &RunInfo) {
         let mut s = self.lock();
+        // Room for this run's records up front: no reallocation while tasks finish.
+        s.profile.tasks.reserve(info.tasks);
         if s.profile.origin == 0 {
             s.profile.origin = monotonic_ns();
         }
