@@ -7,6 +7,7 @@
 //! cargo run --release --example bench_suite -- --only A,E --json out.json
 //! cargo run --release --example bench_suite -- --schedulers sync,threads,procs
 //! cargo run --release --example bench_suite -- --no-hugepages    # no MADV_HUGEPAGE advice
+//! cargo run --release --example bench_suite -- --profile         # with a Profiler on each get
 //! cargo run --release --example bench_suite -- --compare dask.json # markdown table vs Dask
 //! ```
 //!
@@ -593,7 +594,13 @@ fn run_cell(
 ) -> Cell {
     let mut cell = Cell::default();
     let keys = forkgraph::Keys::One(shape.target.clone());
-    let opts = forkgraph::GetOptions::default();
+    let opts = if PROFILE.load(Ordering::Relaxed) {
+        // A fresh profiler per cell, so a cell's runs do not grow one ever larger record.
+        let p = std::sync::Arc::new(forkgraph::Profiler::new());
+        forkgraph::GetOptions::default().callback(p)
+    } else {
+        forkgraph::GetOptions::default()
+    };
     for _ in 0..repeats {
         let reset_ok = bench.track_rss && rss::reset();
         let before = bench.track_rss.then(rss::current_mib);
@@ -984,8 +991,11 @@ struct Cli {
     schedulers: Vec<String>,
 }
 
+/// Whether each `get` runs with a `Profiler` (`--profile`: measures its overhead).
+static PROFILE: AtomicBool = AtomicBool::new(false);
+
 const USAGE: &str = "usage: bench_suite [--quick] [--json FILE] [--only A,E] \
-                     [--schedulers sync,threads,procs] [--no-hugepages] \
+                     [--schedulers sync,threads,procs] [--no-hugepages] [--profile] \
                      [--compare DASK_JSON]";
 
 fn parse_args() -> Result<Cli, String> {
@@ -1008,6 +1018,7 @@ fn parse_args() -> Result<Cli, String> {
         match a.as_str() {
             "--quick" => cli.quick = true,
             "--no-hugepages" => cli.hugepages = false,
+            "--profile" => PROFILE.store(true, Ordering::Relaxed),
             "--json" => cli.json = Some(value("--json")?.into()),
             "--compare" => cli.compare = Some(value("--compare")?.into()),
             "--only" => cli.only = Some(list(value("--only")?.to_uppercase())),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use forkgraph_worker::{TaskSpec, Value};
 
-use crate::callbacks::{Callbacks, RunInfo};
+use crate::callbacks::{value_bytes, Callbacks, RunInfo, TaskEvent, WorkerEvent, WorkerId};
 use crate::error::{Error, TaskError, TaskErrorKind};
 use crate::graph::TaskOptions;
 use crate::key::Key;
@@ -39,6 +39,9 @@ pub(crate) struct Job {
     pub(crate) send_back: bool,
     /// Per-task options (retries, timeout).
     pub(crate) options: TaskOptions,
+    /// Whether someone watches where and when it runs (the sync and thread executors read the
+    /// clock around it only then).
+    pub(crate) timed: bool,
 }
 
 /// Why an executor could not produce a job's value.
@@ -53,6 +56,19 @@ pub(crate) struct Failure {
 pub(crate) struct Done {
     pub(crate) node: u32,
     pub(crate) result: Result<Arc<Value>, Failure>,
+    /// Where and when it ran.
+    pub(crate) ran: Ran,
+}
+
+/// Where and when a job ran (times in ns on `callbacks::monotonic_ns`'s clock, 0 when the job
+/// was not timed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ran {
+    pub(crate) worker: WorkerId,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// False when the job never started (see `TaskEvent::ran`).
+    pub(crate) started: bool,
 }
 
 /// Where tasks run.
@@ -75,6 +91,12 @@ pub(crate) trait Executor {
     }
     /// Blocks until at least one submitted job has finished and appends the finished ones.
     fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error>;
+    /// Where jobs may run.
+    fn workers(&self) -> Vec<WorkerId>;
+    /// Appends what happened to workers since the last call (process pools).
+    fn worker_events(&mut self, out: &mut Vec<WorkerEvent>) {
+        let _ = out;
+    }
 }
 
 /// The result of `get`, mirroring the nesting of the requested keys.
@@ -153,6 +175,12 @@ pub(crate) fn run(
         for cb in callbacks {
             cb.start(&info);
             started += 1;
+        }
+        if !callbacks.is_empty() {
+            let workers = exec.workers();
+            for cb in callbacks {
+                cb.workers(&workers);
+            }
         }
         drive(plan, exec, callbacks)
     }));
@@ -322,27 +350,59 @@ fn drive(
         if running == 0 {
             break;
         }
-        exec.wait(&mut done)?;
+        let waited = exec.wait(&mut done);
+        if !callbacks.is_empty() {
+            report_worker_events(exec, callbacks);
+        }
+        waited?;
         for d in done.drain(..) {
             running -= 1;
             match d.result {
                 Ok(v) => {
                     let key = &plan.keys[d.node as usize];
-                    if st.chained.get(d.node as usize).copied().unwrap_or(false) {
-                        for cb in callbacks {
-                            cb.pretask(key);
+                    if !callbacks.is_empty() {
+                        if st.chained.get(d.node as usize).copied().unwrap_or(false) {
+                            for cb in callbacks {
+                                cb.pretask(key);
+                            }
                         }
-                    }
-                    for cb in callbacks {
-                        cb.posttask(key, &v);
+                        let event = TaskEvent {
+                            key,
+                            function: function_of(plan, d.node),
+                            worker: d.ran.worker,
+                            start: d.ran.start,
+                            end: d.ran.end.max(d.ran.start),
+                            result_bytes: value_bytes(&v),
+                            ran: d.ran.started,
+                        };
+                        for cb in callbacks {
+                            cb.posttask(key, &v);
+                            cb.task_done(&event, &v);
+                        }
                     }
                     if error.is_none() {
                         st.finish(d.node, v);
                     }
                 }
                 Err(f) => {
+                    let key = &plan.keys[d.node as usize];
+                    let e = task_error(key, f);
+                    if let (false, Error::Task(t)) = (callbacks.is_empty(), &e) {
+                        let event = TaskEvent {
+                            key,
+                            function: &t.function,
+                            worker: d.ran.worker,
+                            start: d.ran.start,
+                            end: d.ran.end.max(d.ran.start),
+                            result_bytes: 0,
+                            ran: d.ran.started,
+                        };
+                        for cb in callbacks {
+                            cb.task_failed(&event, t);
+                        }
+                    }
                     if error.is_none() {
-                        error = Some(task_error(&plan.keys[d.node as usize], f));
+                        error = Some(e);
                     }
                 }
             }
@@ -352,6 +412,21 @@ fn drive(
         return Err(e);
     }
     Ok(collect(&plan.outputs, &st.values))
+}
+
+fn report_worker_events(exec: &mut dyn Executor, callbacks: &[Arc<dyn Callbacks>]) {
+    let mut events = Vec::new();
+    exec.worker_events(&mut events);
+    for e in &events {
+        for cb in callbacks {
+            cb.worker_event(e);
+        }
+    }
+}
+
+/// The name of a task node's (outermost) function.
+fn function_of(plan: &Plan, node: u32) -> &'static str {
+    plan.funcs.get(node as usize).copied().unwrap_or("?")
 }
 
 /// Longest chain handed out at once.
@@ -394,6 +469,7 @@ fn make_job(
         prev,
         send_back: true,
         options: plan.options(node),
+        timed: !callbacks.is_empty(),
     }
 }
 

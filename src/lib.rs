@@ -36,6 +36,7 @@
 
 mod callbacks;
 mod csr;
+mod diagnostics;
 mod engine;
 mod error;
 mod graph;
@@ -49,9 +50,12 @@ mod scheduler;
 mod sync;
 mod threaded;
 
-pub use callbacks::{Callbacks, RunInfo};
+pub use callbacks::{monotonic_ns, Callbacks, RunInfo, TaskEvent, WorkerEvent, WorkerId};
 #[doc(hidden)]
 pub use csr::Csr;
+pub use diagnostics::dot::{render_dot, to_dot, DotColor};
+pub use diagnostics::profiler::{Outcome, Profile, Profiler, TaskRecord};
+pub use diagnostics::progress::ProgressBar;
 pub use engine::Output;
 pub use error::{signal_name, BuildError, Error, GraphError, TaskError, TaskErrorKind};
 pub use forkgraph_macros::task;

@@ -30,6 +30,12 @@ impl GetOptions {
         self
     }
 
+    /// Shows a progress bar (a [`ProgressBar`](crate::ProgressBar) on stderr: a bar on a
+    /// terminal, a plain line every 2 seconds otherwise).
+    pub fn progress(self) -> GetOptions {
+        self.callback(Arc::new(crate::ProgressBar::new()))
+    }
+
     /// Fuses linear chains of tasks (a task whose only dependent reads it once) into one task.
     pub fn fuse(mut self, on: bool) -> GetOptions {
         self.plan.fuse = on;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use forkgraph_worker::Value;
 
-use crate::engine::{self, Done, Executor, Failure, Job, Output};
+use crate::callbacks::WorkerId;
+use crate::engine::{self, Done, Executor, Failure, Job, Output, Ran};
 use crate::error::{Error, TaskErrorKind};
 use crate::graph::Graph;
 use crate::key::Keys;
@@ -22,16 +23,32 @@ impl SyncScheduler {
     }
 }
 
-/// Runs one job and turns its outcome into a completion.
-pub(crate) fn run_job(job: &Job) -> Done {
+/// Runs one job on `worker` (the calling thread or a pool thread) and turns its outcome into a
+/// completion; reads the clock around it only when the job is timed.
+pub(crate) fn run_job(job: &Job, worker: WorkerId) -> Done {
+    let clock = || {
+        if job.timed {
+            forkgraph_worker::host::now()
+        } else {
+            0
+        }
+    };
+    let start = clock();
+    let result = forkgraph_worker::run(&job.spec, job.inputs.as_slice())
+        .map(Arc::new)
+        .map_err(|f| Failure {
+            function: f.function,
+            kind: TaskErrorKind::Call(f.error),
+        });
     Done {
         node: job.node,
-        result: forkgraph_worker::run(&job.spec, job.inputs.as_slice())
-            .map(Arc::new)
-            .map_err(|f| Failure {
-                function: f.function,
-                kind: TaskErrorKind::Call(f.error),
-            }),
+        result,
+        ran: Ran {
+            worker,
+            start,
+            end: clock(),
+            started: true,
+        },
     }
 }
 
@@ -44,11 +61,14 @@ impl Executor for Inline {
         1
     }
     fn submit(&mut self, job: Job) {
-        self.done.push(run_job(&job));
+        self.done.push(run_job(&job, WorkerId::Caller));
     }
     fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error> {
         out.append(&mut self.done);
         Ok(())
+    }
+    fn workers(&self) -> Vec<WorkerId> {
+        vec![WorkerId::Caller]
     }
 }
 

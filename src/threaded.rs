@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::callbacks::WorkerId;
 use crate::engine::{self, Done, Executor, Job, Output};
 use crate::error::{BuildError, Error};
 use crate::graph::Graph;
@@ -99,7 +100,11 @@ impl ThreadPoolBuilder {
                 .spawn(move || {
                     POOL_OF_THREAD.with(|p| p.set(id));
                     while let Ok(batch) = rx.recv() {
-                        let done: Vec<Done> = batch.jobs.iter().map(run_job).collect();
+                        let done: Vec<Done> = batch
+                            .jobs
+                            .iter()
+                            .map(|j| run_job(j, WorkerId::Thread(i)))
+                            .collect();
                         let _ = batch.reply.send(done);
                     }
                 })
@@ -150,6 +155,12 @@ impl Executor for Threaded<'_> {
         self.pool.threads * IN_FLIGHT_PER_THREAD
     }
 
+    fn workers(&self) -> Vec<WorkerId> {
+        std::iter::once(WorkerId::Caller)
+            .chain((0..self.pool.threads).map(WorkerId::Thread))
+            .collect()
+    }
+
     fn submit(&mut self, job: Job) {
         self.pending.push(job);
     }
@@ -157,7 +168,7 @@ impl Executor for Threaded<'_> {
     fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error> {
         if self.in_flight == 0 && self.pending.len() == 1 {
             let job = self.pending.pop().expect("one pending job");
-            out.push(run_job(&job));
+            out.push(run_job(&job, WorkerId::Caller));
             return Ok(());
         }
         if !self.pending.is_empty() {

@@ -1,6 +1,7 @@
 //! The process pool's executor for the engine: a thin adapter from engine jobs to the unit
 //! runner's units, and from finished tasks back to engine results.
 
+use crate::callbacks::{WorkerEvent, WorkerId};
 use crate::engine::{Done, Executor, Failure, Job};
 use crate::error::Error;
 use crate::key::Key;
@@ -15,10 +16,18 @@ pub(crate) struct ProcExec<'a> {
 }
 
 impl<'a> ProcExec<'a> {
-    /// An executor on `pool`; `keys` are the plan's keys by node (to label what tasks log).
-    pub(crate) fn new(pool: &'a mut Pool, cfg: &'a Config, keys: &'a [Key]) -> ProcExec<'a> {
+    /// An executor on `pool`; `keys` are the plan's keys by node (to label what tasks log);
+    /// `watched`: whether callbacks want worker lifecycle events.
+    pub(crate) fn new(
+        pool: &'a mut Pool,
+        cfg: &'a Config,
+        keys: &'a [Key],
+        watched: bool,
+    ) -> ProcExec<'a> {
+        let mut runner = Runner::new(pool, cfg, keys);
+        runner.record_events(watched);
         ProcExec {
-            runner: Runner::new(pool, cfg, keys),
+            runner,
             finished: Vec::new(),
         }
     }
@@ -60,7 +69,16 @@ impl Executor for ProcExec<'_> {
                 function: e.function,
                 kind: e.kind,
             }),
+            ran: f.ran,
         }));
         Ok(())
+    }
+
+    fn workers(&self) -> Vec<WorkerId> {
+        self.runner.workers()
+    }
+
+    fn worker_events(&mut self, out: &mut Vec<WorkerEvent>) {
+        self.runner.take_events(out);
     }
 }

@@ -374,6 +374,23 @@ impl ProcessPool {
         I: IntoIterator<Item = A>,
         A: IntoArg,
     {
+        self.map_with(function, items, &GetOptions::default())
+    }
+
+    /// [`ProcessPool::map`] with options (callbacks: a progress bar, a profiler).
+    ///
+    /// # Errors
+    /// As [`ProcessPool::map`].
+    pub fn map_with<I, A>(
+        &self,
+        function: &str,
+        items: I,
+        opts: &GetOptions,
+    ) -> Result<Vec<Value>, Error>
+    where
+        I: IntoIterator<Item = A>,
+        A: IntoArg,
+    {
         let mut g = Graph::new();
         let mut keys = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
@@ -381,7 +398,7 @@ impl ProcessPool {
             g.insert(k.clone(), Task::new(function, vec![item.into_arg()]));
             keys.push(Keys::One(k));
         }
-        let out = self.get_with(&g, &Keys::List(keys), &GetOptions::default())?;
+        let out = self.get_with(&g, &Keys::List(keys), opts)?;
         Ok(match out {
             Output::List(l) => l.into_iter().map(Output::into_value).collect(),
             Output::Value(v) => vec![v],
@@ -390,12 +407,20 @@ impl ProcessPool {
 
     /// Runs one call of a registered function in the background; wait on the handle.
     pub fn submit(&self, function: &str, args: Vec<Arg>) -> Submitted {
+        self.submit_with(function, args, GetOptions::default())
+    }
+
+    /// [`ProcessPool::submit`] with options; its callbacks run in the background thread that
+    /// waits for the call.
+    pub fn submit_with(&self, function: &str, args: Vec<Arg>, opts: GetOptions) -> Submitted {
         let pool = self.clone();
         let mut g = Graph::new();
         g.insert("submit", Task::new(function, args));
         let (tx, rx) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
-            let r = pool.get(&g, "submit").map(Output::into_value);
+            let r = pool
+                .get_with(&g, &Keys::One(Key::from("submit")), &opts)
+                .map(Output::into_value);
             let _ = tx.send(r);
         });
         Submitted { rx, result: None }
@@ -471,7 +496,8 @@ impl Scheduler for ProcessPool {
         }
         let mut pool = self.lock();
         let _inside = InGet::enter(me);
-        let mut exec = executor::ProcExec::new(&mut pool, &self.cfg, &plan.keys);
+        let watched = !opts.callbacks.is_empty();
+        let mut exec = executor::ProcExec::new(&mut pool, &self.cfg, &plan.keys, watched);
         engine::run(&plan, &mut exec, &opts.callbacks)
     }
 }

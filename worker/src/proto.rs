@@ -132,6 +132,15 @@ pub struct UnitDone {
     pub results: Vec<Result<Option<Value>, TaskFailure>>,
     /// Wall time the unit took, in nanoseconds.
     pub nanos: u64,
+    /// When the unit started in the worker, in nanoseconds on the monotonic clock (the clock
+    /// of `host::now`, the same in every process of the machine).
+    pub start: u64,
+    /// When each task of `results` but the last ended, in nanoseconds after `start` (the last
+    /// ends at `start + nanos`); a task starts when the one before it ended (the first at
+    /// `start`). Measured with the clock reads the worker makes anyway for its progress page:
+    /// no system call of its own, and no allocation for a unit of one task. Diagnostics only:
+    /// the parent decides nothing from it.
+    pub ends: Vec<u64>,
     /// Recyclable input segments the worker still maps after the unit (kept by its tasks).
     pub retained: Vec<u64>,
 }

@@ -108,7 +108,7 @@ fn run_batch(
         page.set(Slot::Task, 0);
         page.set(Slot::Unit, unit.seq);
         logs::set_current(unit.seq, 0);
-        let results = run_unit(&unit, page, limits);
+        let (results, ends) = run_unit(&unit, page, limits, start);
         let end = sys::monotonic_ns();
         costs.record(&unit, end.saturating_sub(start));
         let (seq, timed) = (unit.seq, unit.timed);
@@ -125,6 +125,8 @@ fn run_batch(
             seq,
             results,
             nanos: end.saturating_sub(start),
+            start,
+            ends,
             retained,
         });
         if timed {
@@ -144,17 +146,24 @@ fn run_batch(
     Ok(())
 }
 
+/// Runs a unit's tasks; returns their results and when each task but the last ended (in ns
+/// after `start`, read where the progress page needs the clock anyway).
 fn run_unit(
     unit: &Unit,
     page: &SharedPage,
     limits: Limits,
-) -> Vec<Result<Option<Value>, exec::TaskFailure>> {
+    start: u64,
+) -> (Vec<Result<Option<Value>, exec::TaskFailure>>, Vec<u64>) {
     let mut results = Vec::with_capacity(unit.tasks.len());
+    // Allocated only for a chain (a unit of one task has no intermediate end).
+    let mut ends = Vec::new();
     let mut prev: Option<Value> = None;
     let last = unit.tasks.len().saturating_sub(1);
     for (i, task) in unit.tasks.iter().enumerate() {
         if i > 0 {
-            page.set(Slot::Started, sys::monotonic_ns());
+            let now = sys::monotonic_ns();
+            ends.push(now.saturating_sub(start));
+            page.set(Slot::Started, now);
             page.set(Slot::Task, i as u64);
             logs::set_current(unit.seq, i as u64);
         }
@@ -187,7 +196,7 @@ fn run_unit(
             }
         }
     }
-    results
+    (results, ends)
 }
 
 /// Average run time per function, to guess how long a unit will take.

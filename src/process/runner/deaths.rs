@@ -52,7 +52,19 @@ impl Runner<'_> {
         if in_flight.is_empty() {
             return Ok(());
         }
+        // Where and when the unit that may be charged ran: from its progress page's start
+        // (or its dispatch) to now.
+        let ran_from = |since: u64| Ran {
+            worker: WorkerId::Process { slot: i, pid },
+            start: since,
+            end: host::now(),
+            started: true,
+        };
         if let Some((seq, task, t)) = timed_out {
+            self.pool.explain_death(
+                i,
+                format!("killed by the pool: a task ran past its timeout of {t:?}"),
+            );
             // The parent killed it, by its own clock: that unit ran out of time. (If its result
             // arrived meanwhile, it is no longer in flight, and everything runs again.)
             let mut culprit = None;
@@ -60,7 +72,7 @@ impl Runner<'_> {
                 .into_iter()
                 .filter_map(|f| {
                     if f.seq == seq {
-                        culprit = Some(f.unit);
+                        culprit = Some((f.unit, f.sent));
                         None
                     } else {
                         Some(f)
@@ -68,10 +80,16 @@ impl Runner<'_> {
                 })
                 .collect();
             self.requeue(rest);
-            if let Some(unit) = culprit {
+            if let Some((unit, sent)) = culprit {
                 let link = (task as usize).min(unit.jobs.len() - 1);
                 let millis = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
-                self.fail(unit, link, TaskErrorKind::TimedOut { millis });
+                let since = page_start(death.running, seq).unwrap_or(sent);
+                self.fail(
+                    unit,
+                    link,
+                    TaskErrorKind::TimedOut { millis },
+                    ran_from(since),
+                );
             }
             return Ok(());
         }
@@ -82,10 +100,12 @@ impl Runner<'_> {
             && in_flight[0].fresh
             && (in_flight[0].unit.suspect != Suspect::No || hint.is_some());
         if sure {
-            let unit = in_flight.into_iter().next().expect("one unit").unit;
+            let f = in_flight.into_iter().next().expect("one unit");
+            let since = page_start(hint, f.seq).unwrap_or(f.sent);
+            let unit = f.unit;
             let link = hint.map_or(0, |h| (h.1 as usize).min(unit.jobs.len() - 1));
             let died = self.describe_death(pid, death.exit, death.tail, death.note);
-            self.charge(unit, link, died);
+            self.charge(unit, link, died, ran_from(since));
             return Ok(());
         }
         // Not surely one unit's death: nobody is charged; the one the page names (or the
@@ -113,10 +133,20 @@ impl Runner<'_> {
         }
         lost.sort_by_key(|f| f.seq);
         if lost.len() == 1 && lost[0].unit.suspect == Suspect::Pool && lost[0].fresh {
-            let unit = lost.pop().expect("one unit").unit;
+            let f = lost.pop().expect("one unit");
+            let slot = self.pool.workers.iter().position(|w| w.pid() == pid);
+            let ran = Ran {
+                worker: WorkerId::Process {
+                    slot: slot.unwrap_or(0),
+                    pid,
+                },
+                start: f.sent,
+                end: host::now(),
+                started: true,
+            };
             let note = format!("the pool's fork server died while this task ran: {why}");
             let died = self.describe_death(pid, None, String::new(), Some(note));
-            self.charge(unit, 0, died);
+            self.charge(f.unit, 0, died, ran);
         } else {
             self.suspect(lost, |_| true, Suspect::Pool);
         }
@@ -155,7 +185,7 @@ impl Runner<'_> {
     }
 
     /// A death surely caused by `unit` (at `link`): retry it (alone) or fail it.
-    pub(super) fn charge(&mut self, mut unit: PUnit, link: usize, died: TaskErrorKind) {
+    pub(super) fn charge(&mut self, mut unit: PUnit, link: usize, died: TaskErrorKind, ran: Ran) {
         unit.deaths += 1;
         let retries = unit.jobs[link].options.retries.unwrap_or(self.cfg.retries);
         if unit.deaths >= self.cfg.max_worker_deaths {
@@ -163,7 +193,7 @@ impl Runner<'_> {
                 deaths: unit.deaths,
                 last: died.to_string(),
             };
-            self.fail(unit, link, kind);
+            self.fail(unit, link, kind, ran);
         } else if unit.deaths <= retries {
             // It has killed a worker: it runs alone from now on, so its next death is sure.
             if unit.suspect == Suspect::No {
@@ -172,7 +202,7 @@ impl Runner<'_> {
             }
             self.pending.push_front(unit);
         } else {
-            self.fail(unit, link, died);
+            self.fail(unit, link, died, ran);
         }
     }
 
@@ -221,8 +251,8 @@ impl Runner<'_> {
     }
 
     /// Reports a unit as failed: the failing link first (so the engine names it), then the
-    /// links that did not produce a result.
-    pub(super) fn fail(&mut self, unit: PUnit, link: usize, kind: TaskErrorKind) {
+    /// links that did not produce a result. `ran` is where and when the failing link ran.
+    pub(super) fn fail(&mut self, unit: PUnit, link: usize, kind: TaskErrorKind, ran: Ran) {
         if unit.suspect != Suspect::No {
             self.suspects -= 1;
         }
@@ -233,12 +263,19 @@ impl Runner<'_> {
                 function: func,
                 kind,
             }),
+            ran,
         });
+        let not_started = Ran {
+            start: ran.end,
+            started: false,
+            ..ran
+        };
         for (j, job) in unit.jobs.iter().enumerate() {
             if j != link {
                 self.done.push(Finished {
                     tag: job.tag,
                     result: Err(not_run(job, true)),
+                    ran: not_started,
                 });
             }
         }
@@ -252,4 +289,9 @@ impl Runner<'_> {
         }
         Error::Interrupted
     }
+}
+
+/// The start of unit `seq`'s running task by its progress page, when the page names it.
+fn page_start(running: Option<(u64, u64, u64)>, seq: u64) -> Option<u64> {
+    running.filter(|r| r.0 == seq && r.2 > 0).map(|r| r.2)
 }

@@ -44,6 +44,8 @@ use forkgraph_worker::host::{self, CtrlC, PollSet, SpawnError};
 use forkgraph_worker::{CallError, Registry, TaskSpec, Value};
 
 use super::Config;
+use crate::callbacks::{WorkerEvent, WorkerId};
+use crate::engine::Ran;
 use crate::error::{Error, TaskErrorKind};
 use crate::graph::TaskOptions;
 use crate::key::Key;
@@ -105,6 +107,8 @@ pub(crate) struct Finished {
     pub(crate) tag: u32,
     /// Its value, or why it has none.
     pub(crate) result: Result<Arc<Value>, TaskFailed>,
+    /// Where and when it ran (diagnostics: the worker's own clock reads).
+    pub(crate) ran: Ran,
 }
 
 /// Why a task has no value.
@@ -189,6 +193,25 @@ impl<'a> Runner<'a> {
             deaths: 0,
             suspect: Suspect::No,
         });
+    }
+
+    /// The pool's workers now.
+    pub(crate) fn workers(&self) -> Vec<WorkerId> {
+        (0..self.pool.workers.len())
+            .map(|i| self.pool.worker_id(i))
+            .collect()
+    }
+
+    /// Starts or stops recording worker lifecycle events (off: nothing is recorded).
+    pub(crate) fn record_events(&mut self, on: bool) {
+        self.pool.events = on.then(Vec::new);
+    }
+
+    /// Appends the worker lifecycle events recorded since the last call.
+    pub(crate) fn take_events(&mut self, out: &mut Vec<WorkerEvent>) {
+        if let Some(e) = &mut self.pool.events {
+            out.append(e);
+        }
     }
 
     /// How many tasks may be in flight at once.

@@ -13,6 +13,7 @@ use forkgraph_worker::segments::ledger;
 use forkgraph_worker::TaskSpec;
 
 use super::InFlight;
+use crate::callbacks::{WorkerEvent, WorkerId};
 use crate::process::Config;
 
 /// A worker and what the runner knows about it.
@@ -111,6 +112,8 @@ pub(crate) struct Pool {
     limits: Limits,
     server_timeout: Duration,
     init: Option<Arc<TaskSpec>>,
+    /// Worker lifecycle events, while a run with callbacks records them.
+    pub(crate) events: Option<Vec<WorkerEvent>>,
 }
 
 impl Pool {
@@ -141,6 +144,7 @@ impl Pool {
             limits: cfg.limits,
             server_timeout: cfg.server_timeout,
             init,
+            events: None,
         })
     }
 
@@ -151,6 +155,70 @@ impl Pool {
 
     pub(crate) fn pids(&self) -> Vec<i32> {
         self.workers.iter().map(|w| w.pid()).collect()
+    }
+
+    /// Worker `i` as callbacks name it.
+    pub(crate) fn worker_id(&self, i: usize) -> WorkerId {
+        WorkerId::Process {
+            slot: i,
+            pid: self.workers[i].pid(),
+        }
+    }
+
+    /// Records that worker `old` (slot `i`) ended and, if `new_pid` is set, was replaced.
+    fn record_death(&mut self, i: usize, old: i32, exit: Option<Exit>, cause: String) {
+        let Some(events) = &mut self.events else {
+            return;
+        };
+        let at = host::now();
+        let worker = WorkerId::Process { slot: i, pid: old };
+        let (signal, exit_code) = match exit {
+            Some(Exit::Signal(s)) => (Some(s), None),
+            Some(Exit::Code(c)) => (None, Some(c)),
+            None => (None, None),
+        };
+        events.push(WorkerEvent::Died {
+            worker,
+            at,
+            cause,
+            signal,
+            exit_code,
+        });
+    }
+
+    fn record_start(&mut self, i: usize, old: Option<i32>) {
+        let new = self.worker_id(i);
+        let Some(events) = &mut self.events else {
+            return;
+        };
+        let at = host::now();
+        events.push(WorkerEvent::Started { worker: new, at });
+        if let Some(pid) = old.filter(|&p| p > 0) {
+            events.push(WorkerEvent::Replaced {
+                old: WorkerId::Process { slot: i, pid },
+                new,
+                at,
+            });
+        }
+    }
+
+    /// Gives the last recorded death of slot `i` a better cause (the runner knows it killed
+    /// the worker for a timeout).
+    pub(crate) fn explain_death(&mut self, i: usize, why: String) {
+        let Some(events) = &mut self.events else {
+            return;
+        };
+        let last = events.iter_mut().rev().find_map(|e| match e {
+            WorkerEvent::Died {
+                worker: WorkerId::Process { slot, .. },
+                cause,
+                ..
+            } if *slot == i => Some(cause),
+            _ => None,
+        });
+        if let Some(cause) = last {
+            *cause = why;
+        }
     }
 
     pub(crate) fn server_pid(&self) -> i32 {
@@ -168,6 +236,9 @@ impl Pool {
     /// pid 0) and the next call tries again.
     pub(crate) fn replace(&mut self, i: usize) -> Result<Death, SpawnError> {
         let w = &mut self.workers[i];
+        let old = w.pid();
+        // Alive until now: the pool retires it (recycling, or a fresh worker for a suspect).
+        let retired = !w.is_dead();
         let exit = if w.pid() > 0 {
             let exit = self.server.reap(w.pid())?;
             w.reaped();
@@ -181,9 +252,21 @@ impl Pool {
             running: w.running(),
             note: w.take_note(),
         };
+        if old > 0 && self.events.is_some() {
+            let cause = match (&death.note, exit) {
+                _ if retired => "retired by the pool (max_tasks_per_worker, or a fresh worker \
+                                 for a task under suspicion)"
+                    .to_owned(),
+                (Some(note), _) => format!("killed by the pool: {note}"),
+                (None, Some(e)) => describe_exit(e),
+                (None, None) => "gone".to_owned(),
+            };
+            self.record_death(i, old, exit, cause);
+        }
         let new = self.server.spawn(self.limits, self.init.as_ref())?;
         self.started += 1;
         self.workers[i] = Slot::new(new);
+        self.record_start(i, Some(old));
         Ok(death)
     }
 
@@ -209,7 +292,15 @@ impl Pool {
         }
         self.started += workers.len() as u64;
         self.server = server;
+        let old: Vec<i32> = self.workers.iter().map(|w| w.pid()).collect();
         self.workers = workers;
+        for (i, pid) in old.into_iter().enumerate() {
+            if pid > 0 {
+                let cause = "the fork server died or was replaced, and its workers with it";
+                self.record_death(i, pid, None, cause.to_owned());
+            }
+            self.record_start(i, Some(pid));
+        }
         Ok(())
     }
 
@@ -236,5 +327,13 @@ impl Pool {
         w.await_hello(deadline, &|pid, r| crate::process::logs::emit(pid, None, r))
             .map_err(StartError::new)?;
         Ok(w.pid())
+    }
+}
+
+/// How a worker ended, as a person reads it.
+fn describe_exit(e: Exit) -> String {
+    match e {
+        Exit::Signal(s) => format!("killed by signal {s} ({})", crate::error::signal_name(s)),
+        Exit::Code(c) => format!("exited with code {c}"),
     }
 }

@@ -127,9 +127,23 @@ impl Runner<'_> {
         } else {
             0.8 * w.avg_unit_ns + 0.2 * ns.max(1.0)
         };
+        let worker = WorkerId::Process {
+            slot: i,
+            pid: w.pid(),
+        };
+        // Task k ran from the end of task k-1 (or the unit's start) to its own end, as the
+        // worker measured them; diagnostics only, so a lying worker only lies to a profiler.
+        let (start, ends, nanos) = (u.start, u.ends, u.nanos);
+        let at = |k: usize| start.saturating_add(ends.get(k).copied().unwrap_or(nanos));
         let mut results = u.results.into_iter();
         let mut failed = false;
-        for job in f.unit.jobs {
+        for (k, job) in f.unit.jobs.into_iter().enumerate() {
+            let mut ran = Ran {
+                worker,
+                start: if k == 0 { start } else { at(k - 1) },
+                end: at(k),
+                started: true,
+            };
             let result = match results.next() {
                 Some(Ok(Some(v))) => {
                     if self.cfg.segment_budget.is_some() {
@@ -148,11 +162,16 @@ impl Runner<'_> {
                         kind: TaskErrorKind::Call(e.error),
                     })
                 }
-                None => Err(not_run(&job, failed)),
+                None => {
+                    let last = at(usize::MAX);
+                    (ran.start, ran.end, ran.started) = (last, last, false);
+                    Err(not_run(&job, failed))
+                }
             };
             self.done.push(Finished {
                 tag: job.tag,
                 result,
+                ran,
             });
         }
         true
