@@ -1048,3 +1048,34 @@ fn crash_and_timeout_helpers_classify_process_failures() {
         assert_eq!(e.key(), Some(&Key::from("hang")));
     });
 }
+
+#[derive(Debug)]
+struct Loading(std::io::Error);
+
+impl std::fmt::Display for Loading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("loading the table")
+    }
+}
+
+impl std::error::Error for Loading {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// `'static` in the error type borrows nothing: the chain and the value are kept.
+#[forkgraph::task]
+fn static_boxed(_x: i64) -> Result<i64, Box<dyn std::error::Error + Send + Sync + 'static>> {
+    Err(Box::new(Loading(std::io::Error::from_raw_os_error(
+        libc::ENOENT,
+    ))))
+}
+
+#[test]
+fn a_static_bound_in_the_error_type_keeps_chain_and_value() {
+    let g = graph! { "load" => (static_boxed, 1) };
+    let e = task_error(forkgraph::SyncScheduler.get(&g, "load"));
+    assert_eq!(returned(&e).chain().len(), 2, "{e}");
+    assert!(e.downcast_ref::<std::io::Error>().is_some(), "{e}");
+}

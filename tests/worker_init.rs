@@ -130,3 +130,80 @@ fn an_init_that_fails_in_a_replacement_worker_ends_the_get_with_an_error() {
     });
     assert!(e.contains("worker_init") && e.contains("refused"), "{e}");
 }
+
+/// Sleeps `ms`: an init that takes a while.
+#[forkgraph::task]
+fn slow_init(ms: i64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+}
+
+#[forkgraph::task]
+fn one(_x: i64) -> i64 {
+    1
+}
+
+#[test]
+fn the_init_of_a_replacement_does_not_count_against_a_task_timeout() {
+    watchdog(60, || {
+        let pool = ProcessPool::builder()
+            .workers(1)
+            .worker_init("slow_init", vec![Arg::Value(700i64.into())])
+            .task_timeout(std::time::Duration::from_millis(500))
+            .max_tasks_per_worker(1)
+            .build()
+            .unwrap();
+        // Every get runs on a replacement whose init takes longer than the timeout.
+        for i in 0..3i64 {
+            let g = graph! { "t" => (one, i) };
+            assert_eq!(pool.get(&g, "t").unwrap().to::<i64>().unwrap(), 1);
+        }
+    });
+}
+
+/// Writes `kib` KiB to stderr: more than a pipe holds.
+#[forkgraph::task]
+fn chatty_init(kib: i64) {
+    let line = "x".repeat(1023);
+    for _ in 0..kib {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn an_init_that_writes_a_lot_to_stderr_does_not_block_the_build() {
+    watchdog(60, || {
+        let pool = ProcessPool::builder()
+            .workers(2)
+            .worker_init("chatty_init", vec![Arg::Value(96i64.into())])
+            .build()
+            .unwrap();
+        assert_eq!(pool.map("one", [1i64]).unwrap(), vec![1.into()]);
+    });
+}
+
+/// Never returns once the marker exists.
+#[forkgraph::task]
+fn init_hangs_after(marker: String) {
+    while std::path::Path::new(&marker).exists() {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_replacement_whose_init_never_finishes_ends_the_get_with_an_error() {
+    let dir = scratch_dir("init-hangs");
+    let marker = dir.join("marker").to_string_lossy().into_owned();
+    let e = watchdog(60, move || {
+        let pool = ProcessPool::builder()
+            .workers(1)
+            .retries(3)
+            .fork_server_timeout(std::time::Duration::from_millis(500))
+            .worker_init("init_hangs_after", vec![Arg::Value(marker.as_str().into())])
+            .build()
+            .unwrap();
+        std::fs::write(&marker, b"x").unwrap();
+        let g = graph! { "boom" => (abort_task, 1) };
+        pool.get(&g, "boom").unwrap_err().to_string()
+    });
+    assert!(e.contains("worker_init"), "{e}");
+}

@@ -162,9 +162,21 @@ fn error_may_borrow(output: &ReturnType) -> bool {
 }
 
 fn mentions_lifetime(tokens: proc_macro2::TokenStream) -> bool {
-    tokens.into_iter().any(|t| match t {
-        proc_macro2::TokenTree::Punct(p) => p.as_char() == '&' || p.as_char() == '\'',
-        proc_macro2::TokenTree::Group(g) => mentions_lifetime(g.stream()),
-        _ => false,
-    })
+    let mut tokens = tokens.into_iter().peekable();
+    while let Some(t) = tokens.next() {
+        let borrows = match t {
+            proc_macro2::TokenTree::Punct(p) if p.as_char() == '&' => true,
+            // A lifetime other than `'static` (which borrows nothing).
+            proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => !matches!(
+                tokens.peek(),
+                Some(proc_macro2::TokenTree::Ident(i)) if i == "static"
+            ),
+            proc_macro2::TokenTree::Group(g) => mentions_lifetime(g.stream()),
+            _ => false,
+        };
+        if borrows {
+            return true;
+        }
+    }
+    false
 }

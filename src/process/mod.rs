@@ -201,7 +201,10 @@ impl ProcessPoolBuilder {
     /// `Pool(initializer=...)`. Workers never run `main`, so state that tasks need in every
     /// worker (a configuration in a `OnceLock`, a thread pool, a connection) is made here.
     /// `build` waits for every worker's init; its failure (an error, a panic or a crash) is a
-    /// build error, and in a replacement worker the error of the `get` that needed it.
+    /// build error, and in a replacement worker the error of the `get` that needed it. An init
+    /// must finish within [`fork_server_timeout`](ProcessPoolBuilder::fork_server_timeout); a
+    /// worker gets tasks only once its init is done, so init time never counts against a task's
+    /// timeout.
     #[must_use]
     pub fn worker_init(mut self, function: &str, args: Vec<Arg>) -> ProcessPoolBuilder {
         self.cfg.init = Some((function.to_owned(), args));

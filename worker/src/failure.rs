@@ -99,7 +99,8 @@ impl<E: Send + Sync + 'static> Original for KeptValue<E> {
 fn chain_of(e: &dyn StdError) -> Vec<String> {
     let mut chain = vec![e.to_string()];
     let mut next = e.source();
-    while let Some(s) = next {
+    // Bounded: an error whose `source()` leads back to itself must not hang the task.
+    while let Some(s) = next.filter(|_| chain.len() < 64) {
         chain.push(s.to_string());
         next = s.source();
     }

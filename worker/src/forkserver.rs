@@ -147,7 +147,12 @@ fn spawn_worker(
             if let Some(bytes) = limits.memory_bytes {
                 let _ = sys::limit_memory(bytes);
             }
-            let code = crate::serve::serve(&child_end, &page, limits, init);
+            // A panic in the serve loop must not unwind into the server's own loop, which
+            // this child would then run as a second fork server.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::serve::serve(&child_end, &page, limits, init)
+            }))
+            .unwrap_or(101);
             sys::exit_now(code)
         }
         Forked::Parent(pid) => {

@@ -3,9 +3,10 @@
 //! A worker never runs the program's `main`, so the logger or subscriber installed there does
 //! not exist in it. Each worker installs a `log` logger and a `tracing` subscriber of its own (at
 //! the levels the parent had enabled when it started the worker) that send every record to the
-//! parent as a [`FromWorker::Log`] message, tagged with the unit and task it came from; the
-//! parent re-emits it through its own logger or subscriber with the worker's pid and the task's
-//! key.
+//! parent as a [`FromWorker::Log`] message, tagged with the unit and task running when it was
+//! emitted (a thread a task leaves running after it returns is tagged with whatever task runs
+//! then); the parent re-emits it through its own logger or subscriber with the worker's pid and
+//! the task's key.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -37,8 +38,9 @@ pub struct LogRecord {
 
 /// The socket to the parent, shared by the worker loop and loggers in any thread of the worker.
 static SINK: OnceLock<Mutex<Stream>> = OnceLock::new();
-static CURRENT_SEQ: AtomicU64 = AtomicU64::new(0);
-static CURRENT_TASK: AtomicU64 = AtomicU64::new(0);
+/// The unit (high 48 bits) and task index (low 16 bits) running now, in one word so that a
+/// record never pairs one unit with another's task index.
+static CURRENT: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Set while this thread sends: a record emitted meanwhile (from a `Drop` during encoding,
@@ -66,8 +68,7 @@ pub(crate) fn with_socket<R>(
 
 /// Records which unit and task run now (the worker loop calls it with its progress page).
 pub(crate) fn set_current(seq: u64, task: u64) {
-    CURRENT_SEQ.store(seq, Ordering::Relaxed);
-    CURRENT_TASK.store(task, Ordering::Relaxed);
+    CURRENT.store((seq << 16) | (task & 0xffff), Ordering::Relaxed);
 }
 
 /// Installs the forwarding logger and subscriber in this worker (levels 0 = off .. 5 = trace).
@@ -133,9 +134,10 @@ fn send(level: u8, target: &str, message: String, tracing: bool) {
         return;
     }
     let Some(sink) = SINK.get() else { return };
+    let current = CURRENT.load(Ordering::Relaxed);
     let record = LogRecord {
-        seq: CURRENT_SEQ.load(Ordering::Relaxed),
-        task: CURRENT_TASK.load(Ordering::Relaxed),
+        seq: current >> 16,
+        task: current & 0xffff,
         level,
         target: target.to_owned(),
         message,

@@ -145,14 +145,26 @@ impl Registry {
                     f.name == func && (f.module == path || f.module.ends_with(&format!("::{path}")))
                 })
                 .collect();
-            if let [id] = found[..] {
-                return Ok(id);
+            match found[..] {
+                [id] => return Ok(id),
+                [] => {}
+                _ => {
+                    let modules: Vec<&str> = found
+                        .iter()
+                        .map(|&i| self.list[i as usize].module)
+                        .collect();
+                    return Err(format!(
+                        "task function path `{name}` is ambiguous: it matches `{func}` in {}; \
+                         give a longer path",
+                        modules.join(", ")
+                    ));
+                }
             }
         }
         let fix = match name.split_once("::") {
             Some((krate, _)) => format!(
-                "if it is marked #[forkgraph::task] in crate `{krate}`, that crate is not linked \
-                 into this binary (Rust leaves out a library the binary never names): add \
+                "if it is marked #[forkgraph::task] in a library crate `{krate}`, that crate is \
+                 not linked into this binary (Rust leaves out a library the binary never names): add \
                  `forkgraph::link!({krate});` to the binary"
             ),
             None => "mark a function #[forkgraph::task]; if it is marked in a library crate, \

@@ -1,23 +1,37 @@
 //! What happens when a worker dies: read what it sent, reap it, blame (or not), retry, fail,
 //! or restart the fork server.
 
-use forkgraph_worker::host::Exit;
-use forkgraph_worker::host::SpawnError;
+use forkgraph_worker::host::{self, Exit, SpawnError};
 
 use super::*;
 
 /// Lines of the stderr tail shown in an error.
 const TAIL_LINES: usize = 20;
-/// How long a worker whose socket closed gets to exit on its own before it is reaped.
+/// How long a worker whose socket closed gets to exit on its own before it is reaped: it
+/// usually does a moment later, after saying why on stderr, and then its exit status and last
+/// words are its own rather than those of the parent's SIGKILL.
 const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Runner<'_> {
     /// Handles every worker found dead: blame, retry or fail, replace.
     pub(super) fn bury_dead(&mut self) -> Result<(), Error> {
+        let now = host::now();
         for i in 0..self.pool.workers.len() {
-            if self.pool.workers[i].is_dead() {
-                self.bury(i)?;
+            let w = &mut self.pool.workers[i];
+            if !w.is_dead() {
+                continue;
             }
+            if !w.killed() && w.pid() > 0 && !w.exited() {
+                // Its socket closed but it still runs: give it the grace (the poll loop wakes
+                // on its pidfd or at the grace's end), without holding anything else up.
+                let until = *w
+                    .exit_grace_until
+                    .get_or_insert_with(|| host::deadline_after(EXIT_GRACE));
+                if now < until {
+                    continue;
+                }
+            }
+            self.bury(i)?;
         }
         Ok(())
     }
@@ -28,7 +42,6 @@ impl Runner<'_> {
         let msgs = self.pool.workers[i].read_messages();
         self.handle_all(i, msgs)?;
         let w = &mut self.pool.workers[i];
-        w.await_exit(EXIT_GRACE);
         let timed_out = w.timed_out.take();
         let in_flight: Vec<InFlight> = w.in_flight.drain(..).collect();
         let pid = w.pid();
@@ -46,7 +59,9 @@ impl Runner<'_> {
             self.requeue(in_flight);
             let died = self.describe_death(pid, death.exit, death.tail, death.note);
             return Err(Error::Scheduler(format!(
-                "a new worker died in its worker_init: {died}"
+                "a new worker died in its worker_init, or did not finish it within the \
+                 fork-server timeout ({} ms): {died}",
+                self.cfg.server_timeout.as_millis()
             )));
         }
         if in_flight.is_empty() {

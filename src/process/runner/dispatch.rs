@@ -34,7 +34,7 @@ impl Runner<'_> {
                 .collect();
             if !inodes.is_empty() && !w.is_dead() {
                 let _ = w.queue(&ToWorker::Free(inodes), None);
-                w.flush();
+                w.send_queued();
             }
         }
     }
@@ -42,13 +42,19 @@ impl Runner<'_> {
     /// Whether worker `i` can take another unit now (suspects aside).
     pub(super) fn has_room(&self, i: usize, queued: usize) -> bool {
         let w = &self.pool.workers[i];
-        !w.is_dead()
+        self.ready(w)
             && w.in_flight.len() < self.depth(i)
             && queued < UNITS_PER_MESSAGE
             && (self.suspects == 0
                 || w.in_flight
                     .front()
                     .is_none_or(|f| f.unit.suspect == Suspect::No))
+    }
+
+    /// Whether a worker can be given units: alive and, when the pool has a `worker_init`, done
+    /// with it (its time must not count against a task's timeout).
+    pub(super) fn ready(&self, w: &Slot) -> bool {
+        !w.is_dead() && (w.greeted() || !self.pool.has_init())
     }
 
     /// Hands pending units to workers with room, least loaded first; suspects only to a worker
@@ -106,7 +112,8 @@ impl Runner<'_> {
                 }
             }
             let suspect = front.suspect;
-            let fresh_idle = |w: &Slot| !w.is_dead() && w.in_flight.is_empty() && w.tasks_done == 0;
+            let fresh_idle =
+                |w: &Slot| self.ready(w) && w.in_flight.is_empty() && w.tasks_done == 0;
             let best = match suspect {
                 Suspect::No => (0..n)
                     .filter(|&i| self.has_room(i, batches[i].len()))
@@ -134,7 +141,7 @@ impl Runner<'_> {
             let w = &mut self.pool.workers[i];
             let fresh = all_fresh && w.tasks_done == 0 && w.in_flight.is_empty();
             if w.in_flight.is_empty() {
-                // Timed from when its message is all written (see `Proc::flush`).
+                // Timed from when its message is all written (see `Slot::send_queued`).
                 w.head_unsent = true;
                 w.head_grace = 0;
             }
@@ -163,7 +170,7 @@ impl Runner<'_> {
                 // Time for the worker to decode the message: 1 ns a byte (1 GB/s).
                 w.head_grace = bytes as u64;
             }
-            w.flush();
+            w.send_queued();
         }
         self.bury_dead()
     }

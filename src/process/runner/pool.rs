@@ -40,6 +40,10 @@ pub(crate) struct Slot {
     pub(crate) timed_out: Option<(u64, u64, Duration)>,
     /// Segments its tasks kept (pinned against recycling until this worker is gone).
     pub(crate) pins: Vec<u64>,
+    /// When it was started (its `worker_init` must be done by then + the fork-server timeout).
+    pub(crate) spawned_at: u64,
+    /// A worker whose socket closed while it still runs gets until then to exit on its own.
+    pub(crate) exit_grace_until: Option<u64>,
 }
 
 impl Slot {
@@ -55,12 +59,14 @@ impl Slot {
             fds_per_unit: 0,
             timed_out: None,
             pins: Vec::new(),
+            spawned_at: host::now(),
+            exit_grace_until: None,
         }
     }
 
     /// Sends what is queued; once the message holding the head unit is all out, the head is
-    /// timed from now.
-    pub(crate) fn flush(&mut self) {
+    /// timed from now. (Not `flush`, so that it cannot be confused with the handle's.)
+    pub(crate) fn send_queued(&mut self) {
         if self.handle.flush() && self.head_unsent {
             self.head_unsent = false;
             self.head_since = host::now();
@@ -240,9 +246,7 @@ impl Pool {
         // Alive until now: the pool retires it (recycling, or a fresh worker for a suspect).
         let retired = !w.is_dead();
         let exit = if w.pid() > 0 {
-            let exit = self.server.reap(w.pid())?;
-            w.reaped();
-            Some(exit)
+            Some(self.server.reap_worker(&mut w.handle)?)
         } else {
             None
         };

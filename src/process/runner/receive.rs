@@ -26,7 +26,7 @@ impl Runner<'_> {
                 self.pool.workers[i].drain_stderr();
             }
             if ready.writable {
-                self.pool.workers[i].flush();
+                self.pool.workers[i].send_queued();
             }
             if ready.readable {
                 let msgs = self.pool.workers[i].read_messages();

@@ -39,22 +39,39 @@ impl Runner<'_> {
         }
     }
 
-    /// The earliest deadline of any worker's head unit.
+    /// The earliest moment the poll loop must wake: a head unit's deadline, a new worker's
+    /// `worker_init` deadline, or the end of a closing worker's grace.
     pub(super) fn next_deadline(&self) -> Option<u64> {
-        if !self.timeouts {
-            return None;
-        }
-        (0..self.pool.workers.len())
-            .filter(|&i| !self.pool.workers[i].is_dead())
-            .filter_map(|i| self.deadline_of(i).map(|d| d.0))
-            .min()
+        let heads = (0..self.pool.workers.len())
+            .filter(|&i| self.timeouts && !self.pool.workers[i].is_dead())
+            .filter_map(|i| self.deadline_of(i).map(|d| d.0));
+        let others = self.pool.workers.iter().filter_map(|w| {
+            if w.is_dead() {
+                w.exit_grace_until
+            } else {
+                self.init_deadline(w)
+            }
+        });
+        heads.chain(others).min()
+    }
+
+    /// When a worker still in its `worker_init` must have finished it.
+    fn init_deadline(&self, w: &Slot) -> Option<u64> {
+        (self.pool.has_init() && !w.greeted()).then(|| add(w.spawned_at, self.cfg.server_timeout))
     }
 
     pub(super) fn enforce_timeouts(&mut self) {
+        let now = host::now();
+        for i in 0..self.pool.workers.len() {
+            let w = &self.pool.workers[i];
+            if !w.is_dead() && self.init_deadline(w).is_some_and(|d| now >= d) {
+                // A worker_init that does not finish is the pool's failure (see `bury`).
+                self.pool.workers[i].kill();
+            }
+        }
         if !self.timeouts {
             return;
         }
-        let now = host::now();
         for i in 0..self.pool.workers.len() {
             if self.pool.workers[i].is_dead() {
                 continue;

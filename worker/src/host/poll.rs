@@ -41,17 +41,20 @@ impl PollSet {
         let mut slots = Vec::with_capacity(workers.len());
         for w in workers {
             let sock = interests.len();
+            // A dead worker waiting to exit is watched through its pidfd only (its socket is at
+            // end-of-file and would wake the wait at once).
+            let alive = !w.is_dead();
             interests.push(Interest {
                 fd: w.socket(),
-                read: true,
-                write: w.has_unsent(),
+                read: alive,
+                write: alive && w.has_unsent(),
             });
             interests.push(Interest {
                 fd: w.pidfd(),
                 read: true,
                 write: false,
             });
-            let err = w.stderr_fd().map(|fd| {
+            let err = w.stderr_fd().filter(|_| alive).map(|fd| {
                 interests.push(Interest {
                     fd,
                     read: true,

@@ -179,7 +179,7 @@ impl ForkServer {
     ///
     /// # Errors
     /// As [`ForkServer::spawn`].
-    pub fn reap(&mut self, pid: i32) -> Result<Exit, SpawnError> {
+    fn reap(&mut self, pid: i32) -> Result<Exit, SpawnError> {
         match self.request(&ToServer::Reap { pid })? {
             (FromServer::Reaped { exit, .. }, _) => Ok(exit),
             (FromServer::Failed(e), _) => Err(SpawnError::Failed(e)),
@@ -207,6 +207,17 @@ impl Drop for ForkServer {
 }
 
 impl ForkServer {
+    /// Kills (if still alive) and reaps a worker and what its tasks left behind; from then on
+    /// the handle never signals that pid again (it may be reused). How it ended.
+    ///
+    /// # Errors
+    /// As [`ForkServer::spawn`].
+    pub fn reap_worker(&mut self, w: &mut WorkerHandle) -> Result<Exit, SpawnError> {
+        let exit = self.reap(w.pid())?;
+        w.reaped();
+        Ok(exit)
+    }
+
     /// Its process id.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32

@@ -20,7 +20,7 @@ const QUEUE_CHUNKS: usize = 512;
 
 /// The tail of a worker's stderr since it last sent results (see [`STDERR_MARK`]).
 #[derive(Debug, Default)]
-pub struct Tail {
+pub(crate) struct Tail {
     kept: VecDeque<u8>,
     /// Bytes at the end of the last read that may be the start of a mark.
     carry: Vec<u8>,
@@ -28,7 +28,7 @@ pub struct Tail {
 
 impl Tail {
     /// Takes bytes read from the worker's stderr; returns what to forward (marks removed).
-    pub fn take(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub(crate) fn take(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(bytes);
         let mut out = Vec::with_capacity(data.len());
@@ -52,7 +52,7 @@ impl Tail {
     }
 
     /// At end-of-file: what was held back as a possible mark is plain output after all.
-    pub fn finish(&mut self) -> Vec<u8> {
+    pub(crate) fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.carry);
         self.push(&rest);
         rest
@@ -65,7 +65,7 @@ impl Tail {
     }
 
     /// Everything kept, as text.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let (a, b) = self.kept.as_slices();
         let mut t = String::from_utf8_lossy(&[a, b].concat()).into_owned();
         t.push_str(&String::from_utf8_lossy(&self.carry));

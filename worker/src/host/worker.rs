@@ -196,13 +196,9 @@ impl WorkerHandle {
         self.killed = true;
     }
 
-    /// A worker whose socket closed usually exits on its own a moment later, after saying why
-    /// on stderr: waits for that at most `grace` (not if the parent killed it), so that its
-    /// exit status and last words are its own rather than those of the parent's SIGKILL.
-    pub fn await_exit(&self, grace: std::time::Duration) {
-        if !self.killed && self.pid > 0 {
-            sys::pidfd_wait(self.pidfd.as_fd(), grace);
-        }
+    /// Whether the parent killed it.
+    pub fn killed(&self) -> bool {
+        self.killed
     }
 
     /// Sends what is queued; marks the worker dead if it cannot take it. Returns whether
@@ -257,12 +253,25 @@ impl WorkerHandle {
                         read: true,
                         write: false,
                     },
+                    sys::Interest {
+                        fd: self.stderr.as_fd(),
+                        read: self.stderr_open,
+                        write: false,
+                    },
                 ],
                 deadline,
             )
             .map_err(|e| e.to_string())?;
-            if !ready[0].read && !ready[1].read {
-                return Err(format!("new worker {} did not start in time", self.pid));
+            if ready[2].read {
+                // What its worker_init writes is forwarded, and never fills the pipe.
+                self.drain_stderr();
+            }
+            if !ready[0].read && !ready[1].read && !ready[2].read {
+                return Err(format!(
+                    "new worker {} was not ready in time: its worker_init (if any) did not \
+                     finish within the fork-server timeout",
+                    self.pid
+                ));
             }
             if ready[0].read {
                 for r in self.read_messages() {
@@ -312,7 +321,7 @@ impl WorkerHandle {
     }
 
     /// After the fork server reaped it: the pid may be reused from now on, never signal it.
-    pub fn reaped(&mut self) {
+    pub(super) fn reaped(&mut self) {
         self.pid = 0;
         self.dead = true;
         self.drain_stderr();

@@ -9,7 +9,7 @@ use crate::sys::{Segment, SegmentWriter};
 
 /// Which process decodes a message: what it does with recyclable segments differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     /// The parent, reading a message of the worker with this pid: it counts its mappings of
     /// that worker's recyclable segments in the [`ledger`].
     Parent(i32),
@@ -46,7 +46,7 @@ pub(crate) enum Exported {
 
 /// Runs `f` (which encodes a message) collecting the fds of the segments it references; heap
 /// arrays of at least `threshold` bytes become segments, recyclable ones when `recycle`.
-pub fn encode_with_fds<R>(
+pub(crate) fn encode_with_fds<R>(
     threshold: Option<usize>,
     recycle: bool,
     f: impl FnOnce() -> R,
@@ -64,7 +64,7 @@ pub fn encode_with_fds<R>(
 
 /// Runs `f` (which decodes a message received by `side`) with the fds that came with it;
 /// returns the fds `f` did not use (they close when dropped).
-pub fn decode_with_fds<R>(
+pub(crate) fn decode_with_fds<R>(
     side: Side,
     fds: Vec<OwnedFd>,
     f: impl FnOnce() -> R,

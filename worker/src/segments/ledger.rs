@@ -1,6 +1,9 @@
 //! The parent's ledger of recyclable segments: how many mappings of each it holds (plus pins),
 //! who produced it, and which it has found free. Process-wide, because a segment's mapping may
 //! be dropped in any thread (a result the caller holds).
+//!
+//! For the pool's runner only: a wrong [`unpin`] makes a producer rewrite a segment that is
+//! still read. Hidden from the docs for that reason.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,6 +49,7 @@ pub(crate) fn untrack(ino: u64) {
 
 /// Segments that are no longer mapped here, as (producer pid, inode), for the producers `mine`
 /// accepts (other pools' entries stay for them).
+#[doc(hidden)]
 pub fn take_freed(mine: impl Fn(i32) -> bool) -> Vec<(i32, u64)> {
     with(|l| {
         if l.freed.is_empty() {
@@ -60,6 +64,7 @@ pub fn take_freed(mine: impl Fn(i32) -> bool) -> Vec<(i32, u64)> {
 /// A worker still maps this segment after its unit (its task kept a clone of the input): keep
 /// it from being recycled until [`unpin`] (when that worker is gone). Returns whether it was
 /// pinned (false: not a segment this process tracks; do not unpin it).
+#[doc(hidden)]
 pub fn pin(ino: u64) -> bool {
     with(|l| match l.tracked.get_mut(&ino) {
         Some(e) => {
@@ -71,6 +76,7 @@ pub fn pin(ino: u64) -> bool {
 }
 
 /// Undoes a [`pin`].
+#[doc(hidden)]
 pub fn unpin(ino: u64) {
     untrack(ino);
 }

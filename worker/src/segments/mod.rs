@@ -36,12 +36,12 @@
 //! Rewriting memory that stays mapped runs at memory speed; a fresh memory file costs a page
 //! fault per 4 KiB.
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod ledger;
-pub mod recycler;
+pub(crate) mod recycler;
 
 pub use crate::sys::memfd::Segment;
-pub use codec::{decode_with_fds, encode_with_fds, Side};
+pub(crate) use codec::{decode_with_fds, encode_with_fds, Side};
 
 use crate::sys;
 

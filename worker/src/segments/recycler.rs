@@ -61,7 +61,7 @@ pub(crate) fn published(w: RecyclableWriter) {
 }
 
 /// The parent reports these segments free; their memory serves later results.
-pub fn free(inodes: &[u64]) {
+pub(crate) fn free(inodes: &[u64]) {
     RECYCLER.with(|r| {
         let mut r = r.borrow_mut();
         for ino in inodes {
@@ -109,7 +109,7 @@ pub(crate) fn input_released(ino: u64) {
 
 /// The inodes among `inodes` that this process still maps more often than `expected` says
 /// (e.g. a task kept a clone of an input).
-pub fn retained(inodes: &[u64], expected: &HashMap<u64, u32>) -> Vec<u64> {
+pub(crate) fn retained(inodes: &[u64], expected: &HashMap<u64, u32>) -> Vec<u64> {
     if inodes.is_empty() {
         return Vec::new();
     }
