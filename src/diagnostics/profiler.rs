@@ -157,7 +157,8 @@ impl Profile {
         std::fs::write(path, text)
     }
 
-    /// A self-contained SVG Gantt chart (see [`super::gantt`]).
+    /// A self-contained SVG Gantt chart: a lane per worker, bars coloured by function, failures
+    /// and worker deaths in red.
     pub fn svg(&self) -> String {
         super::gantt::render(self)
     }
