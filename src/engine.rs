@@ -211,6 +211,7 @@ struct State<'p> {
 
 impl State<'_> {
     fn became_ready(&mut self, t: u32) {
+        tracing::trace!(target: "forkgraph::engine", key = %self.plan.keys[t as usize], "ready");
         match self.plan.kinds[t as usize] {
             Kind::Task(_) if self.chained.get(t as usize).copied().unwrap_or(false) => {}
             Kind::Task(_) => self.ready.push(Reverse(self.plan.priority[t as usize])),
@@ -221,6 +222,7 @@ impl State<'_> {
     /// Records a node's value, releases inputs nobody needs any more, and readies dependents.
     fn finish(&mut self, node: u32, value: Arc<Value>) {
         let plan = self.plan;
+        tracing::trace!(target: "forkgraph::engine", key = %plan.keys[node as usize], "finished");
         let i = node as usize;
         self.values[i] = Some(value);
         for &d in plan.deps.get(node) {
@@ -333,6 +335,7 @@ fn drive(
                     break;
                 };
                 let node = by_priority[p as usize];
+                tracing::trace!(target: "forkgraph::engine", key = %plan.keys[node as usize], "dispatched");
                 if !chains {
                     exec.submit(make_job(plan, node, &st.values, None, callbacks));
                     running += 1;

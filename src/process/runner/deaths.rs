@@ -48,7 +48,16 @@ impl Runner<'_> {
         // A new worker that dies in its worker_init would die again in every replacement.
         let in_init = !w.greeted() && pid > 0 && self.pool.has_init();
         let death = match self.pool.replace(i) {
-            Ok(d) => d,
+            Ok(d) => {
+                tracing::debug!(
+                    target: "forkgraph::pool",
+                    worker = pid,
+                    exit = ?d.exit,
+                    units = in_flight.len(),
+                    "worker died and was replaced"
+                );
+                d
+            }
             Err(SpawnError::ServerGone(why)) => return self.server_gone(in_flight, why, pid),
             Err(SpawnError::Failed(e)) => {
                 self.requeue(in_flight);
@@ -147,6 +156,7 @@ impl Runner<'_> {
             lost.extend(w.in_flight.drain(..));
         }
         lost.sort_by_key(|f| f.seq);
+        tracing::debug!(target: "forkgraph::pool", units = lost.len(), %why, "fork server gone");
         if lost.len() == 1 && lost[0].unit.suspect == Suspect::Pool && lost[0].fresh {
             let f = lost.pop().expect("one unit");
             let slot = self.pool.workers.iter().position(|w| w.pid() == pid);

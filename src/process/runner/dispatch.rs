@@ -26,6 +26,7 @@ impl Runner<'_> {
         if freed.is_empty() {
             return;
         }
+        tracing::trace!(target: "forkgraph::pool", segments = freed.len(), "segments freed");
         for w in &mut self.pool.workers {
             let inodes: Vec<u64> = freed
                 .iter()
@@ -163,6 +164,12 @@ impl Runner<'_> {
             let w = &mut self.pool.workers[i];
             let threshold = self.cfg.limits.segment_threshold.map(|t| t as usize);
             let head_here = w.head_unsent && w.in_flight.len() == units.len();
+            tracing::trace!(
+                target: "forkgraph::pool",
+                worker = w.pid(),
+                units = units.len(),
+                "units sent"
+            );
             let bytes = w
                 .queue(&ToWorker::Run(units), threshold)
                 .map_err(|e| Error::Scheduler(format!("cannot encode tasks: {e}")))?;

@@ -107,6 +107,13 @@ impl Runner<'_> {
             return false;
         }
         let f = w.in_flight.pop_front().expect("checked above");
+        tracing::trace!(
+            target: "forkgraph::pool",
+            worker = w.pid(),
+            unit = u.seq,
+            nanos = u.nanos,
+            "unit done"
+        );
         // The next unit starts now at the earliest, once its message is all out.
         w.head_since = host::now();
         w.head_unsent = w.has_unsent();

@@ -166,6 +166,12 @@ pub(crate) fn import(index: u32, len: Option<u64>) -> Result<Segment, String> {
         (None, _) => Segment::from_fd(fd),
     }
     .map_err(|e| e.to_string())?;
+    tracing::trace!(
+        target: "forkgraph::segments",
+        bytes = seg.len(),
+        recyclable = seg.recyclable(),
+        "segment mapped"
+    );
     if seg.recyclable() {
         match side {
             Side::Parent(peer) => {
