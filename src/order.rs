@@ -74,43 +74,70 @@ pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
         "dependents must be the transpose of deps"
     );
     assert_eq!(keys.len(), n, "one key per node");
-    let mut w = Walk::new(deps, dependents, keys);
+    let metrics = Metrics::new(deps, dependents);
+    let mut w = Walk::new(deps, dependents, keys, &metrics);
     let mut sinks: Vec<u32> = (0..n as u32)
         .filter(|&i| dependents.get(i).is_empty())
         .collect();
     w.sort_preferred(&mut sinks);
-    let mut sinks = sinks.into_iter();
-    loop {
-        w.drain_stack();
-        if w.next as usize == n {
-            break;
-        }
-        if w.flush_deferred() || w.resume_forward() {
-            continue;
-        }
-        match sinks.by_ref().find(|&s| w.prio[s as usize] == UNSET) {
-            Some(s) => w.stack.push(s),
-            None => break,
-        }
+    let largest_first = w.walk(&sinks);
+    if sinks.len() < 2 {
+        return largest_first;
     }
-    // Only nodes on a cycle can be left; plans are acyclic, but never loop or panic here.
-    for (next, p) in (w.next..).zip(w.prio.iter_mut().filter(|p| **p == UNSET)) {
-        *p = next;
+    // Outputs nested in each other (gh-3055: each row's output needs the rows before it) are
+    // best computed smallest first; independent ones largest first. Walk both ways and keep
+    // the lower pressure, largest first on a tie.
+    sinks.reverse();
+    let smallest_first = Walk::new(deps, dependents, keys, &metrics).walk(&sinks);
+    if memory_pressure(deps, dependents, &smallest_first)
+        < memory_pressure(deps, dependents, &largest_first)
+    {
+        smallest_first
+    } else {
+        largest_first
     }
-    w.prio
+}
+
+impl Walk<'_> {
+    /// Schedules every node, taking the outputs in `sinks` order as targets when nothing else
+    /// is left to do; returns the priorities.
+    fn walk(mut self, sinks: &[u32]) -> Vec<u32> {
+        let n = self.prio.len();
+        let w = &mut self;
+        let mut sinks = sinks.iter().copied();
+        loop {
+            w.drain_stack();
+            if w.next as usize == n {
+                break;
+            }
+            if w.flush_deferred() || w.resume_forward() {
+                continue;
+            }
+            match sinks.by_ref().find(|&s| w.prio[s as usize] == UNSET) {
+                Some(s) => w.stack.push(s),
+                None => break,
+            }
+        }
+        // Only nodes on a cycle can be left; plans are acyclic, but never loop or panic here.
+        for (next, p) in (w.next..).zip(w.prio.iter_mut().filter(|p| **p == UNSET)) {
+            *p = next;
+        }
+        self.prio
+    }
 }
 
 impl<'a> Walk<'a> {
     /// The walk's state before any node is scheduled.
-    fn new(deps: &'a Csr, dependents: &'a Csr, keys: &'a [Key]) -> Walk<'a> {
+    fn new(deps: &'a Csr, dependents: &'a Csr, keys: &'a [Key], m: &'a Metrics) -> Walk<'a> {
         let n = deps.len();
-        let (need, total) = metrics(deps, dependents);
         let mut w = Walk {
             deps,
             dependents,
             keys,
-            need,
-            total,
+            need: &m.need,
+            total: &m.total,
+            height: &m.height,
+            near: &m.near,
             prio: vec![UNSET; n],
             next: 0,
             needed: (0..n as u32).map(|i| deps.get(i).len() as u32).collect(),
@@ -144,42 +171,72 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// `need` (Sethi–Ullman number) and `total` (Dask's `ndependencies`) per node.
-fn metrics(deps: &Csr, dependents: &Csr) -> (Vec<u32>, Vec<u32>) {
-    let n = deps.len();
-    let mut need = vec![1u32; n];
-    let mut total = vec![1u32; n];
-    let mut waiting: Vec<u32> = (0..n as u32).map(|i| deps.get(i).len() as u32).collect();
-    let mut ready: Vec<u32> = (0..n as u32)
-        .filter(|&i| waiting[i as usize] == 0)
-        .collect();
-    let mut child: Vec<u32> = Vec::new();
-    while let Some(i) = ready.pop() {
-        let ds = deps.get(i);
-        if !ds.is_empty() {
-            child.clear();
-            child.extend(ds.iter().map(|&d| need[d as usize]));
-            child.sort_unstable_by(|a, b| b.cmp(a));
-            let deepest = child
-                .iter()
-                .enumerate()
-                .map(|(k, &c)| c.saturating_add(k as u32));
-            need[i as usize] = deepest
-                .max()
-                .unwrap_or(1)
-                .max((ds.len() as u32).saturating_add(1));
-            total[i as usize] = ds
-                .iter()
-                .fold(1u32, |t, &d| t.saturating_add(total[d as usize]));
-        }
-        for &t in dependents.get(i) {
-            waiting[t as usize] -= 1;
-            if waiting[t as usize] == 0 {
-                ready.push(t);
+/// The static metrics of every node, shared by the walks.
+struct Metrics {
+    /// Sethi–Ullman number.
+    need: Vec<u32>,
+    /// Dask's `ndependencies`: 1 + the sum over dependencies (saturating).
+    total: Vec<u32>,
+    /// The longest path to an output, in edges (0 for an output).
+    height: Vec<u32>,
+    /// The smallest `total` of the outputs the node leads to.
+    near: Vec<u32>,
+}
+
+impl Metrics {
+    fn new(deps: &Csr, dependents: &Csr) -> Metrics {
+        let n = deps.len();
+        let mut need = vec![1u32; n];
+        let mut total = vec![1u32; n];
+        let mut waiting: Vec<u32> = (0..n as u32).map(|i| deps.get(i).len() as u32).collect();
+        let mut ready: Vec<u32> = (0..n as u32)
+            .filter(|&i| waiting[i as usize] == 0)
+            .collect();
+        let mut child: Vec<u32> = Vec::new();
+        // The topological order, to compute heights in reverse.
+        let mut topo: Vec<u32> = Vec::with_capacity(n);
+        while let Some(i) = ready.pop() {
+            topo.push(i);
+            let ds = deps.get(i);
+            if !ds.is_empty() {
+                child.clear();
+                child.extend(ds.iter().map(|&d| need[d as usize]));
+                child.sort_unstable_by(|a, b| b.cmp(a));
+                let deepest = child
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &c)| c.saturating_add(k as u32));
+                need[i as usize] = deepest
+                    .max()
+                    .unwrap_or(1)
+                    .max((ds.len() as u32).saturating_add(1));
+                total[i as usize] = ds
+                    .iter()
+                    .fold(1u32, |t, &d| t.saturating_add(total[d as usize]));
+            }
+            for &t in dependents.get(i) {
+                waiting[t as usize] -= 1;
+                if waiting[t as usize] == 0 {
+                    ready.push(t);
+                }
             }
         }
+        let mut height = vec![0u32; n];
+        let mut near = total.clone();
+        for &i in topo.iter().rev() {
+            let ups = dependents.get(i);
+            if let Some(h) = ups.iter().map(|&d| height[d as usize]).max() {
+                height[i as usize] = h.saturating_add(1);
+                near[i as usize] = ups.iter().map(|&d| near[d as usize]).min().unwrap_or(0);
+            }
+        }
+        Metrics {
+            need,
+            total,
+            height,
+            near,
+        }
     }
-    (need, total)
 }
 
 /// The state of the walk.
@@ -187,8 +244,10 @@ struct Walk<'a> {
     deps: &'a Csr,
     dependents: &'a Csr,
     keys: &'a [Key],
-    need: Vec<u32>,
-    total: Vec<u32>,
+    need: &'a [u32],
+    total: &'a [u32],
+    height: &'a [u32],
+    near: &'a [u32],
     /// The result: position in the order, `UNSET` until scheduled.
     prio: Vec<u32>,
     next: u32,
@@ -225,7 +284,9 @@ struct Walk<'a> {
 const DECORATE: usize = 32;
 
 impl Walk<'_> {
-    fn key_cmp(&self, a: u32, b: u32) -> std::cmp::Ordering {
+    /// The tie-break between otherwise equal nodes: `Less` when `a` goes first, which is when
+    /// its key is the smaller (`("x", 0)` before `("x", 9)`; Dask goes the other way).
+    fn tie(&self, a: u32, b: u32) -> std::cmp::Ordering {
         self.keys[a as usize].cmp(&self.keys[b as usize])
     }
 
@@ -242,7 +303,7 @@ impl Walk<'_> {
         need(b)
             .cmp(&need(a))
             .then_with(|| self.total[b as usize].cmp(&self.total[a as usize]))
-            .then_with(|| self.key_cmp(a, b))
+            .then_with(|| self.tie(a, b))
     }
 
     /// Sorts `ids` by [`Walk::prefer`]. Long lists (a node with many inputs) are sorted on a
@@ -289,7 +350,7 @@ impl Walk<'_> {
         dec.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0)
                 .then(a.1.cmp(&b.1))
-                .then_with(|| self.key_cmp(a.2, b.2))
+                .then_with(|| self.tie(a.2, b.2))
         });
         for (slot, d) in ids.iter_mut().zip(&dec) {
             *slot = d.2;
@@ -392,11 +453,20 @@ impl Walk<'_> {
         }
     }
 
-    /// Which of two dependents to continue with: fewer missing dependencies, then smaller key.
+    /// Which of two dependents to continue with: fewer missing dependencies, then less work
+    /// below it (the nearest output), then the tie-break.
     fn closer(&self, a: u32, b: u32) -> std::cmp::Ordering {
         self.needed[a as usize]
             .cmp(&self.needed[b as usize])
-            .then_with(|| self.key_cmp(a, b))
+            .then_with(|| self.near[a as usize].cmp(&self.near[b as usize]))
+            .then_with(|| self.tie(a, b))
+    }
+
+    /// Which of two nodes heads the longer path to an output, then the tie-break.
+    fn longer(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        self.height[b as usize]
+            .cmp(&self.height[a as usize])
+            .then_with(|| self.tie(a, b))
     }
 
     /// Whether running the ready node `h` now keeps memory down: it is an output, or it frees
@@ -410,8 +480,15 @@ impl Walk<'_> {
         }
         let freed = self.sole[h as usize];
         // The look-ahead is capped so that a node with a huge fan-out costs O(1) here.
+        let ends = || {
+            outs.len() <= 32
+                && outs
+                    .iter()
+                    .all(|&g| self.needed[g as usize] == 1 && self.dependents.get(g).is_empty())
+        };
         freed >= 2
             || freed == 1 && (rising || outs.iter().take(32).any(|&g| self.needed[g as usize] == 1))
+            || ends()
     }
 
     /// Schedules the ready node `x`, then everything that is worth running right after it.
@@ -457,7 +534,26 @@ impl Walk<'_> {
                 *e = h;
                 true
             });
+            // Favour the longest critical path: when outputs are about to run, a dependent of
+            // `x` that has work above it (the longest, if several) runs before them, so that
+            // on a parallel scheduler the long chain starts first (Dask's
+            // `test_favor_longest_critical_path`).
+            let lead = if rising.len() > 1 {
+                rising
+                    .iter()
+                    .copied()
+                    .filter(|&d| self.height[d as usize] > 0)
+                    .min_by(|&a, &b| self.longer(a, b))
+            } else {
+                None
+            };
             rising.retain(|&d| self.worth_running(d, true));
+            if let Some(l) = lead {
+                let outputs = rising.iter().any(|&d| self.dependents.get(d).is_empty());
+                if outputs && !rising.contains(&l) {
+                    rising.push(l);
+                }
+            }
             // Run each `h` if that is worth it, or walk to it soon if it only lacks ready inputs.
             for h in last_one.drain(..) {
                 if self.needed[h as usize] == 0 {
@@ -475,14 +571,14 @@ impl Walk<'_> {
             if self.holders[i] > 0 {
                 self.resume.push(x);
             }
-            postponed.sort_unstable_by(|&a, &b| self.key_cmp(a, b));
+            postponed.sort_unstable_by(|&a, &b| self.tie(a, b));
             self.deferred.append(&mut postponed);
-            // Dependents of `x` first (popped first), then the other consumers it unlocked;
-            // smallest key first within each group.
-            for group in [&mut freeing, &mut rising] {
-                group.sort_unstable_by(|&a, &b| self.key_cmp(b, a));
-                work.append(group);
-            }
+            // Dependents of `x` first (popped first), the longest path first among them; then
+            // the other consumers it unlocked, in tie-break order.
+            freeing.sort_unstable_by(|&a, &b| self.tie(b, a));
+            work.append(&mut freeing);
+            rising.sort_unstable_by(|&a, &b| self.longer(b, a));
+            work.append(&mut rising);
         }
         wanted.retain(|&h| self.prio[h as usize] == UNSET);
         wanted.sort_unstable_by(|&a, &b| self.prefer(b, a));
@@ -605,7 +701,8 @@ mod tests {
                 .collect();
             let deps = Csr::from_lists(lists);
             let dependents = deps.transpose();
-            let mut w = Walk::new(&deps, &dependents, &keys);
+            let m = Metrics::new(&deps, &dependents);
+            let mut w = Walk::new(&deps, &dependents, &keys, &m);
             for i in 0..n {
                 if rand(3) == 0 {
                     w.needed[i] = 0;

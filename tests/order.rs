@@ -1546,3 +1546,108 @@ fn cycles_do_not_hang() {
     assert_eq!(sorted, vec![0, 1, 2, 3, 4]);
     assert!(prio[0] < 3 && prio[3] < prio[4] && prio[4] < 3);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The gh-3055 family
+
+/// The graph of Dask's `test_gh_3055` with `rows` row chunks: `x = da.random.normal(size=(rows,
+/// 99), chunks=(1, None))`, two rounds of `y = (x[:, None, :] * x[:, :, None]).cumsum(axis=0);
+/// x = x.cumsum(axis=0)`, then `w = (y * x[:, None]).sum(axis=(1, 2))`. The first round's `y` is
+/// unused and not in the graph. Per row `i` (17 tasks, as dask.array builds them): a block
+/// cumsum of each input (`cumsum-1`, `cumsum-3`, `cumsum-5`), a running total across rows that
+/// starts from a zeros block (`(name, "extra", i, ..)`, fed by the previous row), the row's
+/// cumulative block (total + block), the two `getitem`s of the outer product and their `mul`,
+/// the `getitem` of `x[:, None]`, the final `mul`, its block `sum` and the `sum-aggregate`.
+fn gh_3055(rows: i64) -> Graph {
+    let mut nodes: Vec<(Key, Vec<Key>)> = Vec::new();
+    let k3 = |n: &str, i: i64| Key::from((n, i, 0));
+    let k4 = |n: &str, i: i64| Key::from((n, i, 0, 0));
+    let extra3 = |n: &str, i: i64| Key::from((n, "extra", i, 0));
+    let extra4 = |n: &str, i: i64| Key::from((n, "extra", i, 0, 0));
+    // A cumsum along the rows of `block(i)`: the running totals and the cumulative blocks.
+    let mut cumsum = |nodes: &mut Vec<(Key, Vec<Key>)>,
+                      name: &str,
+                      block: &dyn Fn(i64) -> Key,
+                      extra: &dyn Fn(&str, i64) -> Key,
+                      out: &dyn Fn(&str, i64) -> Key| {
+        for i in 0..rows {
+            let e = if i == 0 {
+                vec![]
+            } else {
+                vec![block(i - 1), extra(name, i - 1)]
+            };
+            nodes.push((extra(name, i), e));
+            let o = if i == 0 {
+                vec![block(0)]
+            } else {
+                vec![block(i), extra(name, i)]
+            };
+            nodes.push((out(name, i), o));
+        }
+    };
+    for i in 0..rows {
+        nodes.push((k3("normal", i), vec![]));
+        nodes.push((k3("cumsum-1", i), vec![k3("normal", i)]));
+    }
+    cumsum(&mut nodes, "cumsum-2", &|i| k3("cumsum-1", i), &extra3, &k3);
+    for i in 0..rows {
+        nodes.push((k3("cumsum-3", i), vec![k3("cumsum-2", i)]));
+        nodes.push((k4("getitem-1", i), vec![k3("cumsum-2", i)]));
+        nodes.push((k4("getitem-2", i), vec![k3("cumsum-2", i)]));
+        nodes.push((k4("mul-1", i), vec![k4("getitem-1", i), k4("getitem-2", i)]));
+        nodes.push((k4("cumsum-5", i), vec![k4("mul-1", i)]));
+    }
+    cumsum(&mut nodes, "cumsum-4", &|i| k3("cumsum-3", i), &extra3, &k3);
+    cumsum(&mut nodes, "cumsum-6", &|i| k4("cumsum-5", i), &extra4, &k4);
+    for i in 0..rows {
+        nodes.push((k4("getitem-3", i), vec![k3("cumsum-4", i)]));
+        nodes.push((k4("mul-2", i), vec![k4("cumsum-6", i), k4("getitem-3", i)]));
+        nodes.push((k4("sum", i), vec![k4("mul-2", i)]));
+        nodes.push((Key::from(("sum-aggregate", i)), vec![k4("sum", i)]));
+    }
+    Graph::new(nodes)
+}
+
+/// Dask `test_gh_3055`: pressure at most Dask's 8 (9 here); some outputs complete in the
+/// first half of the order, some roots load in the second half, and the roots load in row
+/// order.
+#[test]
+fn dask_gh_3055() {
+    let g = gh_3055(20);
+    assert_eq!(g.len(), 340);
+    let o = g.order();
+    if std::env::var("TRACE").is_ok() {
+        trace(&o);
+    }
+    assert!(o.pressure() <= 9, "{}", o.pressure());
+    let half = g.len() as u32 / 2;
+    let outs: Vec<u32> = (0..20).map(|i| o.p(("sum-aggregate", i))).collect();
+    assert!(3 * outs.iter().filter(|&&p| p < half).count() > outs.len());
+    let roots: Vec<u32> = (0..20).map(|i| o.p(("normal", i, 0))).collect();
+    assert!(3 * roots.iter().filter(|&&p| p > half).count() > roots.len());
+    assert!(roots.windows(2).all(|w| w[0] < w[1]), "{roots:?}");
+}
+
+/// The gh-3055 graph at several row counts: the pressure does not grow with the number of
+/// row chunks.
+#[test]
+fn gh_3055_pressure_does_not_grow_with_rows() {
+    for rows in [1, 2, 3, 4, 7, 20, 50, 200] {
+        let g = gh_3055(rows);
+        let o = g.order();
+        assert!(o.pressure() <= 9, "{rows} rows: {}", o.pressure());
+    }
+}
+
+/// Dask `test_favor_longest_critical_path`: of the three dependents of `c`, the chain `b -> a`
+/// runs first, then `d` and `e`.
+#[test]
+fn dask_favor_longest_critical_path() {
+    for [a, b, c, d, e] in LETTERS {
+        let g = dsk! { c => [], d => [c], e => [c], b => [c], a => [b] };
+        let o = g.order();
+        assert!(o.p(d) > o.p(b), "{:?}", o.sequence());
+        assert!(o.p(e) > o.p(b), "{:?}", o.sequence());
+        assert!(o.pressure() <= 3, "{}", o.pressure());
+    }
+}
