@@ -85,8 +85,8 @@ pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
         return largest_first;
     }
     // Outputs nested in each other (gh-3055: each row's output needs the rows before it) are
-    // best computed smallest first; independent ones largest first. Walk both ways and keep
-    // the lower pressure, largest first on a tie.
+    // best computed smallest first; independent ones largest first, which starts the longest
+    // paths first. Walk both ways and keep the lower pressure, largest first on a tie.
     sinks.reverse();
     let smallest_first = Walk::new(deps, dependents, keys, &metrics).walk(&sinks);
     if memory_pressure(deps, dependents, &smallest_first)
@@ -486,9 +486,16 @@ impl Walk<'_> {
                     .iter()
                     .all(|&g| self.needed[g as usize] == 1 && self.dependents.get(g).is_empty())
         };
+        // A node that frees nothing, whose only dependent it makes ready and which then frees
+        // it and another result: together memory-neutral, like a node that frees one result.
+        let pair = || match outs {
+            [g] => self.needed[*g as usize] == 1 && self.sole[*g as usize] >= 2,
+            _ => false,
+        };
         freed >= 2
             || freed == 1 && (rising || outs.iter().take(32).any(|&g| self.needed[g as usize] == 1))
             || ends()
+            || freed == 0 && rising && pair()
     }
 
     /// Schedules the ready node `x`, then everything that is worth running right after it.
@@ -548,12 +555,9 @@ impl Walk<'_> {
                 None
             };
             rising.retain(|&d| self.worth_running(d, true));
-            if let Some(l) = lead {
-                let outputs = rising.iter().any(|&d| self.dependents.get(d).is_empty());
-                if outputs && !rising.contains(&l) {
-                    rising.push(l);
-                }
-            }
+            let lead = lead.filter(|l| {
+                !rising.contains(l) && rising.iter().any(|&d| self.dependents.get(d).is_empty())
+            });
             // Run each `h` if that is worth it, or walk to it soon if it only lacks ready inputs.
             for h in last_one.drain(..) {
                 if self.needed[h as usize] == 0 {
@@ -577,8 +581,19 @@ impl Walk<'_> {
             // the other consumers it unlocked, in tie-break order.
             freeing.sort_unstable_by(|&a, &b| self.tie(b, a));
             work.append(&mut freeing);
-            rising.sort_unstable_by(|&a, &b| self.longer(b, a));
+            // Among those: a node one step below outputs first (the chain to an output starts
+            // before its sibling outputs), then outputs (they free at once), then the longest
+            // path first.
+            rising.sort_unstable_by(|&a, &b| {
+                let rank = |x: u32| match self.height[x as usize] {
+                    1 => 0,
+                    0 => 1,
+                    _ => 2,
+                };
+                rank(b).cmp(&rank(a)).then_with(|| self.longer(b, a))
+            });
             work.append(&mut rising);
+            work.extend(lead);
         }
         wanted.retain(|&h| self.prio[h as usize] == UNSET);
         wanted.sort_unstable_by(|&a, &b| self.prefer(b, a));
