@@ -55,6 +55,8 @@ const UNSET: u32 = u32::MAX;
 const EXPANDED: u8 = 1;
 /// The node's dependents were queued to climb from to new targets.
 const FORWARD: u8 = 2;
+/// The node was put on the stack: the walk means to compute it.
+const ONSTACK: u8 = 4;
 
 /// Computes a priority for every node: `priority[i]` is node `i`'s position in the order
 /// (0 runs first). The result is a permutation of `0..n` in which every node comes after all of
@@ -87,7 +89,15 @@ pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
     // Outputs nested in each other (gh-3055: each row's output needs the rows before it) are
     // best computed smallest first; independent ones largest first, which starts the longest
     // paths first. Walk both ways and keep the lower pressure, largest first on a tie.
-    sinks.reverse();
+    // Smallest is least work below (`total`), then the smaller need.
+    sinks.sort_unstable_by(|&a, &b| {
+        let m = &metrics;
+        (m.total[a as usize], m.need[a as usize], &keys[a as usize]).cmp(&(
+            m.total[b as usize],
+            m.need[b as usize],
+            &keys[b as usize],
+        ))
+    });
     let smallest_first = Walk::new(deps, dependents, keys, &metrics).walk(&sinks);
     if memory_pressure(deps, dependents, &smallest_first)
         < memory_pressure(deps, dependents, &largest_first)
@@ -114,7 +124,10 @@ impl Walk<'_> {
                 continue;
             }
             match sinks.by_ref().find(|&s| w.prio[s as usize] == UNSET) {
-                Some(s) => w.stack.push(s),
+                Some(s) => {
+                    w.flags[s as usize] |= ONSTACK;
+                    w.stack.push(s);
+                }
                 None => break,
             }
         }
@@ -138,6 +151,7 @@ impl<'a> Walk<'a> {
             total: &m.total,
             height: &m.height,
             near: &m.near,
+            small: &m.small,
             prio: vec![UNSET; n],
             next: 0,
             needed: (0..n as u32).map(|i| deps.get(i).len() as u32).collect(),
@@ -179,8 +193,10 @@ struct Metrics {
     total: Vec<u32>,
     /// The longest path to an output, in edges (0 for an output).
     height: Vec<u32>,
-    /// The smallest `total` of the outputs the node leads to.
+    /// The shortest path to an output, in edges (0 for an output).
     near: Vec<u32>,
+    /// The smallest `total` of the outputs the node leads to.
+    small: Vec<u32>,
 }
 
 impl Metrics {
@@ -222,12 +238,16 @@ impl Metrics {
             }
         }
         let mut height = vec![0u32; n];
-        let mut near = total.clone();
+        let mut near = vec![0u32; n];
+        let mut small = total.clone();
         for &i in topo.iter().rev() {
             let ups = dependents.get(i);
             if let Some(h) = ups.iter().map(|&d| height[d as usize]).max() {
-                height[i as usize] = h.saturating_add(1);
-                near[i as usize] = ups.iter().map(|&d| near[d as usize]).min().unwrap_or(0);
+                let i = i as usize;
+                height[i] = h.saturating_add(1);
+                let d = ups.iter().map(|&d| near[d as usize]).min().unwrap_or(0);
+                near[i] = d.saturating_add(1);
+                small[i] = ups.iter().map(|&d| small[d as usize]).min().unwrap_or(0);
             }
         }
         Metrics {
@@ -235,6 +255,7 @@ impl Metrics {
             total,
             height,
             near,
+            small,
         }
     }
 }
@@ -248,6 +269,7 @@ struct Walk<'a> {
     total: &'a [u32],
     height: &'a [u32],
     near: &'a [u32],
+    small: &'a [u32],
     /// The result: position in the order, `UNSET` until scheduled.
     prio: Vec<u32>,
     next: u32,
@@ -370,9 +392,10 @@ impl Walk<'_> {
             } else if self.flags[t] & EXPANDED != 0 {
                 // Its dependencies were all computed before it surfaced again, unless on a cycle.
                 self.stack.pop();
-            } else if self.flush_deferred() {
+            } else if !self.settles(top) && self.flush_deferred() {
                 // Before walking back for new data, make the postponed swaps (which may have
-                // changed what the top needs).
+                // changed what the top needs); unless the top needs only ready inputs and
+                // finishing it releases what it adds.
             } else {
                 self.flags[t] |= EXPANDED;
                 let mut buf = std::mem::take(&mut self.buf);
@@ -385,6 +408,9 @@ impl Walk<'_> {
                 );
                 self.sort_preferred(&mut buf);
                 buf.dedup();
+                for &d in &buf {
+                    self.flags[d as usize] |= ONSTACK;
+                }
                 self.stack.extend(buf.iter().rev());
                 self.buf = buf;
             }
@@ -427,6 +453,7 @@ impl Walk<'_> {
                         None => break,
                     }
                 }
+                self.flags[top as usize] |= ONSTACK;
                 self.stack.push(top);
                 return true;
             }
@@ -453,13 +480,14 @@ impl Walk<'_> {
         }
     }
 
-    /// Which of two dependents to continue with: fewer missing dependencies, then less work
-    /// below it (the nearest output), then the tie-break.
+    /// Which of two dependents to climb through to the next target: the one nearer an output,
+    /// then the one leading to the smaller output (less work to finish it), then fewer missing
+    /// dependencies, then the tie-break.
     fn closer(&self, a: u32, b: u32) -> std::cmp::Ordering {
-        self.needed[a as usize]
-            .cmp(&self.needed[b as usize])
-            .then_with(|| self.near[a as usize].cmp(&self.near[b as usize]))
-            .then_with(|| self.tie(a, b))
+        let (a, b) = (a as usize, b as usize);
+        (self.near[a], self.small[a], self.needed[a])
+            .cmp(&(self.near[b], self.small[b], self.needed[b]))
+            .then_with(|| self.tie(a as u32, b as u32))
     }
 
     /// Which of two nodes heads the longer path to an output, then the tie-break.
@@ -480,12 +508,6 @@ impl Walk<'_> {
         }
         let freed = self.sole[h as usize];
         // The look-ahead is capped so that a node with a huge fan-out costs O(1) here.
-        let ends = || {
-            outs.len() <= 32
-                && outs
-                    .iter()
-                    .all(|&g| self.needed[g as usize] == 1 && self.dependents.get(g).is_empty())
-        };
         // A node that frees nothing, whose only dependent it makes ready and which then frees
         // it and another result: together memory-neutral, like a node that frees one result.
         let pair = || match outs {
@@ -494,8 +516,61 @@ impl Walk<'_> {
         };
         freed >= 2
             || freed == 1 && (rising || outs.iter().take(32).any(|&g| self.needed[g as usize] == 1))
-            || ends()
+            || self.completes(h)
             || freed == 0 && rising && pair()
+    }
+
+    /// Whether the unscheduled node `h`, which lacks only ready inputs, is worth walking to now:
+    /// computing it and those inputs releases at least as many results as it leaves behind
+    /// (its own, unless it is an output, and the inputs that another task will still need
+    /// once it has run). At most 32 inputs and consumers are looked at, so that a huge fan-in
+    /// or fan-out costs O(1) here.
+    fn settles(&self, h: u32) -> bool {
+        let ds = self.deps.get(h);
+        if self.blocked[h as usize] != 0 || self.flags[h as usize] & EXPANDED != 0 || ds.len() > 32
+        {
+            return false;
+        }
+        let (mut freed, mut staying) = (0, 0);
+        for &d in ds {
+            let d = d as usize;
+            if self.prio[d] != UNSET {
+                freed += u32::from(self.holders[d] == 1);
+            } else {
+                // It stays if another of its consumers will still lack more than it.
+                let gs = self.dependents.get(d as u32);
+                let stays =
+                    gs.len() > 32 || gs.iter().any(|&g| g != h && self.needed[g as usize] > 1);
+                staying += u32::from(stays);
+            }
+        }
+        let own = u32::from(!self.dependents.get(h).is_empty());
+        freed >= own + staying
+    }
+
+    /// Whether running the memory-neutral node `h` (it frees one result and adds one) now would
+    /// drift away from what the walk is computing: the walk does not need it (it is not on the
+    /// stack) and it heads a long chain (its longest path to an output is longer than its
+    /// shortest), along which such swaps would carry the walk off, leaving each link's other
+    /// consumers behind (a running total across row chunks).
+    fn drifts(&self, h: u32) -> bool {
+        let i = h as usize;
+        self.sole[i] == 1
+            && !self.dependents.get(h).is_empty()
+            && self.flags[i] & ONSTACK == 0
+            && self.height[i] != self.near[i]
+            && !self.completes(h)
+    }
+
+    /// Whether `h` is one step below outputs that all become ready when it runs (at most 32 of
+    /// them, so that a huge fan-out costs O(1) here): running it completes a branch.
+    fn completes(&self, h: u32) -> bool {
+        let outs = self.dependents.get(h);
+        !outs.is_empty()
+            && outs.len() <= 32
+            && outs
+                .iter()
+                .all(|&g| self.needed[g as usize] == 1 && self.dependents.get(g).is_empty())
     }
 
     /// Schedules the ready node `x`, then everything that is worth running right after it.
@@ -541,16 +616,17 @@ impl Walk<'_> {
                 *e = h;
                 true
             });
-            // Favour the longest critical path: when outputs are about to run, a dependent of
-            // `x` that has work above it (the longest, if several) runs before them, so that
-            // on a parallel scheduler the long chain starts first (Dask's
-            // `test_favor_longest_critical_path`).
+            // Favour the longest critical path, as far as it costs nothing lasting: when
+            // outputs are about to run, a dependent of `x` one step below outputs (which all
+            // become ready with it) runs before them, so that on a parallel scheduler the chain
+            // starts first (Dask's `test_favor_longest_critical_path`). Longer chains would
+            // hold `x` and their own results while the walk climbs them.
             let lead = if rising.len() > 1 {
                 rising
                     .iter()
                     .copied()
-                    .filter(|&d| self.height[d as usize] > 0)
-                    .min_by(|&a, &b| self.longer(a, b))
+                    .filter(|&d| self.completes(d))
+                    .min_by(|&a, &b| self.tie(a, b))
             } else {
                 None
             };
@@ -558,17 +634,24 @@ impl Walk<'_> {
             let lead = lead.filter(|l| {
                 !rising.contains(l) && rising.iter().any(|&d| self.dependents.get(d).is_empty())
             });
+            // Walk soon to a consumer of `x` that lacks only ready inputs, when finishing it
+            // releases at least what it adds.
+            for &h in self.dependents.get(x) {
+                if self.needed[h as usize] > 0 && self.settles(h) {
+                    wanted.push(h);
+                }
+            }
             // Run each `h` if that is worth it, or walk to it soon if it only lacks ready inputs.
             for h in last_one.drain(..) {
                 if self.needed[h as usize] == 0 {
-                    if self.worth_running(h, false) {
+                    if self.worth_running(h, false) && !self.drifts(h) {
                         freeing.push(h);
                     } else {
                         // Memory-neutral: postponed until the walk is about to load new data,
                         // so the current branch stays together.
                         postponed.push(h);
                     }
-                } else if self.blocked[h as usize] == 0 && self.flags[h as usize] & EXPANDED == 0 {
+                } else if self.settles(h) {
                     wanted.push(h);
                 }
             }
@@ -598,6 +681,9 @@ impl Walk<'_> {
         wanted.retain(|&h| self.prio[h as usize] == UNSET);
         wanted.sort_unstable_by(|&a, &b| self.prefer(b, a));
         wanted.dedup();
+        for &h in &wanted {
+            self.flags[h as usize] |= ONSTACK;
+        }
         self.stack.append(&mut wanted);
         (
             self.work,
