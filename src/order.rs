@@ -6,17 +6,21 @@
 //!
 //! # Algorithm
 //!
-//! 1. **Static metrics**, one pass in topological order (Kahn's algorithm, no recursion):
+//! 1. **Static metrics**, one pass in topological order (Kahn's algorithm, no recursion) and
+//!    one in reverse:
 //!    - `need`, a Sethi–Ullman number: the results held at once by the best depth-first
 //!      evaluation of the node if the graph below it were a tree. With the dependencies' needs
 //!      sorted descending it is `max(need[c_i] + i, dependencies + 1)`;
 //!    - `total`, 1 + the sum over dependencies (Dask's `ndependencies`, saturating): the amount
-//!      of work below a node.
+//!      of work below a node;
+//!    - `height` and `near`, the longest and the shortest path to an output, and `small`, the
+//!      smallest `total` among the outputs a node leads to.
 //!
 //!    Between two nodes to compute, the one with the larger need goes first (a ready node needs
-//!    1), then the larger total, then the smaller key. The key breaks every tie and every list
-//!    the walk acts on is sorted, so the order depends only on the graph's shape and keys, never
-//!    on node numbering or on the order of adjacency lists.
+//!    1), then the larger total, then the smaller key (Dask breaks ties the other way: it runs
+//!    `("x", 9)` before `("x", 0)`). The key breaks every tie and every list the walk acts on is
+//!    sorted, so the order depends only on the graph's shape and keys, never on node numbering
+//!    or on the order of adjacency lists.
 //! 2. **Demand-driven depth-first walk.** A stack holds nodes to compute. The top runs when all
 //!    its dependencies have run; otherwise its missing dependencies are pushed, the preferred
 //!    one on top. Computing the dependency with the larger need first is what bounds a tree
@@ -26,25 +30,44 @@
 //!    - an output (nobody depends on it): holding an output back never frees anything sooner;
 //!    - a node that frees more results than it adds: it is the last unscheduled dependent of
 //!      two of its inputs, or of one input and is itself an output;
+//!    - a node whose dependents are all outputs that it alone makes ready (it completes a
+//!      branch), and a node that frees nothing but lets its only dependent free it and another
+//!      result (the two are memory-neutral together);
 //!    - a node that frees one result and adds one (memory-neutral) when it is a dependent of
 //!      the node just run (the next link of a chain: the walk stays local), or when one of its
 //!      dependents could run right after it. Other memory-neutral nodes are postponed until
 //!      the walk is about to load new data (expand a node) or runs dry: that keeps the current
 //!      branch together, yet makes progress on every consumer of a shared result before more
 //!      data is loaded, which is what keeps interleaved reductions (Dask's
-//!      `test_eager_to_compute_dependent_to_free_parent`) low;
-//!    - a result left with one consumer that is not ready, but only lacks ready inputs (say,
-//!      one more root to load): that consumer is pushed on the stack, so the result is
-//!      released before new work starts.
+//!      `test_eager_to_compute_dependent_to_free_parent`) low. They are postponed too when the
+//!      walk does not need them and they head a long chain (`height > near`): swaps along a
+//!      running total across row chunks would otherwise carry the walk to the last row and
+//!      leave every row's other work behind (gh-3055);
+//!    - a consumer that lacks only ready inputs, when finishing it releases at least what it
+//!      adds (`settles`: it is the last consumer of a held result or reads the node just run,
+//!      and the inputs it loads are not kept for others): it is pushed on the stack and
+//!      computed before postponed swaps, so held results are released before new work starts.
+//!
+//!    Among the dependents a node makes ready, one whose outputs it alone completes runs
+//!    first, then outputs, then the longest path: on a parallel scheduler the longest chain
+//!    starts first (Dask's `test_favor_longest_critical_path`), at the cost of holding its
+//!    short branch while the outputs run.
 //! 4. **Targets.** When the stack is empty, the walk goes on from the most recently run node
-//!    whose result is still held: from one of its unscheduled dependents (the one missing the
-//!    fewest inputs) it climbs to an output, and computes that. Only when nothing is held does
-//!    it start at the next output in preference order.
+//!    whose result is still held: from one of its unscheduled dependents it climbs to an
+//!    output, each step to the dependent nearest an output (then the one leading to the
+//!    smallest output, then the one missing the fewest inputs), and computes that. Only when
+//!    nothing is held does it start at the next output in the given order.
+//! 5. **Two walks.** With one output there is one walk. With several, the walk runs twice:
+//!    outputs largest first (by need, then total: the longest paths start first) and smallest
+//!    first (by total). Outputs nested in each other, each needing the rows before it as in
+//!    gh-3055, want the second; independent ones the first. The order with the lower
+//!    [`memory_pressure`] is kept, largest first on a tie.
 //!
 //! Each node is expanded once, pushed on the stack at most once per edge, climbed through at
-//! most once and checked for eagerness a bounded number of times per edge, so with the sorting
-//! of adjacency lists the whole is `O((nodes + edges) log(nodes))`. Besides the returned
-//! priorities the walk keeps five `u32` and one byte per node, plus lists of node ids (the
+//! most once and checked for eagerness a bounded number of times per edge (each check looks
+//! at most at 32 neighbours), so with the sorting of adjacency lists each walk is
+//! `O((nodes + edges) log(nodes))`. The metrics take five `u32` per node; besides the returned
+//! priorities each walk keeps five `u32` and one byte per node, plus lists of node ids (the
 //! stack holds at most one entry per edge and target).
 
 use crate::key::Key;

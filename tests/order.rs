@@ -1541,7 +1541,8 @@ fn dask_xarray_rechunk_map_reduce_cohorts() {
             .map(|i| info[i].num_data_when_run)
             .max()
             .unwrap();
-        assert!(held + 1 <= 8, "{held}");
+        // Dask's 7 in its measure (8 here).
+        assert!(held <= 7, "{held}");
         let mut finals: Vec<u32> = [(0, 0), (0, 1), (1, 0), (1, 1)]
             .iter()
             .map(|&(i, j)| o.p(("transpose", i, j, 0)))
@@ -1902,7 +1903,8 @@ fn dask_visualize_int_overflow() {
     assert!(info
         .iter()
         .all(|i| (i.age as usize) < n && i.num_data_when_run < n));
-    assert!(pressure.iter().max().unwrap() + 1 <= 8, "{}", o.pressure());
+    // Dask's 7 in its measure (8 here).
+    assert!(*pressure.iter().max().unwrap() <= 7, "{}", o.pressure());
 }
 
 /// Dask `test_string_ordering_dependents` (an xfail upstream, "a little too artificial"): `b`
@@ -2373,10 +2375,9 @@ fn chunked() -> impl Strategy<Value = Chunked> {
             for v in 0..k {
                 below[v][v] = true;
                 for &u in &template[v] {
-                    for w in 0..k {
-                        if below[u as usize][w] {
-                            below[v][w] = true;
-                        }
+                    let under = below[u as usize].clone();
+                    for (b, &x) in below[v].iter_mut().zip(&under) {
+                        *b |= x;
                     }
                 }
             }
