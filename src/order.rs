@@ -112,7 +112,12 @@ pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
     // Outputs nested in each other (gh-3055: each row's output needs the rows before it) are
     // best computed smallest first; independent ones largest first, which starts the longest
     // paths first. Walk both ways and keep the lower pressure, largest first on a tie.
-    // Smallest is least work below (`total`), then the smaller need.
+    // Smallest is least work below (`total`), then the smaller need. No order holds fewer
+    // results than the widest task reads plus its output: at that, the second walk is skipped.
+    let largest = memory_pressure(deps, dependents, &largest_first);
+    if largest <= widest_task(deps) {
+        return largest_first;
+    }
     sinks.sort_unstable_by(|&a, &b| {
         let m = &metrics;
         (m.total[a as usize], m.need[a as usize], &keys[a as usize]).cmp(&(
@@ -122,13 +127,31 @@ pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
         ))
     });
     let smallest_first = Walk::new(deps, dependents, keys, &metrics).walk(&sinks);
-    if memory_pressure(deps, dependents, &smallest_first)
-        < memory_pressure(deps, dependents, &largest_first)
-    {
+    if memory_pressure(deps, dependents, &smallest_first) < largest {
         smallest_first
     } else {
         largest_first
     }
+}
+
+/// The results a task holds while it runs, inputs (each once) and output, for the widest task:
+/// a lower bound of any order's [`memory_pressure`].
+fn widest_task(deps: &Csr) -> usize {
+    let mut buf: Vec<u32> = Vec::new();
+    (0..deps.len() as u32)
+        .map(|i| {
+            let ds = deps.get(i);
+            if ds.len() < 2 {
+                return ds.len() + 1;
+            }
+            buf.clear();
+            buf.extend_from_slice(ds);
+            buf.sort_unstable();
+            buf.dedup();
+            buf.len() + 1
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 impl Walk<'_> {
