@@ -1,7 +1,15 @@
 """Exports graphs that dask.array / xarray build in dask/tests/test_order.py, for
-forkgraph's tests/order.rs. Run from a copy of test_order.py instrumented with recorder.py
-(REC_GRAPHS=1). One file per graph: a header line with Dask's pressure, then one task per line,
-`<key as JSON>\t<dependency line numbers>`; hashes in names cut to 4 hex digits."""
+forkgraph's tests/order.rs (Dask 2026.8, xarray 2026.9, zarr 3.1, numpy 2.4 in a venv).
+
+    cp dask/tests/test_order.py .   # then make it import `order` and `diagnostics` from
+                                    # recorder.py (beside this file) instead of dask.order
+    REC_GRAPHS=1 python -m pytest test_order.py      # writes records.jsonl
+    python export.py records.jsonl
+
+The svd graph of test_connected_roots_deduplication_mem_usage (no `order` call upstream) is
+recorded the same way by building it as that test does and calling recorder.order on it.
+One file per graph: a header line with the pressure of Dask's own order, then one task per
+line, `<key as JSON>\t<dependency line numbers>`; hashes in names cut to 4 hex digits."""
 import json, re, sys
 def short_name(s):
     return re.sub(r"[0-9a-f]{32}", lambda m: m.group(0)[:4], s)
@@ -40,5 +48,6 @@ for l in open(sys.argv[1]):
         lines.append(json.dumps(short(k), separators=(",", ":")) + "\t" + " ".join(str(ids[json.dumps(d)]) for d in ds))
     out[name] = "\n".join(lines) + "\n"
 for name, text in out.items():
-    open("/tmp/fg-i10/tests/data/dask_order/%s.txt" % name, "w").write(text)
+    here = __import__("os").path.dirname(__file__)
+    open(__import__("os").path.join(here, "%s.txt" % name), "w").write(text)
     print(name, len(text))
