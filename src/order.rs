@@ -6,17 +6,21 @@
 //!
 //! # Algorithm
 //!
-//! 1. **Static metrics**, one pass in topological order (Kahn's algorithm, no recursion):
+//! 1. **Static metrics**, one pass in topological order (Kahn's algorithm, no recursion) and
+//!    one in reverse:
 //!    - `need`, a Sethi–Ullman number: the results held at once by the best depth-first
 //!      evaluation of the node if the graph below it were a tree. With the dependencies' needs
 //!      sorted descending it is `max(need[c_i] + i, dependencies + 1)`;
 //!    - `total`, 1 + the sum over dependencies (Dask's `ndependencies`, saturating): the amount
-//!      of work below a node.
+//!      of work below a node;
+//!    - `height` and `near`, the longest and the shortest path to an output, and `small`, the
+//!      smallest `total` among the outputs a node leads to.
 //!
 //!    Between two nodes to compute, the one with the larger need goes first (a ready node needs
-//!    1), then the larger total, then the smaller key. The key breaks every tie and every list
-//!    the walk acts on is sorted, so the order depends only on the graph's shape and keys, never
-//!    on node numbering or on the order of adjacency lists.
+//!    1), then the larger total, then the smaller key (Dask breaks ties the other way: it runs
+//!    `("x", 9)` before `("x", 0)`). The key breaks every tie and every list the walk acts on is
+//!    sorted, so the order depends only on the graph's shape and keys, never on node numbering
+//!    or on the order of adjacency lists.
 //! 2. **Demand-driven depth-first walk.** A stack holds nodes to compute. The top runs when all
 //!    its dependencies have run; otherwise its missing dependencies are pushed, the preferred
 //!    one on top. Computing the dependency with the larger need first is what bounds a tree
@@ -26,25 +30,44 @@
 //!    - an output (nobody depends on it): holding an output back never frees anything sooner;
 //!    - a node that frees more results than it adds: it is the last unscheduled dependent of
 //!      two of its inputs, or of one input and is itself an output;
+//!    - a node whose dependents are all outputs that it alone makes ready (it completes a
+//!      branch), and a node that frees nothing but lets its only dependent free it and another
+//!      result (the two are memory-neutral together);
 //!    - a node that frees one result and adds one (memory-neutral) when it is a dependent of
 //!      the node just run (the next link of a chain: the walk stays local), or when one of its
 //!      dependents could run right after it. Other memory-neutral nodes are postponed until
 //!      the walk is about to load new data (expand a node) or runs dry: that keeps the current
 //!      branch together, yet makes progress on every consumer of a shared result before more
 //!      data is loaded, which is what keeps interleaved reductions (Dask's
-//!      `test_eager_to_compute_dependent_to_free_parent`) low;
-//!    - a result left with one consumer that is not ready, but only lacks ready inputs (say,
-//!      one more root to load): that consumer is pushed on the stack, so the result is
-//!      released before new work starts.
+//!      `test_eager_to_compute_dependent_to_free_parent`) low. They are postponed too when the
+//!      walk does not need them and they head a long chain (`height > near`): swaps along a
+//!      running total across row chunks would otherwise carry the walk to the last row and
+//!      leave every row's other work behind (gh-3055);
+//!    - a consumer that lacks only ready inputs, when finishing it releases at least what it
+//!      adds (`settles`: it is the last consumer of a held result or reads the node just run,
+//!      and the inputs it loads are not kept for others): it is pushed on the stack and
+//!      computed before postponed swaps, so held results are released before new work starts.
+//!
+//!    Among the dependents a node makes ready, one whose outputs it alone completes runs
+//!    first, then outputs, then the longest path: on a parallel scheduler the longest chain
+//!    starts first (Dask's `test_favor_longest_critical_path`), at the cost of holding its
+//!    short branch while the outputs run.
 //! 4. **Targets.** When the stack is empty, the walk goes on from the most recently run node
-//!    whose result is still held: from one of its unscheduled dependents (the one missing the
-//!    fewest inputs) it climbs to an output, and computes that. Only when nothing is held does
-//!    it start at the next output in preference order.
+//!    whose result is still held: from one of its unscheduled dependents it climbs to an
+//!    output, each step to the dependent nearest an output (then the one leading to the
+//!    smallest output, then the one missing the fewest inputs), and computes that. Only when
+//!    nothing is held does it start at the next output in the given order.
+//! 5. **Two walks.** With one output there is one walk. With several, the walk runs twice:
+//!    outputs largest first (by need, then total: the longest paths start first) and smallest
+//!    first (by total). Outputs nested in each other, each needing the rows before it as in
+//!    gh-3055, want the second; independent ones the first. The order with the lower
+//!    [`memory_pressure`] is kept, largest first on a tie.
 //!
 //! Each node is expanded once, pushed on the stack at most once per edge, climbed through at
-//! most once and checked for eagerness a bounded number of times per edge, so with the sorting
-//! of adjacency lists the whole is `O((nodes + edges) log(nodes))`. Besides the returned
-//! priorities the walk keeps five `u32` and one byte per node, plus lists of node ids (the
+//! most once and checked for eagerness a bounded number of times per edge (each check looks
+//! at most at 32 neighbours), so with the sorting of adjacency lists each walk is
+//! `O((nodes + edges) log(nodes))`. The metrics take five `u32` per node; besides the returned
+//! priorities each walk keeps five `u32` and one byte per node, plus lists of node ids (the
 //! stack holds at most one entry per edge and target).
 
 use crate::csr::Csr;
@@ -55,6 +78,8 @@ const UNSET: u32 = u32::MAX;
 const EXPANDED: u8 = 1;
 /// The node's dependents were queued to climb from to new targets.
 const FORWARD: u8 = 2;
+/// The node was put on the stack: the walk means to compute it.
+const ONSTACK: u8 = 4;
 
 /// Computes a priority for every node: `priority[i]` is node `i`'s position in the order
 /// (0 runs first). The result is a permutation of `0..n` in which every node comes after all of
@@ -74,43 +99,105 @@ pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
         "dependents must be the transpose of deps"
     );
     assert_eq!(keys.len(), n, "one key per node");
-    let mut w = Walk::new(deps, dependents, keys);
+    let metrics = Metrics::new(deps, dependents);
+    let mut w = Walk::new(deps, dependents, keys, &metrics);
     let mut sinks: Vec<u32> = (0..n as u32)
         .filter(|&i| dependents.get(i).is_empty())
         .collect();
     w.sort_preferred(&mut sinks);
-    let mut sinks = sinks.into_iter();
-    loop {
-        w.drain_stack();
-        if w.next as usize == n {
-            break;
-        }
-        if w.flush_deferred() || w.resume_forward() {
-            continue;
-        }
-        match sinks.by_ref().find(|&s| w.prio[s as usize] == UNSET) {
-            Some(s) => w.stack.push(s),
-            None => break,
-        }
+    let largest_first = w.walk(&sinks);
+    if sinks.len() < 2 {
+        return largest_first;
     }
-    // Only nodes on a cycle can be left; plans are acyclic, but never loop or panic here.
-    for (next, p) in (w.next..).zip(w.prio.iter_mut().filter(|p| **p == UNSET)) {
-        *p = next;
+    // Outputs nested in each other (gh-3055: each row's output needs the rows before it) are
+    // best computed smallest first; independent ones largest first, which starts the longest
+    // paths first. Walk both ways and keep the lower pressure, largest first on a tie.
+    // Smallest is least work below (`total`), then the smaller need. No order holds fewer
+    // results than the widest task reads plus its output: at that, the second walk is skipped.
+    let largest = memory_pressure(deps, dependents, &largest_first);
+    if largest <= widest_task(deps) {
+        return largest_first;
     }
-    w.prio
+    sinks.sort_unstable_by(|&a, &b| {
+        let m = &metrics;
+        (m.total[a as usize], m.need[a as usize], &keys[a as usize]).cmp(&(
+            m.total[b as usize],
+            m.need[b as usize],
+            &keys[b as usize],
+        ))
+    });
+    let smallest_first = Walk::new(deps, dependents, keys, &metrics).walk(&sinks);
+    if memory_pressure(deps, dependents, &smallest_first) < largest {
+        smallest_first
+    } else {
+        largest_first
+    }
+}
+
+/// The results a task holds while it runs, inputs (each once) and output, for the widest task:
+/// a lower bound of any order's [`memory_pressure`].
+fn widest_task(deps: &Csr) -> usize {
+    let mut buf: Vec<u32> = Vec::new();
+    (0..deps.len() as u32)
+        .map(|i| {
+            let ds = deps.get(i);
+            if ds.len() < 2 {
+                return ds.len() + 1;
+            }
+            buf.clear();
+            buf.extend_from_slice(ds);
+            buf.sort_unstable();
+            buf.dedup();
+            buf.len() + 1
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+impl Walk<'_> {
+    /// Schedules every node, taking the outputs in `sinks` order as targets when nothing else
+    /// is left to do; returns the priorities.
+    fn walk(mut self, sinks: &[u32]) -> Vec<u32> {
+        let n = self.prio.len();
+        let w = &mut self;
+        let mut sinks = sinks.iter().copied();
+        loop {
+            w.drain_stack();
+            if w.next as usize == n {
+                break;
+            }
+            if w.flush_deferred() || w.resume_forward() {
+                continue;
+            }
+            match sinks.by_ref().find(|&s| w.prio[s as usize] == UNSET) {
+                Some(s) => {
+                    w.flags[s as usize] |= ONSTACK;
+                    w.stack.push(s);
+                }
+                None => break,
+            }
+        }
+        // Only nodes on a cycle can be left; plans are acyclic, but never loop or panic here.
+        for (next, p) in (w.next..).zip(w.prio.iter_mut().filter(|p| **p == UNSET)) {
+            *p = next;
+        }
+        self.prio
+    }
 }
 
 impl<'a> Walk<'a> {
     /// The walk's state before any node is scheduled.
-    fn new(deps: &'a Csr, dependents: &'a Csr, keys: &'a [Key]) -> Walk<'a> {
+    fn new(deps: &'a Csr, dependents: &'a Csr, keys: &'a [Key], m: &'a Metrics) -> Walk<'a> {
         let n = deps.len();
-        let (need, total) = metrics(deps, dependents);
         let mut w = Walk {
             deps,
             dependents,
             keys,
-            need,
-            total,
+            need: &m.need,
+            total: &m.total,
+            height: &m.height,
+            near: &m.near,
+            small: &m.small,
             prio: vec![UNSET; n],
             next: 0,
             needed: (0..n as u32).map(|i| deps.get(i).len() as u32).collect(),
@@ -144,42 +231,79 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// `need` (Sethi–Ullman number) and `total` (Dask's `ndependencies`) per node.
-fn metrics(deps: &Csr, dependents: &Csr) -> (Vec<u32>, Vec<u32>) {
-    let n = deps.len();
-    let mut need = vec![1u32; n];
-    let mut total = vec![1u32; n];
-    let mut waiting: Vec<u32> = (0..n as u32).map(|i| deps.get(i).len() as u32).collect();
-    let mut ready: Vec<u32> = (0..n as u32)
-        .filter(|&i| waiting[i as usize] == 0)
-        .collect();
-    let mut child: Vec<u32> = Vec::new();
-    while let Some(i) = ready.pop() {
-        let ds = deps.get(i);
-        if !ds.is_empty() {
-            child.clear();
-            child.extend(ds.iter().map(|&d| need[d as usize]));
-            child.sort_unstable_by(|a, b| b.cmp(a));
-            let deepest = child
-                .iter()
-                .enumerate()
-                .map(|(k, &c)| c.saturating_add(k as u32));
-            need[i as usize] = deepest
-                .max()
-                .unwrap_or(1)
-                .max((ds.len() as u32).saturating_add(1));
-            total[i as usize] = ds
-                .iter()
-                .fold(1u32, |t, &d| t.saturating_add(total[d as usize]));
-        }
-        for &t in dependents.get(i) {
-            waiting[t as usize] -= 1;
-            if waiting[t as usize] == 0 {
-                ready.push(t);
+/// The static metrics of every node, shared by the walks.
+struct Metrics {
+    /// Sethi–Ullman number.
+    need: Vec<u32>,
+    /// Dask's `ndependencies`: 1 + the sum over dependencies (saturating).
+    total: Vec<u32>,
+    /// The longest path to an output, in edges (0 for an output).
+    height: Vec<u32>,
+    /// The shortest path to an output, in edges (0 for an output).
+    near: Vec<u32>,
+    /// The smallest `total` of the outputs the node leads to.
+    small: Vec<u32>,
+}
+
+impl Metrics {
+    fn new(deps: &Csr, dependents: &Csr) -> Metrics {
+        let n = deps.len();
+        let mut need = vec![1u32; n];
+        let mut total = vec![1u32; n];
+        let mut waiting: Vec<u32> = (0..n as u32).map(|i| deps.get(i).len() as u32).collect();
+        let mut ready: Vec<u32> = (0..n as u32)
+            .filter(|&i| waiting[i as usize] == 0)
+            .collect();
+        let mut child: Vec<u32> = Vec::new();
+        // The topological order, to compute heights in reverse.
+        let mut topo: Vec<u32> = Vec::with_capacity(n);
+        while let Some(i) = ready.pop() {
+            topo.push(i);
+            let ds = deps.get(i);
+            if !ds.is_empty() {
+                child.clear();
+                child.extend(ds.iter().map(|&d| need[d as usize]));
+                child.sort_unstable_by(|a, b| b.cmp(a));
+                let deepest = child
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &c)| c.saturating_add(k as u32));
+                need[i as usize] = deepest
+                    .max()
+                    .unwrap_or(1)
+                    .max((ds.len() as u32).saturating_add(1));
+                total[i as usize] = ds
+                    .iter()
+                    .fold(1u32, |t, &d| t.saturating_add(total[d as usize]));
+            }
+            for &t in dependents.get(i) {
+                waiting[t as usize] -= 1;
+                if waiting[t as usize] == 0 {
+                    ready.push(t);
+                }
             }
         }
+        let mut height = vec![0u32; n];
+        let mut near = vec![0u32; n];
+        let mut small = total.clone();
+        for &i in topo.iter().rev() {
+            let ups = dependents.get(i);
+            if let Some(h) = ups.iter().map(|&d| height[d as usize]).max() {
+                let i = i as usize;
+                height[i] = h.saturating_add(1);
+                let d = ups.iter().map(|&d| near[d as usize]).min().unwrap_or(0);
+                near[i] = d.saturating_add(1);
+                small[i] = ups.iter().map(|&d| small[d as usize]).min().unwrap_or(0);
+            }
+        }
+        Metrics {
+            need,
+            total,
+            height,
+            near,
+            small,
+        }
     }
-    (need, total)
 }
 
 /// The state of the walk.
@@ -187,8 +311,11 @@ struct Walk<'a> {
     deps: &'a Csr,
     dependents: &'a Csr,
     keys: &'a [Key],
-    need: Vec<u32>,
-    total: Vec<u32>,
+    need: &'a [u32],
+    total: &'a [u32],
+    height: &'a [u32],
+    near: &'a [u32],
+    small: &'a [u32],
     /// The result: position in the order, `UNSET` until scheduled.
     prio: Vec<u32>,
     next: u32,
@@ -225,7 +352,9 @@ struct Walk<'a> {
 const DECORATE: usize = 32;
 
 impl Walk<'_> {
-    fn key_cmp(&self, a: u32, b: u32) -> std::cmp::Ordering {
+    /// The tie-break between otherwise equal nodes: `Less` when `a` goes first, which is when
+    /// its key is the smaller (`("x", 0)` before `("x", 9)`; Dask goes the other way).
+    fn tie(&self, a: u32, b: u32) -> std::cmp::Ordering {
         self.keys[a as usize].cmp(&self.keys[b as usize])
     }
 
@@ -242,7 +371,7 @@ impl Walk<'_> {
         need(b)
             .cmp(&need(a))
             .then_with(|| self.total[b as usize].cmp(&self.total[a as usize]))
-            .then_with(|| self.key_cmp(a, b))
+            .then_with(|| self.tie(a, b))
     }
 
     /// Sorts `ids` by [`Walk::prefer`]. Long lists (a node with many inputs) are sorted on a
@@ -289,7 +418,7 @@ impl Walk<'_> {
         dec.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0)
                 .then(a.1.cmp(&b.1))
-                .then_with(|| self.key_cmp(a.2, b.2))
+                .then_with(|| self.tie(a.2, b.2))
         });
         for (slot, d) in ids.iter_mut().zip(&dec) {
             *slot = d.2;
@@ -309,9 +438,10 @@ impl Walk<'_> {
             } else if self.flags[t] & EXPANDED != 0 {
                 // Its dependencies were all computed before it surfaced again, unless on a cycle.
                 self.stack.pop();
-            } else if self.flush_deferred() {
+            } else if !self.settles(top) && self.flush_deferred() {
                 // Before walking back for new data, make the postponed swaps (which may have
-                // changed what the top needs).
+                // changed what the top needs); unless the top needs only ready inputs and
+                // finishing it releases what it adds.
             } else {
                 self.flags[t] |= EXPANDED;
                 let mut buf = std::mem::take(&mut self.buf);
@@ -324,6 +454,9 @@ impl Walk<'_> {
                 );
                 self.sort_preferred(&mut buf);
                 buf.dedup();
+                for &d in &buf {
+                    self.flags[d as usize] |= ONSTACK;
+                }
                 self.stack.extend(buf.iter().rev());
                 self.buf = buf;
             }
@@ -366,6 +499,7 @@ impl Walk<'_> {
                         None => break,
                     }
                 }
+                self.flags[top as usize] |= ONSTACK;
                 self.stack.push(top);
                 return true;
             }
@@ -392,11 +526,21 @@ impl Walk<'_> {
         }
     }
 
-    /// Which of two dependents to continue with: fewer missing dependencies, then smaller key.
+    /// Which of two dependents to climb through to the next target: the one nearer an output,
+    /// then the one leading to the smaller output (less work to finish it), then fewer missing
+    /// dependencies, then the tie-break.
     fn closer(&self, a: u32, b: u32) -> std::cmp::Ordering {
-        self.needed[a as usize]
-            .cmp(&self.needed[b as usize])
-            .then_with(|| self.key_cmp(a, b))
+        let (a, b) = (a as usize, b as usize);
+        (self.near[a], self.small[a], self.needed[a])
+            .cmp(&(self.near[b], self.small[b], self.needed[b]))
+            .then_with(|| self.tie(a as u32, b as u32))
+    }
+
+    /// Which of two nodes heads the longer path to an output, then the tie-break.
+    fn longer(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        self.height[b as usize]
+            .cmp(&self.height[a as usize])
+            .then_with(|| self.tie(a, b))
     }
 
     /// Whether running the ready node `h` now keeps memory down: it is an output, or it frees
@@ -410,8 +554,69 @@ impl Walk<'_> {
         }
         let freed = self.sole[h as usize];
         // The look-ahead is capped so that a node with a huge fan-out costs O(1) here.
+        // A node that frees nothing, whose only dependent it makes ready and which then frees
+        // it and another result: together memory-neutral, like a node that frees one result.
+        let pair = || match outs {
+            [g] => self.needed[*g as usize] == 1 && self.sole[*g as usize] >= 2,
+            _ => false,
+        };
         freed >= 2
             || freed == 1 && (rising || outs.iter().take(32).any(|&g| self.needed[g as usize] == 1))
+            || self.completes(h)
+            || freed == 0 && rising && pair()
+    }
+
+    /// Whether the unscheduled node `h`, which lacks only ready inputs, is worth walking to now:
+    /// computing it and those inputs releases at least as many results as it leaves behind
+    /// (its own, unless it is an output, and the inputs that another task will still need
+    /// once it has run). At most 32 inputs and consumers are looked at, so that a huge fan-in
+    /// or fan-out costs O(1) here.
+    fn settles(&self, h: u32) -> bool {
+        let ds = self.deps.get(h);
+        if self.blocked[h as usize] != 0 || self.flags[h as usize] & EXPANDED != 0 || ds.len() > 32
+        {
+            return false;
+        }
+        let (mut freed, mut staying) = (0, 0);
+        for &d in ds {
+            let d = d as usize;
+            if self.prio[d] != UNSET {
+                freed += u32::from(self.holders[d] == 1);
+            } else {
+                // It stays if another of its consumers will still lack more than it.
+                let gs = self.dependents.get(d as u32);
+                let stays =
+                    gs.len() > 32 || gs.iter().any(|&g| g != h && self.needed[g as usize] > 1);
+                staying += u32::from(stays);
+            }
+        }
+        let own = u32::from(!self.dependents.get(h).is_empty());
+        freed >= own + staying
+    }
+
+    /// Whether running the memory-neutral node `h` (it frees one result and adds one) now would
+    /// drift away from what the walk is computing: the walk does not need it (it is not on the
+    /// stack) and it heads a long chain (its longest path to an output is longer than its
+    /// shortest), along which such swaps would carry the walk off, leaving each link's other
+    /// consumers behind (a running total across row chunks).
+    fn drifts(&self, h: u32) -> bool {
+        let i = h as usize;
+        self.sole[i] == 1
+            && !self.dependents.get(h).is_empty()
+            && self.flags[i] & ONSTACK == 0
+            && self.height[i] != self.near[i]
+            && !self.completes(h)
+    }
+
+    /// Whether `h` is one step below outputs that all become ready when it runs (at most 32 of
+    /// them, so that a huge fan-out costs O(1) here): running it completes a branch.
+    fn completes(&self, h: u32) -> bool {
+        let outs = self.dependents.get(h);
+        !outs.is_empty()
+            && outs.len() <= 32
+            && outs
+                .iter()
+                .all(|&g| self.needed[g as usize] == 1 && self.dependents.get(g).is_empty())
     }
 
     /// Schedules the ready node `x`, then everything that is worth running right after it.
@@ -457,36 +662,74 @@ impl Walk<'_> {
                 *e = h;
                 true
             });
+            // Favour the longest critical path, as far as it costs nothing lasting: when
+            // outputs are about to run, a dependent of `x` one step below outputs (which all
+            // become ready with it) runs before them, so that on a parallel scheduler the chain
+            // starts first (Dask's `test_favor_longest_critical_path`). Longer chains would
+            // hold `x` and their own results while the walk climbs them.
+            let lead = if rising.len() > 1 {
+                rising
+                    .iter()
+                    .copied()
+                    .filter(|&d| self.completes(d))
+                    .min_by(|&a, &b| self.tie(a, b))
+            } else {
+                None
+            };
             rising.retain(|&d| self.worth_running(d, true));
+            let lead = lead.filter(|l| {
+                !rising.contains(l) && rising.iter().any(|&d| self.dependents.get(d).is_empty())
+            });
+            // Walk soon to a consumer of `x` that lacks only ready inputs, when finishing it
+            // releases at least what it adds.
+            for &h in self.dependents.get(x) {
+                if self.needed[h as usize] > 0 && self.settles(h) {
+                    wanted.push(h);
+                }
+            }
             // Run each `h` if that is worth it, or walk to it soon if it only lacks ready inputs.
             for h in last_one.drain(..) {
                 if self.needed[h as usize] == 0 {
-                    if self.worth_running(h, false) {
+                    if self.worth_running(h, false) && !self.drifts(h) {
                         freeing.push(h);
                     } else {
                         // Memory-neutral: postponed until the walk is about to load new data,
                         // so the current branch stays together.
                         postponed.push(h);
                     }
-                } else if self.blocked[h as usize] == 0 && self.flags[h as usize] & EXPANDED == 0 {
+                } else if self.settles(h) {
                     wanted.push(h);
                 }
             }
             if self.holders[i] > 0 {
                 self.resume.push(x);
             }
-            postponed.sort_unstable_by(|&a, &b| self.key_cmp(a, b));
+            postponed.sort_unstable_by(|&a, &b| self.tie(a, b));
             self.deferred.append(&mut postponed);
-            // Dependents of `x` first (popped first), then the other consumers it unlocked;
-            // smallest key first within each group.
-            for group in [&mut freeing, &mut rising] {
-                group.sort_unstable_by(|&a, &b| self.key_cmp(b, a));
-                work.append(group);
-            }
+            // Dependents of `x` first (popped first), the longest path first among them; then
+            // the other consumers it unlocked, in tie-break order.
+            freeing.sort_unstable_by(|&a, &b| self.tie(b, a));
+            work.append(&mut freeing);
+            // Among those: a node one step below outputs first (the chain to an output starts
+            // before its sibling outputs), then outputs (they free at once), then the longest
+            // path first.
+            rising.sort_unstable_by(|&a, &b| {
+                let rank = |x: u32| match self.height[x as usize] {
+                    1 => 0,
+                    0 => 1,
+                    _ => 2,
+                };
+                rank(b).cmp(&rank(a)).then_with(|| self.longer(b, a))
+            });
+            work.append(&mut rising);
+            work.extend(lead);
         }
         wanted.retain(|&h| self.prio[h as usize] == UNSET);
         wanted.sort_unstable_by(|&a, &b| self.prefer(b, a));
         wanted.dedup();
+        for &h in &wanted {
+            self.flags[h as usize] |= ONSTACK;
+        }
         self.stack.append(&mut wanted);
         (
             self.work,
@@ -605,7 +848,8 @@ mod tests {
                 .collect();
             let deps = Csr::from_lists(lists);
             let dependents = deps.transpose();
-            let mut w = Walk::new(&deps, &dependents, &keys);
+            let m = Metrics::new(&deps, &dependents);
+            let mut w = Walk::new(&deps, &dependents, &keys, &m);
             for i in 0..n {
                 if rand(3) == 0 {
                     w.needed[i] = 0;
