@@ -1865,6 +1865,7 @@ fn name_of(k: &Key) -> String {
         Key::Tuple(parts) => match &parts[0] {
             KeyPart::Str(s) => s.to_string(),
             KeyPart::Int(i) => i.to_string(),
+            KeyPart::UInt(u) => u.to_string(),
         },
     };
     match s.rsplit_once('-') {
