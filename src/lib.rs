@@ -56,6 +56,9 @@ pub use csr::Csr;
 pub use diagnostics::dot::{render_dot, to_dot, DotColor};
 pub use diagnostics::profiler::{Outcome, Profile, Profiler, TaskRecord};
 pub use diagnostics::progress::ProgressBar;
+pub use diagnostics::resources::{
+    ProcessSample, ResourceProfile, ResourceProfiler, ResourceSample,
+};
 pub use engine::Output;
 pub use error::{signal_name, BuildError, Error, GraphError, TaskError, TaskErrorKind};
 pub use forkgraph_macros::task;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use forkgraph_worker::Value;
 
+use super::resources::ResourceSample;
 use crate::callbacks::{monotonic_ns, Callbacks, RunInfo, TaskEvent, WorkerEvent, WorkerId};
 use crate::error::TaskError;
 use crate::key::Key;
@@ -56,6 +57,9 @@ pub struct Profile {
     pub tasks: Vec<TaskRecord>,
     /// Worker processes that started, died or were replaced.
     pub worker_events: Vec<WorkerEvent>,
+    /// CPU and memory samples, when a [`ResourceProfiler`](crate::ResourceProfiler)'s were
+    /// added ([`Profile::with_resources`]); empty otherwise.
+    pub resources: Vec<ResourceSample>,
 }
 
 impl Profile {
@@ -63,9 +67,14 @@ impl Profile {
     pub fn span(&self) -> (u64, u64) {
         let last_task = self.tasks.iter().map(|t| t.end).max().unwrap_or(0);
         let last_event = self.worker_events.iter().map(event_time).max().unwrap_or(0);
+        let last_sample = self.resources.iter().map(|r| r.at).max().unwrap_or(0);
         (
             self.origin,
-            self.end.max(last_task).max(last_event).max(self.origin),
+            self.end
+                .max(last_task)
+                .max(last_event)
+                .max(last_sample)
+                .max(self.origin),
         )
     }
 
@@ -88,7 +97,9 @@ impl Profile {
     /// The Chrome trace event format (JSON), which Perfetto and `chrome://tracing` open: one
     /// track per worker (named after it), one complete event (`"ph": "X"`) per task on its
     /// worker's track, with key, outcome, result size and error in `args`; worker events as
-    /// instant events on the worker's track. Times are microseconds since `origin`.
+    /// instant events on the worker's track; resource samples as counter tracks (`"ph": "C"`:
+    /// `CPU %` and `RSS MiB` per process and in total, `shared segments MiB`). Times are
+    /// microseconds since `origin`.
     pub fn chrome_trace(&self) -> serde_json::Value {
         use serde_json::json;
         let us = |t: u64| t.saturating_sub(self.origin) as f64 / 1000.0;
@@ -145,6 +156,25 @@ impl Profile {
                 "ts": us(event_time(e)), "args": args,
             }));
         }
+        for r in &self.resources {
+            let ts = us(r.at);
+            let mut cpu = serde_json::Map::new();
+            let mut rss = serde_json::Map::new();
+            for p in &r.processes {
+                if let Some(c) = p.cpu_percent {
+                    cpu.insert(p.label(), json!(c));
+                }
+                rss.insert(p.label(), json!(mib(p.rss_bytes)));
+            }
+            cpu.insert("total".into(), json!(r.cpu_percent));
+            rss.insert("total".into(), json!(mib(r.rss_bytes)));
+            events.push(json!({ "ph": "C", "pid": 1, "name": "CPU %", "ts": ts, "args": cpu }));
+            events.push(json!({ "ph": "C", "pid": 1, "name": "RSS MiB", "ts": ts, "args": rss }));
+            events.push(json!({
+                "ph": "C", "pid": 1, "name": "shared segments MiB", "ts": ts,
+                "args": { "held": mib(r.segment_bytes) }
+            }));
+        }
         json!({ "traceEvents": events, "displayTimeUnit": "ms" })
     }
 
@@ -191,6 +221,10 @@ impl Profile {
         }
         s
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }
 
 fn event_time(e: &WorkerEvent) -> u64 {
