@@ -50,7 +50,9 @@ mod scheduler;
 mod sync;
 mod threaded;
 
-pub use callbacks::{monotonic_ns, Callbacks, RunInfo, TaskEvent, WorkerEvent, WorkerId};
+pub use callbacks::{
+    monotonic_ns, Callbacks, Dependencies, RunInfo, TaskEvent, WorkerEvent, WorkerId,
+};
 #[doc(hidden)]
 pub use csr::Csr;
 pub use diagnostics::dot::{render_dot, to_dot, DotColor};

@@ -40,6 +40,8 @@ pub struct TaskRecord {
     pub result_bytes: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// The tasks whose results it took as inputs ([`TaskEvent::dependencies`]).
+    pub dependencies: Vec<Key>,
 }
 
 /// What a [`Profiler`] recorded, over every `get` it watched.
@@ -97,7 +99,9 @@ impl Profile {
     /// The Chrome trace event format (JSON), which Perfetto and `chrome://tracing` open: one
     /// track per worker (named after it), one complete event (`"ph": "X"`) per task on its
     /// worker's track, with key, outcome, result size and error in `args`; worker events as
-    /// instant events on the worker's track; resource samples as counter tracks (`"ph": "C"`:
+    /// instant events on the worker's track; a flow arrow (`"ph": "s"` at the end of the
+    /// producer, `"ph": "f"` with `"bp": "e"` at the start of the consumer) for each input a
+    /// task took from a task that ran in another process; resource samples as counter tracks (`"ph": "C"`:
     /// `CPU %` and `RSS MiB` per process and in total, `shared segments MiB`). Times are
     /// microseconds since `origin`.
     pub fn chrome_trace(&self) -> serde_json::Value {
@@ -156,6 +160,22 @@ impl Profile {
                 "ts": us(event_time(e)), "args": args,
             }));
         }
+        for (id, (from, to)) in self.cross_process_inputs().into_iter().enumerate() {
+            let (p, c) = (&self.tasks[from], &self.tasks[to]);
+            let (Some(pl), Some(cl)) = (self.lane(p.worker), self.lane(c.worker)) else {
+                continue;
+            };
+            // Just inside the producer's slice, so that viewers bind the arrow to it.
+            let end = us(p.start).max(us(p.end) - 0.001);
+            events.push(json!({
+                "ph": "s", "pid": 1, "tid": pl, "id": id, "name": "input", "cat": "dependency",
+                "ts": end,
+            }));
+            events.push(json!({
+                "ph": "f", "bp": "e", "pid": 1, "tid": cl, "id": id, "name": "input",
+                "cat": "dependency", "ts": us(c.start),
+            }));
+        }
         for r in &self.resources {
             let ts = us(r.at);
             let mut cpu = serde_json::Map::new();
@@ -176,6 +196,34 @@ impl Profile {
             }));
         }
         json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+    }
+
+    /// The inputs that crossed processes, as (producer, consumer) indices into
+    /// [`Profile::tasks`]: a task that ran took the result of a task that ran in another process
+    /// (the latest record of its key before the consumer's). Threads of a thread pool and the
+    /// caller share the parent process.
+    pub fn cross_process_inputs(&self) -> Vec<(usize, usize)> {
+        let process = |w: WorkerId| match w {
+            WorkerId::Process { pid, .. } => Some(pid),
+            WorkerId::Caller | WorkerId::Thread(_) => None,
+        };
+        let mut latest: std::collections::HashMap<&Key, usize> = Default::default();
+        let mut pairs = Vec::new();
+        for (i, t) in self.tasks.iter().enumerate() {
+            if t.outcome != Outcome::NotRun {
+                for d in &t.dependencies {
+                    if let Some(&j) = latest.get(d) {
+                        if process(self.tasks[j].worker) != process(t.worker) {
+                            pairs.push((j, i));
+                        }
+                    }
+                }
+            }
+            if t.outcome == Outcome::Ok {
+                latest.insert(&t.key, i);
+            }
+        }
+        pairs
     }
 
     /// [`Profile::chrome_trace`] written to a file.
@@ -308,6 +356,7 @@ impl State {
             end: t.end,
             result_bytes: t.result_bytes,
             outcome,
+            dependencies: t.dependencies.iter().cloned().collect(),
         });
     }
 }
