@@ -7,9 +7,11 @@
 //!
 //! Writes to DIR:
 //! - `trace.json`: Chrome trace (open in <https://ui.perfetto.dev> or `chrome://tracing`), one
-//!   track per worker process, one slice per task;
+//!   track per worker process, one slice per task, counter tracks of CPU % and RSS per process
+//!   (sampled every 20 ms) and of shared segment bytes;
 //! - `profile.svg`: a Gantt chart, a lane per worker, tasks coloured by function, the worker
-//!   death (a task crashes its worker once, on purpose) marked in red;
+//!   death (a task crashes its worker once, on purpose) marked in red, and under it CPU % and
+//!   memory per process on the same time axis;
 //! - `graph.dot`, and `graph.svg` when Graphviz `dot` is installed.
 //!
 //! The graph: 12 partitions are generated (8 MiB of f64 each, through shared segments), cleaned
@@ -19,9 +21,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use forkgraph::{
-    key, Arg, DotColor, GetOptions, Graph, Key, ProcessPool, Profiler, Scheduler, Value,
+    key, Arg, DotColor, GetOptions, Graph, Key, ProcessPool, Profiler, ResourceProfiler, Scheduler,
+    Value,
 };
 
 const PARTS: usize = 12;
@@ -160,7 +164,11 @@ fn run() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let profiler = Arc::new(Profiler::new());
-    let opts = GetOptions::new().progress().callback(profiler.clone());
+    let resources = Arc::new(ResourceProfiler::new(Duration::from_millis(20)));
+    let opts = GetOptions::new()
+        .progress()
+        .callback(profiler.clone())
+        .callback(resources.clone());
     let result = pool
         .get_with(&g, &"report".into(), &opts)
         .map_err(|e| e.to_string())?;
@@ -168,7 +176,7 @@ fn run() -> Result<(), String> {
         println!("result: {s}");
     }
 
-    let p = profiler.profile();
+    let p = profiler.profile().with_resources(&resources.resources());
     println!("{}", p.summary());
     let write = |name: &str, text: &str| {
         std::fs::write(out.join(name), text).map_err(|e| format!("{name}: {e}"))

@@ -14,6 +14,7 @@ use forkgraph_worker::Value;
 
 use crate::error::TaskError;
 use crate::key::Key;
+use crate::plan::{Kind, Plan};
 
 /// What a run is about to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,44 @@ pub struct TaskEvent<'a> {
     /// a task whose worker died while it ran are from its progress page or its dispatch, to
     /// the death).
     pub ran: bool,
+    /// The tasks whose results it took as inputs.
+    pub dependencies: Dependencies<'a>,
+}
+
+/// The keys of the tasks whose results a task took as inputs ([`TaskEvent::dependencies`]), in
+/// the order of its arguments: an alias is resolved to the task it names, literals are left
+/// out. Read from the run's plan, without allocating.
+#[derive(Clone, Copy)]
+pub struct Dependencies<'a> {
+    plan: &'a Plan,
+    node: u32,
+}
+
+impl<'a> Dependencies<'a> {
+    pub(crate) fn new(plan: &'a Plan, node: u32) -> Dependencies<'a> {
+        Dependencies { plan, node }
+    }
+
+    /// The keys.
+    pub fn iter(&self) -> impl Iterator<Item = &'a Key> + 'a {
+        let plan = self.plan;
+        plan.deps.get(self.node).iter().filter_map(move |&d| {
+            let mut d = d;
+            loop {
+                match plan.kinds[d as usize] {
+                    Kind::Task(_) => return Some(&plan.keys[d as usize]),
+                    Kind::Value(_) => return None,
+                    Kind::Alias => d = plan.deps.get(d)[0],
+                }
+            }
+        })
+    }
+}
+
+impl fmt::Debug for Dependencies<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 impl TaskEvent<'_> {

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use forkgraph_worker::{TaskSpec, Value};
 
-use crate::callbacks::{value_bytes, Callbacks, RunInfo, TaskEvent, WorkerEvent, WorkerId};
+use crate::callbacks::{
+    value_bytes, Callbacks, Dependencies, RunInfo, TaskEvent, WorkerEvent, WorkerId,
+};
 use crate::error::{Error, TaskError, TaskErrorKind};
 use crate::graph::TaskOptions;
 use crate::key::Key;
@@ -377,6 +379,7 @@ fn drive(
                             end: d.ran.end.max(d.ran.start),
                             result_bytes: value_bytes(&v),
                             ran: d.ran.started,
+                            dependencies: Dependencies::new(plan, d.node),
                         };
                         for cb in callbacks {
                             cb.posttask(key, &v);
@@ -399,6 +402,7 @@ fn drive(
                             end: d.ran.end.max(d.ran.start),
                             result_bytes: 0,
                             ran: d.ran.started,
+                            dependencies: Dependencies::new(plan, d.node),
                         };
                         for cb in callbacks {
                             cb.task_failed(&event, t);

@@ -50,12 +50,17 @@ mod scheduler;
 mod sync;
 mod threaded;
 
-pub use callbacks::{monotonic_ns, Callbacks, RunInfo, TaskEvent, WorkerEvent, WorkerId};
+pub use callbacks::{
+    monotonic_ns, Callbacks, Dependencies, RunInfo, TaskEvent, WorkerEvent, WorkerId,
+};
 #[doc(hidden)]
 pub use csr::Csr;
 pub use diagnostics::dot::{render_dot, to_dot, DotColor};
 pub use diagnostics::profiler::{Outcome, Profile, Profiler, TaskRecord};
 pub use diagnostics::progress::ProgressBar;
+pub use diagnostics::resources::{
+    ProcessSample, ResourceProfile, ResourceProfiler, ResourceSample,
+};
 pub use engine::Output;
 pub use error::{signal_name, BuildError, Error, GraphError, TaskError, TaskErrorKind};
 pub use forkgraph_macros::task;

@@ -4,14 +4,16 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::watchdog;
 use forkgraph::{
     graph, key, monotonic_ns, Arg, Callbacks, DotColor, Error, GetOptions, Graph, Key, Outcome,
-    ProcessPool, Profile, Profiler, ProgressBar, Scheduler, SyncScheduler, TaskError,
-    TaskErrorKind, TaskEvent, ThreadPool, Value, WorkerEvent, WorkerId,
+    ProcessPool, Profile, Profiler, ProgressBar, ResourceProfiler, Scheduler, SyncScheduler,
+    TaskError, TaskErrorKind, TaskEvent, TaskRecord, ThreadPool, Value, WorkerEvent, WorkerId,
 };
 
 #[forkgraph::task]
@@ -502,4 +504,254 @@ fn dot_names_every_node_and_graphviz_accepts_it() {
         }
     }
     assert!(forkgraph::to_dot(&g, &"nope".into(), DotColor::Function).is_err());
+}
+
+/// Counter events of a Chrome trace by name, in file order: (name, ts, args).
+fn counters(trace: &serde_json::Value) -> Vec<(String, f64, serde_json::Value)> {
+    trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "C")
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["ts"].as_f64().unwrap(),
+                e["args"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Threads of this process named after the resource profiler's sampler (names are cut to 15
+/// bytes in /proc).
+fn sampler_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|n| n.starts_with("forkgraph-resou"))
+        .count()
+}
+
+#[test]
+fn resource_profiler_samples_every_process_into_counters_and_a_panel() {
+    watchdog(120, || {
+        let pool = ProcessPool::builder().workers(2).build().unwrap();
+        let pids = pool.worker_pids();
+        let prof = Arc::new(Profiler::new());
+        let res = Arc::new(ResourceProfiler::new(Duration::from_millis(5)));
+        let opts = GetOptions::new()
+            .callback(prof.clone())
+            .callback(res.clone());
+        assert_eq!(
+            pool.get_with(&flat(), &"sum".into(), &opts)
+                .unwrap()
+                .to::<i64>()
+                .unwrap(),
+            210
+        );
+        assert_eq!(sampler_threads(), 0, "finish stops the sampler thread");
+        let r = res.resources();
+        // One sample at the start and one at the finish, whatever the timing.
+        assert!(r.samples.len() >= 2, "{r:?}");
+        assert!(r.samples.windows(2).all(|w| w[0].at <= w[1].at));
+        let parent = std::process::id() as i32;
+        for s in &r.samples {
+            assert_eq!(s.processes[0].pid, parent);
+            assert_eq!(s.processes[0].worker, None);
+            assert!(s.rss_bytes >= s.processes[0].rss_bytes && s.rss_bytes > 0);
+        }
+        // The workers are watched before the run finishes: the last sample reads them, after
+        // a first reading (so with a CPU %).
+        let last = r.samples.last().unwrap();
+        for pid in &pids {
+            let p = last
+                .processes
+                .iter()
+                .find(|p| p.pid == *pid)
+                .expect("worker sampled");
+            assert!(p.cpu_percent.is_some_and(|c| c >= 0.0), "{p:?}");
+            assert!(matches!(p.worker, Some(WorkerId::Process { pid: q, .. }) if q == *pid));
+        }
+
+        let p = prof.profile().with_resources(&r);
+        let text = serde_json::to_string(&p.chrome_trace()).unwrap();
+        let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let counters = counters(&trace);
+        for name in ["CPU %", "RSS MiB", "shared segments MiB"] {
+            let ts: Vec<f64> = counters
+                .iter()
+                .filter(|c| c.0 == name)
+                .map(|c| c.1)
+                .collect();
+            assert_eq!(ts.len(), r.samples.len(), "{name}");
+            assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{name}: {ts:?}");
+            assert!(ts.iter().all(|&t| t >= 0.0), "{name}: {ts:?}");
+        }
+        for (name, _, args) in &counters {
+            let args = args.as_object().unwrap();
+            assert!(!args.is_empty());
+            assert!(
+                args.values().all(|v| v.as_f64().is_some_and(|v| v >= 0.0)),
+                "{name}"
+            );
+            if name == "RSS MiB" {
+                assert!(args.contains_key("parent") && args.contains_key("total"));
+            }
+        }
+
+        let svg = p.svg();
+        let doc = roxmltree::Document::parse(&svg).expect("the SVG is well-formed XML");
+        let panel = doc
+            .descendants()
+            .find(|n| n.attribute("class") == Some("resources"))
+            .expect("a resource panel");
+        for chart in ["cpu", "memory"] {
+            let g = panel
+                .descendants()
+                .find(|n| n.attribute("class") == Some(chart))
+                .unwrap_or_else(|| panic!("a {chart} chart"));
+            assert!(
+                g.descendants().any(|n| n.has_tag_name("polyline")),
+                "{chart}"
+            );
+        }
+        // Under the lanes.
+        let lane_bottom = doc
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("lane"))
+            .filter_map(|n| n.first_element_child()?.attribute("y")?.parse::<f64>().ok())
+            .fold(0.0, f64::max);
+        let panel_top: f64 = panel
+            .descendants()
+            .find(|n| n.has_tag_name("rect"))
+            .and_then(|n| n.attribute("y")?.parse().ok())
+            .unwrap();
+        assert!(panel_top > lane_bottom);
+        // Without samples there is no panel.
+        assert!(!prof.profile().svg().contains(r#"class="resources""#));
+    });
+}
+
+/// A task record for a made-up profile.
+fn record(key: &str, worker: WorkerId, start: u64, end: u64, deps: &[&str]) -> TaskRecord {
+    TaskRecord {
+        key: key.into(),
+        function: "f".into(),
+        worker,
+        start,
+        end,
+        result_bytes: 8,
+        outcome: Outcome::Ok,
+        dependencies: deps.iter().map(|&d| d.into()).collect(),
+    }
+}
+
+/// Flow events of a trace: id -> (the "s" events, the "f" events).
+fn flows(
+    trace: &serde_json::Value,
+) -> HashMap<u64, (Vec<serde_json::Value>, Vec<serde_json::Value>)> {
+    let mut m: HashMap<u64, (Vec<_>, Vec<_>)> = HashMap::new();
+    for e in trace["traceEvents"].as_array().unwrap() {
+        match e["ph"].as_str() {
+            Some("s") => m
+                .entry(e["id"].as_u64().unwrap())
+                .or_default()
+                .0
+                .push(e.clone()),
+            Some("f") => m
+                .entry(e["id"].as_u64().unwrap())
+                .or_default()
+                .1
+                .push(e.clone()),
+            _ => {}
+        }
+    }
+    m
+}
+
+#[test]
+fn flow_arrows_only_for_inputs_from_another_process() {
+    let a = WorkerId::Process { slot: 0, pid: 100 };
+    let b = WorkerId::Process { slot: 1, pid: 101 };
+    let us = 1000;
+    let p = Profile {
+        origin: 0,
+        end: 100 * us,
+        workers: vec![a, b],
+        tasks: vec![
+            record("x", a, 0, 10 * us, &[]),
+            record("y", b, 0, 12 * us, &[]),
+            // Takes x (same worker: no arrow) and y (from b: an arrow).
+            record("z", a, 20 * us, 30 * us, &["x", "y"]),
+            // Takes z from a: an arrow.
+            record("w", b, 40 * us, 50 * us, &["z"]),
+        ],
+        ..Profile::default()
+    };
+    assert_eq!(p.cross_process_inputs(), vec![(1, 2), (2, 3)]);
+    let flows = flows(&p.chrome_trace());
+    assert_eq!(flows.len(), 2);
+    let mut ends: Vec<(u64, f64, u64, f64)> = flows
+        .values()
+        .map(|(s, f)| {
+            assert_eq!((s.len(), f.len()), (1, 1), "{s:?} {f:?}");
+            assert_eq!(f[0]["bp"], "e");
+            (
+                s[0]["tid"].as_u64().unwrap(),
+                s[0]["ts"].as_f64().unwrap(),
+                f[0]["tid"].as_u64().unwrap(),
+                f[0]["ts"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    ends.sort_by(|x, y| x.1.total_cmp(&y.1));
+    // From y's end (inside its slice) on lane 1 to z's start on lane 0; from z to w.
+    assert_eq!((ends[0].0, ends[0].2, ends[0].3), (1, 0, 20.0));
+    assert!(ends[0].1 > 11.9 && ends[0].1 <= 12.0, "{ends:?}");
+    assert_eq!((ends[1].0, ends[1].2, ends[1].3), (0, 1, 40.0));
+
+    // Threads share a process: no arrows.
+    let mut t = p.clone();
+    for (r, w) in t.tasks.iter_mut().zip([0, 1, 0, 1]) {
+        r.worker = WorkerId::Thread(w);
+    }
+    t.workers = vec![WorkerId::Thread(0), WorkerId::Thread(1)];
+    assert!(t.cross_process_inputs().is_empty());
+    assert!(flows_of(&t).is_empty());
+}
+
+fn flows_of(p: &Profile) -> HashMap<u64, (Vec<serde_json::Value>, Vec<serde_json::Value>)> {
+    flows(&p.chrome_trace())
+}
+
+#[test]
+fn flow_arrows_pair_up_on_a_process_pool() {
+    watchdog(120, || {
+        let pool = ProcessPool::builder().workers(2).build().unwrap();
+        let prof = Arc::new(Profiler::new());
+        let rec = Arc::new(Recorder::default());
+        let opts = GetOptions::new()
+            .callback(prof.clone())
+            .callback(rec.clone());
+        pool.get_with(&flat(), &"sum".into(), &opts).unwrap();
+        let p = prof.profile();
+        let sum = p.tasks.iter().find(|t| t.key == "sum".into()).unwrap();
+        assert_eq!(sum.dependencies.len(), 20, "{:?}", sum.dependencies);
+        // The expected arrows, from the records: inputs of `sum` from the other worker.
+        let other = sum
+            .dependencies
+            .iter()
+            .filter(|d| p.tasks.iter().find(|t| &t.key == *d).unwrap().worker != sum.worker)
+            .count();
+        let flows = flows_of(&p);
+        assert_eq!(flows.len(), other);
+        let sum_lane = p.lane(sum.worker).unwrap() as u64;
+        for (s, f) in flows.values() {
+            assert_eq!((s.len(), f.len()), (1, 1));
+            assert_ne!(s[0]["tid"], f[0]["tid"]);
+            assert_eq!(f[0]["tid"].as_u64().unwrap(), sum_lane);
+            assert!(s[0]["ts"].as_f64().unwrap() <= f[0]["ts"].as_f64().unwrap());
+        }
+    });
 }

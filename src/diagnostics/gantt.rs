@@ -80,7 +80,9 @@ pub(crate) fn render(p: &Profile) -> String {
         .collect();
     let legend_rows = functions.len().div_ceil(6).max(1) + 1;
     let axis_y = TOP + lanes as f64 * LANE_H;
-    let height = axis_y + 34.0 + legend_rows as f64 * 20.0 + 10.0;
+    let panel_y = axis_y + 30.0;
+    let panel_h = resources_height(p);
+    let height = panel_y + panel_h + 6.0 + legend_rows as f64 * 20.0 + 10.0;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -191,7 +193,14 @@ pub(crate) fn render(p: &Profile) -> String {
         }
     }
 
-    // Time axis.
+    resources_panel(&mut s, p, panel_y, &x);
+
+    // Time axis (its grid runs down through the resource panel).
+    let grid_bottom = if p.resources.is_empty() {
+        axis_y + 4.0
+    } else {
+        panel_y + 2.0 * CHART_H + CHART_GAP
+    };
     let step = tick_step(span);
     let _ = writeln!(
         s,
@@ -204,7 +213,7 @@ pub(crate) fn render(p: &Profile) -> String {
         let _ = writeln!(
             s,
             r##"<line x1="{tx:.1}" y1="{TOP}" x2="{tx:.1}" y2="{:.1}" stroke="#ccc" stroke-dasharray="2,3"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle" fill="#333">{}</text>"##,
-            axis_y + 4.0,
+            grid_bottom,
             axis_y + 17.0,
             fmt_ns(tick, step)
         );
@@ -212,7 +221,7 @@ pub(crate) fn render(p: &Profile) -> String {
     }
 
     // Legend.
-    let ly = axis_y + 36.0;
+    let ly = panel_y + panel_h + 12.0;
     for (i, f) in functions.iter().enumerate() {
         let lx = 10.0 + (i % 6) as f64 * 195.0;
         let y = ly + (i / 6) as f64 * 20.0;
@@ -235,6 +244,157 @@ pub(crate) fn render(p: &Profile) -> String {
     );
     s.push_str("</svg>\n");
     s
+}
+
+/// Height of one chart of the resource panel, and the gap above each.
+const CHART_H: f64 = 90.0;
+const CHART_GAP: f64 = 22.0;
+/// Line colours of the processes in the resource panel (the parent first), apart from the
+/// functions' palette.
+const LINES: [&str; 8] = [
+    "#7f7f7f", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d",
+];
+
+fn resources_height(p: &Profile) -> f64 {
+    if p.resources.is_empty() {
+        0.0
+    } else {
+        2.0 * (CHART_H + CHART_GAP) + 20.0
+    }
+}
+
+/// The resource panel under the Gantt chart, on its time axis: CPU % per process and in total,
+/// and RSS per process, in total, and of shared segments, with a legend of the processes.
+fn resources_panel(s: &mut String, p: &Profile, top: f64, x: &dyn Fn(u64) -> f64) {
+    if p.resources.is_empty() {
+        return;
+    }
+    let plot_w = WIDTH - LABEL_W - RIGHT_PAD;
+    // Processes by pid, in the order first seen (the parent first).
+    let mut procs: Vec<(i32, String)> = Vec::new();
+    for r in &p.resources {
+        for ps in &r.processes {
+            if !procs.iter().any(|(pid, _)| *pid == ps.pid) {
+                procs.push((ps.pid, ps.label()));
+            }
+        }
+    }
+    let colour = |i: usize| LINES[i % LINES.len()];
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    type Series = (String, &'static str, f64, Vec<(u64, f64)>);
+    let per_process = |value: &dyn Fn(&super::resources::ProcessSample) -> Option<f64>| {
+        procs
+            .iter()
+            .enumerate()
+            .map(|(i, (pid, label))| {
+                let points = p
+                    .resources
+                    .iter()
+                    .filter_map(|r| {
+                        let ps = r.processes.iter().find(|ps| ps.pid == *pid)?;
+                        Some((r.at, value(ps)?))
+                    })
+                    .collect();
+                (label.clone(), colour(i), 1.5, points)
+            })
+            .collect::<Vec<Series>>()
+    };
+    let mut cpu = per_process(&|ps| ps.cpu_percent);
+    cpu.push((
+        "total".into(),
+        "#000000",
+        2.5,
+        p.resources
+            .iter()
+            .skip(1)
+            .map(|r| (r.at, r.cpu_percent))
+            .collect(),
+    ));
+    let mut mem = per_process(&|ps| Some(mib(ps.rss_bytes)));
+    mem.push((
+        "total".into(),
+        "#000000",
+        2.5,
+        p.resources
+            .iter()
+            .map(|r| (r.at, mib(r.rss_bytes)))
+            .collect(),
+    ));
+    mem.push((
+        "shared segments".into(),
+        "#17becf",
+        2.5,
+        p.resources
+            .iter()
+            .map(|r| (r.at, mib(r.segment_bytes)))
+            .collect(),
+    ));
+    let _ = writeln!(s, r#"<g class="resources">"#);
+    let charts: [(&str, &str, &[Series], f64, &str); 2] = [
+        ("cpu", "CPU % (100 = a core)", &cpu, 100.0, "%"),
+        ("memory", "memory (MiB)", &mem, 1.0, " MiB"),
+    ];
+    for (i, (class, title, series, floor, unit)) in charts.into_iter().enumerate() {
+        let y0 = top + i as f64 * (CHART_H + CHART_GAP);
+        let max = series
+            .iter()
+            .flat_map(|(_, _, _, pts)| pts.iter().map(|&(_, v)| v))
+            .fold(floor, f64::max);
+        let y = |v: f64| y0 + CHART_H - CHART_H * (v / max).clamp(0.0, 1.0);
+        let _ = writeln!(
+            s,
+            r##"<g class="{class}"><rect x="{LABEL_W}" y="{y0}" width="{plot_w}" height="{CHART_H}" fill="#fbfbfb" stroke="#ccc"/><text x="{}" y="{}" text-anchor="end" font-weight="bold">{title}</text><text x="{}" y="{}" text-anchor="end" fill="#555">{max:.0}{unit}</text><text x="{}" y="{}" text-anchor="end" fill="#555">0</text><line x1="{LABEL_W}" y1="{}" x2="{}" y2="{}" stroke="#ddd" stroke-dasharray="2,3"/>"##,
+            LABEL_W - 8.0,
+            y0 + CHART_H / 2.0 + 4.0,
+            LABEL_W - 4.0,
+            y0 + 10.0,
+            LABEL_W - 4.0,
+            y0 + CHART_H,
+            y0 + CHART_H / 2.0,
+            LABEL_W + plot_w,
+            y0 + CHART_H / 2.0,
+        );
+        for (label, stroke, width, pts) in series {
+            if pts.is_empty() {
+                continue;
+            }
+            let mut d = String::new();
+            for &(t, v) in pts {
+                let _ = write!(d, "{:.1},{:.1} ", x(t), y(v));
+            }
+            let _ = writeln!(
+                s,
+                r#"<polyline class="series" points="{}" fill="none" stroke="{stroke}" stroke-width="{width}"><title>{}</title></polyline>"#,
+                d.trim_end(),
+                xml_escape(label)
+            );
+        }
+        let _ = writeln!(s, "</g>");
+    }
+    // Legend of the lines.
+    let ly = top + 2.0 * (CHART_H + CHART_GAP) + 4.0;
+    let mut lx = 10.0;
+    let mut entries: Vec<(String, &str, bool)> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, l))| (l.clone(), colour(i), false))
+        .collect();
+    entries.push(("total".into(), "#000000", true));
+    entries.push(("shared segments".into(), "#17becf", true));
+    for (label, stroke, bold) in entries {
+        let width = if bold { 2.5 } else { 1.5 };
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{}" x2="{}" y2="{}" stroke="{stroke}" stroke-width="{width}"/><text x="{}" y="{ly}">{}</text>"#,
+            ly - 4.0,
+            lx + 18.0,
+            ly - 4.0,
+            lx + 22.0,
+            xml_escape(&label)
+        );
+        lx += 30.0 + 7.0 * label.len() as f64;
+    }
+    let _ = writeln!(s, "</g>");
 }
 
 fn lane_name(w: WorkerId) -> String {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use forkgraph_worker::Value;
 
+use super::resources::ResourceSample;
 use crate::callbacks::{monotonic_ns, Callbacks, RunInfo, TaskEvent, WorkerEvent, WorkerId};
 use crate::error::TaskError;
 use crate::key::Key;
@@ -39,6 +40,8 @@ pub struct TaskRecord {
     pub result_bytes: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// The tasks whose results it took as inputs ([`TaskEvent::dependencies`]).
+    pub dependencies: Vec<Key>,
 }
 
 /// What a [`Profiler`] recorded, over every `get` it watched.
@@ -56,6 +59,9 @@ pub struct Profile {
     pub tasks: Vec<TaskRecord>,
     /// Worker processes that started, died or were replaced.
     pub worker_events: Vec<WorkerEvent>,
+    /// CPU and memory samples, when a [`ResourceProfiler`](crate::ResourceProfiler)'s were
+    /// added ([`Profile::with_resources`]); empty otherwise.
+    pub resources: Vec<ResourceSample>,
 }
 
 impl Profile {
@@ -63,9 +69,14 @@ impl Profile {
     pub fn span(&self) -> (u64, u64) {
         let last_task = self.tasks.iter().map(|t| t.end).max().unwrap_or(0);
         let last_event = self.worker_events.iter().map(event_time).max().unwrap_or(0);
+        let last_sample = self.resources.iter().map(|r| r.at).max().unwrap_or(0);
         (
             self.origin,
-            self.end.max(last_task).max(last_event).max(self.origin),
+            self.end
+                .max(last_task)
+                .max(last_event)
+                .max(last_sample)
+                .max(self.origin),
         )
     }
 
@@ -88,7 +99,11 @@ impl Profile {
     /// The Chrome trace event format (JSON), which Perfetto and `chrome://tracing` open: one
     /// track per worker (named after it), one complete event (`"ph": "X"`) per task on its
     /// worker's track, with key, outcome, result size and error in `args`; worker events as
-    /// instant events on the worker's track. Times are microseconds since `origin`.
+    /// instant events on the worker's track; a flow arrow (`"ph": "s"` at the end of the
+    /// producer, `"ph": "f"` with `"bp": "e"` at the start of the consumer) for each input a
+    /// task took from a task that ran in another process; resource samples as counter tracks (`"ph": "C"`:
+    /// `CPU %` and `RSS MiB` per process and in total, `shared segments MiB`). Times are
+    /// microseconds since `origin`.
     pub fn chrome_trace(&self) -> serde_json::Value {
         use serde_json::json;
         let us = |t: u64| t.saturating_sub(self.origin) as f64 / 1000.0;
@@ -145,7 +160,70 @@ impl Profile {
                 "ts": us(event_time(e)), "args": args,
             }));
         }
+        for (id, (from, to)) in self.cross_process_inputs().into_iter().enumerate() {
+            let (p, c) = (&self.tasks[from], &self.tasks[to]);
+            let (Some(pl), Some(cl)) = (self.lane(p.worker), self.lane(c.worker)) else {
+                continue;
+            };
+            // Just inside the producer's slice, so that viewers bind the arrow to it.
+            let end = us(p.start).max(us(p.end) - 0.001);
+            events.push(json!({
+                "ph": "s", "pid": 1, "tid": pl, "id": id, "name": "input", "cat": "dependency",
+                "ts": end,
+            }));
+            events.push(json!({
+                "ph": "f", "bp": "e", "pid": 1, "tid": cl, "id": id, "name": "input",
+                "cat": "dependency", "ts": us(c.start),
+            }));
+        }
+        for r in &self.resources {
+            let ts = us(r.at);
+            let mut cpu = serde_json::Map::new();
+            let mut rss = serde_json::Map::new();
+            for p in &r.processes {
+                if let Some(c) = p.cpu_percent {
+                    cpu.insert(p.label(), json!(c));
+                }
+                rss.insert(p.label(), json!(mib(p.rss_bytes)));
+            }
+            cpu.insert("total".into(), json!(r.cpu_percent));
+            rss.insert("total".into(), json!(mib(r.rss_bytes)));
+            events.push(json!({ "ph": "C", "pid": 1, "name": "CPU %", "ts": ts, "args": cpu }));
+            events.push(json!({ "ph": "C", "pid": 1, "name": "RSS MiB", "ts": ts, "args": rss }));
+            events.push(json!({
+                "ph": "C", "pid": 1, "name": "shared segments MiB", "ts": ts,
+                "args": { "held": mib(r.segment_bytes) }
+            }));
+        }
         json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+    }
+
+    /// The inputs that crossed processes, as (producer, consumer) indices into
+    /// [`Profile::tasks`]: a task that ran took the result of a task that ran in another process
+    /// (the latest record of its key before the consumer's). Threads of a thread pool and the
+    /// caller share the parent process.
+    pub fn cross_process_inputs(&self) -> Vec<(usize, usize)> {
+        let process = |w: WorkerId| match w {
+            WorkerId::Process { pid, .. } => Some(pid),
+            WorkerId::Caller | WorkerId::Thread(_) => None,
+        };
+        let mut latest: std::collections::HashMap<&Key, usize> = Default::default();
+        let mut pairs = Vec::new();
+        for (i, t) in self.tasks.iter().enumerate() {
+            if t.outcome != Outcome::NotRun {
+                for d in &t.dependencies {
+                    if let Some(&j) = latest.get(d) {
+                        if process(self.tasks[j].worker) != process(t.worker) {
+                            pairs.push((j, i));
+                        }
+                    }
+                }
+            }
+            if t.outcome == Outcome::Ok {
+                latest.insert(&t.key, i);
+            }
+        }
+        pairs
     }
 
     /// [`Profile::chrome_trace`] written to a file.
@@ -191,6 +269,10 @@ impl Profile {
         }
         s
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }
 
 fn event_time(e: &WorkerEvent) -> u64 {
@@ -274,6 +356,7 @@ impl State {
             end: t.end,
             result_bytes: t.result_bytes,
             outcome,
+            dependencies: t.dependencies.iter().cloned().collect(),
         });
     }
 }

@@ -1,17 +1,19 @@
 //! The parent's side of the process boundary: typed handles on the fork server
 //! ([`ForkServer`]) and on each worker ([`WorkerHandle`]), what workers write to stderr
-//! ([`stderr`]), a poll set over them ([`PollSet`]), Ctrl-C during a run ([`CtrlC`]), and the
-//! clock and limits a scheduler reads. A scheduler built on this (forkgraph's process pool, and
-//! the distributed scheduler's local pools) decides *what* runs where; everything that talks to
-//! processes is here.
+//! ([`stderr`]), a poll set over them ([`PollSet`]), Ctrl-C during a run ([`CtrlC`]), the
+//! clock and limits a scheduler reads, and a process's CPU time and RSS ([`process_usage`]).
+//! A scheduler built on this (forkgraph's process pool, and the distributed scheduler's local
+//! pools) decides *what* runs where; everything that talks to processes is here.
 
 mod poll;
 mod server;
 pub mod stderr;
+mod usage;
 mod worker;
 
 pub use poll::{PollSet, Readiness};
 pub use server::{ForkServer, SpawnError, StartError};
+pub use usage::{process_usage, ProcessUsage};
 pub use worker::{Received, WorkerHandle};
 
 pub use crate::sys::process::Exit;
