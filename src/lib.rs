@@ -55,7 +55,7 @@ pub use callbacks::{
 };
 #[doc(hidden)]
 pub use csr::Csr;
-pub use diagnostics::dot::{render_dot, to_dot, DotColor};
+pub use diagnostics::dot::{render_dot, to_dot, to_dot_state, DotColor};
 pub use diagnostics::profiler::{Outcome, Profile, Profiler, TaskRecord};
 pub use diagnostics::progress::ProgressBar;
 pub use diagnostics::resources::{

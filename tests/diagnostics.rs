@@ -480,7 +480,7 @@ fn dot_names_every_node_and_graphviz_accepts_it() {
         "d" => key("c"),
         "sum" => (total, [key("b"), key("d")]),
     };
-    for color in [DotColor::Function, DotColor::Order] {
+    for color in [DotColor::Function, DotColor::Order, DotColor::Pressure] {
         let dot = forkgraph::to_dot(&g, &"sum".into(), color).unwrap();
         for k in ["a", "b", "c", "d", "sum"] {
             assert!(dot.contains(&format!("label=\"{k}")), "{dot}");
@@ -504,6 +504,40 @@ fn dot_names_every_node_and_graphviz_accepts_it() {
         }
     }
     assert!(forkgraph::to_dot(&g, &"nope".into(), DotColor::Function).is_err());
+}
+
+#[test]
+fn dot_shows_memory_pressure_and_the_state_of_a_profiled_run() {
+    // A fan-out: `a` is held while its three consumers run, then freed.
+    let g = graph! {
+        "a" => (inc, 1),
+        "b" => (inc, key("a")),
+        "c" => (inc, key("a")),
+        "d" => (inc, key("a")),
+        "s" => (total, [key("b"), key("c"), key("d")]),
+    };
+    let dot = forkgraph::to_dot(&g, &"s".into(), DotColor::Pressure).unwrap();
+    assert!(
+        dot.contains(r"\n1 held"),
+        "the first task holds only itself: {dot}"
+    );
+    assert!(
+        dot.contains(r"\n4 held"),
+        "a and three consumers at the peak: {dot}"
+    );
+
+    let prof = Arc::new(Profiler::new());
+    let mut bad = g.clone();
+    bad.task("c", "refuse", vec![Arg::Key("a".into())]);
+    let opts = GetOptions::new().callback(prof.clone());
+    assert!(SyncScheduler.get_with(&bad, &"s".into(), &opts).is_err());
+    let dot = forkgraph::to_dot_state(&bad, &"s".into(), &prof.profile()).unwrap();
+    assert!(dot.contains("label=\"a\\ninc\\ndone\""), "{dot}");
+    assert!(dot.contains("\\nfailed\""), "{dot}");
+    assert!(
+        dot.contains("never started"),
+        "s never starts after c failed: {dot}"
+    );
 }
 
 /// Counter events of a Chrome trace by name, in file order: (name, ts, args).

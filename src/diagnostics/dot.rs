@@ -1,14 +1,19 @@
 //! Graph visualization (Dask's `visualize`): the culled graph of a request as Graphviz DOT,
-//! nodes labelled with key and function and coloured by function or by position in the static
-//! order, rendered through the `dot` program where it is installed.
+//! nodes labelled with key and function and coloured by function, by position in the static
+//! order, by memory pressure, or by what happened in a profiled run, rendered through the `dot`
+//! program where it is installed.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use std::collections::HashMap;
+
 use super::gantt::PALETTE;
+use super::profiler::{Outcome, Profile};
 use crate::error::Error;
 use crate::graph::Graph;
+use crate::key::Key;
 use crate::key::Keys;
 use crate::plan::{Kind, Plan, PlanOptions};
 
@@ -22,6 +27,36 @@ pub enum DotColor {
     /// Position in the static order, from dark blue (runs first) to yellow (runs last), as
     /// `dask.visualize(color="order")`.
     Order,
+    /// Memory pressure: how many results are held when the task's result is made, under the
+    /// static order, from dark blue (fewest) to yellow (the peak), as
+    /// `dask.visualize(color="memorypressure")`.
+    Pressure,
+}
+
+/// Results held right after each node's result is made, running the plan in its static order
+/// (a result is held from when it is made until its last dependent is done).
+fn pressure(plan: &Plan) -> Vec<usize> {
+    let n = plan.len();
+    let mut by_prio = vec![0u32; n];
+    for (i, &p) in plan.priority.iter().enumerate() {
+        by_prio[p as usize] = i as u32;
+    }
+    let mut holders: Vec<usize> = (0..n as u32)
+        .map(|i| plan.dependents.get(i).len())
+        .collect();
+    let mut out = vec![0usize; n];
+    let mut alive = 0usize;
+    for &i in &by_prio {
+        alive += 1;
+        out[i as usize] = alive;
+        for &d in plan.deps.get(i) {
+            holders[d as usize] -= 1;
+            if holders[d as usize] == 0 && !plan.requested[d as usize] {
+                alive -= 1;
+            }
+        }
+    }
+    out
 }
 
 /// Quotes a DOT string.
@@ -70,10 +105,24 @@ fn ramp(f: f64) -> String {
 /// [`Error::Graph`] when the request is invalid (as `get` would report it).
 pub fn to_dot(graph: &Graph, keys: &Keys, color: DotColor) -> Result<String, Error> {
     let plan = Plan::build(graph, keys, PlanOptions::default())?;
-    Ok(plan_dot(&plan, color))
+    Ok(plan_dot(&plan, color, None))
 }
 
-fn plan_dot(plan: &Plan, color: DotColor) -> String {
+/// As [`to_dot`], with the tasks coloured by what happened to them in a profiled run: green
+/// done, red failed, grey not run (an earlier link of its chain failed), white not run at all;
+/// the label says which.
+///
+/// # Errors
+/// As [`to_dot`].
+pub fn to_dot_state(graph: &Graph, keys: &Keys, profile: &Profile) -> Result<String, Error> {
+    let plan = Plan::build(graph, keys, PlanOptions::default())?;
+    // The last record of each key wins (a retried task's final outcome).
+    let states: HashMap<&Key, &Outcome> =
+        profile.tasks.iter().map(|t| (&t.key, &t.outcome)).collect();
+    Ok(plan_dot(&plan, DotColor::Function, Some(&states)))
+}
+
+fn plan_dot(plan: &Plan, color: DotColor, states: Option<&HashMap<&Key, &Outcome>>) -> String {
     let n = plan.len();
     let mut functions: Vec<&str> = (0..n)
         .filter(|&i| matches!(plan.kinds[i], Kind::Task(_)))
@@ -81,6 +130,12 @@ fn plan_dot(plan: &Plan, color: DotColor) -> String {
         .collect();
     functions.sort_unstable();
     functions.dedup();
+    let held = if color == DotColor::Pressure {
+        pressure(plan)
+    } else {
+        Vec::new()
+    };
+    let peak = held.iter().copied().max().unwrap_or(1).max(1);
     let mut s = String::from(
         "digraph forkgraph {\n  rankdir=BT;\n  node [style=filled, fontname=\"sans-serif\", fontsize=10];\n",
     );
@@ -95,26 +150,39 @@ fn plan_dot(plan: &Plan, color: DotColor) -> String {
                     DotColor::Order => {
                         ramp(plan.priority[i] as f64 / (n.saturating_sub(1)).max(1) as f64)
                     }
+                    DotColor::Pressure => ramp(held[i] as f64 / peak as f64),
                 };
-                ("box", format!("{key}\n{f}"), fill)
+                match states {
+                    None => ("box", format!("{key}\n{f}"), fill),
+                    Some(states) => {
+                        let (fill, what) = match states.get(&plan.keys[i]) {
+                            Some(Outcome::Ok) => ("#8fd18f", "done"),
+                            Some(Outcome::Failed(_)) => ("#f08080", "failed"),
+                            Some(Outcome::NotRun) => ("#cccccc", "not run"),
+                            None => ("#ffffff", "never started"),
+                        };
+                        ("box", format!("{key}\n{f}\n{what}"), fill.to_owned())
+                    }
+                }
             }
             Kind::Value(_) => ("ellipse", key, "#dddddd".to_owned()),
             Kind::Alias => ("ellipse", format!("{key}\n(alias)"), "#eeeeee".to_owned()),
         };
-        let font = if color == DotColor::Order && plan.priority[i] < n as u32 / 2 {
-            ", fontcolor=white"
-        } else {
-            ""
+        let dark = match color {
+            DotColor::Order => plan.priority[i] < n as u32 / 2,
+            DotColor::Pressure => matches!(plan.kinds[i], Kind::Task(_)) && held[i] * 2 < peak,
+            _ => false,
         };
+        let font = if dark { ", fontcolor=white" } else { "" };
         let bold = if plan.requested[i] {
             ", penwidth=3"
         } else {
             ""
         };
-        let order = if color == DotColor::Order {
-            format!("\n#{}", plan.priority[i])
-        } else {
-            String::new()
+        let order = match color {
+            DotColor::Order => format!("\n#{}", plan.priority[i]),
+            DotColor::Pressure => format!("\n{} held", held[i]),
+            _ => String::new(),
         };
         let _ = writeln!(
             s,
