@@ -136,6 +136,7 @@ fn plan_dot(plan: &Plan, color: DotColor, states: Option<&HashMap<&Key, &Outcome
         Vec::new()
     };
     let peak = held.iter().copied().max().unwrap_or(1).max(1);
+    let held_at = |i: usize| held.get(i).copied().unwrap_or(0);
     let mut s = String::from(
         "digraph forkgraph {\n  rankdir=BT;\n  node [style=filled, fontname=\"sans-serif\", fontsize=10];\n",
     );
@@ -150,7 +151,7 @@ fn plan_dot(plan: &Plan, color: DotColor, states: Option<&HashMap<&Key, &Outcome
                     DotColor::Order => {
                         ramp(plan.priority[i] as f64 / (n.saturating_sub(1)).max(1) as f64)
                     }
-                    DotColor::Pressure => ramp(held[i] as f64 / peak as f64),
+                    DotColor::Pressure => ramp(held_at(i) as f64 / peak as f64),
                 };
                 match states {
                     None => ("box", format!("{key}\n{f}"), fill),
@@ -170,7 +171,7 @@ fn plan_dot(plan: &Plan, color: DotColor, states: Option<&HashMap<&Key, &Outcome
         };
         let dark = match color {
             DotColor::Order => plan.priority[i] < n as u32 / 2,
-            DotColor::Pressure => matches!(plan.kinds[i], Kind::Task(_)) && held[i] * 2 < peak,
+            DotColor::Pressure => matches!(plan.kinds[i], Kind::Task(_)) && held_at(i) * 2 < peak,
             _ => false,
         };
         let font = if dark { ", fontcolor=white" } else { "" };
@@ -181,7 +182,7 @@ fn plan_dot(plan: &Plan, color: DotColor, states: Option<&HashMap<&Key, &Outcome
         };
         let order = match color {
             DotColor::Order => format!("\n#{}", plan.priority[i]),
-            DotColor::Pressure => format!("\n{} held", held[i]),
+            DotColor::Pressure => format!("\n{} held", held_at(i)),
             _ => String::new(),
         };
         let _ = writeln!(
