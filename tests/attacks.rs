@@ -25,6 +25,21 @@ use forkgraph::{
     SharedVec, SyncScheduler, Task, TaskError, TaskErrorKind, TaskOptions, Value,
 };
 
+/// A test that runs helper `$helper` (a `helper_main` test of this file) in a child process,
+/// with the scratch directory `$dir`, and asserts that it reported success.
+macro_rules! helper_test {
+    ($test:ident, $helper:literal, $dir:literal) => {
+        #[test]
+        fn $test() {
+            if in_helper() {
+                return;
+            }
+            let dir = scratch_dir($dir);
+            run_helper($helper, &dir).assert_ok();
+        }
+    };
+}
+
 const MIB: usize = 1 << 20;
 /// Watchdog of a helper process (seconds).
 const HELPER_SECS: u64 = 60;
@@ -817,41 +832,29 @@ fn helper_forged_ff_frame_no_timeout() {
     });
 }
 
-#[test]
-fn forged_ff_frame_on_worker_socket_is_an_error() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("forged-ff");
-    run_helper("helper_forged_ff_frame", &dir).assert_ok();
-}
+helper_test!(
+    forged_ff_frame_on_worker_socket_is_an_error,
+    "helper_forged_ff_frame",
+    "forged-ff"
+);
 
-#[test]
-fn forged_huge_frame_header_is_an_error_without_huge_allocation() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("forged-huge");
-    run_helper("helper_forged_huge_frame", &dir).assert_ok();
-}
+helper_test!(
+    forged_huge_frame_header_is_an_error_without_huge_allocation,
+    "helper_forged_huge_frame",
+    "forged-huge"
+);
 
-#[test]
-fn forged_frame_with_missing_fd_is_an_error() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("forged-missing-fd");
-    run_helper("helper_forged_missing_fd_frame", &dir).assert_ok();
-}
+helper_test!(
+    forged_frame_with_missing_fd_is_an_error,
+    "helper_forged_missing_fd_frame",
+    "forged-missing-fd"
+);
 
-#[test]
-fn forged_ff_frame_without_timeout_is_an_error() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("forged-ff-nt");
-    run_helper("helper_forged_ff_frame_no_timeout", &dir).assert_ok();
-}
+helper_test!(
+    forged_ff_frame_without_timeout_is_an_error,
+    "helper_forged_ff_frame_no_timeout",
+    "forged-ff-nt"
+);
 
 // ---------------------------------------------------------------------------------------------
 // 2. A task kills the fork server
@@ -917,14 +920,11 @@ fn helper_task_kills_fork_server() {
     });
 }
 
-#[test]
-fn a_task_that_kills_its_fork_server_fails_instead_of_rerunning_forever() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("kill-server");
-    run_helper("helper_task_kills_fork_server", &dir).assert_ok();
-}
+helper_test!(
+    a_task_that_kills_its_fork_server_fails_instead_of_rerunning_forever,
+    "helper_task_kills_fork_server",
+    "kill-server"
+);
 
 // ---------------------------------------------------------------------------------------------
 // 3. A task stops the fork server
@@ -1064,14 +1064,11 @@ fn helper_blank_progress_page() {
     });
 }
 
-#[test]
-fn a_task_that_blanks_its_progress_page_still_times_out() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("blank-page");
-    run_helper("helper_blank_progress_page", &dir).assert_ok();
-}
+helper_test!(
+    a_task_that_blanks_its_progress_page_still_times_out,
+    "helper_blank_progress_page",
+    "blank-page"
+);
 
 #[test]
 fn a_task_that_forges_its_unit_number_cannot_shift_the_blame() {
@@ -1183,23 +1180,17 @@ fn helper_stderr_nobody_reads_no_timeout() {
     });
 }
 
-#[test]
-fn a_task_flooding_an_unread_stderr_cannot_hang_get_with_timeout() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("stderr-unread-t");
-    run_helper("helper_stderr_nobody_reads_with_timeout", &dir).assert_ok();
-}
+helper_test!(
+    a_task_flooding_an_unread_stderr_cannot_hang_get_with_timeout,
+    "helper_stderr_nobody_reads_with_timeout",
+    "stderr-unread-t"
+);
 
-#[test]
-fn a_task_writing_megabytes_to_an_unread_stderr_still_returns() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("stderr-unread");
-    run_helper("helper_stderr_nobody_reads_no_timeout", &dir).assert_ok();
-}
+helper_test!(
+    a_task_writing_megabytes_to_an_unread_stderr_still_returns,
+    "helper_stderr_nobody_reads_no_timeout",
+    "stderr-unread"
+);
 
 // ---------------------------------------------------------------------------------------------
 // 7. A low open-file limit
@@ -1252,14 +1243,11 @@ fn helper_low_fd_limit() {
     });
 }
 
-#[test]
-fn a_thousand_segments_under_a_512_fd_limit_succeed_or_name_the_limit() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("fd-limit");
-    run_helper("helper_low_fd_limit", &dir).assert_ok();
-}
+helper_test!(
+    a_thousand_segments_under_a_512_fd_limit_succeed_or_name_the_limit,
+    "helper_low_fd_limit",
+    "fd-limit"
+);
 
 // ---------------------------------------------------------------------------------------------
 // 8. A worker killed from outside while idle
@@ -1461,14 +1449,11 @@ fn helper_task_terms_its_group() {
     });
 }
 
-#[test]
-fn a_task_that_signals_its_process_group_does_not_kill_the_program() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("term-group");
-    run_helper("helper_task_terms_its_group", &dir).assert_ok();
-}
+helper_test!(
+    a_task_that_signals_its_process_group_does_not_kill_the_program,
+    "helper_task_terms_its_group",
+    "term-group"
+);
 
 // ---------------------------------------------------------------------------------------------
 // 12. The fork-server start never runs the program's main twice
@@ -1582,14 +1567,11 @@ fn helper_sigchld_ignored() {
     });
 }
 
-#[test]
-fn crashes_are_reported_when_the_program_ignores_sigchld() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("sigchld-ign");
-    run_helper("helper_sigchld_ignored", &dir).assert_ok();
-}
+helper_test!(
+    crashes_are_reported_when_the_program_ignores_sigchld,
+    "helper_sigchld_ignored",
+    "sigchld-ign"
+);
 
 // ---------------------------------------------------------------------------------------------
 // 14. The program is a child subreaper
@@ -1649,14 +1631,11 @@ fn helper_subreaper() {
     });
 }
 
-#[test]
-fn a_subreaper_program_is_left_without_zombies() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("subreaper");
-    run_helper("helper_subreaper", &dir).assert_ok();
-}
+helper_test!(
+    a_subreaper_program_is_left_without_zombies,
+    "helper_subreaper",
+    "subreaper"
+);
 
 // ---------------------------------------------------------------------------------------------
 // 15. Deep nesting
@@ -1952,14 +1931,11 @@ fn helper_failed_server_restart() {
     });
 }
 
-#[test]
-fn a_failed_fork_server_restart_does_not_hang_the_next_get() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("failed-restart");
-    run_helper("helper_failed_server_restart", &dir).assert_ok();
-}
+helper_test!(
+    a_failed_fork_server_restart_does_not_hang_the_next_get,
+    "helper_failed_server_restart",
+    "failed-restart"
+);
 
 /// A task with a timeout whose dependency has none: the engine does not chain them, so the
 /// timed task is timed from what the parent knows even if it blanks its page.
@@ -1979,14 +1955,11 @@ fn helper_timed_task_after_untimed_one() {
     });
 }
 
-#[test]
-fn a_timed_task_behind_an_untimed_one_still_times_out() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("mixed-chain");
-    run_helper("helper_timed_task_after_untimed_one", &dir).assert_ok();
-}
+helper_test!(
+    a_timed_task_behind_an_untimed_one_still_times_out,
+    "helper_timed_task_after_untimed_one",
+    "mixed-chain"
+);
 
 #[forkgraph::task]
 fn len_then_sleep(v: &[u8], ms: i64) -> i64 {
@@ -2015,14 +1988,11 @@ fn helper_large_input_within_timeout() {
     });
 }
 
-#[test]
-fn a_large_input_does_not_count_against_the_timeout() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("large-input-timeout");
-    run_helper("helper_large_input_within_timeout", &dir).assert_ok();
-}
+helper_test!(
+    a_large_input_does_not_count_against_the_timeout,
+    "helper_large_input_within_timeout",
+    "large-input-timeout"
+);
 
 /// Leaves a thread behind that aborts the worker 300 ms later.
 #[forkgraph::task]
@@ -2057,14 +2027,11 @@ fn helper_lingering_thread() {
     });
 }
 
-#[test]
-fn a_thread_left_behind_cannot_get_an_innocent_task_failed() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("lingering-thread");
-    run_helper("helper_lingering_thread", &dir).assert_ok();
-}
+helper_test!(
+    a_thread_left_behind_cannot_get_an_innocent_task_failed,
+    "helper_lingering_thread",
+    "lingering-thread"
+);
 
 /// Sends `frames` well-formed empty result frames whose first byte carries 250 fds each.
 #[forkgraph::task]
@@ -2133,14 +2100,11 @@ fn helper_fd_flood() {
     });
 }
 
-#[test]
-fn fds_no_frame_announced_are_not_kept() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("fd-flood");
-    run_helper("helper_fd_flood", &dir).assert_ok();
-}
+helper_test!(
+    fds_no_frame_announced_are_not_kept,
+    "helper_fd_flood",
+    "fd-flood"
+);
 
 #[forkgraph::task]
 fn setsid_child_to(pidfile: &str) -> i64 {
@@ -2176,14 +2140,11 @@ fn helper_stopped_server_drop() {
     });
 }
 
-#[test]
-fn a_stopped_fork_server_still_ends_what_tasks_forked_when_the_pool_drops() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("stopped-server-drop");
-    run_helper("helper_stopped_server_drop", &dir).assert_ok();
-}
+helper_test!(
+    a_stopped_fork_server_still_ends_what_tasks_forked_when_the_pool_drops,
+    "helper_stopped_server_drop",
+    "stopped-server-drop"
+);
 
 #[forkgraph::task]
 fn heap_then_shared(mib: i64) -> Result<i64, String> {
