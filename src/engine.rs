@@ -91,6 +91,10 @@ pub(crate) trait Executor {
             self.submit(j);
         }
     }
+    /// How many jobs can run at the same moment (threads, worker processes).
+    fn parallelism(&self) -> usize {
+        1
+    }
     /// Blocks until at least one submitted job has finished and appends the finished ones.
     fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error>;
     /// Where jobs may run.
@@ -313,7 +317,17 @@ fn drive(
         }
     }
     let slots = exec.slots().max(1);
+    let parallelism = exec.parallelism().max(1);
     let mut running = 0usize;
+    // A job whose result may be large (its function's results were, or it has not returned
+    // one yet) is handed out only when fewer jobs are in flight than can run at once: batching
+    // it ahead of the order would run producers before the consumers that free their results.
+    // Jobs known to return small results are batched as before.
+    let mut sizes = ResultSizes::new();
+    // Units in flight (a chain is one: its links run one after another in one worker), and
+    // the last node of each unit handed out.
+    let mut units = 0usize;
+    let mut unit_end = vec![false; n];
     let mut error: Option<Error> = None;
     let mut done: Vec<Done> = Vec::new();
 
@@ -333,18 +347,27 @@ fn drive(
         }
         if error.is_none() {
             while running < slots {
-                let Some(Reverse(p)) = st.ready.pop() else {
+                let Some(&Reverse(p)) = st.ready.peek() else {
                     break;
                 };
                 let node = by_priority[p as usize];
+                if units >= parallelism && sizes.large(plan, node) {
+                    break; // Wait, in the order's place, until a worker is free.
+                }
+                st.ready.pop();
                 tracing::trace!(target: "forkgraph::engine", key = %plan.keys[node as usize], "dispatched");
+                units += 1;
                 if !chains {
+                    unit_end[node as usize] = true;
                     exec.submit(make_job(plan, node, &st.values, None, callbacks));
                     running += 1;
                     continue;
                 }
                 let mut jobs = st.chain(node, callbacks);
                 running += jobs.len();
+                if let Some(last) = jobs.last() {
+                    unit_end[last.node as usize] = true;
+                }
                 if jobs.len() == 1 {
                     exec.submit(jobs.pop().expect("a job"));
                 } else {
@@ -362,8 +385,12 @@ fn drive(
         waited?;
         for d in done.drain(..) {
             running -= 1;
+            if std::mem::take(&mut unit_end[d.node as usize]) {
+                units -= 1;
+            }
             match d.result {
                 Ok(v) => {
+                    sizes.learn(plan, d.node, &v);
                     let key = &plan.keys[d.node as usize];
                     if !callbacks.is_empty() {
                         if st.chained.get(d.node as usize).copied().unwrap_or(false) {
@@ -434,6 +461,55 @@ fn report_worker_events(exec: &mut dyn Executor, callbacks: &[Arc<dyn Callbacks>
 /// The name of a task node's (outermost) function.
 fn function_of(plan: &Plan, node: u32) -> &'static str {
     plan.funcs.get(node as usize).copied().unwrap_or("?")
+}
+
+/// Results at least this large are "large" for handing out jobs (see `drive`).
+const LARGE_RESULT: usize = 1 << 20;
+
+/// The largest result each function has returned in this run, by function id (`usize::MAX`:
+/// none yet, so possibly large).
+struct ResultSizes(Vec<usize>);
+
+impl ResultSizes {
+    fn new() -> ResultSizes {
+        ResultSizes(Vec::new())
+    }
+
+    fn func(plan: &Plan, node: u32) -> Option<usize> {
+        match &plan.kinds[node as usize] {
+            Kind::Task(spec) => Some(spec.func as usize),
+            _ => None,
+        }
+    }
+
+    /// Whether `node`'s result may be large.
+    fn large(&self, plan: &Plan, node: u32) -> bool {
+        Self::func(plan, node).is_some_and(|f| self.0.get(f).is_none_or(|&b| b >= LARGE_RESULT))
+    }
+
+    /// Records the size of `node`'s result (a shallow estimate: an array's or string's bytes,
+    /// a list's or map's length in words).
+    fn learn(&mut self, plan: &Plan, node: u32, v: &Value) {
+        let Some(f) = Self::func(plan, node) else {
+            return;
+        };
+        let bytes = match v {
+            Value::Array(_) | Value::Encoded(..) => v.array_bytes(),
+            Value::Str(s) => s.len(),
+            Value::List(l) => l.len() * 8,
+            Value::Map(m) => m.len() * 16,
+            _ => 8,
+        };
+        if self.0.len() <= f {
+            self.0.resize(f + 1, usize::MAX);
+        }
+        let e = &mut self.0[f];
+        *e = if *e == usize::MAX {
+            bytes
+        } else {
+            (*e).max(bytes)
+        };
+    }
 }
 
 /// Longest chain handed out at once.

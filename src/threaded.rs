@@ -155,6 +155,10 @@ impl Executor for Threaded<'_> {
         self.pool.threads * IN_FLIGHT_PER_THREAD
     }
 
+    fn parallelism(&self) -> usize {
+        self.pool.threads
+    }
+
     fn workers(&self) -> Vec<WorkerId> {
         std::iter::once(WorkerId::Caller)
             .chain((0..self.pool.threads).map(WorkerId::Thread))

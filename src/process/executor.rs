@@ -49,6 +49,10 @@ impl Executor for ProcExec<'_> {
         self.runner.slots()
     }
 
+    fn parallelism(&self) -> usize {
+        self.runner.parallelism()
+    }
+
     fn chains(&self) -> bool {
         true
     }

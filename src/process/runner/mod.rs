@@ -219,6 +219,11 @@ impl<'a> Runner<'a> {
         self.pool.workers.len() * MAX_DEPTH * 2
     }
 
+    /// How many tasks can run at the same moment (the workers).
+    pub(crate) fn parallelism(&self) -> usize {
+        self.pool.workers.len()
+    }
+
     /// Waits until at least one task has finished; appends them to `out`.
     ///
     /// # Errors
