@@ -1,5 +1,5 @@
 //! Per-task scheduling overhead of the sync and threaded schedulers on the trivial-task shapes of
-//! the Dask baseline (`/work/shared/bench/README.md`), with rayon doing the same work as the
+//! the Dask baseline (`../shared/bench/README.md`), with rayon doing the same work as the
 //! thread baseline.
 //!
 //! - A: 10,000 independent `inc` tasks + one sum over all of them (10,001 tasks)
