@@ -390,7 +390,10 @@ fn drive(
             }
             match d.result {
                 Ok(v) => {
-                    sizes.learn(plan, d.node, &v);
+                    // A chain link's result that stayed in its worker says nothing of its size.
+                    if !Arc::ptr_eq(&v, placeholder()) {
+                        sizes.learn(plan, d.node, &v);
+                    }
                     let key = &plan.keys[d.node as usize];
                     if !callbacks.is_empty() {
                         if st.chained.get(d.node as usize).copied().unwrap_or(false) {
