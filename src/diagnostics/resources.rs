@@ -233,6 +233,21 @@ impl Callbacks for ResourceProfiler {
     }
 
     fn workers(&self, workers: &[WorkerId]) {
+        if lock(&self.sampler).runs <= 1 {
+            // The only run: processes of earlier runs (a dropped pool's workers, whose pids may
+            // be reused by now) are no longer watched.
+            let pids: Vec<i32> = workers
+                .iter()
+                .filter_map(|w| match w {
+                    WorkerId::Process { pid, .. } => Some(*pid),
+                    _ => None,
+                })
+                .collect();
+            let mut s = lock(&self.shared);
+            s.workers.retain(|(_, p)| pids.contains(p));
+            s.previous
+                .retain(|p, _| pids.contains(p) || *p == std::process::id() as i32);
+        }
         self.watch(workers);
     }
 
