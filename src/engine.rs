@@ -112,6 +112,9 @@ pub enum Output {
     Value(Value),
     /// Results of a list of requests.
     List(Vec<Output>),
+    /// The error that stopped one key (only with
+    /// [`GetOptions::keep_going`](crate::GetOptions::keep_going)).
+    Failed(Box<TaskError>),
 }
 
 impl Output {
@@ -119,15 +122,24 @@ impl Output {
     pub fn as_value(&self) -> Option<&Value> {
         match self {
             Output::Value(v) => Some(v),
-            Output::List(_) => None,
+            _ => None,
         }
     }
 
     /// The results, when a list of keys was requested.
     pub fn as_list(&self) -> Option<&[Output]> {
         match self {
-            Output::Value(_) => None,
             Output::List(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The error that stopped this key, with
+    /// [`GetOptions::keep_going`](crate::GetOptions::keep_going).
+    pub fn error(&self) -> Option<&TaskError> {
+        match self {
+            Output::Failed(e) => Some(e),
+            _ => None,
         }
     }
 
@@ -139,6 +151,7 @@ impl Output {
         match self {
             Output::Value(v) => v,
             Output::List(_) => panic!("into_value on the result of a list of keys"),
+            Output::Failed(e) => panic!("into_value on a failed key: {e}"),
         }
     }
 
@@ -155,6 +168,10 @@ impl Output {
                 expected: "the result of one key".into(),
                 got: "a list of results".into(),
             }),
+            Output::Failed(e) => Err(forkgraph_worker::Mismatch {
+                expected: "the result of one key".into(),
+                got: format!("a failed key ({e})"),
+            }),
         }
     }
 }
@@ -164,6 +181,7 @@ pub(crate) fn run(
     plan: &Plan,
     exec: &mut dyn Executor,
     callbacks: &[Arc<dyn Callbacks>],
+    keep_going: bool,
 ) -> Result<Output, Error> {
     let n = plan.len();
     let info = RunInfo {
@@ -188,7 +206,7 @@ pub(crate) fn run(
                 cb.workers(&workers);
             }
         }
-        drive(plan, exec, callbacks)
+        drive(plan, exec, callbacks, keep_going)
     }));
     let errored = !matches!(result, Ok(Ok(_)));
     for cb in &callbacks[..started] {
@@ -213,7 +231,14 @@ struct State<'p> {
     instant: Vec<u32>,
     /// Tasks already handed out as a later link of a chain (empty when chains are off).
     chained: Vec<bool>,
+    /// With `keep_going` (else empty): the error that stopped each node, and for a node whose
+    /// dependency failed, that dependency (`NONE` when none did).
+    failed: Vec<Option<Arc<TaskError>>>,
+    poisoned: Vec<u32>,
 }
+
+/// No node.
+const NONE: u32 = u32::MAX;
 
 impl State<'_> {
     fn became_ready(&mut self, t: u32) {
@@ -245,9 +270,66 @@ impl State<'_> {
             let w = &mut self.waiting[t as usize];
             *w -= 1;
             if *w == 0 {
-                self.became_ready(t);
+                if self.poisoned.get(t as usize).is_some_and(|&p| p != NONE) {
+                    let e = self.upstream(t);
+                    self.fail(t, e);
+                } else {
+                    self.became_ready(t);
+                }
             }
         }
+    }
+
+    /// With `keep_going`: records that `node` failed, releases its inputs, and fails (as
+    /// [`TaskErrorKind::Upstream`]) every dependent whose other dependencies are done, without
+    /// running it; dependents with dependencies still to come fail when those are done. Chain
+    /// links already handed out are left to their executor, which reports them.
+    fn fail(&mut self, node: u32, err: Arc<TaskError>) {
+        let plan = self.plan;
+        let mut stack = vec![(node, err)];
+        while let Some((i, e)) = stack.pop() {
+            tracing::trace!(target: "forkgraph::engine", key = %plan.keys[i as usize], "failed");
+            self.failed[i as usize] = Some(e);
+            for &d in plan.deps.get(i) {
+                let h = &mut self.holders[d as usize];
+                *h -= 1;
+                if *h == 0 && !plan.requested[d as usize] {
+                    self.values[d as usize] = None;
+                }
+            }
+            for &t in plan.dependents.get(i) {
+                let tu = t as usize;
+                if self.poisoned[tu] == NONE {
+                    self.poisoned[tu] = i;
+                }
+                if self.chained.get(tu).copied().unwrap_or(false) {
+                    continue;
+                }
+                self.waiting[tu] -= 1;
+                if self.waiting[tu] == 0 {
+                    stack.push((t, self.upstream(t)));
+                }
+            }
+        }
+    }
+
+    /// The error of a node that does not run because a dependency failed: it names the task
+    /// whose own failure started it all.
+    fn upstream(&self, t: u32) -> Arc<TaskError> {
+        let plan = self.plan;
+        let dep = self.poisoned[t as usize] as usize;
+        let root = match self.failed[dep].as_deref() {
+            Some(TaskError {
+                kind: TaskErrorKind::Upstream { key },
+                ..
+            }) => key.clone(),
+            _ => plan.keys[dep].clone(),
+        };
+        Arc::new(TaskError {
+            key: plan.keys[t as usize].clone(),
+            function: function_of(plan, t).to_owned(),
+            kind: TaskErrorKind::Upstream { key: root },
+        })
     }
 
     /// The chain that starts with `node`: extended while the last link is the only unfinished
@@ -291,6 +373,7 @@ fn drive(
     plan: &Plan,
     exec: &mut dyn Executor,
     callbacks: &[Arc<dyn Callbacks>],
+    keep_going: bool,
 ) -> Result<Output, Error> {
     let n = plan.len();
     let mut by_priority = vec![0u32; n];
@@ -310,6 +393,16 @@ fn drive(
         ready: BinaryHeap::new(),
         instant: Vec::new(),
         chained: vec![false; if chains { n } else { 0 }],
+        failed: if keep_going {
+            vec![None; n]
+        } else {
+            Vec::new()
+        },
+        poisoned: if keep_going {
+            vec![NONE; n]
+        } else {
+            Vec::new()
+        },
     };
     for i in 0..n as u32 {
         if st.waiting[i as usize] == 0 {
@@ -438,8 +531,21 @@ fn drive(
                             cb.task_failed(&event, t);
                         }
                     }
-                    if error.is_none() {
-                        error = Some(e);
+                    match e {
+                        Error::Task(t) if keep_going => {
+                            // A chain link not run after an earlier link failed: upstream.
+                            let e = if st.poisoned[d.node as usize] != NONE {
+                                st.upstream(d.node)
+                            } else {
+                                Arc::from(t)
+                            };
+                            st.fail(d.node, e);
+                        }
+                        e => {
+                            if error.is_none() {
+                                error = Some(e);
+                            }
+                        }
                     }
                 }
             }
@@ -448,7 +554,7 @@ fn drive(
     if let Some(e) = error {
         return Err(e);
     }
-    Ok(collect(&plan.outputs, &st.values))
+    Ok(collect(&plan.outputs, &st.values, &st.failed))
 }
 
 fn report_worker_events(exec: &mut dyn Executor, callbacks: &[Arc<dyn Callbacks>]) {
@@ -573,14 +679,21 @@ fn task_error(key: &Key, f: Failure) -> Error {
     }))
 }
 
-fn collect(out: &OutSpec, values: &[Option<Arc<Value>>]) -> Output {
+fn collect(
+    out: &OutSpec,
+    values: &[Option<Arc<Value>>],
+    failed: &[Option<Arc<TaskError>>],
+) -> Output {
     match out {
-        OutSpec::One(i) => {
-            let v = values[*i as usize]
-                .as_ref()
-                .expect("requested values are kept");
-            Output::Value(Value::clone(v))
-        }
-        OutSpec::List(l) => Output::List(l.iter().map(|o| collect(o, values)).collect()),
+        OutSpec::One(i) => match failed.get(*i as usize).and_then(Option::as_ref) {
+            Some(e) => Output::Failed(Box::new(TaskError::clone(e))),
+            None => {
+                let v = values[*i as usize]
+                    .as_ref()
+                    .expect("requested values are kept");
+                Output::Value(Value::clone(v))
+            }
+        },
+        OutSpec::List(l) => Output::List(l.iter().map(|o| collect(o, values, failed)).collect()),
     }
 }

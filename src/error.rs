@@ -114,6 +114,12 @@ fn join_path(keys: &[Key]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TaskErrorKind {
+    /// It did not run because a task it depends on failed (with
+    /// [`GetOptions::keep_going`](crate::GetOptions::keep_going)).
+    Upstream {
+        /// The failed dependency (the first one found).
+        key: Key,
+    },
     /// The function (or a nested task's) returned an error, panicked, or got a mismatched
     /// argument.
     Call(CallError),
@@ -186,6 +192,7 @@ impl TaskErrorKind {
 impl std::fmt::Display for TaskErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            TaskErrorKind::Upstream { key } => write!(f, "not run: its dependency {key} failed"),
             TaskErrorKind::Call(e) => write!(f, "{e}"),
             TaskErrorKind::WorkerDied {
                 pid,

@@ -16,6 +16,7 @@ use crate::plan::{Plan, PlanOptions};
 pub struct GetOptions {
     pub(crate) callbacks: Vec<Arc<dyn Callbacks>>,
     pub(crate) plan: PlanOptions,
+    pub(crate) keep_going: bool,
 }
 
 impl GetOptions {
@@ -42,6 +43,16 @@ impl GetOptions {
         self
     }
 
+    /// Keeps going after a task fails (`make -k`): branches that do not depend on it still run,
+    /// and the output reports each requested key as its value or as the error that stopped it
+    /// ([`Output::Failed`]: its own, or [`TaskErrorKind::Upstream`](crate::TaskErrorKind::Upstream)
+    /// naming the failed dependency). Without it, `get` stops starting tasks at the first error
+    /// and returns it.
+    pub fn keep_going(mut self, on: bool) -> GetOptions {
+        self.keep_going = on;
+        self
+    }
+
     /// Substitutes literal nodes into the tasks that read them.
     pub fn inline_literals(mut self, on: bool) -> GetOptions {
         self.plan.inline_literals = on;
@@ -55,6 +66,7 @@ impl fmt::Debug for GetOptions {
             .field("callbacks", &self.callbacks.len())
             .field("fuse", &self.plan.fuse)
             .field("inline_literals", &self.plan.inline_literals)
+            .field("keep_going", &self.keep_going)
             .finish()
     }
 }

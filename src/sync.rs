@@ -77,13 +77,18 @@ pub(crate) fn run_inline(
     plan: &crate::plan::Plan,
     callbacks: &[Arc<dyn crate::Callbacks>],
 ) -> Result<Output, Error> {
-    engine::run(plan, &mut Inline { done: Vec::new() }, callbacks)
+    engine::run(plan, &mut Inline { done: Vec::new() }, callbacks, false)
 }
 
 impl Scheduler for SyncScheduler {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
         let plan = plan(graph, keys, opts)?;
-        engine::run(&plan, &mut Inline { done: Vec::new() }, &opts.callbacks)
+        engine::run(
+            &plan,
+            &mut Inline { done: Vec::new() },
+            &opts.callbacks,
+            opts.keep_going,
+        )
     }
 }
 

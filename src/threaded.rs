@@ -224,6 +224,6 @@ impl Scheduler for ThreadPool {
             reply_tx,
             reply_rx,
         };
-        engine::run(&plan, &mut exec, &opts.callbacks)
+        engine::run(&plan, &mut exec, &opts.callbacks, opts.keep_going)
     }
 }

@@ -403,8 +403,15 @@ impl ProcessPool {
         }
         let out = self.get_with(&g, &Keys::List(keys), opts)?;
         Ok(match out {
-            Output::List(l) => l.into_iter().map(Output::into_value).collect(),
+            Output::List(l) => l
+                .into_iter()
+                .map(|o| match o {
+                    Output::Failed(e) => Err(Error::Task(e)),
+                    o => Ok(o.into_value()),
+                })
+                .collect::<Result<_, _>>()?,
             Output::Value(v) => vec![v],
+            Output::Failed(e) => return Err(Error::Task(e)),
         })
     }
 
@@ -501,6 +508,6 @@ impl Scheduler for ProcessPool {
         let _inside = InGet::enter(me);
         let watched = !opts.callbacks.is_empty();
         let mut exec = executor::ProcExec::new(&mut pool, &self.cfg, &plan.keys, watched);
-        engine::run(&plan, &mut exec, &opts.callbacks)
+        engine::run(&plan, &mut exec, &opts.callbacks, opts.keep_going)
     }
 }
