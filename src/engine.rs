@@ -57,7 +57,8 @@ pub(crate) struct Failure {
 /// A finished job.
 pub(crate) struct Done {
     pub(crate) node: u32,
-    pub(crate) result: Result<Arc<Value>, Failure>,
+    /// The value, or why there is none (boxed: a `Done` is moved for every task).
+    pub(crate) result: Result<Arc<Value>, Box<Failure>>,
     /// Where and when it ran.
     pub(crate) ran: Ran,
 }
@@ -671,7 +672,7 @@ pub(crate) fn placeholder() -> &'static Arc<Value> {
     NULL.get_or_init(|| Arc::new(Value::Null))
 }
 
-fn task_error(key: &Key, f: Failure) -> Error {
+fn task_error(key: &Key, f: Box<Failure>) -> Error {
     Error::Task(Box::new(TaskError {
         key: key.clone(),
         function: f.function,

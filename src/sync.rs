@@ -36,9 +36,11 @@ pub(crate) fn run_job(job: &Job, worker: WorkerId) -> Done {
     let start = clock();
     let result = forkgraph_worker::run(&job.spec, job.inputs.as_slice())
         .map(Arc::new)
-        .map_err(|f| Failure {
-            function: f.function,
-            kind: TaskErrorKind::Call(f.error),
+        .map_err(|f| {
+            Box::new(Failure {
+                function: f.function,
+                kind: TaskErrorKind::Call(f.error),
+            })
         });
     Done {
         node: job.node,

@@ -69,9 +69,11 @@ impl Executor for ProcExec<'_> {
         self.runner.wait(&mut self.finished)?;
         out.extend(self.finished.drain(..).map(|f| Done {
             node: f.tag,
-            result: f.result.map_err(|e| Failure {
-                function: e.function,
-                kind: e.kind,
+            result: f.result.map_err(|e| {
+                Box::new(Failure {
+                    function: e.function,
+                    kind: e.kind,
+                })
             }),
             ran: f.ran,
         }));
