@@ -516,7 +516,7 @@ fn drive(
                 }
                 Err(f) => {
                     let key = &plan.keys[d.node as usize];
-                    let e = task_error(key, f);
+                    let e = task_error(key, *f);
                     if let (false, Error::Task(t)) = (callbacks.is_empty(), &e) {
                         let event = TaskEvent {
                             key,
@@ -672,7 +672,7 @@ pub(crate) fn placeholder() -> &'static Arc<Value> {
     NULL.get_or_init(|| Arc::new(Value::Null))
 }
 
-fn task_error(key: &Key, f: Box<Failure>) -> Error {
+fn task_error(key: &Key, f: Failure) -> Error {
     Error::Task(Box::new(TaskError {
         key: key.clone(),
         function: f.function,
