@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{children, helper, is_helper, running, wait_gone, watchdog};
+use common::{assert_helper_prints, children, helper, is_helper, running, wait_gone, watchdog};
 use forkgraph::{
     graph, Arg, Callbacks, Error, GetOptions, Graph, Key, Keys, ProcessPool, Scheduler,
     SyncScheduler, Task, Value,
@@ -343,10 +343,7 @@ fn helper_own_sigint_handler() {
 #[test]
 fn a_programs_own_ctrl_c_handler_is_restored_after_get() {
     watchdog(60, || {
-        let out = helper("helper_own_sigint_handler").output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{:?}: {text}", out.status);
-        assert!(text.contains("SURVIVED"), "{text}");
+        assert_helper_prints("helper_own_sigint_handler", "SURVIVED");
     });
 }
 
@@ -407,11 +404,6 @@ fn helper_handler_installed_during_get() {
 #[test]
 fn a_handler_installed_during_get_is_kept_after_it() {
     watchdog(60, || {
-        let out = helper("helper_handler_installed_during_get")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{:?}: {text}", out.status);
-        assert!(text.contains("SURVIVED"), "{text}");
+        assert_helper_prints("helper_handler_installed_during_get", "SURVIVED");
     });
 }

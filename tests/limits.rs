@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{helper, is_helper, watchdog};
+use common::{assert_helper_prints, is_helper, watchdog};
 use forkgraph::{Arg, Graph, Keys, ProcessPool, Scheduler};
 
 #[forkgraph::task]
@@ -65,10 +65,7 @@ fn helper_fd_limit() {
 #[test]
 fn the_open_file_limit_is_raised_only_when_needed_and_never_lowered() {
     watchdog(120, || {
-        let out = helper("helper_fd_limit").output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{:?}: {text}", out.status);
-        assert!(text.contains("LIMITS OK"), "{text}");
+        assert_helper_prints("helper_fd_limit", "LIMITS OK");
     });
 }
 
@@ -99,9 +96,6 @@ fn helper_build_error_source() {
 #[test]
 fn a_build_error_keeps_its_system_cause() {
     watchdog(60, || {
-        let out = helper("helper_build_error_source").output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{:?}: {text}", out.status);
-        assert!(text.contains("SOURCE OK"), "{text}");
+        assert_helper_prints("helper_build_error_source", "SOURCE OK");
     });
 }

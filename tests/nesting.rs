@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{helper, is_helper, scratch_dir, watchdog};
+use common::{is_helper, scratch_dir, watchdog};
 use forkgraph::{
     key, Arg, ArgValue, Callbacks, Error, GetOptions, Graph, GraphError, Key, Keys, Node,
     ProcessPool, Scheduler, SyncScheduler, Task, ThreadPool, Value, MAX_NESTING,
@@ -417,14 +417,7 @@ fn one_level_past_the_limit_is_refused_before_any_task_runs() {
 
 /// Runs the helper test `name` in a child process and checks that it finished cleanly.
 fn run_helper(name: &str) {
-    let out = helper(name).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("HELPER DONE"),
-        "helper {name} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_helper_prints(name, "HELPER DONE");
 }
 
 /// In the helper: `get` of each graph on every scheduler, from a 2 MiB stack, must fail with

@@ -96,6 +96,19 @@ pub(crate) fn helper(test: &str) -> std::process::Command {
     c
 }
 
+/// Runs the helper `test` to its end and asserts that it exited successfully and printed
+/// `marker` on stdout.
+pub(crate) fn assert_helper_prints(test: &str, marker: &str) {
+    let out = helper(test).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(marker),
+        "helper {test} ({}), expected {marker:?}:\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Whether this process is running as the helper `test`.
 pub(crate) fn is_helper(test: &str) -> bool {
     std::env::var("FORKGRAPH_TEST_HELPER").is_ok_and(|v| v == test)
