@@ -34,6 +34,7 @@
 //! assert_eq!(sync, threads);
 //! ```
 
+mod call;
 mod callbacks;
 mod csr;
 mod diagnostics;
@@ -50,6 +51,7 @@ mod scheduler;
 mod sync;
 mod threaded;
 
+pub use call::Callable;
 pub use callbacks::{
     monotonic_ns, Callbacks, Dependencies, RunInfo, TaskEvent, WorkerEvent, WorkerId,
 };
