@@ -3,12 +3,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+use forkgraph_worker::FromArg;
+
 use crate::callbacks::Callbacks;
 use crate::engine::Output;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::key::Keys;
 use crate::plan::{Plan, PlanOptions};
+use crate::typed::TypedKey;
 
 /// Options of one `get`.
 #[derive(Clone, Default)]
@@ -90,6 +93,25 @@ pub trait Scheduler {
         Self: Sized,
     {
         self.get_with(graph, &keys.into(), &GetOptions::default())
+    }
+
+    /// Computes one key and converts its value to the key's type: `T` for a
+    /// [`TypedKey<T>`](crate::TypedKey) (from [`Graph::add`], [`Graph::add_value`] or
+    /// [`typed_key`](crate::typed_key)).
+    ///
+    /// # Errors
+    /// As [`Scheduler::get_with`]; [`Error::TypeMismatch`] naming the key and both types when
+    /// the value does not convert to `T`.
+    fn get_typed<T: for<'x> FromArg<'x>>(&self, graph: &Graph, key: &TypedKey<T>) -> Result<T, Error>
+    where
+        Self: Sized,
+    {
+        let value = self.get(graph, key)?.into_value();
+        value.to::<T>().map_err(|m| Error::TypeMismatch {
+            key: key.key().clone(),
+            expected: std::any::type_name::<T>().to_owned(),
+            got: m.to_string(),
+        })
     }
 }
 
