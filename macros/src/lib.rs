@@ -157,6 +157,15 @@ fn expand(func: &ItemFn, name: Option<LitStr>) -> syn::Result<proc_macro2::Token
         .map(|((t, st), g)| quote_spanned!(t.span()=> #g: ::forkgraph::ArgFor<#st>))
         .collect();
     let task_fn = format_ident!("task", span = ident.span());
+    // A return type that is no task result is reported at the return type, in words (the
+    // conversion below would only say that a method of its autoref ladder is missing).
+    let ret_check = match &sig.output {
+        ReturnType::Default => quote!(),
+        ReturnType::Type(_, t) => quote_spanned!(t.span()=>
+            fn __forkgraph_returns<T: ::forkgraph::IntoOutput>() {}
+            __forkgraph_returns::<#t>();
+        ),
+    };
     let lets: Vec<_> = tys
         .iter()
         .zip(&vars)
@@ -263,6 +272,7 @@ fn expand(func: &ItemFn, name: Option<LitStr>) -> syn::Result<proc_macro2::Token
                         got: args.len(),
                     });
                 }
+                #ret_check
                 #(#lets)*
                 // The most informative conversion that applies to the return type: see
                 // `forkgraph_worker::failure`.

@@ -142,6 +142,13 @@ pub struct EncodeError {
 /// `std::error::Error` (or dereferences to one, like `anyhow::Error`) is reported with its type
 /// name and whole `source()` chain and, in the process that ran it, kept as a value (see
 /// [`ReturnedError`]). Through this trait alone, an error is `Display`ed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task function's return type",
+    label = "not a task result type",
+    note = "task results are numbers, bool, String/&str, Vec<T>, Option<T>, maps from String, \
+            tuples of two or three, Value, Array, SharedVec<T>, `Serde<T>` or `Rkyv<T>`, or a \
+            `Result` of one whose error is `Display`: use `Serde<{Self}>` for a serde type"
+)]
 pub trait IntoOutput {
     /// Converts into a value or an error.
     ///
