@@ -77,7 +77,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut g = Graph::new();
     let cleaned: Vec<TypedKey<Vec<f64>>> = (0..3_u32)
         .map(|sensor| {
-            let raw = g.add(("raw", sensor), readings.task(sensor, 10_000_usize, 100_usize));
+            let raw = g.add(
+                ("raw", sensor),
+                readings.task(sensor, 10_000_usize, 100_usize),
+            );
             g.add(("clean", sensor), clean.task(raw, 100.0))
         })
         .collect();

@@ -321,6 +321,22 @@ impl<K: Into<Key>, N: IntoNode> FromIterator<(K, N)> for Graph {
 ///
 /// ```
 /// use forkgraph::{graph, key};
+///
+/// #[forkgraph::task]
+/// fn inc(x: i64) -> i64 {
+///     x + 1
+/// }
+///
+/// #[forkgraph::task]
+/// fn add(x: i64, y: i64) -> i64 {
+///     x + y
+/// }
+///
+/// #[forkgraph::task]
+/// fn sum(xs: Vec<i64>) -> i64 {
+///     xs.iter().sum()
+/// }
+///
 /// let g = graph! {
 ///     "x" => 1,                                   // a literal
 ///     "y" => (inc, key("x")),                     // a task: function, then arguments
@@ -328,13 +344,22 @@ impl<K: Into<Key>, N: IntoNode> FromIterator<(K, N)> for Graph {
 ///     "all" => (sum, [key("x"), key("y"), key("z")]), // a list of keys
 ///     "w" => key("z"),                            // an alias
 ///     ("t", 0) => (inc, key("x")),                // tuple keys
+///     "s" => ("inc", 41),                         // a function named by string: unchecked
 /// };
-/// assert_eq!(g.len(), 6);
+/// assert_eq!(g.len(), 7);
 /// ```
 ///
 /// A parenthesised group `(f, args...)` is a task (as a tuple is in Dask), `[...]` a list and
 /// `{ "k": arg, ... }` a map of arguments; anything else is an expression converted with
 /// [`IntoArg`] (literals) — keys are referenced only through [`key`].
+///
+/// `f` is a `#[forkgraph::task]` handle, by name or path (`inc`, `tasks::clean`): the compiler
+/// checks the number of arguments and each argument's type against its parameter (see
+/// [`ArgFor`](crate::ArgFor); a misspelled name is an unknown value, with rustc's suggestion).
+/// Untyped keys (`key("x")`), lists and maps are accepted for any parameter and checked when
+/// the graph runs. `f` as a string literal (`("inc", 41)`) names a registered function without
+/// any compile-time check, as graphs built from data do; both are validated before anything
+/// runs.
 #[macro_export]
 macro_rules! graph {
     ($($body:tt)*) => {{

@@ -136,11 +136,11 @@ macro_rules! link {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::typed::{__handle, Bare};
     pub use forkgraph_worker::failure::{
         Output, ViaDisplay, ViaDynError, ViaError, ViaErrorRef, ViaIntoOutput, ViaLocalDynError,
     };
     pub use forkgraph_worker::linkme;
     pub use forkgraph_worker::registry::{arg, output};
-    pub use crate::typed::{Bare, __handle};
     pub use forkgraph_worker::{ArgValue, CallError, Function, Value, FUNCTIONS};
 }

@@ -75,8 +75,25 @@ macro_rules! returns_itself {
     )*};
 }
 returns_itself!(
-    i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64, bool, String,
-    Value, Array, ()
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    f32,
+    f64,
+    bool,
+    String,
+    Value,
+    Array,
+    ()
 );
 
 impl TaskReturn for &str {
@@ -243,7 +260,12 @@ impl<T> Hash for TypedKey<T> {
 
 impl<T> fmt::Debug for TypedKey<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TypedKey<{}>({:?})", std::any::type_name::<T>(), self.key)
+        write!(
+            f,
+            "TypedKey<{}>({:?})",
+            std::any::type_name::<T>(),
+            self.key
+        )
     }
 }
 
@@ -397,9 +419,7 @@ macro_rules! value_args {
         impl Bare for $t {}
     )*};
 }
-value_args!(
-    i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64, bool, String
-);
+value_args!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64, bool, String);
 
 impl ArgFor<&'static str> for String {
     fn into_task_arg(self) -> Arg {

@@ -173,7 +173,12 @@ fn graph_with_handles_builds_the_graph_the_string_form_builds() {
     };
     assert_eq!(typed, untyped);
     let out = SyncScheduler.get(&typed, vec!["d", "n", "l", "w"]).unwrap();
-    assert_eq!(out, SyncScheduler.get(&untyped, vec!["d", "n", "l", "w"]).unwrap());
+    assert_eq!(
+        out,
+        SyncScheduler
+            .get(&untyped, vec!["d", "n", "l", "w"])
+            .unwrap()
+    );
     assert_eq!(
         SyncScheduler.get(&typed, "d").unwrap().to::<i64>().unwrap(),
         -13
@@ -367,7 +372,10 @@ where
 }
 
 fn point() -> impl Strategy<Value = Point> {
-    (any::<f64>().prop_filter("NaN never equals itself", |x| !x.is_nan()), ".*")
+    (
+        any::<f64>().prop_filter("NaN never equals itself", |x| !x.is_nan()),
+        ".*",
+    )
         .prop_map(|(x, label)| Point { x, label })
 }
 

@@ -21,7 +21,10 @@ use syn::{
 /// fn mean(data: &[f64]) -> f64 { ... }
 /// ```
 ///
-/// The function stays an ordinary function. Its parameters must implement `FromArg` and its
+/// The function is still called as before (`clean(&data)`), through a handle of the same name
+/// that also builds checked tasks (`clean.task(key)`), goes into `graph!` and `pool.map`; see
+/// `forkgraph::TaskHandle`. As a function value, write `*clean`. Its parameters must implement
+/// `FromArg` and its
 /// return type `IntoOutput` (any `IntoValue`, or a `Result` whose error is `Display`). An error
 /// that implements `std::error::Error`, or dereferences to one (`anyhow::Error`,
 /// `Box<dyn Error>`), is reported with its type name and whole `source()` chain, and kept as a
@@ -66,7 +69,10 @@ fn expand(func: &ItemFn, name: Option<LitStr>) -> syn::Result<proc_macro2::Token
         ));
     }
     if let Some(v) = &sig.variadic {
-        return Err(syn::Error::new_spanned(v, "task functions cannot be variadic"));
+        return Err(syn::Error::new_spanned(
+            v,
+            "task functions cannot be variadic",
+        ));
     }
     let ident = &sig.ident;
     let name = name.unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
@@ -174,9 +180,8 @@ fn expand(func: &ItemFn, name: Option<LitStr>) -> syn::Result<proc_macro2::Token
             quote_spanned!(t.span()=> let #v: #t = ::forkgraph::__private::arg(args, #i, #s)?;)
         })
         .collect();
-    let handle_doc = format!(
-        "The typed handle of the task function [`{ident}`]: see `forkgraph::TaskHandle`."
-    );
+    let handle_doc =
+        format!("The typed handle of the task function [`{ident}`]: see `forkgraph::TaskHandle`.");
     let task_doc = format!(
         "A task calling `{ident}` with these arguments (each checked against its parameter's \
          type; see `forkgraph::ArgFor`), for `Graph::add` or as another task's argument."
