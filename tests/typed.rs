@@ -296,6 +296,50 @@ fn callable_gives_the_call_and_converts_the_result() {
     assert_eq!(Callable::<()>::function(&nothing), "nothing");
 }
 
+/// What `pool.map(f, items)` asks of `f` and its items (the pool's side is tested with the
+/// pool): item types are inferred from the parameters, so integer literals need no suffix.
+fn map_calls<F: Callable<A>, A>(f: F, items: impl IntoIterator<Item = A>) -> Vec<Vec<Arg>> {
+    items.into_iter().map(|i| f.call_args(i)).collect()
+}
+
+#[test]
+fn map_items_are_inferred_from_the_parameters() {
+    let v = |i: i64| Arg::Value(i.into());
+    assert_eq!(map_calls(square, [1, 2]), vec![vec![v(1)], vec![v(2)]]);
+    assert_eq!(
+        map_calls(square, [(1,), (2,)]),
+        vec![vec![v(1)], vec![v(2)]]
+    );
+    assert_eq!(map_calls(add, [(1, 2)]), vec![vec![v(1), v(2)]]);
+    assert_eq!(
+        map_calls(shout, ["a", "b"]),
+        vec![vec![Arg::Value("a".into())], vec![Arg::Value("b".into())]]
+    );
+    assert_eq!(map_calls(nothing, [(), ()]).len(), 2);
+}
+
+/// A `cfg` on the function applies to everything the attribute generates.
+#[forkgraph::task]
+#[cfg(any())]
+fn compiled_out(x: i64) -> i64 {
+    x
+}
+
+#[forkgraph::task]
+#[cfg(all())]
+#[allow(unused_mut)]
+fn compiled_in(mut x: Vec<i64>) -> usize {
+    x.len()
+}
+
+#[test]
+fn attributes_on_the_function_are_kept() {
+    assert_eq!(compiled_in(vec![1, 2]), 2);
+    let mut g = Graph::new();
+    let n = g.add("n", compiled_in.task(vec![1_i64, 2, 3]));
+    assert_eq!(SyncScheduler.get_typed(&g, &n).unwrap(), 3);
+}
+
 /// The same calls `map` makes, through the process pool's `get`: handles resolve by name in the
 /// workers.
 #[test]
