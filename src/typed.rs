@@ -55,7 +55,9 @@ pub trait TaskHandle: Copy {
 ///
 /// `T` for an owned value type (integers, floats, `bool`, `String`, `Vec<T>`, `Option<T>`,
 /// maps, [`Serde<T>`], [`Array`], [`Value`], `()`), `String` for `&str`, `Vec<T>` for
-/// [`SharedVec<T>`], and for `Result<T, E>` that of `T` (an error fails the task).
+/// [`SharedVec<T>`], tuples of two or three of those, and for `Result<T, E>` that of `T` (an
+/// error fails the task). Not [`Rkyv<T>`](crate::Rkyv), whose archived form borrows: fetch it
+/// untyped.
 #[diagnostic::on_unimplemented(
     message = "the results of a task returning `{Self}` cannot be fetched typed",
     label = "no typed form for `{Self}`",
@@ -125,6 +127,14 @@ impl<T: TaskReturn> TaskReturn for HashMap<String, T> {
 
 impl<T: Element + VecItem> TaskReturn for SharedVec<T> {
     type Output = Vec<T>;
+}
+
+impl<A: TaskReturn, B: TaskReturn> TaskReturn for (A, B) {
+    type Output = (A::Output, B::Output);
+}
+
+impl<A: TaskReturn, B: TaskReturn, C: TaskReturn> TaskReturn for (A, B, C) {
+    type Output = (A::Output, B::Output, C::Output);
 }
 
 impl<T: TaskReturn, E> TaskReturn for Result<T, E> {
@@ -613,6 +623,32 @@ impl<P, T: ArgFor<P>> ArgFor<Option<P>> for Option<T> {
 }
 
 impl<T> Bare for Option<T> {}
+
+/// Tuples: a list of their arguments, for tuple parameters and for [`Value`].
+macro_rules! tuple_args {
+    ($(($($p:ident $a:ident $v:ident),+);)*) => {$(
+        impl<$($p, $a: ArgFor<$p>),+> ArgFor<($($p,)+)> for ($($a,)+) {
+            fn into_task_arg(self) -> Arg {
+                let ($($v,)+) = self;
+                Arg::List(vec![$($v.into_task_arg()),+])
+            }
+        }
+        impl<$($a: IntoValue),+> ArgFor<Value> for ($($a,)+) {
+            fn into_task_arg(self) -> Arg {
+                value_arg(self)
+            }
+        }
+        impl<$($a: IntoValue),+> ArgFor<&'static Value> for ($($a,)+) {
+            fn into_task_arg(self) -> Arg {
+                value_arg(self)
+            }
+        }
+    )*};
+}
+tuple_args! {
+    (PA A a, PB B b);
+    (PA A a, PB B b, PC C c);
+}
 
 /// # Panics
 /// When `T`'s `Serialize` fails (as [`IntoValue::into_value`] for [`Serde`]).

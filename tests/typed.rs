@@ -66,6 +66,17 @@ fn nothing() -> i64 {
 #[forkgraph::task]
 fn unit(_x: i64) {}
 
+#[forkgraph::task]
+fn min_max(xs: Vec<i64>) -> (i64, i64) {
+    (*xs.iter().min().unwrap(), *xs.iter().max().unwrap())
+}
+
+#[forkgraph::task]
+fn span(bounds: Value) -> i64 {
+    let (lo, hi): (i64, i64) = bounds.to().unwrap();
+    hi - lo
+}
+
 /// Recursion goes through the handle (the body names `countdown`, now the constant).
 #[forkgraph::task]
 fn countdown(n: u32) -> u32 {
@@ -200,6 +211,8 @@ fn the_builder_returns_typed_keys_and_get_typed_returns_the_type() {
     let o = g.add("o", or_zero.task(5));
     let none = g.add("none", or_zero.task(None::<i64>));
     let u: TypedKey<()> = g.add("u", unit.task(1));
+    let mm: TypedKey<(i64, i64)> = g.add("mm", min_max.task(vec![3_i64, -1, 7]));
+    let sp = g.add("sp", span.task(&mm));
     let pt = g.add(
         "pt",
         mirror.task(Serde(Point {
@@ -216,6 +229,8 @@ fn the_builder_returns_typed_keys_and_get_typed_returns_the_type() {
     assert_eq!(s.get_typed(&g, &o).unwrap(), 5);
     assert_eq!(s.get_typed(&g, &none).unwrap(), 0);
     s.get_typed(&g, &u).unwrap();
+    assert_eq!(s.get_typed(&g, &mm).unwrap(), (-1, 7));
+    assert_eq!(s.get_typed(&g, &sp).unwrap(), 8);
     assert_eq!(
         s.get_typed(&g, &pt).unwrap().0,
         Point {
