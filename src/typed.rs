@@ -362,7 +362,8 @@ impl Graph {
     note = "a typed call takes a value of the parameter's type (or one converting to it \
             losslessly, such as `&str` for `String`, `Vec<T>` for `&[T]`), a `typed_key::<T>(..)` \
             or a task whose result has such a type, or an untyped `key(..)` (checked when the \
-            graph runs); a user type travels as `Serde<T>`"
+            graph runs); a user type travels as `Serde<T>`. (`&'static T` here stands for a \
+            `&T` parameter.)"
 )]
 pub trait ArgFor<P> {
     /// The argument.
@@ -380,6 +381,12 @@ pub trait ArgFor<P> {
 
 /// Argument types that are not tuples: a one-parameter function's `map` items may be given bare.
 #[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` as an item of a one-parameter task function is ambiguous",
+    label = "write the item as a one-element tuple: `(item,)`",
+    note = "a tuple item lists the arguments; a tuple passed as the one argument is written \
+            `((a, b),)`"
+)]
 pub trait Bare {}
 
 /// An item of `map`/`submit` for a function whose parameters are `Ps` (a tuple): a tuple of

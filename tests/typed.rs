@@ -331,6 +331,11 @@ fn map_items_are_inferred_from_the_parameters() {
         vec![vec![Arg::Value("a".into())], vec![Arg::Value("b".into())]]
     );
     assert_eq!(map_calls(nothing, [(), ()]).len(), 2);
+    // A tuple parameter: the item is a one-element tuple of the tuple.
+    assert_eq!(
+        map_calls(echo_pair, [((1, "a"),)]),
+        vec![vec![Arg::List(vec![v(1), Arg::Value("a".into())])]]
+    );
 }
 
 /// A `cfg` on the function applies to everything the attribute generates.
@@ -405,6 +410,8 @@ echo_tasks! {
     echo_points: Vec<Serde<Point>>;
     echo_map: BTreeMap<String, i64>;
     echo_opt: Option<u32>;
+    echo_pair: (i64, String);
+    echo_triple: (u8, Vec<f64>, Option<bool>);
 }
 
 #[forkgraph::task]
@@ -421,11 +428,11 @@ fn echo_slice(xs: &[u8]) -> Vec<u8> {
 /// `get_typed`) and through `Callable` (`call_args` run as a task, then `output`).
 fn round_trip<H, T>(h: H, v: T) -> T::Output
 where
-    H: Callable<T, Output = T::Output> + Copy,
+    H: Callable<(T,), Output = T::Output> + Copy,
     T: TaskReturn + Clone,
 {
     let mut g = Graph::new();
-    g.task("via-callable", h.function(), h.call_args(v));
+    g.task("via-callable", h.function(), h.call_args((v,)));
     let value = SyncScheduler.get(&g, "via-callable").unwrap().into_value();
     h.output(value).unwrap()
 }
@@ -479,6 +486,12 @@ typed_round_trips! {
         proptest::collection::vec(point().prop_map(Serde), 0..6);
     round_trip_map: echo_map, proptest::collection::btree_map(".*", any::<i64>(), 0..6);
     round_trip_option: echo_opt, proptest::option::of(any::<u32>());
+    round_trip_pair: echo_pair, (any::<i64>(), ".*");
+    round_trip_triple: echo_triple, (
+        any::<u8>(),
+        proptest::collection::vec(any::<f64>().prop_filter("NaN", |x| !x.is_nan()), 0..8),
+        proptest::option::of(any::<bool>()),
+    );
 }
 
 proptest! {
