@@ -346,7 +346,7 @@ fn compiled_out(x: i64) -> i64 {
 }
 
 #[forkgraph::task]
-#[cfg(all())]
+#[cfg(target_os = "linux")]
 #[allow(unused_mut)]
 fn compiled_in(mut x: Vec<i64>) -> usize {
     x.len()
