@@ -220,7 +220,10 @@ fn the_builder_returns_typed_keys_and_get_typed_returns_the_type() {
             label: "p".into(),
         })),
     );
+    // A `Vec` of typed keys for a `Vec<i64>` parameter: a list of references.
+    let keys = g.add("keys", total.task(vec![a.clone(), b.clone(), c.clone()]));
     let s = SyncScheduler;
+    assert_eq!(s.get_typed(&g, &keys).unwrap(), 3 + 9 + 13);
     let c_value: i64 = s.get_typed(&g, &c).unwrap();
     assert_eq!(c_value, 9 + 4);
     assert_eq!(s.get_typed(&g, &loud).unwrap(), "TYPED");
