@@ -262,7 +262,12 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
 /// The first problem found, as an [`InputError`].
 pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
     let file = parsed.path.clone();
-    let abs_file = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
+    let abs_file = resolve(
+        Path::new("/"),
+        &std::path::absolute(&file)
+            .unwrap_or_else(|_| file.clone())
+            .to_string_lossy(),
+    );
     let base = abs_file
         .parent()
         .map(Path::to_path_buf)

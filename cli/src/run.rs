@@ -214,24 +214,11 @@ pub fn preview(
     } else {
         BTreeMap::new()
     };
-    let produced: std::collections::HashSet<&PathBuf> =
-        plan.tasks.iter().flat_map(|t| t.outputs.iter()).collect();
+    check_inputs(plan, mask)?;
     let mut runs = vec![false; plan.tasks.len()];
     let mut out = Vec::new();
     for i in order {
         let t = &plan.tasks[i];
-        for inp in &t.inputs {
-            if !produced.contains(inp) && std::fs::metadata(inp).is_err() {
-                return Err(InputError::Task {
-                    at: t.at.clone(),
-                    key: t.key.clone(),
-                    message: format!(
-                        "input {} does not exist and no task declares it as an output",
-                        inp.display()
-                    ),
-                });
-            }
-        }
         let (program, env) = display[i].as_ref().expect("selected");
         let hash = command_hash(program, env, &t.cwd);
         let f = command::freshness(
@@ -248,6 +235,33 @@ pub fn preview(
         out.push((i, f));
     }
     Ok(out)
+}
+
+/// Refuses an input that does not exist and that no task makes.
+///
+/// # Errors
+/// [`InputError::Task`] naming the first such input.
+pub fn check_inputs(plan: &Plan, mask: &[bool]) -> Result<(), InputError> {
+    let produced: std::collections::HashSet<&PathBuf> =
+        plan.tasks.iter().flat_map(|t| t.outputs.iter()).collect();
+    for (i, t) in plan.tasks.iter().enumerate() {
+        if !mask[i] {
+            continue;
+        }
+        for inp in &t.inputs {
+            if !produced.contains(inp) && std::fs::metadata(inp).is_err() {
+                return Err(InputError::Task {
+                    at: t.at.clone(),
+                    key: t.key.clone(),
+                    message: format!(
+                        "input {} does not exist and no task declares it as an output",
+                        inp.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Records each task's fate as results arrive (in the engine's thread).
@@ -314,6 +328,24 @@ impl Callbacks for Recorder {
             TaskErrorKind::Upstream { key } => Status::UpstreamFailed {
                 failed: key.to_string(),
             },
+            // The process pool reports a chained task whose predecessor failed this way
+            // rather than as `Upstream`.
+            TaskErrorKind::Call(forkgraph::CallError::Failed(m)) if m.starts_with("not run:") => {
+                let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let failed = task
+                    .dependencies
+                    .iter()
+                    .find(|d| {
+                        self.index.get(*d).is_some_and(|&i| {
+                            matches!(
+                                st.status[i],
+                                Some(Status::Failed { .. } | Status::UpstreamFailed { .. })
+                            )
+                        })
+                    })
+                    .map_or_else(|| "a dependency".to_string(), |k| k.to_string());
+                Status::UpstreamFailed { failed }
+            }
             TaskErrorKind::Call(forkgraph::CallError::Returned(r)) => Status::Failed {
                 secs: secs(task),
                 message: r.message().to_string(),
@@ -349,6 +381,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             tasks: Vec::new(),
         });
     }
+    check_inputs(plan, &mask)?;
     let rendered = render_all(plan, &mask, false)?;
     let display = render_all(plan, &mask, true)?;
     let st = &plan.settings;
@@ -549,7 +582,13 @@ pub fn summary(r: &Report) -> String {
                 Status::Ran { secs } => format!("{secs:.3}s"),
                 Status::Failed { secs, message } => format!(
                     "{secs:.3}s  {}",
-                    message.lines().next().unwrap_or_default()
+                    message
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .split("; log ")
+                        .next()
+                        .unwrap_or_default()
                 ),
                 Status::UpstreamFailed { failed } => format!("(depends on failed {failed})"),
                 Status::Interrupted => "(killed)".into(),
@@ -595,11 +634,12 @@ pub fn print_preview(plan: &Plan, p: &[(usize, Freshness)]) {
         p.len() - runs
     );
     let display = render_all(plan, &vec![true; plan.tasks.len()], true).ok();
+    let base = format!("{}/", plan.base.display());
     for (n, (i, f)) in p.iter().enumerate() {
         let t = &plan.tasks[*i];
         let what = match f {
             Freshness::UpToDate => "skip (up to date)".to_string(),
-            Freshness::Stale(why) => format!("run  ({why})"),
+            Freshness::Stale(why) => format!("run  ({})", why.replace(&base, "")),
         };
         let _ = writeln!(out, "{:>5}. {}  {what}", n + 1, t.key);
         if let Some(Some((prog, _))) = display.as_ref().map(|d| &d[*i]) {
