@@ -470,6 +470,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         let pool = ProcessPool::builder()
             .workers(jobs)
             .retries(0)
+            .max_queue(1)
             .build()
             .map_err(|e| RunError::Pool(e.to_string()))?;
         match pool.get_with(&graph, &keys, &gopts) {

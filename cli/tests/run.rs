@@ -498,3 +498,29 @@ fn profile_writes_a_trace_a_gantt_chart_and_a_coloured_graph() {
     assert!(std::fs::read_to_string(p.join("profile.svg")).unwrap().starts_with("<svg"));
     assert!(std::fs::read_to_string(p.join("graph.dot")).unwrap().contains("[ran]"));
 }
+
+#[test]
+fn no_command_waits_behind_a_long_one_while_a_worker_is_idle() {
+    let d = TempDir::new("balance");
+    let m = marker("balance");
+    // `long` runs until the eight short ones have all run. If any short one were queued on
+    // long's worker, it could never run: the watchdog would fail the test.
+    d.write(
+        "g.toml",
+        r#"
+[[task]]
+key = "a-long"
+cmd = "until [ -e release ]; do sleep 0.01; done"
+
+[[task]]
+key = "short{i}"
+for_each = { i = [1, 2, 3, 4, 5, 6, 7, 8] }
+cmd = "mkdir -p done; touch done/{i}; if [ $(ls done | wc -l) -eq 8 ]; then touch release; fi"
+"#,
+    );
+    let o = run_watched(
+        forkgraph(&["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()], &m),
+        60,
+    );
+    assert_code(&o, 0);
+}
