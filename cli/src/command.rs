@@ -93,6 +93,39 @@ pub fn partial_marker(output: &Path) -> PathBuf {
     output.with_file_name(format!(".forkgraph-partial.{name}"))
 }
 
+/// Removes the temporaries that any runner left (a killed one leaves them) for the outputs
+/// given, reading each of their folders once.
+pub fn remove_all_stale_temps<'a>(outputs: impl IntoIterator<Item = &'a PathBuf>) {
+    let mut by_dir: std::collections::HashMap<&Path, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    for o in outputs {
+        if let (Some(d), Some(n)) = (o.parent(), o.file_name()) {
+            by_dir
+                .entry(d)
+                .or_default()
+                .insert(n.to_string_lossy().into_owned());
+        }
+    }
+    for (dir, names) in by_dir {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            let Some(rest) = n.strip_prefix(".forkgraph-tmp-") else {
+                continue;
+            };
+            let Some((pid, name)) = rest.split_once('.') else {
+                continue;
+            };
+            if pid.chars().all(|c| c.is_ascii_digit()) && names.contains(name) {
+                remove_any(&e.path());
+            }
+        }
+    }
+}
+
 /// Removes temporaries of `output` left by any runner (a killed one leaves them).
 pub fn remove_stale_temps(output: &Path) {
     let (Some(dir), Some(name)) = (output.parent(), output.file_name()) else {
@@ -228,8 +261,7 @@ fn shown(p: &Path, cwd: &Path) -> String {
 /// Quotes a word for `sh` when it needs it.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_./@%+=:,-".contains(c))
     {
         s.to_string()
@@ -261,7 +293,9 @@ fn fill(t: &str, ins: &[String], outs: &[String], quote: bool) -> Result<String,
                     if idx.is_empty() {
                         out.push_str(&list.iter().map(q).collect::<Vec<_>>().join(" "));
                     } else {
-                        let k: usize = idx.parse().map_err(|_| format!("bad placeholder {{{name}}}"))?;
+                        let k: usize = idx
+                            .parse()
+                            .map_err(|_| format!("bad placeholder {{{name}}}"))?;
                         let v = list.get(k).ok_or_else(|| {
                             format!("`{{{name}}}`: the task declares {} {which}s", list.len())
                         })?;
@@ -284,11 +318,7 @@ fn fill(t: &str, ins: &[String], outs: &[String], quote: bool) -> Result<String,
 ///
 /// # Errors
 /// A placeholder that names an input or output the task does not declare.
-pub fn render(
-    task: &PlannedTask,
-    shell: &str,
-    outs: &[PathBuf],
-) -> Result<(Vec<String>, Vec<(String, String)>), String> {
+pub fn render(task: &PlannedTask, shell: &str, outs: &[PathBuf]) -> Result<Rendered, String> {
     let ins: Vec<String> = task.inputs.iter().map(|p| shown(p, &task.cwd)).collect();
     let outs: Vec<String> = outs.iter().map(|p| shown(p, &task.cwd)).collect();
     let program = match &task.command {
@@ -329,6 +359,9 @@ pub fn render(
     Ok((program, env))
 }
 
+/// A rendered command: program and arguments, and environment.
+pub type Rendered = (Vec<String>, Vec<(String, String)>);
+
 /// How the command line reads in listings.
 pub fn display(program: &[String]) -> String {
     if program.len() == 3 && program[1] == "-c" {
@@ -346,7 +379,13 @@ pub fn display(program: &[String]) -> String {
 pub fn log_name(key: &str) -> String {
     let clean: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(120)
         .collect();
     if clean == key && !key.starts_with('.') {
@@ -447,7 +486,10 @@ fn publish(spec: &Spec, started: SystemTime) -> Result<(), String> {
     if !spec.atomic {
         for o in &spec.outputs {
             if fs::symlink_metadata(o).is_err() {
-                return Err(format!("it succeeded but did not write its output {}", o.display()));
+                return Err(format!(
+                    "it succeeded but did not write its output {}",
+                    o.display()
+                ));
             }
         }
         for o in &spec.outputs {
@@ -464,7 +506,10 @@ fn publish(spec: &Spec, started: SystemTime) -> Result<(), String> {
                     o.display()
                 )
             } else {
-                format!("it succeeded but did not write its output {} (to {{out}} / $FORKGRAPH_OUT_N)", o.display())
+                format!(
+                    "it succeeded but did not write its output {} (to {{out}} / $FORKGRAPH_OUT_N)",
+                    o.display()
+                )
             });
         }
     }
@@ -472,7 +517,8 @@ fn publish(spec: &Spec, started: SystemTime) -> Result<(), String> {
         if fs::symlink_metadata(o).is_ok_and(|m| m.is_dir()) {
             let _ = fs::remove_dir_all(o);
         }
-        fs::rename(t, o).map_err(|e| format!("renaming {} to {}: {e}", t.display(), o.display()))?;
+        fs::rename(t, o)
+            .map_err(|e| format!("renaming {} to {}: {e}", t.display(), o.display()))?;
     }
     Ok(())
 }
@@ -483,9 +529,6 @@ fn publish(spec: &Spec, started: SystemTime) -> Result<(), String> {
 /// # Errors
 /// A message with how the command ended, the log's path and its last lines.
 pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
-    for o in &spec.outputs {
-        remove_stale_temps(o);
-    }
     let checksum = spec
         .checksum
         .then_some((spec.command_hash.as_str(), spec.previous.as_ref()));
@@ -534,7 +577,12 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
     for attempt in 0..=spec.retries {
         if attempt > 0 {
             use std::io::Write;
-            let _ = writeln!(&log, "[forkgraph] attempt {} of {} after: {last}", attempt + 1, spec.retries + 1);
+            let _ = writeln!(
+                &log,
+                "[forkgraph] attempt {} of {} after: {last}",
+                attempt + 1,
+                spec.retries + 1
+            );
         }
         for t in &spec.temps {
             remove_any(t);

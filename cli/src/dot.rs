@@ -9,7 +9,9 @@ use crate::plan::Plan;
 use crate::run::{Report, Status};
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// DOT text of the selected tasks. Colours: green ran, light green skipped (up to date), red

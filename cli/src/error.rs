@@ -64,7 +64,7 @@ pub enum InputError {
         /// The key.
         key: String,
         /// The first declaration.
-        first: Location,
+        first: Box<Location>,
         /// The second.
         second: Location,
     },

@@ -1,5 +1,8 @@
 //! `forkgraph`: run a graph of commands (see the workspace README, "Command-line runner").
 
+// As in the library: input errors are cold (once per run, before anything runs).
+#![allow(clippy::result_large_err)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -147,7 +147,10 @@ fn pieces(s: &str) -> Vec<Piece> {
 
 /// Whether `name` is one of the placeholders filled in when the command runs.
 pub fn is_io_placeholder(name: &str) -> bool {
-    let num = |p: &str| name.strip_prefix(p).is_some_and(|d| d.parse::<usize>().is_ok());
+    let num = |p: &str| {
+        name.strip_prefix(p)
+            .is_some_and(|d| d.parse::<usize>().is_ok())
+    };
     matches!(name, "in" | "out") || num("in") || num("out")
 }
 
@@ -223,9 +226,10 @@ impl Scope<'_> {
         match stars.as_slice() {
             [] => Ok(vec![self.expand(t, io, None)?]),
             [name] => {
-                let list = self.lists.get(name.as_str()).ok_or_else(|| {
-                    format!("`{{*{name}}}`: no list `{name}` in [vars]")
-                })?;
+                let list = self
+                    .lists
+                    .get(name.as_str())
+                    .ok_or_else(|| format!("`{{*{name}}}`: no list `{name}` in [vars]"))?;
                 list.iter()
                     .map(|v| self.expand(t, io, Some((name, v))))
                     .collect()
@@ -329,7 +333,7 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
             if let Some(&first) = index.get(&key) {
                 return Err(InputError::DuplicateKey {
                     key,
-                    first: tasks[first].at.clone(),
+                    first: Box::new(tasks[first].at.clone()),
                     second: at.clone(),
                 });
             }
@@ -405,11 +409,9 @@ fn bindings(entry: &TaskEntry, scope: &Scope<'_>) -> Result<Vec<Vec<(String, Str
             ));
         }
         let values: Vec<String> = match range {
-            Range::Var(v) => scope
-                .lists
-                .get(v.as_str())
-                .cloned()
-                .ok_or_else(|| format!("for_each: `{name}` ranges over `{v}`, which is not a list in [vars]"))?,
+            Range::Var(v) => scope.lists.get(v.as_str()).cloned().ok_or_else(|| {
+                format!("for_each: `{name}` ranges over `{v}`, which is not a list in [vars]")
+            })?,
             Range::List(l) => l.iter().map(|s| s.render()).collect(),
         };
         let total = out.len().saturating_mul(values.len());
@@ -461,7 +463,11 @@ fn expand_entry(
             if c.trim().is_empty() {
                 return Err("cmd is empty".into());
             }
-            CommandLine::Shell(scope.expand(c, true, None).map_err(|m| format!("cmd: {m}"))?)
+            CommandLine::Shell(
+                scope
+                    .expand(c, true, None)
+                    .map_err(|m| format!("cmd: {m}"))?,
+            )
         }
         (None, Some(a)) => {
             let a = list("argv", a, true)?;
@@ -486,7 +492,11 @@ fn expand_entry(
     let cwd = match &entry.cwd {
         Some(c) => resolve(
             base,
-            &unescape(&scope.expand(c, false, None).map_err(|m| format!("cwd: {m}"))?),
+            &unescape(
+                &scope
+                    .expand(c, false, None)
+                    .map_err(|m| format!("cwd: {m}"))?,
+            ),
         ),
         None => base.to_path_buf(),
     };
@@ -518,7 +528,11 @@ fn expand_entry(
     let timeout = match entry.timeout {
         None => None,
         Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),
-        Some(t) => return Err(format!("timeout must be a positive number of seconds, not {t}")),
+        Some(t) => {
+            return Err(format!(
+                "timeout must be a positive number of seconds, not {t}"
+            ))
+        }
     };
     let memory_limit = entry
         .memory_limit
@@ -707,7 +721,10 @@ mod tests {
                 Piece::Lit("{y}".into()),
             ]
         );
-        assert_eq!(pieces("{*s}.txt"), vec![Piece::Star("s".into()), Piece::Lit(".txt".into())]);
+        assert_eq!(
+            pieces("{*s}.txt"),
+            vec![Piece::Star("s".into()), Piece::Lit(".txt".into())]
+        );
     }
 
     #[test]
@@ -720,7 +737,10 @@ mod tests {
 
     #[test]
     fn resolve_folds_dots() {
-        assert_eq!(resolve(Path::new("/a/b"), "./c/../d"), PathBuf::from("/a/b/d"));
+        assert_eq!(
+            resolve(Path::new("/a/b"), "./c/../d"),
+            PathBuf::from("/a/b/d")
+        );
         assert_eq!(resolve(Path::new("/a/b"), "/x/y"), PathBuf::from("/x/y"));
     }
 }

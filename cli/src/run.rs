@@ -146,7 +146,10 @@ fn temps(plan: &Plan, i: usize) -> Vec<PathBuf> {
     let t = &plan.tasks[i];
     if t.atomic {
         let pid = std::process::id();
-        t.outputs.iter().map(|o| command::temp_path(o, pid)).collect()
+        t.outputs
+            .iter()
+            .map(|o| command::temp_path(o, pid))
+            .collect()
     } else {
         Vec::new()
     }
@@ -160,7 +163,7 @@ pub fn render_all(
     plan: &Plan,
     mask: &[bool],
     for_display: bool,
-) -> Result<Vec<Option<(Vec<String>, Vec<(String, String)>)>>, InputError> {
+) -> Result<Vec<Option<command::Rendered>>, InputError> {
     let mut out = Vec::with_capacity(plan.tasks.len());
     for (i, t) in plan.tasks.iter().enumerate() {
         if !mask[i] {
@@ -396,6 +399,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         BTreeMap::new()
     };
     let order = plan.order(&mask);
+    command::remove_all_stale_temps(order.iter().flat_map(|&i| plan.tasks[i].outputs.iter()));
     let mut graph = Graph::with_capacity(order.len());
     let mut index = HashMap::new();
     for &i in &order {
@@ -493,11 +497,13 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     let tasks: Vec<(String, Status)> = order
         .iter()
         .map(|&i| {
-            let s = st_rec.status[i].clone().unwrap_or(if st_rec.dispatched[i] && interrupted.is_some() {
-                Status::Interrupted
-            } else {
-                Status::NotRun
-            });
+            let s = st_rec.status[i].clone().unwrap_or(
+                if st_rec.dispatched[i] && interrupted.is_some() {
+                    Status::Interrupted
+                } else {
+                    Status::NotRun
+                },
+            );
             (plan.tasks[i].key.clone(), s)
         })
         .collect();

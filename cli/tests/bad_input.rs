@@ -25,7 +25,10 @@ const OK: &str = "[[task]]\nkey = \"ok\"\ncmd = \"touch ran\"\n";
 
 #[test]
 fn malformed_toml_names_line_and_column() {
-    let e = refused("g.toml", &format!("{OK}\n[[task]]\nkey = \"x\ncmd = \"y\"\n"));
+    let e = refused(
+        "g.toml",
+        &format!("{OK}\n[[task]]\nkey = \"x\ncmd = \"y\"\n"),
+    );
     assert!(e.starts_with("forkgraph: error: g.toml:6:"), "{e}");
 }
 
@@ -40,20 +43,35 @@ fn malformed_json_names_line_and_column() {
 
 #[test]
 fn unknown_fields_are_named_with_their_position() {
-    let e = refused("g.toml", &format!("{OK}\n[[task]]\nkey = \"x\"\ncmd = \"y\"\ntimout = 3\n"));
-    assert!(e.contains("g.toml:8:1:") && e.contains("unknown field `timout`"), "{e}");
+    let e = refused(
+        "g.toml",
+        &format!("{OK}\n[[task]]\nkey = \"x\"\ncmd = \"y\"\ntimout = 3\n"),
+    );
+    assert!(
+        e.contains("g.toml:8:1:") && e.contains("unknown field `timout`"),
+        "{e}"
+    );
     let e = refused("g.toml", &format!("[pool]\nmpi = true\n{OK}"));
-    assert!(e.contains("g.toml:2:1:") && e.contains("unknown field `mpi`"), "{e}");
+    assert!(
+        e.contains("g.toml:2:1:") && e.contains("unknown field `mpi`"),
+        "{e}"
+    );
     let e = refused(
         "g.json",
         "{\"task\": [{\"key\": \"ok\", \"cmd\": \"touch ran\", \"inptus\": []}]}",
     );
-    assert!(e.contains("g.json:1:") && e.contains("unknown field `inptus`"), "{e}");
+    assert!(
+        e.contains("g.json:1:") && e.contains("unknown field `inptus`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn wrong_types_are_named_with_their_position() {
-    let e = refused("g.toml", &format!("{OK}\n[[task]]\nkey = \"x\"\ncmd = [1]\n"));
+    let e = refused(
+        "g.toml",
+        &format!("{OK}\n[[task]]\nkey = \"x\"\ncmd = [1]\n"),
+    );
     assert!(e.contains("g.toml:7:"), "{e}");
 }
 
@@ -77,7 +95,10 @@ fn duplicate_outputs_are_reported() {
             "{OK}\n[[task]]\nkey = \"x\"\noutputs = [\"o.txt\"]\ncmd = \"y\"\n\n[[task]]\nkey = \"z\"\noutputs = [\"./o.txt\"]\ncmd = \"y\"\n"
         ),
     );
-    assert!(e.contains("g.toml:10:1: tasks `x` and `z` both declare the output"), "{e}");
+    assert!(
+        e.contains("g.toml:10:1: tasks `x` and `z` both declare the output"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -86,7 +107,10 @@ fn duplicate_keys_from_templates_are_reported() {
         "g.toml",
         &format!("{OK}\n[[task]]\nkey = \"ok\"\nfor_each = {{ s = [1] }}\ncmd = \"y\"\n"),
     );
-    assert!(e.contains("g.toml:5:1: task `ok` is declared twice (first at"), "{e}");
+    assert!(
+        e.contains("g.toml:5:1: task `ok` is declared twice (first at"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -107,9 +131,14 @@ fn cycles_are_reported_with_their_path() {
 fn template_errors_are_reported() {
     let e = refused(
         "g.toml",
-        &format!("{OK}\n[[task]]\nkey = \"x-{{smaple}}\"\nfor_each = {{ sample = [1] }}\ncmd = \"y\"\n"),
+        &format!(
+            "{OK}\n[[task]]\nkey = \"x-{{smaple}}\"\nfor_each = {{ sample = [1] }}\ncmd = \"y\"\n"
+        ),
     );
-    assert!(e.contains("unknown placeholder `{smaple}` (variables here: sample"), "{e}");
+    assert!(
+        e.contains("unknown placeholder `{smaple}` (variables here: sample"),
+        "{e}"
+    );
     let e = refused(
         "g.toml",
         &format!("{OK}\n[[task]]\nkey = \"x\"\noutputs = [\"a\"]\ncmd = \"y > {{out1}}\"\n"),
@@ -125,7 +154,10 @@ fn a_missing_input_nobody_makes_is_reported() {
         "g.toml",
         &format!("{OK}\n[[task]]\nkey = \"x\"\ninputs = [\"absent.txt\"]\ncmd = \"y\"\n"),
     );
-    assert!(e.contains("input") && e.contains("absent.txt does not exist"), "{e}");
+    assert!(
+        e.contains("input") && e.contains("absent.txt does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -133,12 +165,18 @@ fn unknown_keys_and_bad_jobs_are_refused() {
     let d = TempDir::new("badkeys");
     let f = d.write("g.toml", OK);
     let m = marker("badkeys");
-    let o = run_watched(forkgraph(&["run", f.to_str().unwrap(), "--keys", "zz"], &m), 60);
+    let o = run_watched(
+        forkgraph(&["run", f.to_str().unwrap(), "--keys", "zz"], &m),
+        60,
+    );
     assert_code(&o, 2);
     assert!(stderr(&o).contains("no task has the key `zz`"));
     let o = run_watched(forkgraph(&["run", "-j", "0", f.to_str().unwrap()], &m), 60);
     assert_code(&o, 2);
-    let o = run_watched(forkgraph(&["run", d.path().join("nope.toml").to_str().unwrap()], &m), 60);
+    let o = run_watched(
+        forkgraph(&["run", d.path().join("nope.toml").to_str().unwrap()], &m),
+        60,
+    );
     assert_code(&o, 2);
     assert!(stderr(&o).contains("cannot read"));
     assert!(!d.exists("ran"));

@@ -54,8 +54,18 @@ fn mutate(text: &str, edits: &[Edit]) -> String {
 
 fn edit() -> impl Strategy<Value = Edit> {
     let byte = prop_oneof![
-        Just(b'{'), Just(b'}'), Just(b'['), Just(b']'), Just(b'"'), Just(b'='), Just(b','),
-        Just(b'\n'), Just(b'*'), Just(b'.'), Just(b'/'), any::<u8>()
+        Just(b'{'),
+        Just(b'}'),
+        Just(b'['),
+        Just(b']'),
+        Just(b'"'),
+        Just(b'='),
+        Just(b','),
+        Just(b'\n'),
+        Just(b'*'),
+        Just(b'.'),
+        Just(b'/'),
+        any::<u8>()
     ];
     prop_oneof![
         (any::<usize>(), byte.clone()).prop_map(|(i, c)| Edit::Insert(i, c)),

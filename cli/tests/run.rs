@@ -84,7 +84,10 @@ fn checksum_resume_ignores_times_and_sees_contents_and_command_lines() {
     let m = marker("checksum");
     let g = d.path().join("graph.toml");
     let g = g.to_str().unwrap();
-    assert_code(&run_watched(forkgraph(&["run", "--checksum", g], &m), 120), 0);
+    assert_code(
+        &run_watched(forkgraph(&["run", "--checksum", g], &m), 120),
+        0,
+    );
     assert_eq!(runs(&d), 4);
     // Newer time, same contents: skipped with --checksum.
     set_mtime(
@@ -136,14 +139,20 @@ argv = ["true"]
 "#,
     );
     let o = run_watched(
-        forkgraph(&["run", "-k", d.path().join("g.toml").to_str().unwrap()], &m),
+        forkgraph(
+            &["run", "-k", d.path().join("g.toml").to_str().unwrap()],
+            &m,
+        ),
         120,
     );
     assert_code(&o, forkgraph_cli::EXIT_TASK_FAILED);
     let e = stderr(&o);
     assert!(e.contains("task `exit3` failed: exit code 3"), "{e}");
     assert!(e.contains("the-last-words"), "{e}");
-    assert!(e.contains("task `segv` failed: killed by signal 11 (SIGSEGV)"), "{e}");
+    assert!(
+        e.contains("task `segv` failed: killed by signal 11 (SIGSEGV)"),
+        "{e}"
+    );
     assert!(e.contains("before the crash"), "{e}");
     assert!(e.contains("task `false` failed: exit code 1"), "{e}");
     assert!(e.contains("1 ran, 0 skipped, 3 FAILED"), "{e}");
@@ -172,11 +181,7 @@ timeout = 0.5
         120,
     );
     assert_code(&o, 1);
-    assert!(
-        stderr(&o).contains("timed out after"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("timed out after"), "{}", stderr(&o));
     assert_no_process_left(&m, 10);
 }
 
@@ -200,7 +205,10 @@ cmd = "for p in $(cat in-group.pid setsid.pid); do if kill -0 $p 2>/dev/null; th
 "#,
     );
     let o = run_watched(
-        forkgraph(&["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()], &m),
+        forkgraph(
+            &["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()],
+            &m,
+        ),
         120,
     );
     assert_code(&o, 0);
@@ -235,14 +243,26 @@ cmd = "touch after-independent.done"
 "#,
     );
     let o = run_watched(
-        forkgraph(&["run", "-k", "-j", "1", d.path().join("g.toml").to_str().unwrap()], &m),
+        forkgraph(
+            &[
+                "run",
+                "-k",
+                "-j",
+                "1",
+                d.path().join("g.toml").to_str().unwrap(),
+            ],
+            &m,
+        ),
         120,
     );
     assert_code(&o, 1);
     assert!(d.exists("independent.done") && d.exists("after-independent.done"));
     assert!(!d.exists("after-bad.done"));
     let e = stderr(&o);
-    assert!(e.contains("after-bad") && e.contains("depends on failed bad"), "{e}");
+    assert!(
+        e.contains("after-bad") && e.contains("depends on failed bad"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -285,10 +305,17 @@ cmd = "echo direct > out/direct.txt"
     assert_eq!(d.read("out/good.txt"), "good\n");
     assert_eq!(d.read("out/env.txt"), "env\n");
     assert_eq!(d.read("out/direct.txt"), "direct\n");
-    assert!(!d.exists("out/partial.txt"), "a failed command's output must not appear");
+    assert!(
+        !d.exists("out/partial.txt"),
+        "a failed command's output must not appear"
+    );
     assert!(!d.exists("out/.forkgraph-partial.direct.txt"));
     assert!(stderr(&o).contains("in place"), "{}", stderr(&o));
-    assert!(temporaries(d.path()).is_empty(), "{:?}", temporaries(d.path()));
+    assert!(
+        temporaries(d.path()).is_empty(),
+        "{:?}",
+        temporaries(d.path())
+    );
 }
 
 #[test]
@@ -312,7 +339,10 @@ rmdir slots/$s
 "#,
     );
     let o = run_watched(
-        forkgraph(&["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()], &m),
+        forkgraph(
+            &["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()],
+            &m,
+        ),
         120,
     );
     assert_code(&o, 0);
@@ -333,9 +363,12 @@ outputs = ["out/{i}.txt"]
 cmd = "echo partial > {out}; mkdir -p started; touch started/{i}; sleep 1000 & sleep 1000"
 "#,
     );
-    let child = forkgraph(&["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()], &m)
-        .spawn()
-        .unwrap();
+    let child = forkgraph(
+        &["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()],
+        &m,
+    )
+    .spawn()
+    .unwrap();
     let pid = child.id();
     wait_for("two commands running", 60, || {
         std::fs::read_dir(d.path().join("started")).map_or(0, |r| r.count()) == 2
@@ -347,12 +380,19 @@ cmd = "echo partial > {out}; mkdir -p started; touch started/{i}; sleep 1000 & s
     assert_code(&o, code);
     let e = stderr(&o);
     assert!(e.contains("interrupted by"), "{e}");
-    assert!(e.contains("2 interrupted") || e.contains("interrupted "), "{e}");
+    assert!(
+        e.contains("2 interrupted") || e.contains("interrupted "),
+        "{e}"
+    );
     assert_no_process_left(&m, 10);
     for i in 1..=4 {
         assert!(!d.exists(&format!("out/{i}.txt")));
     }
-    assert!(temporaries(d.path()).is_empty(), "{:?}", temporaries(d.path()));
+    assert!(
+        temporaries(d.path()).is_empty(),
+        "{:?}",
+        temporaries(d.path())
+    );
 }
 
 #[test]
@@ -397,16 +437,27 @@ cmd = "printf partial > {out}; if [ -e go ]; then echo complete >> {out}; else t
     let o = wait_watched(child, 60);
     assert_eq!(o.status.code(), None, "killed by a signal");
     assert_no_process_left(&m, 10);
-    assert!(!d.exists("out/slow.txt"), "no partial output under the real name");
+    assert!(
+        !d.exists("out/slow.txt"),
+        "no partial output under the real name"
+    );
     assert_eq!(d.read("runs.log").lines().count(), 3);
 
     d.write("go", "");
     let o = run_watched(forkgraph(&["run", g.to_str().unwrap()], &m), 120);
     assert_code(&o, 0);
     assert!(stderr(&o).contains("1 ran, 3 skipped"), "{}", stderr(&o));
-    assert_eq!(d.read("runs.log").lines().count(), 3, "the quick ones were not redone");
+    assert_eq!(
+        d.read("runs.log").lines().count(),
+        3,
+        "the quick ones were not redone"
+    );
     assert_eq!(d.read("out/slow.txt"), "partialcomplete\n");
-    assert!(temporaries(d.path()).is_empty(), "{:?}", temporaries(d.path()));
+    assert!(
+        temporaries(d.path()).is_empty(),
+        "{:?}",
+        temporaries(d.path())
+    );
     assert_no_process_left(&m, 10);
 }
 
@@ -458,20 +509,26 @@ fn check_dot_and_clean() {
     let o = run_watched(forkgraph(&["check", g], &m), 60);
     assert_code(&o, 0);
     let out = stdout(&o);
-    assert!(out.starts_with("4 tasks in run order: 4 would run, 0 would be skipped"), "{out}");
+    assert!(
+        out.starts_with("4 tasks in run order: 4 would run, 0 would be skipped"),
+        "{out}"
+    );
     assert!(out.find("count-a").unwrap() < out.find("total").unwrap());
     assert!(!d.exists("runs.log"), "check runs nothing");
     let o = run_watched(forkgraph(&["run", "--dry-run", g], &m), 60);
     assert_code(&o, 0);
     assert!(!d.exists("runs.log"), "--dry-run runs nothing");
-    assert_code(&run_watched(forkgraph(&["run", g, "--keys", "count-a"], &m), 60), 0);
+    assert_code(
+        &run_watched(forkgraph(&["run", g, "--keys", "count-a"], &m), 60),
+        0,
+    );
     assert_eq!(runs(&d), 1, "--keys runs only what the key needs");
     let o = run_watched(forkgraph(&["dot", g], &m), 60);
     assert_code(&o, 0);
     let dot = stdout(&o);
     assert!(dot.starts_with("digraph"), "{dot}");
     assert!(dot.contains("\"count-a\" -> \"total\""), "{dot}");
-    assert!(dot.contains("[ran]") && dot.contains("[not run]") == false, "{dot}");
+    assert!(dot.contains("[ran]") && !dot.contains("[not run]"), "{dot}");
     let o = run_watched(forkgraph(&["clean", g], &m), 60);
     assert_code(&o, 0);
     assert!(stdout(&o).contains("counts/a.txt"));
@@ -486,7 +543,13 @@ fn profile_writes_a_trace_a_gantt_chart_and_a_coloured_graph() {
     let p = d.path().join("prof");
     let o = run_watched(
         forkgraph(
-            &["run", "--progress", "--profile", p.to_str().unwrap(), g.to_str().unwrap()],
+            &[
+                "run",
+                "--progress",
+                "--profile",
+                p.to_str().unwrap(),
+                g.to_str().unwrap(),
+            ],
             &m,
         ),
         120,
@@ -495,8 +558,12 @@ fn profile_writes_a_trace_a_gantt_chart_and_a_coloured_graph() {
     let trace: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("trace.json")).unwrap()).unwrap();
     assert!(trace.to_string().contains("count-b"));
-    assert!(std::fs::read_to_string(p.join("profile.svg")).unwrap().starts_with("<svg"));
-    assert!(std::fs::read_to_string(p.join("graph.dot")).unwrap().contains("[ran]"));
+    assert!(std::fs::read_to_string(p.join("profile.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+    assert!(std::fs::read_to_string(p.join("graph.dot"))
+        .unwrap()
+        .contains("[ran]"));
 }
 
 #[test]
@@ -519,7 +586,10 @@ cmd = "mkdir -p done; touch done/{i}; if [ $(ls done | wc -l) -eq 8 ]; then touc
 "#,
     );
     let o = run_watched(
-        forkgraph(&["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()], &m),
+        forkgraph(
+            &["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()],
+            &m,
+        ),
         60,
     );
     assert_code(&o, 0);

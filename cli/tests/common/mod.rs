@@ -187,7 +187,10 @@ pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
             if p.is_dir() {
                 stack.push(p.clone());
             }
-            if e.file_name().to_string_lossy().starts_with(".forkgraph-tmp-") {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(".forkgraph-tmp-")
+            {
                 out.push(p);
             }
         }
