@@ -594,3 +594,63 @@ cmd = "mkdir -p done; touch done/{i}; if [ $(ls done | wc -l) -eq 8 ]; then touc
     );
     assert_code(&o, 0);
 }
+
+#[test]
+fn retries_rerun_a_failed_command() {
+    let d = TempDir::new("retries");
+    let m = marker("retries");
+    d.write(
+        "g.toml",
+        r#"
+[[task]]
+key = "flaky"
+outputs = ["out.txt"]
+retries = 2
+cmd = "if [ -e tried ]; then echo ok > {out}; else touch tried; echo first try fails; exit 1; fi"
+
+[[task]]
+key = "hopeless"
+retries = 1
+cmd = "echo try >> tries; exit 7"
+"#,
+    );
+    let o = run_watched(
+        forkgraph(&["run", "-k", d.path().join("g.toml").to_str().unwrap()], &m),
+        60,
+    );
+    assert_code(&o, 1);
+    assert_eq!(d.read("out.txt"), "ok\n");
+    assert!(d.read(".forkgraph/g/logs/flaky.log").contains("attempt 2 of 3 after: exit code 1"));
+    assert_eq!(d.read("tries"), "try\ntry\n");
+    assert!(stderr(&o).contains("exit code 7 (after 2 attempts)"), "{}", stderr(&o));
+}
+
+#[test]
+fn memory_limit_bounds_the_command() {
+    let d = TempDir::new("memory");
+    let m = marker("memory");
+    // A 200 MB shell string under a 64 MiB address-space limit fails; without the limit it
+    // works.
+    d.write(
+        "g.toml",
+        r#"
+[[task]]
+key = "limited"
+memory_limit = "64M"
+cmd = "v=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#v}"
+
+[[task]]
+key = "free"
+cmd = "v=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#v}"
+"#,
+    );
+    let o = run_watched(
+        forkgraph(&["run", "-k", "-j", "1", d.path().join("g.toml").to_str().unwrap()], &m),
+        120,
+    );
+    assert_code(&o, 1);
+    let e = stderr(&o);
+    assert!(e.contains("task `limited` failed"), "{e}");
+    assert!(!e.contains("task `free` failed"), "{e}");
+    assert_eq!(d.read(".forkgraph/g/logs/free.log"), "200000000\n");
+}
