@@ -117,3 +117,26 @@ fn the_valid_files_are_valid() {
     let plan = forkgraph_cli::build(&p).unwrap();
     assert_eq!(plan.tasks.len(), 4);
 }
+
+#[test]
+fn the_readme_schema_example_parses_and_plans() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("### The graph file")
+        .expect("README has the schema section");
+    let block = &readme[start..];
+    let open = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let close = open + block[open..].find("```").expect("its end");
+    let text = &block[open..close];
+    let parsed = forkgraph_cli::parse_str(Path::new("README.toml"), text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    // `deps = ["index"]` names a task the excerpt leaves out: add it.
+    let mut full = text.to_string();
+    full.push_str("\n[[task]]\nkey = \"index\"\ncmd = \"true\"\n");
+    let _ = parsed;
+    let parsed = forkgraph_cli::parse_str(Path::new("README.toml"), &full).unwrap();
+    let plan = forkgraph_cli::build(&parsed).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.tasks.len(), 5);
+    let merge = &plan.tasks[plan.index["merge"]];
+    assert_eq!(merge.deps.len(), 3, "merge depends on the three aligns by file");
+}
