@@ -470,6 +470,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         .collect();
     let keys = Keys::from(keys);
     let mut pool_error = None;
+    let mut stopped_by_signal = false;
     if !order.is_empty() && sys::interrupted().is_none() {
         let pool = ProcessPool::builder()
             .workers(jobs)
@@ -479,7 +480,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             .map_err(|e| RunError::Pool(e.to_string()))?;
         match pool.get_with(&graph, &keys, &gopts) {
             Ok(_) => {}
-            Err(forkgraph::Error::Interrupted) => {}
+            Err(forkgraph::Error::Interrupted) => stopped_by_signal = true,
             Err(e) if e.is_task_error() => {}
             Err(e) => pool_error = Some(e.to_string()),
         }
@@ -492,7 +493,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             command::remove_any(&t);
         }
     }
-    let interrupted = sys::interrupted();
+    let interrupted = sys::interrupted().or(stopped_by_signal.then_some(libc::SIGINT));
     let st_rec = recorder.state.lock().unwrap_or_else(|e| e.into_inner());
     let tasks: Vec<(String, Status)> = order
         .iter()

@@ -138,5 +138,9 @@ fn the_readme_schema_example_parses_and_plans() {
     let plan = forkgraph_cli::build(&parsed).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.tasks.len(), 5);
     let merge = &plan.tasks[plan.index["merge"]];
-    assert_eq!(merge.deps.len(), 3, "merge depends on the three aligns by file");
+    assert_eq!(
+        merge.deps.len(),
+        3,
+        "merge depends on the three aligns by file"
+    );
 }

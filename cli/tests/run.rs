@@ -615,14 +615,23 @@ cmd = "echo try >> tries; exit 7"
 "#,
     );
     let o = run_watched(
-        forkgraph(&["run", "-k", d.path().join("g.toml").to_str().unwrap()], &m),
+        forkgraph(
+            &["run", "-k", d.path().join("g.toml").to_str().unwrap()],
+            &m,
+        ),
         60,
     );
     assert_code(&o, 1);
     assert_eq!(d.read("out.txt"), "ok\n");
-    assert!(d.read(".forkgraph/g/logs/flaky.log").contains("attempt 2 of 3 after: exit code 1"));
+    assert!(d
+        .read(".forkgraph/g/logs/flaky.log")
+        .contains("attempt 2 of 3 after: exit code 1"));
     assert_eq!(d.read("tries"), "try\ntry\n");
-    assert!(stderr(&o).contains("exit code 7 (after 2 attempts)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("exit code 7 (after 2 attempts)"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -645,7 +654,16 @@ cmd = "v=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#v}"
 "#,
     );
     let o = run_watched(
-        forkgraph(&["run", "-k", "-j", "1", d.path().join("g.toml").to_str().unwrap()], &m),
+        forkgraph(
+            &[
+                "run",
+                "-k",
+                "-j",
+                "1",
+                d.path().join("g.toml").to_str().unwrap(),
+            ],
+            &m,
+        ),
         120,
     );
     assert_code(&o, 1);
