@@ -297,7 +297,9 @@ fn fill(t: &str, ins: &[String], outs: &[String], quote: bool) -> Result<String,
                             .parse()
                             .map_err(|_| format!("bad placeholder {{{name}}}"))?;
                         let v = list.get(k).ok_or_else(|| {
-                            format!("`{{{name}}}`: the task declares {} {which}s", list.len())
+                            let n = list.len();
+                            let s = if n == 1 { "" } else { "s" };
+                            format!("`{{{name}}}`: the task declares {n} {which}{s}")
                         })?;
                         out.push_str(&q(v));
                     }

@@ -143,7 +143,7 @@ fn template_errors_are_reported() {
         "g.toml",
         &format!("{OK}\n[[task]]\nkey = \"x\"\noutputs = [\"a\"]\ncmd = \"y > {{out1}}\"\n"),
     );
-    assert!(e.contains("`{out1}`: the task declares 1 outputs"), "{e}");
+    assert!(e.contains("`{out1}`: the task declares 1 output"), "{e}");
     let e = refused("g.toml", &format!("{OK}\n[[task]]\nkey = \"x\"\n"));
     assert!(e.contains("no command"), "{e}");
 }
