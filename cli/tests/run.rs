@@ -672,3 +672,30 @@ cmd = "v=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#v}"
     assert!(!e.contains("task `free` failed"), "{e}");
     assert_eq!(d.read(".forkgraph/g/logs/free.log"), "200000000\n");
 }
+
+#[test]
+fn the_shipped_examples_run_and_resume() {
+    let d = TempDir::new("examples");
+    let m = marker("examples");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cli");
+    for f in ["samples.toml", "samples.json"] {
+        std::fs::copy(root.join(f), d.path().join(f)).unwrap();
+        let g = d.path().join(f);
+        let o = run_watched(forkgraph(&["run", "-j", "2", g.to_str().unwrap()], &m), 120);
+        assert_code(&o, 0);
+        let o = run_watched(forkgraph(&["run", "-j", "2", g.to_str().unwrap()], &m), 120);
+        assert_code(&o, 0);
+        assert!(stderr(&o).contains("0 FAILED"), "{}", stderr(&o));
+    }
+    assert_eq!(d.read("build/report.txt").lines().count(), 4);
+    assert!(d.read("build-json/report.txt").contains("200 total"));
+    // The TOML example's last task has no outputs: it is the only one that runs again.
+    let o = run_watched(
+        forkgraph(
+            &["run", d.path().join("samples.toml").to_str().unwrap()],
+            &m,
+        ),
+        120,
+    );
+    assert!(stderr(&o).contains("1 ran, 13 skipped"), "{}", stderr(&o));
+}
