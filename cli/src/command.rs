@@ -483,8 +483,27 @@ fn run_once(spec: &Spec, log: &fs::File) -> Ended {
     }
 }
 
-/// Moves each temporary into place after a successful attempt.
-fn publish(spec: &Spec, started: SystemTime) -> Result<(), String> {
+/// What identifies a file's version: inode, size, modification and change times. A write in
+/// place changes the change time (at least), whatever the clocks' granularity.
+type Identity = Option<(u64, u64, i64, i64, i64, i64)>;
+
+fn identity(p: &Path) -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(p).ok().map(|m| {
+        (
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
+}
+
+/// Moves each temporary into place after a successful attempt. `before`: each output's
+/// identity before the attempt.
+fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
     if !spec.atomic {
         for o in &spec.outputs {
             if fs::symlink_metadata(o).is_err() {
@@ -499,9 +518,10 @@ fn publish(spec: &Spec, started: SystemTime) -> Result<(), String> {
         }
         return Ok(());
     }
-    for (o, t) in spec.outputs.iter().zip(&spec.temps) {
+    for ((o, t), was) in spec.outputs.iter().zip(&spec.temps).zip(before) {
         if fs::symlink_metadata(t).is_err() {
-            let in_place = mtime(o).is_ok_and(|m| m >= started);
+            let now = identity(o);
+            let in_place = now.is_some() && now != *was;
             return Err(if in_place {
                 format!(
                     "it wrote its output {} in place, not to its temporary path: write to {{out}} / $FORKGRAPH_OUT_N (renamed on success), or set atomic = false",
@@ -589,10 +609,10 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
         for t in &spec.temps {
             remove_any(t);
         }
-        let started = SystemTime::now();
+        let before: Vec<Identity> = spec.outputs.iter().map(|o| identity(o)).collect();
         let ended = run_once(spec, &log);
         if matches!(ended, Ended::Exited(0)) {
-            match publish(spec, started) {
+            match publish(spec, &before) {
                 Ok(()) => {
                     if let Some(inputs) = hashes {
                         let rec = Record {
