@@ -1,0 +1,197 @@
+//! Messages between ranks (postcard after an 8-byte length), and the wire form of task
+//! failures.
+
+use forkgraph_worker::{CallError, TaskSpec, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::error::TaskErrorKind;
+use crate::key::Key;
+
+/// Tag of every message's first part; later parts of a long message carry `TAG + 1`.
+pub(crate) const TAG: i32 = 17;
+
+/// Where a unit's task finds one input.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Input {
+    /// A literal (or a value rank 0 holds itself), sent along.
+    Inline(Value),
+    /// A result held by `rank` under `id`.
+    Held { rank: u32, id: u64 },
+    /// The result of the unit's previous task (a chain link).
+    Prev,
+}
+
+/// One task of a unit.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WireTask {
+    /// The engine's node id (labels the task; rank 0 maps results back by it).
+    pub(crate) node: u32,
+    pub(crate) spec: TaskSpec,
+    pub(crate) inputs: Vec<Input>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+/// A finished task's result: where it is kept, or why there is none.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum WireResult {
+    /// Kept on the rank that ran it under `id`; `bytes` estimates its size.
+    Held { id: u64, bytes: u64 },
+    /// The task failed.
+    Failed { function: String, kind: WireKind },
+    /// The rank could not run the unit at all (the rank's pool failed).
+    Broken(String),
+}
+
+/// A [`TaskErrorKind`] on the wire (an upstream key is named by its node).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum WireKind {
+    Upstream(u32),
+    Call(CallError),
+    WorkerDied {
+        pid: i32,
+        signal: Option<i32>,
+        exit_code: Option<i32>,
+        stderr_tail: String,
+    },
+    KilledWorkers {
+        deaths: u32,
+        last: String,
+    },
+    TimedOut {
+        millis: u64,
+    },
+    CpuTimeExceeded {
+        seconds: u64,
+    },
+    OutOfMemory {
+        limit: u64,
+        detail: String,
+    },
+}
+
+impl WireKind {
+    /// The wire form; `node_of` maps an upstream key of the rank's sub-graph to its node.
+    pub(crate) fn from_kind(kind: TaskErrorKind, node_of: impl Fn(&Key) -> u32) -> WireKind {
+        match kind {
+            TaskErrorKind::Upstream { key } => WireKind::Upstream(node_of(&key)),
+            TaskErrorKind::Call(e) => WireKind::Call(e),
+            TaskErrorKind::WorkerDied {
+                pid,
+                signal,
+                exit_code,
+                stderr_tail,
+            } => WireKind::WorkerDied {
+                pid,
+                signal,
+                exit_code,
+                stderr_tail,
+            },
+            TaskErrorKind::KilledWorkers { deaths, last } => {
+                WireKind::KilledWorkers { deaths, last }
+            }
+            TaskErrorKind::TimedOut { millis } => WireKind::TimedOut { millis },
+            TaskErrorKind::CpuTimeExceeded { seconds } => WireKind::CpuTimeExceeded { seconds },
+            TaskErrorKind::OutOfMemory { limit, detail } => WireKind::OutOfMemory { limit, detail },
+        }
+    }
+
+    /// Back to a [`TaskErrorKind`]; `key_of` names a node.
+    pub(crate) fn into_kind(self, key_of: impl Fn(u32) -> Key) -> TaskErrorKind {
+        match self {
+            WireKind::Upstream(n) => TaskErrorKind::Upstream { key: key_of(n) },
+            WireKind::Call(e) => TaskErrorKind::Call(e),
+            WireKind::WorkerDied {
+                pid,
+                signal,
+                exit_code,
+                stderr_tail,
+            } => TaskErrorKind::WorkerDied {
+                pid,
+                signal,
+                exit_code,
+                stderr_tail,
+            },
+            WireKind::KilledWorkers { deaths, last } => {
+                TaskErrorKind::KilledWorkers { deaths, last }
+            }
+            WireKind::TimedOut { millis } => TaskErrorKind::TimedOut { millis },
+            WireKind::CpuTimeExceeded { seconds } => TaskErrorKind::CpuTimeExceeded { seconds },
+            WireKind::OutOfMemory { limit, detail } => TaskErrorKind::OutOfMemory { limit, detail },
+        }
+    }
+}
+
+/// A message between ranks.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Msg {
+    /// Rank 0 to a rank: run these tasks back to back, in one batch of the rank's pool.
+    Run { unit: u64, tasks: Vec<WireTask> },
+    /// A rank to rank 0: a unit finished (one result per task, in order).
+    Done {
+        unit: u64,
+        results: Vec<WireResult>,
+        pid: u32,
+    },
+    /// To the rank holding `id`: send it back (reply [`Msg::Data`] with `ticket`).
+    Want { id: u64, ticket: u64 },
+    /// A held value (or `None` when the holder no longer has it).
+    Data { ticket: u64, value: Option<Value> },
+    /// Rank 0 to a rank: drop these results.
+    Free { ids: Vec<u64> },
+    /// Rank 0 to a rank: report [`Msg::Counts`].
+    Count,
+    /// Results held and shared segments mapped on the sender now.
+    Counts { held: u64, segments: u64 },
+    /// Rank 0 to a rank: stop serving, finalize and exit.
+    Stop,
+}
+
+/// `msg` as bytes: its length (u64 little-endian) and postcard.
+pub(crate) fn encode(msg: &Msg) -> Vec<u8> {
+    let mut buf = vec![0u8; 8];
+    let mut buf = postcard::to_extend(msg, std::mem::take(&mut buf)).expect("encodable message");
+    let len = (buf.len() - 8) as u64;
+    buf[..8].copy_from_slice(&len.to_le_bytes());
+    buf
+}
+
+/// The message in `buf` (after its length).
+///
+/// # Errors
+/// When the bytes are not a message.
+pub(crate) fn decode(buf: &[u8]) -> Result<Msg, String> {
+    postcard::from_bytes(&buf[8..]).map_err(|e| format!("undecodable message: {e}"))
+}
+
+/// The total length announced by a message's first part.
+pub(crate) fn announced(first: &[u8]) -> Result<usize, String> {
+    let b: [u8; 8] = first
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("a message shorter than its header")?;
+    Ok(u64::from_le_bytes(b) as usize + 8)
+}
+
+/// An estimate of a value's size for placement: array and string bytes, 8 per scalar.
+pub(crate) fn bytes(v: &Value) -> u64 {
+    let mut n = 0u64;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        n += match v {
+            Value::Array(a) => a.as_bytes().len() as u64,
+            Value::Encoded(_, b) => b.len() as u64,
+            Value::Str(s) => s.len() as u64,
+            Value::List(l) => {
+                stack.extend(l.iter());
+                8
+            }
+            Value::Map(m) => {
+                stack.extend(m.values());
+                8
+            }
+            _ => 8,
+        };
+    }
+    n
+}
