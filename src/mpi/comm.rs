@@ -14,6 +14,19 @@ use ::mpi::ffi;
 /// Largest message part: MPI counts are C ints, and one message stays well below that.
 pub(crate) const MAX_CHUNK: usize = 1 << 30;
 
+/// [`MAX_CHUNK`], or a smaller part size from `FORKGRAPH_MPI_MAX_CHUNK` (bytes; for tests of
+/// multi-part messages without gigabytes of memory). Every rank must see the same value.
+fn max_chunk() -> usize {
+    static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CHUNK.get_or_init(|| {
+        std::env::var("FORKGRAPH_MPI_MAX_CHUNK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .map_or(MAX_CHUNK, |n: usize| n.min(MAX_CHUNK))
+    })
+}
+
 /// This process's place in `MPI_COMM_WORLD`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct World {
@@ -112,28 +125,45 @@ impl World {
     }
 }
 
-/// A message being sent: the buffer stays alive (and unmoved: it is boxed) until the send
-/// completes.
+/// Memory being sent: a message, or an array's buffer (sent from where it lies: the mapped
+/// segment or heap allocation, without a copy).
+pub(crate) enum Owned {
+    Bytes(Vec<u8>),
+    Array(forkgraph_worker::Buffer),
+}
+
+impl Owned {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Owned::Bytes(b) => b,
+            Owned::Array(b) => b.as_bytes(),
+        }
+    }
+}
+
+/// A message being sent: its memory stays alive (and unmoved: a vector's heap block or a
+/// shared buffer) until the send completes.
 pub(crate) struct Sending {
-    buf: Vec<u8>,
+    buf: Owned,
     requests: Vec<ffi::MPI_Request>,
 }
 
 impl Sending {
-    /// Starts sending `buf` to `dest` with `tag`, in parts of at most [`MAX_CHUNK`] bytes (the
-    /// first part carries `tag`, later ones `tag + 1`; a receiver asks for them in order).
+    /// Starts sending `buf` to `dest` in parts of at most [`MAX_CHUNK`] bytes: the first part
+    /// with `tag`, later ones with `rest` (a receiver asks for them in order, [`recv_parts`]).
     ///
     /// # Errors
     /// When `MPI_Isend` fails.
-    pub(crate) fn start(buf: Vec<u8>, dest: usize, tag: i32) -> Result<Sending, String> {
+    pub(crate) fn start(buf: Owned, dest: usize, tag: i32, rest: i32) -> Result<Sending, String> {
         let mut s = Sending {
             buf,
             requests: Vec::new(),
         };
         let mut off = 0;
         let mut first = true;
+        let len = s.buf.bytes().len();
         loop {
-            let n = (s.buf.len() - off).min(MAX_CHUNK);
+            let n = (len - off).min(max_chunk());
             // SAFETY: RSMPI_REQUEST_NULL is a constant of the shim library.
             let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
             // SAFETY: the pointer and count describe `n` bytes inside `buf`, which is owned
@@ -141,11 +171,11 @@ impl Sending {
             // leaked on drop if not); `req` is a valid out pointer.
             check("MPI_Isend", unsafe {
                 ffi::MPI_Isend(
-                    s.buf.as_ptr().add(off).cast::<c_void>(),
+                    s.buf.bytes().as_ptr().add(off).cast::<c_void>(),
                     n as c_int,
                     ffi::RSMPI_UINT8_T,
                     dest as c_int,
-                    if first { tag } else { tag + 1 },
+                    if first { tag } else { rest },
                     ffi::RSMPI_COMM_WORLD,
                     &mut req,
                 )
@@ -153,7 +183,7 @@ impl Sending {
             s.requests.push(req);
             off += n;
             first = false;
-            if off >= s.buf.len() {
+            if off >= len {
                 break;
             }
         }
@@ -186,7 +216,8 @@ impl Drop for Sending {
         if !self.requests.is_empty() {
             // MPI may still read the buffer: leak it rather than free memory in use (only on
             // an error path, just before the process aborts).
-            std::mem::forget(std::mem::take(&mut self.buf));
+            let b = std::mem::replace(&mut self.buf, Owned::Bytes(Vec::new()));
+            std::mem::forget(b);
         }
     }
 }

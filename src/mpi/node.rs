@@ -8,7 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use forkgraph_worker::{Registry, SpecArg, TaskSpec, Value};
 
-use super::comm::{self, Sending, World};
+use super::comm::{self, Owned, Sending, World};
 use super::proto::{self, Input, Msg, WireKind, WireResult, WireTask};
 use crate::engine::Output;
 use crate::error::Error;
@@ -127,9 +127,59 @@ impl Node {
             return Ok(());
         }
         self.messages += 1;
-        self.sending
-            .push(Sending::start(proto::encode(&msg), dest, proto::TAG)?);
+        self.sending.push(Sending::start(
+            Owned::Bytes(proto::encode(&msg)),
+            dest,
+            proto::TAG,
+            proto::TAG + 1,
+        )?);
         Ok(())
+    }
+
+    /// Answers a `Want`: a large array as a header and its raw bytes (from where they lie),
+    /// anything else inside the message.
+    fn send_value(&mut self, dest: usize, ticket: u64, value: Option<Value>) -> Result<(), String> {
+        match value {
+            Some(Value::Array(a))
+                if dest != self.world.rank && a.as_bytes().len() >= proto::RAW_MIN =>
+            {
+                let len = a.as_bytes().len() as u64;
+                self.send(
+                    dest,
+                    Msg::RawData {
+                        ticket,
+                        dtype: a.dtype(),
+                        len,
+                    },
+                )?;
+                self.sending.push(Sending::start(
+                    Owned::Array(a.buffer().clone()),
+                    dest,
+                    proto::RAW_TAG,
+                    proto::RAW_TAG,
+                )?);
+                Ok(())
+            }
+            value => self.send(dest, Msg::Data { ticket, value }),
+        }
+    }
+
+    /// Receives the raw bytes announced by a [`Msg::RawData`] into a new shared segment.
+    fn recv_array(
+        source: usize,
+        dtype: forkgraph_worker::DType,
+        len: u64,
+    ) -> Result<Value, String> {
+        use forkgraph_worker::IntoValue;
+        let mut seg = forkgraph_worker::SharedVec::<u8>::zeroed(len as usize)
+            .map_err(|e| format!("cannot make a {len}-byte segment for an input: {e}"))?;
+        comm::recv_parts(source, proto::RAW_TAG, &mut seg)?;
+        let Value::Array(a) = seg.into_value() else {
+            return Err("a shared vector that is not an array".into());
+        };
+        forkgraph_worker::Array::from_buffer(dtype, a.buffer().clone())
+            .map(Value::Array)
+            .map_err(|e| format!("an array from rank {source}: {e}"))
     }
 
     /// Asks the holder of result `id` for it; an [`Event::Fetched`] with `tag` follows.
@@ -280,7 +330,18 @@ impl Node {
             }
             Msg::Want { id, ticket } => {
                 let value = self.held.get(&id).cloned();
-                self.send(source, Msg::Data { ticket, value })?;
+                self.send_value(source, ticket, value)?;
+            }
+            Msg::RawData { ticket, dtype, len } => {
+                let value = Node::recv_array(source, dtype, len)?;
+                self.handle(
+                    source,
+                    Msg::Data {
+                        ticket,
+                        value: Some(value),
+                    },
+                    events,
+                )?;
             }
             Msg::Data { ticket, value } => match self.tickets.remove(&ticket) {
                 Some(Ticket::Fetch(tag)) => events.push(Event::Fetched { tag, value }),

@@ -9,6 +9,10 @@ use crate::key::Key;
 
 /// Tag of every message's first part; later parts of a long message carry `TAG + 1`.
 pub(crate) const TAG: i32 = 17;
+/// Tag of an array's raw bytes, sent after a [`Msg::RawData`] header.
+pub(crate) const RAW_TAG: i32 = 20;
+/// Arrays at least this large travel as raw bytes after their header (smaller ones inside it).
+pub(crate) const RAW_MIN: usize = 64 * 1024;
 
 /// Where a unit's task finds one input.
 #[derive(Debug, Serialize, Deserialize)]
@@ -137,6 +141,13 @@ pub(crate) enum Msg {
     Want { id: u64, ticket: u64 },
     /// A held value (or `None` when the holder no longer has it).
     Data { ticket: u64, value: Option<Value> },
+    /// A held array: `len` bytes of `dtype` follow as raw parts with [`RAW_TAG`], received
+    /// straight into a shared segment the rank's workers map.
+    RawData {
+        ticket: u64,
+        dtype: forkgraph_worker::DType,
+        len: u64,
+    },
     /// Rank 0 to a rank: drop these results.
     Free { ids: Vec<u64> },
     /// Rank 0 to a rank: report [`Msg::Counts`].
