@@ -99,7 +99,9 @@ fn nap(ms: u64) -> u64 {
 }
 
 fn my_rank() -> Option<usize> {
-    std::env::var("OMPI_COMM_WORLD_RANK").ok()?.parse().ok()
+    ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 fn k(s: impl Into<String>) -> Arg {

@@ -21,6 +21,12 @@ use crate::engine::{Done, Executor, Failure, Job, Ran};
 use crate::error::Error;
 use crate::plan::{Kind, Plan};
 
+/// Units a rank with `workers` workers may have queued or running: enough that each batch of
+/// its pool amortizes the message and planning costs over many small tasks.
+fn queue(workers: usize) -> usize {
+    64 * workers.max(1)
+}
+
 /// A result kept on a rank.
 #[derive(Debug, Clone, Copy)]
 struct Handle {
@@ -114,7 +120,7 @@ impl<'a> MpiExec<'a> {
         for h in held {
             by_rank[h.rank] += h.bytes;
         }
-        let room = |r: usize| self.load[r] < 2 * self.workers[r].max(1);
+        let room = |r: usize| self.load[r] < queue(self.workers[r]);
         let best = (0..ranks).max_by_key(|&r| (by_rank[r], std::cmp::Reverse(r)));
         if let Some(b) = best.filter(|&b| by_rank[b] > 0 && room(b)) {
             return b;
@@ -316,7 +322,7 @@ impl<'a> MpiExec<'a> {
 
 impl Executor for MpiExec<'_> {
     fn slots(&self) -> usize {
-        self.workers.iter().map(|w| 2 * w.max(&1)).sum()
+        self.workers.iter().map(|&w| queue(w)).sum()
     }
 
     fn parallelism(&self) -> usize {
