@@ -68,6 +68,8 @@ pub(crate) struct MpiExec<'a> {
     done: Vec<Done>,
     error: Option<String>,
     events: Vec<Event>,
+    /// Units submitted since the last wait, by rank: sent as one message per rank.
+    outbox: Vec<Vec<(u64, Vec<WireTask>)>>,
 }
 
 impl<'a> MpiExec<'a> {
@@ -109,6 +111,7 @@ impl<'a> MpiExec<'a> {
             done: Vec::new(),
             error: None,
             events: Vec::new(),
+            outbox: (0..ranks).map(|_| Vec::new()).collect(),
         }
     }
 
@@ -203,8 +206,19 @@ impl<'a> MpiExec<'a> {
             },
         );
         self.load[rank] += 1;
-        drop(jobs);
-        self.node.send(rank, Msg::Run { unit, tasks })
+        self.outbox[rank].push((unit, tasks));
+        Ok(())
+    }
+
+    /// Sends the units submitted since the last call.
+    fn flush(&mut self) -> Result<(), String> {
+        for rank in 0..self.outbox.len() {
+            if !self.outbox[rank].is_empty() {
+                let units = std::mem::take(&mut self.outbox[rank]);
+                self.node.send(rank, Msg::Run { units })?;
+            }
+        }
+        Ok(())
     }
 
     fn unit_done(
@@ -351,7 +365,7 @@ impl Executor for MpiExec<'_> {
             if let Some(e) = self.error.take() {
                 return Err(Error::Scheduler(e));
             }
-            if let Err(e) = self.release(false) {
+            if let Err(e) = self.flush().and_then(|()| self.release(false)) {
                 return Err(Error::Scheduler(e));
             }
             match self.step() {

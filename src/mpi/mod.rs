@@ -129,6 +129,31 @@ impl MpiClusterBuilder {
             .allgather([workers as u64, 0])
             .map_err(BuildError::new)?;
         let bad: Vec<usize> = (1..world.size).filter(|&r| all[r] != all[0]).collect();
+        if !bad.is_empty() {
+            // Every rank saw the same table: all finalize together (no message is in flight,
+            // and none is needed: the ranks may not even share a protocol).
+            drop(pool);
+            world.finalize();
+            if world.rank != 0 {
+                std::process::exit(0);
+            }
+            let what = bad
+                .iter()
+                .map(|&r| {
+                    let part = if all[r][0] != all[0][0] {
+                        "function table"
+                    } else {
+                        "build id"
+                    };
+                    format!("rank {r} ({part})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(BuildError::new(format!(
+                "MPI ranks run a different executable than rank 0: {what} differ; launch one \
+                 build on every rank"
+            )));
+        }
         let mut node = Node::new(world, pool);
         if world.rank != 0 {
             let code = serve(&mut node);
@@ -147,25 +172,6 @@ impl MpiClusterBuilder {
                 counters: Counters::default(),
             }))),
         };
-        if !bad.is_empty() {
-            let what = bad
-                .iter()
-                .map(|&r| {
-                    let part = if all[r][0] != all[0][0] {
-                        "function table"
-                    } else {
-                        "build id"
-                    };
-                    format!("rank {r} ({part})")
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            drop(cluster);
-            return Err(BuildError::new(format!(
-                "ranks run a different executable than rank 0: {what} differ; launch one \
-                 build on every rank"
-            )));
-        }
         Ok(cluster)
     }
 }

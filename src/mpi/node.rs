@@ -287,45 +287,9 @@ impl Node {
 
     fn handle(&mut self, source: usize, msg: Msg, events: &mut Vec<Event>) -> Result<(), String> {
         match msg {
-            Msg::Run { unit, tasks } => {
-                let mut p = Pending {
-                    values: Vec::with_capacity(tasks.len()),
-                    tasks: Vec::new(),
-                    missing: 0,
-                };
-                let mut wants = Vec::new();
-                for (ti, t) in tasks.iter().enumerate() {
-                    let mut vals = Vec::with_capacity(t.inputs.len());
-                    for (ii, inp) in t.inputs.iter().enumerate() {
-                        vals.push(match inp {
-                            Input::Inline(v) => Some(v.clone()),
-                            Input::Prev => None,
-                            Input::Held { rank, id } if *rank as usize == self.world.rank => {
-                                Some(self.held.get(id).cloned().ok_or_else(|| {
-                                    format!(
-                                        "rank {}: result {id} is not held here",
-                                        self.world.rank
-                                    )
-                                })?)
-                            }
-                            Input::Held { rank, id } => {
-                                p.missing += 1;
-                                wants.push((*rank as usize, *id, ti, ii));
-                                None
-                            }
-                        });
-                    }
-                    p.values.push(vals);
-                }
-                p.tasks = tasks;
-                for (rank, id, task, input) in wants {
-                    let ticket = self.ticket(Ticket::Input { unit, task, input });
-                    self.send(rank, Msg::Want { id, ticket })?;
-                }
-                if p.missing == 0 {
-                    self.ready(unit, p)?;
-                } else {
-                    self.pending.insert(unit, p);
+            Msg::Run { units } => {
+                for (unit, tasks) in units {
+                    self.accept(unit, tasks)?;
                 }
             }
             Msg::Want { id, ticket } => {
@@ -386,6 +350,47 @@ impl Node {
                 pid,
             }),
             Msg::Stop => events.push(Event::Stop),
+        }
+        Ok(())
+    }
+
+    /// Takes a unit: asks for its inputs held elsewhere, or queues it at once.
+    fn accept(&mut self, unit: u64, tasks: Vec<WireTask>) -> Result<(), String> {
+        let mut p = Pending {
+            values: Vec::with_capacity(tasks.len()),
+            tasks: Vec::new(),
+            missing: 0,
+        };
+        let mut wants = Vec::new();
+        for (ti, t) in tasks.iter().enumerate() {
+            let mut vals = Vec::with_capacity(t.inputs.len());
+            for (ii, inp) in t.inputs.iter().enumerate() {
+                vals.push(match inp {
+                    Input::Inline(v) => Some(v.clone()),
+                    Input::Prev => None,
+                    Input::Held { rank, id } if *rank as usize == self.world.rank => {
+                        Some(self.held.get(id).cloned().ok_or_else(|| {
+                            format!("rank {}: result {id} is not held here", self.world.rank)
+                        })?)
+                    }
+                    Input::Held { rank, id } => {
+                        p.missing += 1;
+                        wants.push((*rank as usize, *id, ti, ii));
+                        None
+                    }
+                });
+            }
+            p.values.push(vals);
+        }
+        p.tasks = tasks;
+        for (rank, id, task, input) in wants {
+            let ticket = self.ticket(Ticket::Input { unit, task, input });
+            self.send(rank, Msg::Want { id, ticket })?;
+        }
+        if p.missing == 0 {
+            self.ready(unit, p)?;
+        } else {
+            self.pending.insert(unit, p);
         }
         Ok(())
     }

@@ -129,8 +129,9 @@ impl WireKind {
 /// A message between ranks.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Msg {
-    /// Rank 0 to a rank: run these tasks back to back, in one batch of the rank's pool.
-    Run { unit: u64, tasks: Vec<WireTask> },
+    /// Rank 0 to a rank: units to run, each a list of tasks to run back to back (the units
+    /// submitted since rank 0 last waited travel in one message).
+    Run { units: Vec<(u64, Vec<WireTask>)> },
     /// A rank to rank 0: a unit finished (one result per task, in order).
     Done {
         unit: u64,
