@@ -24,7 +24,7 @@ use crate::plan::{Kind, Plan};
 /// Units a rank with `workers` workers may have queued or running: enough that each batch of
 /// its pool amortizes the message and planning costs over many small tasks.
 fn queue(workers: usize) -> usize {
-    64 * workers.max(1)
+    256 * workers.max(1)
 }
 
 /// A result kept on a rank.

@@ -81,7 +81,8 @@ pub(crate) struct Node {
     inbox: Vec<Msg>,
     sending: Vec<Sending>,
     to_pool: Option<Sender<Ready>>,
-    from_pool: Receiver<Finished>,
+    /// Batches the pool finished.
+    from_pool: Receiver<Vec<Finished>>,
     pool_thread: Option<std::thread::JoinHandle<()>>,
     /// Messages sent to other ranks (this rank's count).
     pub(crate) messages: u64,
@@ -260,26 +261,30 @@ impl Node {
         !self.sending.is_empty()
     }
 
-    fn finished(&mut self, f: Finished) -> Result<(), String> {
-        let results = f
-            .results
-            .into_iter()
-            .map(|r| match r {
-                Ok(v) => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    let bytes = proto::bytes(&v);
-                    self.held.insert(id, v);
-                    WireResult::Held { id, bytes }
-                }
-                Err(w) => w,
-            })
-            .collect();
+    /// Keeps a finished batch's results and reports them to rank 0 in one message.
+    fn finished(&mut self, batch: Vec<Finished>) -> Result<(), String> {
+        let mut units = Vec::with_capacity(batch.len());
+        for f in batch {
+            let results = f
+                .results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(v) => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        let bytes = proto::bytes(&v);
+                        self.held.insert(id, v);
+                        WireResult::Held { id, bytes }
+                    }
+                    Err(w) => w,
+                })
+                .collect();
+            units.push((f.unit, results));
+        }
         self.send(
             0,
             Msg::Done {
-                unit: f.unit,
-                results,
+                units,
                 pid: std::process::id(),
             },
         )
@@ -343,12 +348,14 @@ impl Node {
                 held,
                 segments,
             }),
-            Msg::Done { unit, results, pid } => events.push(Event::Done {
-                rank: source,
-                unit,
-                results,
-                pid,
-            }),
+            Msg::Done { units, pid } => {
+                events.extend(units.into_iter().map(|(unit, results)| Event::Done {
+                    rank: source,
+                    unit,
+                    results,
+                    pid,
+                }));
+            }
             Msg::Stop => events.push(Event::Stop),
         }
         Ok(())
@@ -423,14 +430,12 @@ impl Drop for Node {
 
 /// The pool thread: runs every ready unit queued at the moment as one sub-graph of the rank's
 /// pool (`keep_going`, so one task's failure is that task's alone).
-fn pool_loop(pool: &ProcessPool, rx: &Receiver<Ready>, tx: &Sender<Finished>) {
+fn pool_loop(pool: &ProcessPool, rx: &Receiver<Ready>, tx: &Sender<Vec<Finished>>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        for f in run_batch(pool, batch) {
-            if tx.send(f).is_err() {
-                return;
-            }
+        if tx.send(run_batch(pool, batch)).is_err() {
+            return;
         }
     }
 }

@@ -132,10 +132,10 @@ pub(crate) enum Msg {
     /// Rank 0 to a rank: units to run, each a list of tasks to run back to back (the units
     /// submitted since rank 0 last waited travel in one message).
     Run { units: Vec<(u64, Vec<WireTask>)> },
-    /// A rank to rank 0: a unit finished (one result per task, in order).
+    /// A rank to rank 0: units finished (per unit, one result per task, in order); `pid` is
+    /// the rank's process.
     Done {
-        unit: u64,
-        results: Vec<WireResult>,
+        units: Vec<(u64, Vec<WireResult>)>,
         pid: u32,
     },
     /// To the rank holding `id`: send it back (reply [`Msg::Data`] with `ticket`).
