@@ -196,6 +196,16 @@ fn shapes_request() -> Keys {
     ])
 }
 
+/// Every `posttask` a get reports.
+#[derive(Default)]
+struct Seen(std::sync::Mutex<Vec<(Key, forkgraph::Value)>>);
+
+impl forkgraph::Callbacks for Seen {
+    fn posttask(&self, key: &Key, value: &forkgraph::Value) {
+        self.0.lock().unwrap().push((key.clone(), value.clone()));
+    }
+}
+
 fn assert_clean(c: &MpiCluster, when: &str) {
     let s = c.stats().unwrap();
     assert!(
@@ -228,7 +238,27 @@ fn case_shapes() {
         assert_eq!(got, want, "round {round}");
         assert_clean(&c, "after shapes");
     }
-    // Every rank ran tasks (placement spreads independent work).
+    // Callbacks see every task's real value (results then come back to rank 0), and the
+    // output is unchanged.
+    let seen = std::sync::Arc::new(Seen::default());
+    let got = c
+        .get_with(
+            &g,
+            &shapes_request(),
+            &forkgraph::GetOptions::new().callback(seen.clone()),
+        )
+        .unwrap();
+    assert_eq!(got, want, "with callbacks");
+    let seen = seen.0.lock().unwrap();
+    let tasks = g
+        .iter()
+        .filter(|(_, n)| matches!(n, forkgraph::Node::Task(_)))
+        .count();
+    assert_eq!(seen.len(), tasks, "one posttask per task");
+    let a0 = seen.iter().find(|(k, _)| *k == Key::from("a-0")).unwrap();
+    assert_eq!(a0.1, forkgraph::Value::from(1i64));
+    drop(seen);
+    assert_clean(&c, "after a get with callbacks");
     // A task error names key and function; the next get works.
     let mut bad = Graph::new();
     for i in 0..20 {

@@ -40,6 +40,9 @@ struct Unit {
     nodes: Vec<u32>,
     /// Whether the engine wants every result back (callbacks watch values).
     fetch_all: bool,
+    /// When it was sent (`host::now`, 0 when not timed): callbacks see a unit's tasks run
+    /// from then until rank 0 learned they finished.
+    sent: u64,
 }
 
 /// A finished task whose value is on its way to rank 0.
@@ -203,6 +206,11 @@ impl<'a> MpiExec<'a> {
                 rank,
                 nodes: jobs.iter().map(|j| j.node).collect(),
                 fetch_all,
+                sent: if fetch_all {
+                    forkgraph_worker::host::now()
+                } else {
+                    0
+                },
             },
         );
         self.load[rank] += 1;
@@ -238,8 +246,12 @@ impl<'a> MpiExec<'a> {
                 slot: rank,
                 pid: pid as i32,
             },
-            start: 0,
-            end: 0,
+            start: u.sent,
+            end: if u.fetch_all {
+                forkgraph_worker::host::now()
+            } else {
+                0
+            },
             started: true,
         };
         for (node, r) in u.nodes.into_iter().zip(results) {
