@@ -392,6 +392,31 @@ fn case_crash() {
         assert_eq!(c.ranks(), 3);
         assert_clean(&c, "after the next get");
     }
+    // A per-task timeout travels with the task to its rank.
+    let mut g = Graph::new();
+    for i in 0..3 {
+        g.insert(
+            format!("slow-{i}"),
+            Task::new("nap", vec![Arg::Value(60_000u64.into())]),
+        );
+        g.set_options(
+            format!("slow-{i}"),
+            TaskOptions::new().timeout(Duration::from_millis(300)),
+        );
+    }
+    let keys: Vec<Keys> = (0..3)
+        .map(|i| Keys::One(Key::from(format!("slow-{i}"))))
+        .collect();
+    let e = c.get(&g, Keys::List(keys)).unwrap_err();
+    let Error::Task(t) = &e else {
+        panic!("not a task error: {e}")
+    };
+    assert!(
+        matches!(t.kind, TaskErrorKind::TimedOut { millis: 300 }),
+        "{e}"
+    );
+    assert_eq!(t.function, "nap");
+    assert_clean(&c, "after a timeout");
     println!("case crash ok");
 }
 
