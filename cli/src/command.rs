@@ -658,7 +658,7 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
 
 /// The registered task: decodes the spec and runs it.
 #[forkgraph::task(name = "forkgraph.command")]
-fn command(spec: &str, deps: Vec<bool>) -> Result<bool, String> {
+fn run_command(spec: &str, deps: Vec<bool>) -> Result<bool, String> {
     let spec: Spec = serde_json::from_str(spec).map_err(|e| format!("bad task spec: {e}"))?;
     execute(&spec, deps.iter().any(|&r| r))
 }
