@@ -137,31 +137,36 @@ impl Node {
         Ok(())
     }
 
-    /// Answers a `Want`: a large array as a header and its raw bytes (from where they lie),
-    /// anything else inside the message.
-    fn send_value(&mut self, dest: usize, ticket: u64, value: Option<Value>) -> Result<(), String> {
-        match value {
-            Some(Value::Array(a))
-                if dest != self.world.rank && a.as_bytes().len() >= proto::RAW_MIN =>
-            {
-                let len = a.as_bytes().len() as u64;
-                self.send(
-                    dest,
-                    Msg::RawData {
-                        ticket,
-                        dtype: a.dtype(),
-                        len,
-                    },
-                )?;
-                self.sending.push(Sending::start(
-                    Owned::Array(a.buffer().clone()),
-                    dest,
-                    proto::RAW_TAG,
-                    proto::RAW_TAG,
-                )?);
-                Ok(())
+    /// Answers a `Want`: each large array as a header and its raw bytes (sent from where they
+    /// lie), the other values in one message.
+    fn answer(&mut self, dest: usize, items: Vec<(u64, u64)>) -> Result<(), String> {
+        let mut small = Vec::new();
+        for (id, ticket) in items {
+            match self.held.get(&id).cloned() {
+                Some(Value::Array(a)) if a.as_bytes().len() >= proto::RAW_MIN => {
+                    let len = a.as_bytes().len() as u64;
+                    self.send(
+                        dest,
+                        Msg::RawData {
+                            ticket,
+                            dtype: a.dtype(),
+                            len,
+                        },
+                    )?;
+                    self.sending.push(Sending::start(
+                        Owned::Array(a.buffer().clone()),
+                        dest,
+                        proto::RAW_TAG,
+                        proto::RAW_TAG,
+                    )?);
+                }
+                value => small.push((ticket, value)),
             }
-            value => self.send(dest, Msg::Data { ticket, value }),
+        }
+        if small.is_empty() {
+            Ok(())
+        } else {
+            self.send(dest, Msg::Data { items: small })
         }
     }
 
@@ -191,11 +196,18 @@ impl Node {
         if rank == self.world.rank {
             let value = self.held.get(&id).cloned();
             let ticket = self.ticket(Ticket::Fetch(tag));
-            self.inbox.push(Msg::Data { ticket, value });
+            self.inbox.push(Msg::Data {
+                items: vec![(ticket, value)],
+            });
             return Ok(());
         }
         let ticket = self.ticket(Ticket::Fetch(tag));
-        self.send(rank, Msg::Want { id, ticket })
+        self.send(
+            rank,
+            Msg::Want {
+                items: vec![(id, ticket)],
+            },
+        )
     }
 
     fn ticket(&mut self, t: Ticket) -> u64 {
@@ -297,40 +309,16 @@ impl Node {
                     self.accept(unit, tasks)?;
                 }
             }
-            Msg::Want { id, ticket } => {
-                let value = self.held.get(&id).cloned();
-                self.send_value(source, ticket, value)?;
-            }
+            Msg::Want { items } => self.answer(source, items)?,
             Msg::RawData { ticket, dtype, len } => {
                 let value = Node::recv_array(source, dtype, len)?;
-                self.handle(
-                    source,
-                    Msg::Data {
-                        ticket,
-                        value: Some(value),
-                    },
-                    events,
-                )?;
+                self.deliver(source, ticket, Some(value), events)?;
             }
-            Msg::Data { ticket, value } => match self.tickets.remove(&ticket) {
-                Some(Ticket::Fetch(tag)) => events.push(Event::Fetched { tag, value }),
-                Some(Ticket::Input { unit, task, input }) => {
-                    let v = value.ok_or_else(|| {
-                        format!("rank {source} no longer holds an input of a unit")
-                    })?;
-                    let p = self
-                        .pending
-                        .get_mut(&unit)
-                        .ok_or("an input for an unknown unit")?;
-                    p.values[task][input] = Some(v);
-                    p.missing -= 1;
-                    if p.missing == 0 {
-                        let p = self.pending.remove(&unit).expect("pending unit");
-                        self.ready(unit, p)?;
-                    }
+            Msg::Data { items } => {
+                for (ticket, value) in items {
+                    self.deliver(source, ticket, value, events)?;
                 }
-                None => return Err(format!("an answer from rank {source} nobody asked for")),
-            },
+            }
             Msg::Free { ids } => {
                 for id in ids {
                     self.held.remove(&id);
@@ -357,6 +345,35 @@ impl Node {
                 }));
             }
             Msg::Stop => events.push(Event::Stop),
+        }
+        Ok(())
+    }
+
+    /// A value asked for with `ticket` arrived from `source`.
+    fn deliver(
+        &mut self,
+        source: usize,
+        ticket: u64,
+        value: Option<Value>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), String> {
+        match self.tickets.remove(&ticket) {
+            Some(Ticket::Fetch(tag)) => events.push(Event::Fetched { tag, value }),
+            Some(Ticket::Input { unit, task, input }) => {
+                let v = value
+                    .ok_or_else(|| format!("rank {source} no longer holds an input of a unit"))?;
+                let p = self
+                    .pending
+                    .get_mut(&unit)
+                    .ok_or("an input for an unknown unit")?;
+                p.values[task][input] = Some(v);
+                p.missing -= 1;
+                if p.missing == 0 {
+                    let p = self.pending.remove(&unit).expect("pending unit");
+                    self.ready(unit, p)?;
+                }
+            }
+            None => return Err(format!("an answer from rank {source} nobody asked for")),
         }
         Ok(())
     }
@@ -390,9 +407,14 @@ impl Node {
             p.values.push(vals);
         }
         p.tasks = tasks;
+        // One request per holding rank.
+        let mut by_rank: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
         for (rank, id, task, input) in wants {
             let ticket = self.ticket(Ticket::Input { unit, task, input });
-            self.send(rank, Msg::Want { id, ticket })?;
+            by_rank.entry(rank).or_default().push((id, ticket));
+        }
+        for (rank, items) in by_rank {
+            self.send(rank, Msg::Want { items })?;
         }
         if p.missing == 0 {
             self.ready(unit, p)?;

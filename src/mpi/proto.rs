@@ -138,10 +138,11 @@ pub(crate) enum Msg {
         units: Vec<(u64, Vec<WireResult>)>,
         pid: u32,
     },
-    /// To the rank holding `id`: send it back (reply [`Msg::Data`] with `ticket`).
-    Want { id: u64, ticket: u64 },
-    /// A held value (or `None` when the holder no longer has it).
-    Data { ticket: u64, value: Option<Value> },
+    /// To the rank holding results: send them back, as (result id, ticket) pairs (the reply
+    /// is one [`Msg::Data`] for the small ones and a [`Msg::RawData`] for each large array).
+    Want { items: Vec<(u64, u64)> },
+    /// Held values by ticket (`None` when the holder no longer has one).
+    Data { items: Vec<(u64, Option<Value>)> },
     /// A held array: `len` bytes of `dtype` follow as raw parts with [`RAW_TAG`], received
     /// straight into a shared segment the rank's workers map.
     RawData {
