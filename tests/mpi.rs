@@ -635,12 +635,7 @@ fn driver() {
     if want("local") {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.env("FORKGRAPH_MPI_CASE", "local");
-        for v in [
-            "OMPI_COMM_WORLD_SIZE",
-            "PMIX_RANK",
-            "PMI_SIZE",
-            "SLURM_STEP_NUM_TASKS",
-        ] {
+        for v in ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK"] {
             cmd.env_remove(v);
         }
         let r = run(cmd, 120, |_, _| {});

@@ -34,16 +34,13 @@ pub(crate) struct World {
     pub(crate) size: usize,
 }
 
-/// Whether a launcher (mpirun, srun) started this process as one of several ranks.
+/// Whether an MPI launcher started this process: mpirun, or srun with an MPI plugin
+/// (`--mpi=pmix` or `pmi2`). Slurm's own variables do not count: a batch script or `srun
+/// --mpi=none` runs a program that is not an MPI rank.
 pub(crate) fn launched() -> bool {
-    [
-        "OMPI_COMM_WORLD_SIZE",
-        "PMIX_RANK",
-        "PMI_SIZE",
-        "SLURM_STEP_NUM_TASKS",
-    ]
-    .iter()
-    .any(|v| std::env::var_os(v).is_some())
+    ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
 }
 
 fn check(what: &str, rc: c_int) -> Result<(), String> {
