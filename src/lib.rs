@@ -42,6 +42,8 @@ mod engine;
 mod error;
 mod graph;
 mod key;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod nesting;
 mod optimize;
 pub mod order;
@@ -73,6 +75,8 @@ pub use forkgraph_worker::{
 };
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
 pub use key::{Key, KeyPart, Keys};
+#[cfg(feature = "mpi")]
+pub use mpi::{MpiCluster, MpiClusterBuilder, MpiStats};
 pub use nesting::MAX_NESTING;
 pub use process::{
     ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_FORK_SERVER_TIMEOUT,
