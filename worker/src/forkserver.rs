@@ -61,10 +61,16 @@ fn serve(control: &Stream) -> i32 {
     let me = sys::getpid();
     let mut inbox = Inbox::new();
     let mut live: BTreeSet<i32> = BTreeSet::new();
+    // The sandbox of the last sandboxed spawn, compiled and tried once.
+    let mut prepared: Option<sys::sandbox::Prepared> = None;
     loop {
         match frame::recv::<ToServer>(control, &mut inbox) {
-            Ok(Some((ToServer::Spawn { limits, init }, _))) => {
-                let reply = spawn_worker(me, control, limits, init.as_deref());
+            Ok(Some((ToServer::Spawn { limits, init, sandbox }, _))) => {
+                let ready = match sandbox {
+                    Some(s) => prepare(&mut prepared, &s, me, control).map(Some),
+                    None => Ok(None),
+                };
+                let reply = ready.and_then(|p| spawn_worker(me, control, limits, init.as_deref(), p));
                 let sent = match reply {
                     Ok((pid, fds)) => {
                         live.insert(pid);
@@ -119,11 +125,62 @@ type WorkerFds = (
     std::os::fd::OwnedFd,
 );
 
+/// Compiles `sandbox` (unless it is the one already prepared) and tries it once in a child that
+/// exits at once, so that a layer the kernel refuses is an error of this request, not a worker
+/// that dies before it greets the parent. While a sandboxed pool uses this server, the server
+/// is not dumpable and cannot gain privileges.
+fn prepare<'p>(
+    prepared: &'p mut Option<sys::sandbox::Prepared>,
+    sandbox: &crate::sandbox::Sandbox,
+    me: i32,
+    control: &Stream,
+) -> std::io::Result<&'p sys::sandbox::Prepared> {
+    if prepared.as_ref().is_some_and(|p| p.sandbox == *sandbox) {
+        return Ok(prepared.as_ref().expect("checked"));
+    }
+    let p = sys::sandbox::Prepared::new(sandbox.clone()).map_err(std::io::Error::other)?;
+    sys::set_dumpable(false);
+    sys::sandbox::no_new_privs()?;
+    let (err_r, err_w) = sys::pipe()?;
+    // SAFETY: the fork server is single-threaded; the child ends in exit_now.
+    match unsafe { sys::fork() }? {
+        Forked::Child => {
+            // SAFETY: this child ends in exit_now and never touches `control` again.
+            unsafe { sys::close_in_child(control.as_fd()) };
+            sys::die_with_parent(me);
+            // The pipe is the one fd the sandbox keeps: it carries the reason of a failure.
+            let code = match sys::sandbox::enter(&p, err_w.as_fd()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = std::io::Write::write_all(&mut std::fs::File::from(err_w), e.as_bytes());
+                    1
+                }
+            };
+            sys::exit_now(code)
+        }
+        Forked::Parent(pid) => {
+            drop(err_w);
+            let mut why = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::fs::File::from(err_r), &mut why);
+            let exit = sys::wait_child(pid)?;
+            if exit != sys::Exit::Code(0) {
+                let why = String::from_utf8_lossy(&why);
+                return Err(std::io::Error::other(format!(
+                    "the sandbox cannot be entered: {} ({exit:?})",
+                    if why.is_empty() { "no reason given" } else { &why }
+                )));
+            }
+        }
+    }
+    Ok(prepared.insert(p))
+}
+
 fn spawn_worker(
     me: i32,
     control: &Stream,
     limits: Limits,
     init: Option<&crate::exec::TaskSpec>,
+    sandbox: Option<&sys::sandbox::Prepared>,
 ) -> std::io::Result<(i32, WorkerFds)> {
     let (parent_end, child_end) = Stream::pair()?;
     let (err_r, err_w) = sys::pipe()?;
@@ -146,6 +203,12 @@ fn spawn_worker(
             sys::no_core_dumps();
             if let Some(bytes) = limits.memory_bytes {
                 let _ = sys::limit_memory(bytes);
+            }
+            if let Some(p) = sandbox {
+                if let Err(e) = sys::sandbox::enter(p, child_end.as_fd()) {
+                    eprintln!("forkgraph worker: cannot enter the sandbox: {e}");
+                    sys::exit_now(4);
+                }
             }
             // A panic in the serve loop must not unwind into the server's own loop, which
             // this child would then run as a second fork server.

@@ -53,6 +53,8 @@ pub enum ToServer {
         limits: Limits,
         /// What it runs once before anything else (the pool's `worker_init`).
         init: Option<Arc<TaskSpec>>,
+        /// Its sandbox, if any (see [`crate::sandbox`]).
+        sandbox: Option<Arc<crate::sandbox::Sandbox>>,
     },
     /// Kill (SIGKILL) a worker and wait for it to end.
     Reap {

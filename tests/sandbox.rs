@@ -1,0 +1,706 @@
+//! Attacks from inside tasks on a sandboxed pool (`ProcessPoolBuilder::sandbox`): every attempt
+//! must fail and the pool must survive and still compute a graph; the same attempt on an
+//! unsandboxed pool must succeed, so that each test proves its layer and not a broken task.
+//!
+//! Each run happens in a helper (a re-run of this test binary, in its own process group, killed
+//! by a watchdog if it outlives it): an attack that succeeds may signal or trace the process
+//! that owns the pool. Attempts that would harm that process on success are made harmless on
+//! the unsandboxed pool without changing the permission they test: `kill(pid, 0)` instead of
+//! SIGKILL (the same permission check), `PTRACE_SEIZE` and detach (the same check as
+//! `PTRACE_ATTACH`, without stopping the target), `execve` in a forked child.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{is_helper, scratch_dir, watchdog};
+use forkgraph::{
+    graph, key, Arg, Error, Graph, LayerStatus, Output, ProcessPool, Sandbox, Scheduler, Task,
+    TaskErrorKind, Value,
+};
+
+const FILE_LIMIT: u64 = 1 << 20;
+const MEMORY_LIMIT: u64 = 256 << 20;
+const SECRET_ENV: &str = "FORKGRAPH_TEST_SECRET";
+
+// ---------------------------------------------------------------------------------------------
+// Tasks (worker side)
+// ---------------------------------------------------------------------------------------------
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn verdict(r: Result<String, String>) -> String {
+    match r {
+        Ok(s) => format!("ALLOWED {s}"),
+        Err(e) => format!("DENIED {e}"),
+    }
+}
+
+fn cstr(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).unwrap()
+}
+
+/// One attack, named; `pid` is the pool's process, `addr`/`secret` a heap secret there, `path`
+/// a path or port the attack needs. Returns `ALLOWED ...` or `DENIED ...`.
+#[forkgraph::task]
+fn attack(name: String, pid: i64, addr: i64, secret: i64, path: String) -> String {
+    let pid = pid as i32;
+    verdict(match name.as_str() {
+        "read_passwd" => std::fs::read_to_string("/etc/passwd")
+            .map(|s| format!("{} bytes", s.len()))
+            .map_err(|e| e.to_string()),
+        "read_file" | "read_outside" => std::fs::read_to_string(&path)
+            .map(|s| format!("read {s:?}"))
+            .map_err(|e| e.to_string()),
+        "write_file" | "write_outside" | "write_read_only" => std::fs::write(&path, b"pwned")
+            .map(|()| "written".into())
+            .map_err(|e| e.to_string()),
+        "tcp_connect" => std::net::TcpStream::connect(("127.0.0.1", path.parse::<u16>().unwrap()))
+            .map(|_| "connected".into())
+            .map_err(|e| e.to_string()),
+        "netlink_socket" => {
+            // SAFETY: socket takes integers and returns an fd or -1; closed right after.
+            let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) };
+            if fd < 0 {
+                Err(errno().to_string())
+            } else {
+                // SAFETY: our fd.
+                unsafe { libc::close(fd) };
+                Ok("netlink socket".into())
+            }
+        }
+        // `secret` is the signal: SIGKILL on the sandboxed pool, 0 (permission only) otherwise.
+        "kill_fork_server" | "kill_pool" => {
+            let target = if name == "kill_pool" {
+                pid
+            } else {
+                // SAFETY: getppid cannot fail.
+                unsafe { libc::getppid() }
+            };
+            // SAFETY: kill takes integers.
+            if unsafe { libc::kill(target, secret as i32) } == 0 {
+                Ok(format!("signal {secret} sent to {target}"))
+            } else {
+                Err(errno().to_string())
+            }
+        }
+        "proc_mem" => (|| {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(|e| e.to_string())?;
+            let mut b = [0u8; 8];
+            f.read_exact_at(&mut b, addr as u64)
+                .map_err(|e| e.to_string())?;
+            let got = i64::from_ne_bytes(b);
+            if got == secret {
+                Ok(format!("read the secret {got:#x}"))
+            } else {
+                Err(format!("read {got:#x}, not the secret"))
+            }
+        })(),
+        "process_vm_readv" => {
+            let mut b = [0u8; 8];
+            let local = libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: 8,
+            };
+            let remote = libc::iovec {
+                iov_base: addr as usize as *mut libc::c_void,
+                iov_len: 8,
+            };
+            // SAFETY: reads 8 bytes of another process into our local 8-byte buffer.
+            let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+            if n == 8 && i64::from_ne_bytes(b) == secret {
+                Ok("read the secret".into())
+            } else if n < 0 {
+                Err(errno().to_string())
+            } else {
+                Err(format!("read {n} bytes, not the secret"))
+            }
+        }
+        "ptrace_pool" | "ptrace_fork_server" => {
+            let target = if name == "ptrace_pool" {
+                pid
+            } else {
+                // SAFETY: getppid cannot fail.
+                unsafe { libc::getppid() }
+            };
+            // SAFETY: PTRACE_SEIZE takes integers; it does not stop the target. Detached at once.
+            let r = unsafe {
+                libc::ptrace(
+                    libc::PTRACE_SEIZE,
+                    target,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                )
+            };
+            if r == 0 {
+                // SAFETY: detaching the process we just seized (interrupt, wait, detach).
+                unsafe {
+                    libc::ptrace(libc::PTRACE_INTERRUPT, target, 0, 0);
+                    let mut st = 0;
+                    libc::waitpid(target, &mut st, libc::__WALL);
+                    libc::ptrace(libc::PTRACE_DETACH, target, 0, 0);
+                }
+                Ok(format!("seized {target}"))
+            } else {
+                Err(errno().to_string())
+            }
+        }
+        "fork" | "fork_bomb" => {
+            let tries = if name == "fork" { 1 } else { 64 };
+            let mut made = 0;
+            let mut err = String::new();
+            for _ in 0..tries {
+                // SAFETY: the child only calls _exit.
+                match unsafe { libc::fork() } {
+                    0 => unsafe { libc::_exit(0) },
+                    -1 => {
+                        err = errno().to_string();
+                        break;
+                    }
+                    child => {
+                        made += 1;
+                        // SAFETY: reaping our own child.
+                        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+                    }
+                }
+            }
+            if made > 0 {
+                Ok(format!("{made} processes forked"))
+            } else {
+                Err(err)
+            }
+        }
+        "exec" => {
+            let sh = cstr("/bin/sh");
+            let argv = [cstr("sh"), cstr("-c"), cstr("exit 7")];
+            let argv: Vec<*const libc::c_char> = argv
+                .iter()
+                .map(|a| a.as_ptr())
+                .chain([std::ptr::null()])
+                .collect();
+            let envp = [std::ptr::null::<libc::c_char>()];
+            // SAFETY: the child only calls execve and _exit.
+            match unsafe { libc::fork() } {
+                0 => unsafe {
+                    libc::execve(sh.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(99)
+                },
+                -1 => {
+                    // No fork: exec here (on success this worker becomes `sh` and dies, which
+                    // fails the task: the test sees no DENIED).
+                    // SAFETY: as above; returns only on failure.
+                    unsafe { libc::execve(sh.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+                    Err(errno().to_string())
+                }
+                child => {
+                    let mut st = 0;
+                    // SAFETY: reaping our child.
+                    unsafe { libc::waitpid(child, &mut st, 0) };
+                    if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 7 {
+                        Ok("ran /bin/sh".into())
+                    } else {
+                        Err(format!("the child ended with status {st:#x}"))
+                    }
+                }
+            }
+        }
+        "allocate" => {
+            // Past the limit (MEMORY_LIMIT), touching every page.
+            let n = (secret as usize) * 2;
+            let mut v: Vec<u8> = Vec::new();
+            match v.try_reserve_exact(n) {
+                Ok(()) => {
+                    v.resize(n, 1);
+                    Ok(format!("{} bytes allocated", v.len()))
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        "fill_disk" => (|| {
+            let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+            let chunk = vec![0u8; 64 << 10];
+            let mut written = 0u64;
+            while written <= secret as u64 {
+                f.write_all(&chunk).map_err(|e| format!("after {written} bytes: {e}"))?;
+                written += chunk.len() as u64;
+            }
+            Ok(format!("{written} bytes written"))
+        })(),
+        "environment" => {
+            let environ = std::fs::read("/proc/self/environ").unwrap_or_default();
+            let in_block = environ
+                .windows(SECRET_ENV.len())
+                .any(|w| w == SECRET_ENV.as_bytes());
+            match std::env::var(SECRET_ENV) {
+                Ok(v) => Ok(format!("{SECRET_ENV}={v}")),
+                Err(_) if in_block => Ok("the secret is in /proc/self/environ".into()),
+                Err(_) => Err(format!("{SECRET_ENV} not set; kept: {:?}", std::env::var("FG_KEPT"))),
+            }
+        }
+        "inherited_fd" => {
+            let fd = secret as i32;
+            // SAFETY: fcntl F_GETFD on a number only reads flags.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+                Ok(format!("fd {fd} is open"))
+            } else {
+                Err(errno().to_string())
+            }
+        }
+        other => panic!("unknown attack {other}"),
+    })
+}
+
+#[forkgraph::task]
+fn square(x: i64) -> i64 {
+    x * x
+}
+
+#[forkgraph::task]
+fn total(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
+/// Large enough to travel as a shared segment.
+#[forkgraph::task]
+fn big(n: i64) -> Vec<f64> {
+    vec![3.0; n as usize]
+}
+
+/// Tries to write into its shared input: through `mprotect`, `/proc/self/mem`,
+/// `/proc/self/map_files`, and its fd mapped again writable; returns what it managed. (Published
+/// segments are sealed by the kernel with or without a sandbox, see tests/attacks.rs, so this
+/// attack has no "succeeds unsandboxed" half: the sandbox's part is that it never recycles.)
+#[forkgraph::task]
+fn scribble(input: &[f64]) -> String {
+    let ptr = input.as_ptr() as usize;
+    let page = ptr & !4095;
+    let mut done = Vec::new();
+    // SAFETY: mprotect on the page of our own mapping; only changes protections.
+    if unsafe { libc::mprotect(page as *mut _, 4096, libc::PROT_READ | libc::PROT_WRITE) } == 0
+    {
+        done.push("mprotect");
+    }
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/proc/self/mem") {
+        use std::os::unix::fs::FileExt;
+        if f.write_at(&9.0f64.to_ne_bytes(), ptr as u64).is_ok() {
+            done.push("/proc/self/mem");
+        }
+    }
+    let map_files = format!("/proc/self/map_files/{:x}-{:x}", page, page + 4096);
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open(&map_files)
+        .is_ok()
+    {
+        done.push("map_files");
+    }
+    // Its fd, mapped again writable and shared.
+    for entry in std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if !target.to_string_lossy().contains("forkgraph-segment") {
+            continue;
+        }
+        let fd: i32 = entry.file_name().to_string_lossy().parse().unwrap();
+        // SAFETY: a new mapping of our own fd; unmapped at once if it succeeds.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            done.push("remapped writable");
+            // SAFETY: the mapping just made.
+            unsafe { libc::munmap(p, 4096) };
+        }
+    }
+    format!("{done:?} first value {}", input[0])
+}
+
+/// The first value of a shared input, read after `scribble` tried to change it.
+#[forkgraph::task]
+fn first_after(input: &[f64], _after: String) -> f64 {
+    input[0]
+}
+
+#[forkgraph::task]
+fn fork_once(_x: i64) -> i64 {
+    // SAFETY: the child only calls _exit.
+    match unsafe { libc::fork() } {
+        0 => unsafe { libc::_exit(0) },
+        -1 => -1,
+        child => {
+            // SAFETY: reaping our child.
+            unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+            child as i64
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers (the process that owns the pool)
+// ---------------------------------------------------------------------------------------------
+
+/// The sandbox of the attack runs: `dir/in` readable, `dir/scratch` writable.
+fn sandbox(dir: &Path) -> Sandbox {
+    Sandbox::strict()
+        .read_only([dir.join("in")])
+        .read_write([dir.join("scratch")])
+        .allow_network(false)
+        .max_processes(1)
+        .memory_limit(MEMORY_LIMIT)
+        .file_size_limit(FILE_LIMIT)
+        .keep_env(["FG_KEPT"])
+}
+
+fn layout(dir: &Path) {
+    for d in ["in", "scratch", "outside"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("in/data"), "input").unwrap();
+    std::fs::write(dir.join("outside/secret"), "outside secret").unwrap();
+}
+
+/// Runs every attack on a pool (sandboxed or not) and prints `ATTACK name: verdict` lines.
+fn run_attacks(dir: &Path, sandboxed: bool) -> Result<(), String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().unwrap().port().to_string();
+    // A heap secret of this process, different on every run.
+    let secret = Box::new(0x5ec2e7_0000_0000_i64 ^ (std::process::id() as i64) << 8 ^ 0x5a);
+    let addr = &*secret as *const i64 as i64;
+    // A leaked fd (not close-on-exec) that workers would inherit.
+    // SAFETY: dup of stdin; the new fd has no FD_CLOEXEC and stays open for this helper's life.
+    let leaked = unsafe { libc::dup(0) } as i64;
+    let mut b = ProcessPool::builder().workers(1);
+    if sandboxed {
+        b = b.sandbox(sandbox(dir));
+    }
+    let pool = b.build().map_err(|e| format!("build: {e}"))?;
+    let me = std::process::id() as i64;
+    let s = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let signal = if sandboxed { libc::SIGKILL as i64 } else { 0 };
+    let attacks: Vec<(&str, i64, String)> = vec![
+        ("read_passwd", 0, String::new()),
+        ("read_file", 0, s("in/data")),
+        ("read_outside", 0, s("outside/secret")),
+        ("write_file", 0, s("scratch/out")),
+        ("write_outside", 0, s("outside/new")),
+        ("write_read_only", 0, s("in/new")),
+        ("tcp_connect", 0, port),
+        ("netlink_socket", 0, String::new()),
+        ("kill_fork_server", signal, String::new()),
+        ("kill_pool", signal, String::new()),
+        ("proc_mem", *secret, String::new()),
+        ("process_vm_readv", *secret, String::new()),
+        ("ptrace_pool", 0, String::new()),
+        ("ptrace_fork_server", 0, String::new()),
+        ("fork", 0, String::new()),
+        ("fork_bomb", 0, String::new()),
+        ("exec", 0, String::new()),
+        ("allocate", MEMORY_LIMIT as i64, String::new()),
+        ("fill_disk", FILE_LIMIT as i64, s("scratch/big")),
+        ("environment", 0, String::new()),
+        ("inherited_fd", leaked, String::new()),
+    ];
+    for (name, secret, path) in attacks {
+        let g = graph! { "a" => (attack, name, me, addr, secret, path.as_str()) };
+        let verdict = match pool.get(&g, "a") {
+            Ok(Output::Value(Value::Str(s))) => s.to_string(),
+            Ok(other) => format!("ERROR unexpected {other:?}"),
+            Err(Error::Task(e)) if matches!(e.kind, TaskErrorKind::OutOfMemory { .. }) => {
+                format!("DENIED out of memory: {e}")
+            }
+            Err(e) => format!("ERROR {e}"),
+        };
+        println!("ATTACK {name}: {}", verdict.replace('\n', " | "));
+        let _ = std::io::stdout().flush();
+    }
+    // Shared inputs: the worker that receives one (a segment published earlier, held here)
+    // cannot write it.
+    let held = pool.get(&graph! { "big" => (big, 1i64 << 17) }, "big");
+    let held = match held {
+        Ok(Output::Value(v @ Value::Array(_))) => v,
+        other => return Err(format!("big: {other:?}")),
+    };
+    let Value::Array(a) = &held else { unreachable!() };
+    if !a.buffer().is_shared() {
+        return Err("1 MiB did not travel as a shared segment".into());
+    }
+    let g = graph! {
+        "scribble" => (scribble, held.clone()),
+        "check" => (first_after, held.clone(), key("scribble")),
+    };
+    let r = pool.get(&g, vec!["scribble", "check"]);
+    let parent_sees = a.buffer().as_bytes()[..8].to_vec();
+    println!(
+        "ATTACK shared_input: {r:?}; the parent reads {}",
+        f64::from_ne_bytes(parent_sees.try_into().unwrap())
+    );
+    // The pool still computes a normal graph.
+    let mut g = Graph::new();
+    let mut keys = Vec::new();
+    for i in 0..20i64 {
+        let k = format!("sq-{i}");
+        g.insert(k.as_str(), Task::new("square", vec![Arg::Value(Value::Int(i))]));
+        keys.push(Arg::Key(k.as_str().into()));
+    }
+    g.insert("total", Task::new("total", vec![Arg::List(keys)]));
+    match pool.get(&g, "total") {
+        Ok(Output::Value(Value::Int(n))) if n == (0..20).map(|i| i * i).sum::<i64>() => {
+            println!("GRAPH OK {n}")
+        }
+        other => println!("GRAPH WRONG {other:?}"),
+    }
+    drop(pool);
+    drop(listener);
+    Ok(())
+}
+
+/// Runs helper test `name` with `dir`, in its own process group, killed after `secs`; returns
+/// its stdout and stderr.
+fn run_helper(name: &str, dir: &Path, secs: u64) -> (String, String) {
+    let dir = dir.to_path_buf();
+    let name = name.to_owned();
+    let out = dir.join(format!("{name}.out"));
+    let err = dir.join(format!("{name}.err"));
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", &name, "--nocapture", "--test-threads=1"])
+        .env("FORKGRAPH_TEST_HELPER", &name)
+        .env("FG_DIR", &dir)
+        .env(SECRET_ENV, "hunter2")
+        .env("FG_KEPT", "kept-value")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .process_group(0);
+    let mut child = c.spawn().unwrap();
+    let pid = child.id() as i32;
+    let ended = std::thread::spawn(move || child.wait());
+    let done = watchdog_wait(pid, secs);
+    if !done {
+        // SAFETY: SIGKILL to the helper's own process group, which it still leads.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    let _ = ended.join();
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(done, "helper {name} still running after {secs} s:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// Waits up to `secs` for process `pid` to end (pidfd poll); whether it did.
+fn watchdog_wait(pid: i32, secs: u64) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return true;
+    }
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; our fd, closed right after.
+    let n = unsafe { libc::poll(&mut p, 1, (secs * 1000) as i32) };
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    n == 1
+}
+
+fn verdicts(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once("ATTACK ").map(|(_, r)| r))
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn helper_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("FG_DIR").expect("FG_DIR"))
+}
+
+#[test]
+fn helper_attacks_sandboxed() {
+    if is_helper("helper_attacks_sandboxed") {
+        let dir = helper_dir();
+        run_attacks(&dir, true).unwrap();
+    }
+}
+
+#[test]
+fn helper_attacks_unsandboxed() {
+    if is_helper("helper_attacks_unsandboxed") {
+        let dir = helper_dir();
+        run_attacks(&dir, false).unwrap();
+    }
+}
+
+fn in_helper() -> bool {
+    std::env::var_os("FORKGRAPH_TEST_HELPER").is_some()
+}
+
+/// Attacks that fail on the sandboxed pool because of the sandbox, and succeed without it.
+const BLOCKED: &[&str] = &[
+    "read_passwd",
+    "read_outside",
+    "write_outside",
+    "write_read_only",
+    "tcp_connect",
+    "netlink_socket",
+    "kill_fork_server",
+    "kill_pool",
+    "proc_mem",
+    "process_vm_readv",
+    "ptrace_pool",
+    "ptrace_fork_server",
+    "fork",
+    "fork_bomb",
+    "exec",
+    "allocate",
+    "fill_disk",
+    "environment",
+    "inherited_fd",
+];
+
+#[test]
+fn every_attack_fails_in_the_sandbox_and_the_pool_survives() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("sandbox-attacks");
+    layout(&dir);
+    let (stdout, stderr) = run_helper("helper_attacks_sandboxed", &dir, 120);
+    let v = verdicts(&stdout);
+    let mut wrong = Vec::new();
+    for name in BLOCKED {
+        match v.get(*name) {
+            Some(s) if s.starts_with("DENIED") => {}
+            other => wrong.push(format!("{name}: {other:?}")),
+        }
+    }
+    // What the sandbox allows still works.
+    for name in ["read_file", "write_file"] {
+        if !v.get(name).is_some_and(|s| s.starts_with("ALLOWED")) {
+            wrong.push(format!("{name} (allowed path): {:?}", v.get(name)));
+        }
+    }
+    assert!(
+        v.get("environment").is_some_and(|s| s.contains("kept-value")),
+        "keep_env: {:?}",
+        v.get("environment")
+    );
+    assert!(
+        v.get("shared_input")
+            .is_some_and(|s| s.contains("[] first value 3")
+                && s.contains("Float(3.0)")
+                && s.ends_with("the parent reads 3")),
+        "shared input written: {:?}",
+        v.get("shared_input")
+    );
+    assert!(
+        wrong.is_empty() && stdout.contains("GRAPH OK"),
+        "sandbox broken:\n{}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
+        wrong.join("\n")
+    );
+    assert!(!dir.join("outside/new").exists() && !dir.join("in/new").exists());
+}
+
+#[test]
+fn every_attack_succeeds_without_the_sandbox() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("sandbox-attacks-off");
+    layout(&dir);
+    let (stdout, stderr) = run_helper("helper_attacks_unsandboxed", &dir, 120);
+    let v = verdicts(&stdout);
+    let wrong: Vec<String> = BLOCKED
+        .iter()
+        .filter(|n| !v.get(**n).is_some_and(|s| s.starts_with("ALLOWED")))
+        .map(|n| format!("{n}: {:?}", v.get(*n)))
+        .collect();
+    assert!(
+        wrong.is_empty() && stdout.contains("GRAPH OK"),
+        "attacks that should work without a sandbox did not (the test proves nothing):\n{}\n\
+         --- stdout:\n{stdout}\n--- stderr:\n{stderr}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn a_denied_call_kills_the_worker_with_sigsys_when_asked() {
+    if in_helper() {
+        return;
+    }
+    watchdog(60, || {
+        let pool = ProcessPool::builder()
+            .workers(1)
+            .sandbox(Sandbox::strict().kill_on_denied(true))
+            .build()
+            .unwrap();
+        let g = graph! { "f" => (fork_once, 1i64) };
+        let e = pool.get(&g, "f").unwrap_err();
+        let Error::Task(t) = &e else {
+            panic!("expected a task error, got {e}")
+        };
+        assert!(
+            matches!(t.kind, TaskErrorKind::WorkerDied { signal: Some(31), .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("denied by the pool's sandbox"), "{e}");
+        // The replacement worker computes.
+        let g = graph! { "s" => (square, 7i64) };
+        assert_eq!(pool.get(&g, "s").unwrap().as_value(), Some(&Value::Int(49)));
+    });
+}
+
+#[test]
+fn the_report_names_every_layer() {
+    let r = Sandbox::strict().report();
+    let names: Vec<&str> = r.layers.iter().map(|l| l.name).collect();
+    for n in ["no_new_privs", "landlock", "seccomp", "namespaces", "processes", "limits"] {
+        assert!(names.contains(&n), "{r}");
+    }
+    let off = Sandbox::strict().namespaces(false).report();
+    assert!(off
+        .layers
+        .iter()
+        .any(|l| l.name == "namespaces" && matches!(l.status, LayerStatus::Off(_))));
+}
+
+#[test]
+fn bad_settings_fail_the_build_naming_what_is_wrong() {
+    if in_helper() {
+        return;
+    }
+    let e = ProcessPool::builder()
+        .workers(1)
+        .sandbox(Sandbox::strict().read_only(["/no/such/forkgraph/path"]))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("/no/such/forkgraph/path"), "{e}");
+    let e = ProcessPool::builder()
+        .workers(1)
+        .sandbox(Sandbox::strict().allow_syscalls(["no_such_call"]))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("no_such_call"), "{e}");
+    let e = ProcessPool::builder()
+        .workers(1)
+        .sandbox(Sandbox::strict().keep_env(["A=B"]))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("A=B"), "{e}");
+}
