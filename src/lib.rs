@@ -74,9 +74,8 @@ pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOpti
 pub use key::{Key, KeyPart, Keys};
 pub use nesting::MAX_NESTING;
 pub use process::{
-    Layer, LayerStatus, Sandbox, SandboxError, SandboxReport,
-    ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_FORK_SERVER_TIMEOUT,
-    DEFAULT_SEGMENT_THRESHOLD,
+    Layer, LayerStatus, ProcessPool, ProcessPoolBuilder, Sandbox, SandboxError, SandboxReport,
+    Submitted, DEFAULT_FORK_SERVER_TIMEOUT, DEFAULT_SEGMENT_THRESHOLD,
 };
 pub use scheduler::{GetOptions, Scheduler};
 pub use sync::{get, get_value, SyncScheduler};

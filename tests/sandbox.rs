@@ -159,6 +159,8 @@ fn attack(name: String, pid: i64, addr: i64, secret: i64, path: String) -> Strin
             for _ in 0..tries {
                 // SAFETY: the child only calls _exit.
                 match unsafe { libc::fork() } {
+                    // SAFETY: in the child: ends it at once.
+                    // SAFETY: in the child: ends it at once.
                     0 => unsafe { libc::_exit(0) },
                     -1 => {
                         err = errno().to_string();
@@ -188,6 +190,7 @@ fn attack(name: String, pid: i64, addr: i64, secret: i64, path: String) -> Strin
             let envp = [std::ptr::null::<libc::c_char>()];
             // SAFETY: the child only calls execve and _exit.
             match unsafe { libc::fork() } {
+                // SAFETY: in the child: exec or end at once.
                 0 => unsafe {
                     libc::execve(sh.as_ptr(), argv.as_ptr(), envp.as_ptr());
                     libc::_exit(99)
@@ -223,12 +226,38 @@ fn attack(name: String, pid: i64, addr: i64, secret: i64, path: String) -> Strin
                 Err(e) => Err(e.to_string()),
             }
         }
+        "allocate_shared" => {
+            // Shared anonymous memory, which RLIMIT_DATA does not count: only a memory cgroup
+            // stops it.
+            let n = (secret as usize) * 2;
+            // SAFETY: a new anonymous shared mapping, touched page by page, then unmapped.
+            unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    n,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p == libc::MAP_FAILED {
+                    Err(errno().to_string())
+                } else {
+                    for off in (0..n).step_by(4096) {
+                        *(p as *mut u8).add(off) = 1;
+                    }
+                    libc::munmap(p, n);
+                    Ok(format!("{n} bytes of shared memory touched"))
+                }
+            }
+        }
         "fill_disk" => (|| {
             let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
             let chunk = vec![0u8; 64 << 10];
             let mut written = 0u64;
             while written <= secret as u64 {
-                f.write_all(&chunk).map_err(|e| format!("after {written} bytes: {e}"))?;
+                f.write_all(&chunk)
+                    .map_err(|e| format!("after {written} bytes: {e}"))?;
                 written += chunk.len() as u64;
             }
             Ok(format!("{written} bytes written"))
@@ -241,7 +270,10 @@ fn attack(name: String, pid: i64, addr: i64, secret: i64, path: String) -> Strin
             match std::env::var(SECRET_ENV) {
                 Ok(v) => Ok(format!("{SECRET_ENV}={v}")),
                 Err(_) if in_block => Ok("the secret is in /proc/self/environ".into()),
-                Err(_) => Err(format!("{SECRET_ENV} not set; kept: {:?}", std::env::var("FG_KEPT"))),
+                Err(_) => Err(format!(
+                    "{SECRET_ENV} not set; kept: {:?}",
+                    std::env::var("FG_KEPT")
+                )),
             }
         }
         "inherited_fd" => {
@@ -283,11 +315,13 @@ fn scribble(input: &[f64]) -> String {
     let page = ptr & !4095;
     let mut done = Vec::new();
     // SAFETY: mprotect on the page of our own mapping; only changes protections.
-    if unsafe { libc::mprotect(page as *mut _, 4096, libc::PROT_READ | libc::PROT_WRITE) } == 0
-    {
+    if unsafe { libc::mprotect(page as *mut _, 4096, libc::PROT_READ | libc::PROT_WRITE) } == 0 {
         done.push("mprotect");
     }
-    if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/proc/self/mem") {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")
+    {
         use std::os::unix::fs::FileExt;
         if f.write_at(&9.0f64.to_ne_bytes(), ptr as u64).is_ok() {
             done.push("/proc/self/mem");
@@ -302,7 +336,11 @@ fn scribble(input: &[f64]) -> String {
         done.push("map_files");
     }
     // Its fd, mapped again writable and shared.
-    for entry in std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let target = std::fs::read_link(entry.path()).unwrap_or_default();
         if !target.to_string_lossy().contains("forkgraph-segment") {
             continue;
@@ -338,6 +376,7 @@ fn first_after(input: &[f64], _after: String) -> f64 {
 fn fork_once(_x: i64) -> i64 {
     // SAFETY: the child only calls _exit.
     match unsafe { libc::fork() } {
+        // SAFETY: in the child: ends it at once.
         0 => unsafe { libc::_exit(0) },
         -1 => -1,
         child => {
@@ -377,7 +416,7 @@ fn run_attacks(dir: &Path, sandboxed: bool) -> Result<(), String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let port = listener.local_addr().unwrap().port().to_string();
     // A heap secret of this process, different on every run.
-    let secret = Box::new(0x5ec2e7_0000_0000_i64 ^ (std::process::id() as i64) << 8 ^ 0x5a);
+    let secret = Box::new(0x005e_c2e7_0000_0000_i64 ^ (std::process::id() as i64) << 8 ^ 0x5a);
     let addr = &*secret as *const i64 as i64;
     // A leaked fd (not close-on-exec) that workers would inherit.
     // SAFETY: dup of stdin; the new fd has no FD_CLOEXEC and stays open for this helper's life.
@@ -409,6 +448,7 @@ fn run_attacks(dir: &Path, sandboxed: bool) -> Result<(), String> {
         ("fork_bomb", 0, String::new()),
         ("exec", 0, String::new()),
         ("allocate", MEMORY_LIMIT as i64, String::new()),
+        ("allocate_shared", MEMORY_LIMIT as i64, String::new()),
         ("fill_disk", FILE_LIMIT as i64, s("scratch/big")),
         ("environment", 0, String::new()),
         ("inherited_fd", leaked, String::new()),
@@ -433,7 +473,9 @@ fn run_attacks(dir: &Path, sandboxed: bool) -> Result<(), String> {
         Ok(Output::Value(v @ Value::Array(_))) => v,
         other => return Err(format!("big: {other:?}")),
     };
-    let Value::Array(a) = &held else { unreachable!() };
+    let Value::Array(a) = &held else {
+        unreachable!()
+    };
     if !a.buffer().is_shared() {
         return Err("1 MiB did not travel as a shared segment".into());
     }
@@ -452,7 +494,10 @@ fn run_attacks(dir: &Path, sandboxed: bool) -> Result<(), String> {
     let mut keys = Vec::new();
     for i in 0..20i64 {
         let k = format!("sq-{i}");
-        g.insert(k.as_str(), Task::new("square", vec![Arg::Value(Value::Int(i))]));
+        g.insert(
+            k.as_str(),
+            Task::new("square", vec![Arg::Value(Value::Int(i))]),
+        );
         keys.push(Arg::Key(k.as_str().into()));
     }
     g.insert("total", Task::new("total", vec![Arg::List(keys)]));
@@ -495,7 +540,10 @@ fn run_helper(name: &str, dir: &Path, secs: u64) -> (String, String) {
     let _ = ended.join();
     let stdout = std::fs::read_to_string(&out).unwrap_or_default();
     let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    assert!(done, "helper {name} still running after {secs} s:\n{stdout}\n{stderr}");
+    assert!(
+        done,
+        "helper {name} still running after {secs} s:\n{stdout}\n{stderr}"
+    );
     (stdout, stderr)
 }
 
@@ -569,6 +617,7 @@ const BLOCKED: &[&str] = &[
     "fork_bomb",
     "exec",
     "allocate",
+    "allocate_shared",
     "fill_disk",
     "environment",
     "inherited_fd",
@@ -597,7 +646,8 @@ fn every_attack_fails_in_the_sandbox_and_the_pool_survives() {
         }
     }
     assert!(
-        v.get("environment").is_some_and(|s| s.contains("kept-value")),
+        v.get("environment")
+            .is_some_and(|s| s.contains("kept-value")),
         "keep_env: {:?}",
         v.get("environment")
     );
@@ -656,10 +706,19 @@ fn a_denied_call_kills_the_worker_with_sigsys_when_asked() {
             panic!("expected a task error, got {e}")
         };
         assert!(
-            matches!(t.kind, TaskErrorKind::WorkerDied { signal: Some(31), .. }),
+            matches!(
+                t.kind,
+                TaskErrorKind::WorkerDied {
+                    signal: Some(31),
+                    ..
+                }
+            ),
             "{e}"
         );
-        assert!(e.to_string().contains("denied by the pool's sandbox"), "{e}");
+        assert!(
+            e.to_string().contains("denied by the pool's sandbox"),
+            "{e}"
+        );
         // The replacement worker computes.
         let g = graph! { "s" => (square, 7i64) };
         assert_eq!(pool.get(&g, "s").unwrap().as_value(), Some(&Value::Int(49)));
@@ -670,7 +729,14 @@ fn a_denied_call_kills_the_worker_with_sigsys_when_asked() {
 fn the_report_names_every_layer() {
     let r = Sandbox::strict().report();
     let names: Vec<&str> = r.layers.iter().map(|l| l.name).collect();
-    for n in ["no_new_privs", "landlock", "seccomp", "namespaces", "processes", "limits"] {
+    for n in [
+        "no_new_privs",
+        "landlock",
+        "seccomp",
+        "namespaces",
+        "processes",
+        "limits",
+    ] {
         assert!(names.contains(&n), "{r}");
     }
     let off = Sandbox::strict().namespaces(false).report();

@@ -221,13 +221,18 @@ impl Sandbox {
 
     /// Which layers are active on this kernel for this sandbox, and why the others are not.
     pub fn report(&self) -> SandboxReport {
+        use crate::sys::cgroup::{v1_dir, Controller};
+        let memory_cgroup = v1_dir(Controller::Memory).is_some();
+        let pids_cgroup = self.max_processes > 1 && v1_dir(Controller::Pids).is_some();
         let mut layers = Vec::new();
         let mut add = |name: &'static str, status: LayerStatus| layers.push(Layer { name, status });
         add(
             "no_new_privs",
-            LayerStatus::Active("PR_SET_NO_NEW_PRIVS; workers, fork server and parent not \
+            LayerStatus::Active(
+                "PR_SET_NO_NEW_PRIVS; workers, fork server and parent not \
                              dumpable"
-                .into()),
+                    .into(),
+            ),
         );
         add("landlock", {
             let abi = crate::sys::landlock_abi();
@@ -287,6 +292,11 @@ impl Sandbox {
             "processes",
             if self.max_processes == 1 {
                 LayerStatus::Active("no fork (seccomp: clone only with CLONE_THREAD)".into())
+            } else if pids_cgroup {
+                LayerStatus::Active(format!(
+                    "a cgroup v1 pids controller per worker, pids.max {}",
+                    self.max_processes
+                ))
             } else if crate::sys::is_root() {
                 LayerStatus::Unavailable(format!(
                     "max_processes({}): RLIMIT_NPROC is not enforced for root; use \
@@ -300,14 +310,23 @@ impl Sandbox {
         add(
             "limits",
             LayerStatus::Active(format!(
-                "RLIMIT_FSIZE {} bytes, RLIMIT_NOFILE {}{}",
-                self.file_size_limit,
-                self.max_open_files,
-                match self.memory_limit {
-                    Some(m) => format!(", RLIMIT_DATA {m} bytes"),
-                    None => String::new(),
-                }
+                "RLIMIT_FSIZE {} bytes, RLIMIT_NOFILE {}",
+                self.file_size_limit, self.max_open_files,
             )),
+        );
+        add(
+            "memory",
+            match self.memory_limit {
+                None => LayerStatus::Off("no memory_limit".into()),
+                Some(m) if memory_cgroup => LayerStatus::Active(format!(
+                    "RLIMIT_DATA {m} bytes, and a cgroup v1 memory controller per worker at {m}                      bytes + {} MiB (counts every page: shared mappings, memfds, caches)",
+                    crate::sys::cgroup::CGROUP_MEMORY_SLACK >> 20
+                )),
+                Some(m) => LayerStatus::Active(format!(
+                    "RLIMIT_DATA {m} bytes only (no writable cgroup v1 memory hierarchy: shared \
+                     anonymous mappings and memfds a task makes are not counted)"
+                )),
+            },
         );
         add(
             "inheritance",
@@ -428,7 +447,7 @@ impl std::fmt::Display for SandboxReport {
 /// One layer of a sandbox and its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
-    /// `no_new_privs`, `landlock`, `seccomp`, `namespaces`, `processes`, `limits` or
+    /// `no_new_privs`, `landlock`, `seccomp`, `namespaces`, `processes`, `limits`, `memory` or
     /// `inheritance`.
     pub name: &'static str,
     /// Whether it is active.

@@ -265,6 +265,10 @@ impl Drop for ForkServer {
         }
         // Fails (ECHILD) when the program ignores SIGCHLD: the kernel reaped it already.
         let _ = self.child.wait();
+        if self.sandbox.is_some() {
+            // A server that was killed could not remove its workers' cgroups.
+            sys::cgroup::remove_server_cgroups(self.child.id() as i32);
+        }
     }
 }
 

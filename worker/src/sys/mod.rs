@@ -10,6 +10,7 @@ use std::io;
 
 use nix::errno::Errno;
 
+pub(crate) mod cgroup;
 pub(crate) mod limits;
 pub(crate) mod memfd;
 pub(crate) mod page;

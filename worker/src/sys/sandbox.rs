@@ -74,26 +74,122 @@ pub(crate) fn no_new_privs() -> io::Result<()> {
 /// (x86_64 or aarch64 tables of seccompiler; a name not on this architecture is skipped).
 const ALLOWED: &[&str] = &[
     // I/O on fds it has: its socket, stdout/stderr, segments, files Landlock lets it open.
-    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "lseek",
-    "close", "fstat", "newfstatat", "statx", "stat", "lstat", "fcntl", "dup", "dup2", "dup3",
-    "openat", "open", "getdents64", "readlink", "readlinkat", "access", "faccessat",
-    "faccessat2", "fsync", "fdatasync", "ftruncate", "fallocate", "mkdir", "mkdirat", "unlink",
-    "unlinkat", "rename", "renameat", "renameat2", "getcwd", "chdir", "fchdir",
-    "poll", "ppoll", "pipe2", "eventfd2", "sendmsg", "recvmsg", "sendto", "recvfrom",
-    "shutdown", "memfd_create",
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "pwrite64",
+    "preadv",
+    "pwritev",
+    "lseek",
+    "close",
+    "fstat",
+    "newfstatat",
+    "statx",
+    "stat",
+    "lstat",
+    "fcntl",
+    "dup",
+    "dup2",
+    "dup3",
+    "openat",
+    "open",
+    "getdents64",
+    "readlink",
+    "readlinkat",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "fsync",
+    "fdatasync",
+    "ftruncate",
+    "fallocate",
+    "mkdir",
+    "mkdirat",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "getcwd",
+    "chdir",
+    "fchdir",
+    "poll",
+    "ppoll",
+    "pipe2",
+    "eventfd2",
+    "sendmsg",
+    "recvmsg",
+    "sendto",
+    "recvfrom",
+    "shutdown",
+    "memfd_create",
     // Memory.
-    "mmap", "munmap", "mremap", "mprotect", "madvise", "brk", "msync", "mincore", "mlock",
+    "mmap",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "madvise",
+    "brk",
+    "msync",
+    "mincore",
+    "mlock",
     "munlock",
     // Threads, time, signals to itself (Landlock scopes them to its own domain).
-    "futex", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "sched_yield",
-    "sched_getaffinity", "clock_gettime", "clock_getres", "gettimeofday", "clock_nanosleep",
-    "nanosleep", "getrandom", "exit", "exit_group", "rt_sigaction", "rt_sigprocmask",
-    "rt_sigreturn", "sigaltstack", "getpid", "gettid", "getppid", "getuid", "geteuid",
-    "getgid", "getegid", "getresuid", "getresgid", "getgroups", "kill", "tgkill", "tkill",
-    "wait4", "waitid", "getrusage", "uname", "sysinfo", "getrlimit", "restart_syscall",
-    "arch_prctl", "membarrier", "getpgrp", "getpgid", "times", "timerfd_create",
-    "timerfd_settime", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "select",
-    "pselect6", "clone3",
+    "futex",
+    "set_robust_list",
+    "get_robust_list",
+    "rseq",
+    "set_tid_address",
+    "sched_yield",
+    "sched_getaffinity",
+    "clock_gettime",
+    "clock_getres",
+    "gettimeofday",
+    "clock_nanosleep",
+    "nanosleep",
+    "getrandom",
+    "exit",
+    "exit_group",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "sigaltstack",
+    "getpid",
+    "gettid",
+    "getppid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getresuid",
+    "getresgid",
+    "getgroups",
+    "kill",
+    "tgkill",
+    "tkill",
+    "wait4",
+    "waitid",
+    "getrusage",
+    "uname",
+    "sysinfo",
+    "getrlimit",
+    "restart_syscall",
+    "arch_prctl",
+    "membarrier",
+    "getpgrp",
+    "getpgid",
+    "times",
+    "timerfd_create",
+    "timerfd_settime",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "select",
+    "pselect6",
+    "clone3",
 ];
 
 /// `CLONE_THREAD`: a `clone` that makes a thread, not a process.
@@ -101,9 +197,12 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 
 /// The target architecture of seccompiler.
 fn arch() -> Result<seccompiler::TargetArch, String> {
-    std::env::consts::ARCH
-        .try_into()
-        .map_err(|_| format!("seccomp filters are not built for {}", std::env::consts::ARCH))
+    std::env::consts::ARCH.try_into().map_err(|_| {
+        format!(
+            "seccomp filters are not built for {}",
+            std::env::consts::ARCH
+        )
+    })
 }
 
 /// The sandbox's seccomp programs, in the order to install them: one that makes `clone3` fail
@@ -135,8 +234,18 @@ pub(crate) fn compile_seccomp(sandbox: &Sandbox) -> Result<Vec<BpfProgram>, Stri
     }
     if sandbox.network_allowed() {
         names.extend([
-            "socket", "connect", "bind", "listen", "accept", "accept4", "getsockname",
-            "getpeername", "setsockopt", "getsockopt", "sendmmsg", "recvmmsg",
+            "socket",
+            "connect",
+            "bind",
+            "listen",
+            "accept",
+            "accept4",
+            "getsockname",
+            "getpeername",
+            "setsockopt",
+            "getsockopt",
+            "sendmmsg",
+            "recvmmsg",
         ]);
     }
     let processes = sandbox.processes() > 1;
@@ -162,7 +271,14 @@ pub(crate) fn compile_seccomp(sandbox: &Sandbox) -> Result<Vec<BpfProgram>, Stri
             "op": {"masked_eq": CLONE_THREAD}, "val": CLONE_THREAD}]})
     });
     // ioctl: terminal queries and fd flags only (no TIOCSTI into the parent's terminal).
-    for op in [libc::TCGETS, libc::TIOCGWINSZ, libc::FIONBIO, libc::FIOCLEX, libc::FIONCLEX, libc::FIONREAD] {
+    for op in [
+        libc::TCGETS,
+        libc::TIOCGWINSZ,
+        libc::FIONBIO,
+        libc::FIOCLEX,
+        libc::FIONCLEX,
+        libc::FIONREAD,
+    ] {
         rules.push(serde_json::json!({"syscall": "ioctl",
             "args": [{"index": 1, "type": "dword", "op": "eq", "val": op}]}));
     }
@@ -190,18 +306,45 @@ pub(crate) fn compile_seccomp(sandbox: &Sandbox) -> Result<Vec<BpfProgram>, Stri
     Ok(vec![take(&mut map, "clone3")?, take(&mut map, "allow")?])
 }
 
-/// A sandbox ready to enter: the settings and their compiled seccomp programs.
+/// A sandbox ready to enter: the settings, their compiled seccomp programs, and the fork
+/// server's cgroups for its workers (where this process may make them).
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) sandbox: Sandbox,
+    /// The workers' memory limit (the pool's, or the sandbox's).
+    pub(crate) memory: Option<u64>,
     filters: Vec<BpfProgram>,
+    pub(crate) cgroups: Option<super::cgroup::Cgroups>,
 }
 
 impl Prepared {
-    /// Compiles the sandbox's seccomp programs (once per sandbox, in the fork server).
-    pub(crate) fn new(sandbox: Sandbox) -> Result<Prepared, String> {
+    /// Compiles the sandbox's seccomp programs and makes the server's cgroups (once per
+    /// sandbox, in the fork server `server`).
+    pub(crate) fn new(
+        sandbox: Sandbox,
+        memory: Option<u64>,
+        server: i32,
+    ) -> Result<Prepared, String> {
+        use super::cgroup::{v1_dir, Cgroups, Controller};
         let filters = compile_seccomp(&sandbox)?;
-        Ok(Prepared { sandbox, filters })
+        let mut controllers = Vec::new();
+        if memory.is_some() && v1_dir(Controller::Memory).is_some() {
+            controllers.push(Controller::Memory);
+        }
+        if sandbox.processes() > 1 && v1_dir(Controller::Pids).is_some() {
+            controllers.push(Controller::Pids);
+        }
+        let cgroups = if controllers.is_empty() {
+            None
+        } else {
+            Some(Cgroups::new(server, &controllers).map_err(|e| format!("cgroups: {e}"))?)
+        };
+        Ok(Prepared {
+            sandbox,
+            memory,
+            filters,
+            cgroups,
+        })
     }
 }
 
@@ -223,7 +366,10 @@ pub(crate) fn enter(p: &Prepared, sock: BorrowedFd<'_>) -> Result<(), String> {
         // SAFETY: unshare takes flags only; this process is single-threaded (a user namespace
         // needs it), freshly forked from the single-threaded fork server.
         if unsafe { libc::unshare(flags) } != 0 && !best {
-            return Err(format!("namespaces: unshare: {}", io::Error::last_os_error()));
+            return Err(format!(
+                "namespaces: unshare: {}",
+                io::Error::last_os_error()
+            ));
         }
     }
     use nix::sys::resource::{setrlimit, Resource};
@@ -233,7 +379,11 @@ pub(crate) fn enter(p: &Prepared, sock: BorrowedFd<'_>) -> Result<(), String> {
     lim(Resource::RLIMIT_NOFILE, s.open_files(), "RLIMIT_NOFILE")?;
     lim(Resource::RLIMIT_FSIZE, s.file_size(), "RLIMIT_FSIZE")?;
     if s.processes() > 1 {
-        lim(Resource::RLIMIT_NPROC, u64::from(s.processes()), "RLIMIT_NPROC")?;
+        lim(
+            Resource::RLIMIT_NPROC,
+            u64::from(s.processes()),
+            "RLIMIT_NPROC",
+        )?;
     }
     // A write past RLIMIT_FSIZE fails with EFBIG instead of killing the worker.
     // SAFETY: installing SIG_IGN runs no handler code.
