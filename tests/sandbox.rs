@@ -423,6 +423,13 @@ fn run_attacks(dir: &Path, sandboxed: bool) -> Result<(), String> {
     let leaked = unsafe { libc::dup(0) } as i64;
     let mut b = ProcessPool::builder().workers(1);
     if sandboxed {
+        let report = sandbox(dir).report();
+        println!("REPORT {report}");
+        let cgroup = report
+            .layers
+            .iter()
+            .any(|l| l.name == "memory" && l.status.to_string().contains("controller per worker"));
+        println!("MEMORY CGROUP {}", if cgroup { "yes" } else { "no" });
         b = b.sandbox(sandbox(dir));
     }
     let pool = b.build().map_err(|e| format!("build: {e}"))?;
@@ -587,6 +594,37 @@ fn helper_attacks_sandboxed() {
     }
 }
 
+/// In a helper run by root: become `nobody` (uid and gid 65534, no groups), dumpable again as
+/// an ordinary process is.
+fn become_nobody() {
+    // SAFETY: setgroups/setgid/setuid/prctl take integers (and a null list of 0 groups); glibc
+    // applies the ids to every thread of the process.
+    unsafe {
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0, "setgroups");
+        assert_eq!(libc::setgid(65534), 0, "setgid");
+        assert_eq!(libc::setuid(65534), 0, "setuid");
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+    }
+}
+
+#[test]
+fn helper_attacks_sandboxed_nobody() {
+    if is_helper("helper_attacks_sandboxed_nobody") {
+        become_nobody();
+        let dir = helper_dir();
+        run_attacks(&dir, true).unwrap();
+    }
+}
+
+#[test]
+fn helper_attacks_unsandboxed_nobody() {
+    if is_helper("helper_attacks_unsandboxed_nobody") {
+        become_nobody();
+        let dir = helper_dir();
+        run_attacks(&dir, false).unwrap();
+    }
+}
+
 #[test]
 fn helper_attacks_unsandboxed() {
     if is_helper("helper_attacks_unsandboxed") {
@@ -628,12 +666,66 @@ fn every_attack_fails_in_the_sandbox_and_the_pool_survives() {
     if in_helper() {
         return;
     }
-    let dir = scratch_dir("sandbox-attacks");
+    attacks_fail("sandbox-attacks", "helper_attacks_sandboxed");
+}
+
+#[test]
+fn every_attack_succeeds_without_the_sandbox() {
+    if in_helper() {
+        return;
+    }
+    attacks_succeed("sandbox-attacks-off", "helper_attacks_unsandboxed");
+}
+
+/// Whether this test runs as root and so can run helpers as `nobody`.
+fn root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The directories of `layout` open to `nobody` (so that the unsandboxed control can write).
+fn open_to_all(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["", "in", "scratch", "outside"] {
+        std::fs::set_permissions(dir.join(d), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+}
+
+/// The same attacks from a pool whose process runs as `nobody` (when this test runs as root;
+/// as another uid the tests above already are unprivileged).
+#[test]
+fn every_attack_fails_in_the_sandbox_as_an_unprivileged_uid() {
+    if in_helper() || !root() {
+        return;
+    }
+    attacks_fail("sandbox-attacks-nobody", "helper_attacks_sandboxed_nobody");
+}
+
+#[test]
+fn every_attack_succeeds_without_the_sandbox_as_an_unprivileged_uid() {
+    if in_helper() || !root() {
+        return;
+    }
+    attacks_succeed(
+        "sandbox-attacks-off-nobody",
+        "helper_attacks_unsandboxed_nobody",
+    );
+}
+
+fn attacks_fail(dir: &str, helper: &str) {
+    let dir = scratch_dir(dir);
     layout(&dir);
-    let (stdout, stderr) = run_helper("helper_attacks_sandboxed", &dir, 120);
+    open_to_all(&dir);
+    let (stdout, stderr) = run_helper(helper, &dir, 120);
     let v = verdicts(&stdout);
     let mut wrong = Vec::new();
+    // Without a memory cgroup the pool can create (not root, no delegation), shared memory a
+    // task maps itself is not counted: the report says so, and so does this test.
+    let memory_cgroup = stdout.contains("MEMORY CGROUP yes");
     for name in BLOCKED {
+        if *name == "allocate_shared" && !memory_cgroup {
+            continue;
+        }
         match v.get(*name) {
             Some(s) if s.starts_with("DENIED") => {}
             other => wrong.push(format!("{name}: {other:?}")),
@@ -667,14 +759,11 @@ fn every_attack_fails_in_the_sandbox_and_the_pool_survives() {
     assert!(!dir.join("outside/new").exists() && !dir.join("in/new").exists());
 }
 
-#[test]
-fn every_attack_succeeds_without_the_sandbox() {
-    if in_helper() {
-        return;
-    }
-    let dir = scratch_dir("sandbox-attacks-off");
+fn attacks_succeed(dir: &str, helper: &str) {
+    let dir = scratch_dir(dir);
     layout(&dir);
-    let (stdout, stderr) = run_helper("helper_attacks_unsandboxed", &dir, 120);
+    open_to_all(&dir);
+    let (stdout, stderr) = run_helper(helper, &dir, 120);
     let v = verdicts(&stdout);
     let wrong: Vec<String> = BLOCKED
         .iter()

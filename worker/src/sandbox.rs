@@ -319,7 +319,8 @@ impl Sandbox {
             match self.memory_limit {
                 None => LayerStatus::Off("no memory_limit".into()),
                 Some(m) if memory_cgroup => LayerStatus::Active(format!(
-                    "RLIMIT_DATA {m} bytes, and a cgroup v1 memory controller per worker at {m}                      bytes + {} MiB (counts every page: shared mappings, memfds, caches)",
+                    "RLIMIT_DATA {m} bytes, and a cgroup v1 memory controller per worker at {m} \
+                     bytes + {} MiB (counts every page: shared mappings, memfds, caches)",
                     crate::sys::cgroup::CGROUP_MEMORY_SLACK >> 20
                 )),
                 Some(m) => LayerStatus::Active(format!(
