@@ -859,3 +859,88 @@ fn bad_settings_fail_the_build_naming_what_is_wrong() {
         .unwrap_err();
     assert!(e.to_string().contains("A=B"), "{e}");
 }
+
+/// Forks up to `n` children that stay alive (blocked on a pipe) until all are forked; returns
+/// how many it could fork, after ending and reaping them.
+#[forkgraph::task]
+fn fork_holding(n: i64) -> i64 {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe writes two fds into the local array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let mut kids = Vec::new();
+    for _ in 0..n {
+        // SAFETY: the child only calls read, close and _exit.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                // SAFETY: in the child: wait for end-of-file on the pipe, then end.
+                libc::close(fds[1]);
+                let mut b = 0u8;
+                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0)
+            },
+            -1 => break,
+            child => kids.push(child),
+        }
+    }
+    // SAFETY: closing our pipe ends lets the children see end-of-file; then reap them.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+        for &k in &kids {
+            libc::waitpid(k, std::ptr::null_mut(), 0);
+        }
+    }
+    kids.len() as i64
+}
+
+/// `max_processes(3)`: the worker and at most two children alive at once (a pids cgroup as
+/// root, `RLIMIT_NPROC` in the worker's user namespace otherwise); 10 without a sandbox.
+fn max_processes_counts() -> (i64, i64) {
+    let count = |sandbox: Option<Sandbox>| {
+        let mut b = ProcessPool::builder().workers(1);
+        if let Some(s) = sandbox {
+            b = b.sandbox(s);
+        }
+        let pool = b.build().unwrap();
+        let g = graph! { "f" => (fork_holding, 10i64) };
+        match pool.get(&g, "f").unwrap().as_value() {
+            Some(Value::Int(n)) => *n,
+            other => panic!("{other:?}"),
+        }
+    };
+    (count(Some(Sandbox::strict().max_processes(3))), count(None))
+}
+
+#[test]
+fn max_processes_caps_a_worker_and_its_children() {
+    if in_helper() {
+        return;
+    }
+    let (on, off) = watchdog(60, max_processes_counts);
+    assert_eq!((on, off), (2, 10));
+}
+
+#[test]
+fn helper_max_processes_nobody() {
+    if is_helper("helper_max_processes_nobody") {
+        become_nobody();
+        let (on, off) = max_processes_counts();
+        println!("\nCOUNTS {on} {off}");
+    }
+}
+
+#[test]
+fn max_processes_caps_a_worker_and_its_children_as_an_unprivileged_uid() {
+    if in_helper() || !root() {
+        return;
+    }
+    let dir = scratch_dir("sandbox-nproc-nobody");
+    open_to_all_dir(&dir);
+    let (stdout, stderr) = run_helper("helper_max_processes_nobody", &dir, 60);
+    assert!(stdout.contains("COUNTS 2 10"), "{stdout}\n{stderr}");
+}
+
+fn open_to_all_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+}
