@@ -944,3 +944,74 @@ fn open_to_all_dir(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
 }
+
+/// Attaches to the pool's process with ptrace; an `Err` with the OS error when refused.
+#[forkgraph::task]
+fn trace(pid: i64) -> Result<i64, std::io::Error> {
+    // SAFETY: PTRACE_SEIZE takes integers; it is refused here (the test expects so).
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            pid as i32,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    if r == 0 {
+        Ok(0)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn a_denied_call_fails_with_eperm_and_the_error_names_it() {
+    if in_helper() {
+        return;
+    }
+    watchdog(60, || {
+        let pool = ProcessPool::builder()
+            .workers(1)
+            .sandbox(Sandbox::strict())
+            .build()
+            .unwrap();
+        let g = graph! { "t" => (trace, std::process::id() as i64) };
+        let e = pool.get(&g, "t").unwrap_err().to_string();
+        println!("{e}");
+        assert!(
+            e.contains("Operation not permitted")
+                && e.contains("sandbox denied system call `ptrace`"),
+            "{e}"
+        );
+        // The next task is not blamed for it.
+        let g = graph! { "s" => (square, 3i64) };
+        assert_eq!(pool.get(&g, "s").unwrap().as_value(), Some(&Value::Int(9)));
+    });
+}
+
+/// Sums 0..n on two threads of its own.
+#[forkgraph::task]
+fn threaded_sum(n: i64) -> i64 {
+    let h = std::thread::spawn(move || (0..n / 2).sum::<i64>());
+    let rest: i64 = (n / 2..n).sum();
+    h.join().unwrap() + rest
+}
+
+#[test]
+fn tasks_may_start_threads_in_the_sandbox() {
+    if in_helper() {
+        return;
+    }
+    watchdog(60, || {
+        let pool = ProcessPool::builder()
+            .workers(1)
+            .sandbox(Sandbox::strict())
+            .build()
+            .unwrap();
+        let g = graph! { "t" => (threaded_sum, 1000i64) };
+        assert_eq!(
+            pool.get(&g, "t").unwrap().as_value(),
+            Some(&Value::Int(499_500))
+        );
+    });
+}

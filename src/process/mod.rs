@@ -248,10 +248,15 @@ impl ProcessPoolBuilder {
         };
         let mut cfg = self.cfg;
         if let Some(s) = &cfg.sandbox {
-            let report = s.check().map_err(|e| BuildError::new(e.to_string()))?;
-            log::debug!("forkgraph sandbox: {report}");
             cfg.limits.recycle_segments = false;
             cfg.limits.memory_bytes = cfg.limits.memory_bytes.or(s.memory());
+            // The pool's memory limit, when set, is the one the sandbox enforces.
+            let s = match cfg.limits.memory_bytes {
+                Some(m) => (**s).clone().memory_limit(m),
+                None => (**s).clone(),
+            };
+            let report = s.check().map_err(|e| BuildError::new(e.to_string()))?;
+            log::debug!("forkgraph sandbox: {report}");
         }
         let pool = Pool::start(&cfg, init).map_err(build_error)?;
         Ok(ProcessPool {

@@ -263,11 +263,13 @@ fn spawn_worker(
             if let Some(bytes) = limits.memory_bytes {
                 let _ = sys::limit_memory(bytes);
             }
+            let mut limits = limits;
             if let Some(p) = sandbox {
                 if let Err(e) = sys::sandbox::enter(p, child_end.as_fd()) {
                     eprintln!("forkgraph worker: cannot enter the sandbox: {e}");
                     sys::exit_now(4);
                 }
+                limits.sandboxed = true;
             }
             // A panic in the serve loop must not unwind into the server's own loop, which
             // this child would then run as a second fork server.

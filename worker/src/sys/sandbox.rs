@@ -289,6 +289,9 @@ pub(crate) fn compile_seccomp(sandbox: &Sandbox) -> Result<Vec<BpfProgram>, Stri
     }
     let denied = if sandbox.kills() {
         serde_json::json!("kill_process")
+    } else if TRAPS {
+        // SIGSYS to our handler, which records the call and makes it return EPERM.
+        serde_json::json!("trap")
     } else {
         serde_json::json!({"errno": libc::EPERM})
     };
@@ -396,6 +399,9 @@ pub(crate) fn enter(p: &Prepared, sock: BorrowedFd<'_>) -> Result<(), String> {
     set_dumpable(false);
     no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     landlock(s).map_err(|e| format!("landlock: {e}"))?;
+    if TRAPS && !s.kills() {
+        install_sigsys_handler().map_err(|e| format!("seccomp: SIGSYS handler: {e}"))?;
+    }
     for f in &p.filters {
         seccompiler::apply_filter(f).map_err(|e| format!("seccomp: {e}"))?;
     }
@@ -509,4 +515,157 @@ fn close_fds_but(keep: i32) -> io::Result<()> {
     let keep = keep as u32;
     range(3, keep.saturating_sub(1))?;
     range(keep + 1, u32::MAX)
+}
+
+/// Whether denied calls trap to [`on_sigsys`] (which names them) rather than fail with a plain
+/// `EPERM`: on the architectures whose signal context this file knows.
+const TRAPS: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
+/// The last system call the sandbox denied in this process (-1: none since the last
+/// [`take_denied`]).
+static DENIED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+
+/// SIGSYS from the seccomp filter (`SECCOMP_RET_TRAP`): records the call's number and makes it
+/// return `-EPERM`, as `SECCOMP_RET_ERRNO` would. Async-signal-safe: an atomic store and a
+/// register write.
+extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    if info.is_null() || ctx.is_null() {
+        return;
+    }
+    // SAFETY: for SIGSYS the kernel fills `_sigsys` { void *call_addr; int syscall; unsigned
+    // arch; } in siginfo's union, which starts at byte 16 on 64-bit Linux: `syscall` is at 24.
+    let nr = unsafe { std::ptr::read_unaligned((info as *const u8).add(24).cast::<i32>()) };
+    DENIED.store(i64::from(nr), std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: `ctx` is the ucontext_t the kernel passed to this SA_SIGINFO handler; the
+    // register written is the one the interrupted system call returns in, which the kernel
+    // restores on return from the handler.
+    unsafe {
+        let uc = ctx.cast::<libc::ucontext_t>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] = -i64::from(libc::EPERM);
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            (*uc).uc_mcontext.regs[0] = (-i64::from(libc::EPERM)) as u64;
+        }
+    }
+}
+
+/// Installs [`on_sigsys`].
+fn install_sigsys_handler() -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the handler only stores an atomic and writes the
+    // interrupted context (see on_sigsys).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigsys as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGSYS, &sa, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The system call the sandbox denied since the last call (its name, or its number), and
+/// resets it.
+pub(crate) fn take_denied() -> Option<String> {
+    let nr = DENIED.swap(-1, std::sync::atomic::Ordering::Relaxed);
+    (nr >= 0).then(|| match syscall_name(nr) {
+        Some(name) => format!("`{name}`"),
+        None => format!("number {nr}"),
+    })
+}
+
+/// Names of the system calls a task is most likely to be denied.
+fn syscall_name(nr: i64) -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    let arch: &[(i64, &str)] = &[
+        (libc::SYS_fork, "fork"),
+        (libc::SYS_vfork, "vfork"),
+        (libc::SYS_open, "open"),
+        (libc::SYS_iopl, "iopl"),
+        (libc::SYS_ioperm, "ioperm"),
+        (libc::SYS_chmod, "chmod"),
+        (libc::SYS_chown, "chown"),
+        (libc::SYS_symlink, "symlink"),
+        (libc::SYS_link, "link"),
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    let arch: &[(i64, &str)] = &[];
+    let common: &[(i64, &str)] = &[
+        (libc::SYS_ptrace, "ptrace"),
+        (libc::SYS_process_vm_readv, "process_vm_readv"),
+        (libc::SYS_process_vm_writev, "process_vm_writev"),
+        (libc::SYS_socket, "socket"),
+        (libc::SYS_socketpair, "socketpair"),
+        (libc::SYS_connect, "connect"),
+        (libc::SYS_bind, "bind"),
+        (libc::SYS_listen, "listen"),
+        (libc::SYS_accept4, "accept4"),
+        (libc::SYS_execve, "execve"),
+        (libc::SYS_execveat, "execveat"),
+        (libc::SYS_clone, "clone"),
+        (libc::SYS_unshare, "unshare"),
+        (libc::SYS_setns, "setns"),
+        (libc::SYS_mount, "mount"),
+        (libc::SYS_umount2, "umount2"),
+        (libc::SYS_pivot_root, "pivot_root"),
+        (libc::SYS_chroot, "chroot"),
+        (libc::SYS_pidfd_open, "pidfd_open"),
+        (libc::SYS_pidfd_send_signal, "pidfd_send_signal"),
+        (libc::SYS_pidfd_getfd, "pidfd_getfd"),
+        (libc::SYS_bpf, "bpf"),
+        (libc::SYS_perf_event_open, "perf_event_open"),
+        (libc::SYS_keyctl, "keyctl"),
+        (libc::SYS_add_key, "add_key"),
+        (libc::SYS_init_module, "init_module"),
+        (libc::SYS_finit_module, "finit_module"),
+        (libc::SYS_delete_module, "delete_module"),
+        (libc::SYS_kexec_load, "kexec_load"),
+        (libc::SYS_reboot, "reboot"),
+        (libc::SYS_setuid, "setuid"),
+        (libc::SYS_setgid, "setgid"),
+        (libc::SYS_setresuid, "setresuid"),
+        (libc::SYS_setgroups, "setgroups"),
+        (libc::SYS_capset, "capset"),
+        (libc::SYS_personality, "personality"),
+        (libc::SYS_userfaultfd, "userfaultfd"),
+        (libc::SYS_io_uring_setup, "io_uring_setup"),
+        (libc::SYS_seccomp, "seccomp"),
+        (libc::SYS_prctl, "prctl"),
+        (libc::SYS_ioctl, "ioctl"),
+        (libc::SYS_prlimit64, "prlimit64"),
+        (libc::SYS_setrlimit, "setrlimit"),
+        (libc::SYS_fchmod, "fchmod"),
+        (libc::SYS_fchmodat, "fchmodat"),
+        (libc::SYS_fchown, "fchown"),
+        (libc::SYS_fchownat, "fchownat"),
+        (libc::SYS_symlinkat, "symlinkat"),
+        (libc::SYS_linkat, "linkat"),
+        (libc::SYS_mknodat, "mknodat"),
+        (libc::SYS_sched_setaffinity, "sched_setaffinity"),
+        (libc::SYS_sched_setscheduler, "sched_setscheduler"),
+        (libc::SYS_setpriority, "setpriority"),
+        (libc::SYS_kcmp, "kcmp"),
+        (libc::SYS_name_to_handle_at, "name_to_handle_at"),
+        (libc::SYS_open_by_handle_at, "open_by_handle_at"),
+        (libc::SYS_inotify_init1, "inotify_init1"),
+        (libc::SYS_fanotify_init, "fanotify_init"),
+        (libc::SYS_syslog, "syslog"),
+        (libc::SYS_clock_settime, "clock_settime"),
+        (libc::SYS_settimeofday, "settimeofday"),
+        (libc::SYS_sethostname, "sethostname"),
+        (libc::SYS_mbind, "mbind"),
+        (libc::SYS_migrate_pages, "migrate_pages"),
+        (libc::SYS_move_pages, "move_pages"),
+        (libc::SYS_process_madvise, "process_madvise"),
+        (libc::SYS_mlockall, "mlockall"),
+        (libc::SYS_memfd_secret, "memfd_secret"),
+    ];
+    arch.iter()
+        .chain(common)
+        .find(|(n, _)| *n == nr)
+        .map(|(_, name)| *name)
 }
