@@ -72,6 +72,7 @@ pub(crate) fn no_new_privs() -> io::Result<()> {
 
 /// System calls a worker needs for computation and for its protocol. Names as the kernel's
 /// (x86_64 or aarch64 tables of seccompiler; a name not on this architecture is skipped).
+#[rustfmt::skip]
 const ALLOWED: &[&str] = &[
     // I/O on fds it has: its socket, stdout/stderr, segments, files Landlock lets it open.
     "read",
@@ -190,6 +191,11 @@ const ALLOWED: &[&str] = &[
     "select",
     "pselect6",
     "clone3",
+    // Harmless helpers std and C libraries use (copies, file system info, timers, waits).
+    "copy_file_range", "sendfile", "fstatfs", "statfs", "fadvise64", "flock", "getpriority",
+    "sched_getparam", "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min",
+    "getsid", "getitimer", "setitimer", "alarm", "pause", "rt_sigsuspend", "rt_sigtimedwait",
+    "rt_sigpending",
 ];
 
 /// `CLONE_THREAD`: a `clone` that makes a thread, not a process.
