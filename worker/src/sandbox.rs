@@ -264,7 +264,7 @@ impl Sandbox {
                     if self.kill_on_denied {
                         "kill the worker (SIGSYS)"
                     } else {
-                        "fail with EPERM"
+                        "fail with EPERM, named in the task's error"
                     }
                 ))
             } else {
