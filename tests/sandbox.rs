@@ -1015,3 +1015,113 @@ fn tasks_may_start_threads_in_the_sandbox() {
         );
     });
 }
+
+/// This process's cgroup directory in the v1 memory hierarchy, if it may create cgroups there.
+fn memory_cgroup_dir() -> Option<PathBuf> {
+    let line = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = line.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        ctrls
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.to_owned())
+    })?;
+    let dir = Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+    (root() && dir.join("cgroup.procs").exists()).then_some(dir)
+}
+
+/// The `forkgraph-*` cgroups under `dir`, with the number of worker cgroups in each.
+fn forkgraph_cgroups(dir: &Path) -> BTreeMap<String, usize> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("forkgraph-"))
+        .map(|e| {
+            let workers = std::fs::read_dir(e.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|w| w.file_name().to_string_lossy().starts_with('w'))
+                .count();
+            (e.file_name().to_string_lossy().into_owned(), workers)
+        })
+        .collect()
+}
+
+fn dumpable() -> bool {
+    // SAFETY: PR_GET_DUMPABLE takes no pointers.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) == 1 }
+}
+
+/// In a helper (it changes process-wide state): the pool's process is not dumpable while a
+/// sandboxed pool lives and is again after; each worker has a memory cgroup of its own, which
+/// goes with it, and nothing is left when the pool is dropped, even after its fork server was
+/// killed.
+#[test]
+fn helper_cleanup() {
+    if !is_helper("helper_cleanup") {
+        return;
+    }
+    let sandboxed = || {
+        ProcessPool::builder()
+            .workers(2)
+            .sandbox(Sandbox::strict().memory_limit(256 << 20))
+            .build()
+            .unwrap()
+    };
+    assert!(dumpable(), "dumpable at start");
+    let cg = memory_cgroup_dir();
+    let pool = sandboxed();
+    assert!(!dumpable(), "not dumpable while a sandboxed pool lives");
+    if let Some(dir) = &cg {
+        let server = format!("forkgraph-{}", pool.fork_server_pid());
+        assert_eq!(forkgraph_cgroups(dir).get(&server), Some(&2), "{server}");
+        pool.restart_worker(0).unwrap();
+        assert_eq!(
+            forkgraph_cgroups(dir).get(&server),
+            Some(&2),
+            "after a restart"
+        );
+    }
+    drop(pool);
+    assert!(dumpable(), "dumpable again once the pool is gone");
+    if let Some(dir) = &cg {
+        assert!(
+            forkgraph_cgroups(dir).is_empty(),
+            "{:?}",
+            forkgraph_cgroups(dir)
+        );
+        let pool = sandboxed();
+        let server = pool.fork_server_pid();
+        // SAFETY: SIGKILL to the pool's own fork server.
+        unsafe { libc::kill(server, libc::SIGKILL) };
+        common::wait_gone(server, 30);
+        // The pool notices and starts a new server; the old one's cgroups are removed.
+        let g = graph! { "s" => (square, 5i64) };
+        let _ = pool.get(&g, "s");
+        assert_eq!(pool.get(&g, "s").unwrap().as_value(), Some(&Value::Int(25)));
+        drop(pool);
+        assert!(
+            forkgraph_cgroups(dir).is_empty(),
+            "{:?}",
+            forkgraph_cgroups(dir)
+        );
+        println!("\nCGROUPS CHECKED");
+    }
+    println!("\nCLEANUP OK");
+}
+
+#[test]
+fn a_sandboxed_pool_leaves_no_cgroup_and_restores_dumpable() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("sandbox-cleanup");
+    let (stdout, stderr) = run_helper("helper_cleanup", &dir, 60);
+    assert!(stdout.contains("CLEANUP OK"), "{stdout}\n{stderr}");
+    if memory_cgroup_dir().is_some() {
+        assert!(stdout.contains("CGROUPS CHECKED"), "{stdout}");
+    }
+}
