@@ -135,7 +135,7 @@ fn serve(control: &Stream) -> i32 {
     for (_, g) in groups.drain() {
         g.close();
     }
-    sys::cgroup::remove_server_cgroups(me);
+    sys::cgroup::remove_server_cgroups(me, std::time::Duration::from_secs(1));
     0
 }
 

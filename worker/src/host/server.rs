@@ -267,7 +267,7 @@ impl Drop for ForkServer {
         let _ = self.child.wait();
         if self.sandbox.is_some() {
             // A server that was killed could not remove its workers' cgroups.
-            sys::cgroup::remove_server_cgroups(self.child.id() as i32);
+            sys::cgroup::remove_server_cgroups(self.child.id() as i32, self.timeout);
         }
     }
 }

@@ -166,18 +166,45 @@ impl WorkerCgroups {
     }
 }
 
-/// Removes what is left of a fork server's cgroups (after it ended, or at its end).
-pub(crate) fn remove_server_cgroups(server: i32) {
+/// Removes what is left of a fork server's cgroups (after it ended, or at its end). A server
+/// that was killed leaves workers that die with it (their parent-death signal) but may not
+/// have yet: what is still in a worker's cgroup is killed and waited for (each up to
+/// `timeout`, through a pidfd) before the cgroup is removed.
+pub(crate) fn remove_server_cgroups(server: i32, timeout: std::time::Duration) {
     for c in [Controller::Memory, Controller::Pids] {
         let Some(base) = v1_dir(c) else { continue };
         let d = base.join(server_dir_name(server));
         if let Ok(entries) = std::fs::read_dir(&d) {
             for e in entries.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    end_members(&e.path(), timeout);
                     let _ = std::fs::remove_dir(e.path());
                 }
             }
         }
         let _ = std::fs::remove_dir(&d);
+    }
+}
+
+/// The processes in cgroup `dir`.
+fn members(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Kills every process in cgroup `dir` (a dead pool's worker and what it forked) and waits for
+/// each to end, at most `timeout` each.
+fn end_members(dir: &Path, timeout: std::time::Duration) {
+    for pid in members(dir) {
+        let Ok(fd) = super::pidfd_open(pid) else {
+            continue; // gone already
+        };
+        // The pidfd holds the process that had `pid` when it was opened; if the cgroup still
+        // lists that pid, it is that process (a pid is not reused while it is listed).
+        if members(dir).contains(&pid) {
+            super::pidfd_kill(std::os::fd::AsFd::as_fd(&fd));
+            let _ = super::pidfd_wait(std::os::fd::AsFd::as_fd(&fd), timeout);
+        }
     }
 }
