@@ -409,7 +409,12 @@ pub(crate) fn enter(p: &Prepared, sock: BorrowedFd<'_>) -> Result<(), String> {
         install_sigsys_handler().map_err(|e| format!("seccomp: SIGSYS handler: {e}"))?;
     }
     for f in &p.filters {
-        seccompiler::apply_filter(f).map_err(|e| format!("seccomp: {e}"))?;
+        match seccompiler::apply_filter(f) {
+            Ok(()) => {}
+            // A kernel without seccomp filters: reported as unavailable by `Sandbox::report`.
+            Err(_) if best => break,
+            Err(e) => return Err(format!("seccomp: {e}")),
+        }
     }
     Ok(())
 }
