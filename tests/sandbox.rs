@@ -1130,3 +1130,56 @@ fn a_sandboxed_pool_leaves_no_cgroup_and_restores_dumpable() {
         assert!(stdout.contains("CGROUPS CHECKED"), "{stdout}");
     }
 }
+
+/// The worker's network namespace and its interfaces.
+#[forkgraph::task]
+fn net_namespace(_x: i64) -> Vec<String> {
+    let ns = std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| e.to_string());
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+    let mut out = vec![ns];
+    out.extend(
+        dev.lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .map(|i| i.trim().to_owned()),
+    );
+    out
+}
+
+#[test]
+fn a_sandboxed_worker_has_a_network_namespace_with_only_loopback() {
+    if in_helper() {
+        return;
+    }
+    let mine = std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string();
+    let seen = |sandbox: Option<Sandbox>| {
+        watchdog(60, move || {
+            let mut b = ProcessPool::builder().workers(1);
+            if let Some(s) = sandbox {
+                b = b.sandbox(s);
+            }
+            let pool = b.build().unwrap();
+            let g = graph! { "n" => (net_namespace, 1i64) };
+            match pool.get(&g, "n").unwrap().as_value() {
+                Some(Value::List(l)) => l
+                    .iter()
+                    .map(|v| match v {
+                        Value::Str(s) => s.to_string(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<String>>(),
+                other => panic!("{other:?}"),
+            }
+        })
+    };
+    let off = seen(None);
+    assert_eq!(off[0], mine, "without a sandbox: the program's namespace");
+    let on = seen(Some(Sandbox::strict()));
+    assert_ne!(on[0], mine, "{on:?}");
+    assert_eq!(&on[1..], ["lo"], "{on:?}");
+}

@@ -8,7 +8,8 @@
 //!
 //! 1. environment scrubbed to the allow-list (the strings the worker started with are zeroed);
 //! 2. every fd closed but stdin, stdout, stderr and the worker's own socket;
-//! 3. new user, IPC and (unless the network is allowed) network namespaces;
+//! 3. a new user namespace, and new IPC and (unless the network is allowed) network namespaces
+//!    (as root, made once by the fork server and shared by its workers);
 //! 4. rlimits: open files, file size, processes, memory (RLIMIT_DATA);
 //! 5. `PR_SET_NO_NEW_PRIVS`, not dumpable;
 //! 6. Landlock: files only beneath the declared paths (and `/proc/self`, read-only), no TCP
@@ -110,8 +111,8 @@ impl Sandbox {
         self
     }
 
-    /// Whether tasks may use the network (default no: a network namespace without interfaces,
-    /// Landlock denying TCP bind and connect, and no `socket` system call).
+    /// Whether tasks may use the network (default no: a network namespace with only a loopback
+    /// interface, down; Landlock denying TCP bind and connect; and no `socket` system call).
     #[must_use]
     pub fn allow_network(mut self, on: bool) -> Sandbox {
         self.network = on;
