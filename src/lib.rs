@@ -79,8 +79,8 @@ pub use key::{Key, KeyPart, Keys};
 pub use mpi::{MpiCluster, MpiClusterBuilder, MpiStats};
 pub use nesting::MAX_NESTING;
 pub use process::{
-    ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_FORK_SERVER_TIMEOUT,
-    DEFAULT_SEGMENT_THRESHOLD,
+    Layer, LayerStatus, ProcessPool, ProcessPoolBuilder, Sandbox, SandboxError, SandboxReport,
+    Submitted, DEFAULT_FORK_SERVER_TIMEOUT, DEFAULT_SEGMENT_THRESHOLD,
 };
 pub use scheduler::{GetOptions, Scheduler};
 pub use sync::{get, get_value, SyncScheduler};
