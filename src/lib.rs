@@ -48,6 +48,7 @@ pub mod order;
 mod plan;
 mod process;
 mod scheduler;
+mod spill;
 mod sync;
 mod threaded;
 
@@ -78,6 +79,7 @@ pub use process::{
     DEFAULT_SEGMENT_THRESHOLD,
 };
 pub use scheduler::{GetOptions, Scheduler};
+pub use spill::MemoryStats;
 pub use sync::{get, get_value, SyncScheduler};
 pub use threaded::{ThreadPool, ThreadPoolBuilder};
 

@@ -286,16 +286,13 @@ impl Drop for Segment {
 }
 
 /// Read-only mappings of recyclable segments kept between uses, by inode (at most
-/// [`MapCache::MAX_BYTES`]; mappings no segment uses are dropped first).
+/// `recycler::cache_bytes()`; mappings no segment uses are dropped first).
 #[derive(Debug, Default)]
 pub(crate) struct MapCache {
     maps: Vec<(u64, std::sync::Arc<memmap2::Mmap>)>,
 }
 
 impl MapCache {
-    /// Most bytes of mappings kept.
-    pub(crate) const MAX_BYTES: usize = 256 << 20;
-
     fn get(&mut self, ino: u64, size: usize) -> Option<std::sync::Arc<memmap2::Mmap>> {
         let i = self
             .maps
@@ -313,7 +310,8 @@ impl MapCache {
         self.maps.push((ino, m));
         let mut total: usize = self.maps.iter().map(|(_, m)| m.len()).sum();
         let mut i = 0;
-        while total > Self::MAX_BYTES && i < self.maps.len() {
+        let max = crate::segments::recycler::cache_bytes();
+        while total > max && i < self.maps.len() {
             if std::sync::Arc::strong_count(&self.maps[i].1) == 1 {
                 total -= self.maps[i].1.len();
                 self.maps.remove(i);

@@ -17,6 +17,7 @@ pub(crate) mod poll;
 pub(crate) mod process;
 pub(crate) mod signals;
 pub(crate) mod socket;
+pub(crate) mod tmpfile;
 
 pub(crate) use limits::*;
 pub(crate) use memfd::*;
@@ -25,6 +26,7 @@ pub(crate) use poll::*;
 pub(crate) use process::*;
 pub(crate) use signals::*;
 pub(crate) use socket::*;
+pub(crate) use tmpfile::*;
 
 fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
