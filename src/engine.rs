@@ -655,7 +655,8 @@ fn drive(
                     break;
                 };
                 let node = by_priority[p as usize];
-                let large = sizes.large(plan, node);
+                // Looked up only when it matters (the sync scheduler never needs it).
+                let large = (units >= parallelism || st.mem.is_some()) && sizes.large(plan, node);
                 if units >= parallelism && large {
                     break; // Wait, in the order's place, until a worker is free.
                 }
@@ -680,19 +681,22 @@ fn drive(
                 st.ready.pop();
                 tracing::trace!(target: "forkgraph::engine", key = %plan.keys[node as usize], "dispatched");
                 units += 1;
+                // Counted before its inputs are read back, so that reading them back spills
+                // enough for its result too.
+                if let Some(m) = &mut st.mem {
+                    m.in_flight += expected;
+                }
                 if !chains {
                     let job = match st.job(node, None, callbacks) {
                         Ok(j) => j,
                         Err(e) => {
                             error = Some(e);
-                            units -= 1;
                             break;
                         }
                     };
                     unit_end[node as usize] = true;
                     if let Some(m) = &mut st.mem {
                         m.expected[node as usize] = expected;
-                        m.in_flight += expected;
                     }
                     exec.submit(job);
                     running += 1;
@@ -702,7 +706,6 @@ fn drive(
                     Ok(j) => j,
                     Err(e) => {
                         error = Some(e);
-                        units -= 1;
                         break;
                     }
                 };
@@ -711,7 +714,6 @@ fn drive(
                     unit_end[last.node as usize] = true;
                     if let Some(m) = &mut st.mem {
                         m.expected[last.node as usize] = expected;
-                        m.in_flight += expected;
                     }
                 }
                 if jobs.len() == 1 {

@@ -180,8 +180,8 @@ fn threads_spill_under_a_small_budget() {
             .unwrap();
         run_checked(&pool, GetOptions::new())
     });
-    // Two threads: each may finish a result of a size not known yet.
-    assert_spilled_within(&stats, budget, 2, "threads");
+    // A function's first result has no size known beforehand: one may go over.
+    assert_spilled_within(&stats, budget, 1, "threads");
 }
 
 #[test]
@@ -196,7 +196,7 @@ fn processes_spill_under_a_small_budget() {
         run_checked(&pool, GetOptions::new())
     });
     // A quarter of the budget is set aside for the workers' caches.
-    assert_spilled_within(&stats, budget / 4 * 3, 2, "processes");
+    assert_spilled_within(&stats, budget / 4 * 3, 1, "processes");
 }
 
 #[test]
