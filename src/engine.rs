@@ -454,6 +454,7 @@ impl State<'_> {
     }
 
     /// A job for `node`, its spilled inputs read back first.
+    #[inline]
     fn job(
         &mut self,
         node: u32,
@@ -461,15 +462,24 @@ impl State<'_> {
         callbacks: &[Arc<dyn Callbacks>],
     ) -> Result<Job, Error> {
         if self.mem.is_some() {
-            let p = self.plan.priority[node as usize];
-            for (k, &d) in self.plan.deps.get(node).iter().enumerate() {
-                if prev != Some(k as u32) {
-                    self.ensure(d, p)?;
-                }
-            }
-            self.mem.as_mut().expect("a budget").started[node as usize] = true;
+            self.read_back_inputs(node, prev)?;
         }
         Ok(make_job(self.plan, node, &self.values, prev, callbacks))
+    }
+
+    /// Under a budget: reads back the spilled inputs of `node` (but `prev`, a chain's link
+    /// before it) and marks it handed out.
+    #[cold]
+    #[inline(never)]
+    fn read_back_inputs(&mut self, node: u32, prev: Option<u32>) -> Result<(), Error> {
+        let p = self.plan.priority[node as usize];
+        for (k, &d) in self.plan.deps.get(node).iter().enumerate() {
+            if prev != Some(k as u32) {
+                self.ensure(d, p)?;
+            }
+        }
+        self.mem.as_mut().expect("a budget").started[node as usize] = true;
+        Ok(())
     }
 
     /// With a budget: whether a task that may return a large result can start now (what is
@@ -624,6 +634,9 @@ fn drive(
     // it ahead of the order would run producers before the consumers that free their results.
     // Jobs known to return small results are batched as before.
     let mut sizes = ResultSizes::new();
+    // Sizes matter only where jobs can be handed out ahead of free workers, or under a budget
+    // (not on the sync scheduler: one slot, one job at a time).
+    let gated = slots > parallelism || st.mem.is_some();
     // Units in flight (a chain is one: its links run one after another in one worker), and
     // the last node of each unit handed out.
     let mut units = 0usize;
@@ -713,7 +726,16 @@ fn drive(
                 if let Some(last) = jobs.last() {
                     unit_end[last.node as usize] = true;
                     if let Some(m) = &mut st.mem {
-                        m.expected[last.node as usize] = expected;
+                        // Every link whose result comes back adds to what is held, not only
+                        // the head the hand-out was decided on.
+                        let links: u64 = jobs
+                            .iter()
+                            .filter(|j| j.send_back)
+                            .map(|j| sizes.expected(plan, j.node))
+                            .sum();
+                        let total = links.max(expected);
+                        m.in_flight += total - expected;
+                        m.expected[last.node as usize] = total;
                     }
                 }
                 if jobs.len() == 1 {
@@ -742,7 +764,7 @@ fn drive(
             match d.result {
                 Ok(v) => {
                     // A chain link's result that stayed in its worker says nothing of its size.
-                    if !Arc::ptr_eq(&v, placeholder()) {
+                    if gated && !Arc::ptr_eq(&v, placeholder()) {
                         sizes.learn(plan, d.node, &v);
                     }
                     let key = &plan.keys[d.node as usize];
