@@ -637,6 +637,12 @@ fn drive(
     // Sizes matter only where jobs can be handed out ahead of free workers, or under a budget
     // (not on the sync scheduler: one slot, one job at a time).
     let gated = slots > parallelism || st.mem.is_some();
+    // Under a budget, every result that could be spilled counts as large.
+    let large_from = if st.mem.is_some() {
+        MIN_SPILL
+    } else {
+        LARGE_RESULT
+    };
     // Units in flight (a chain is one: its links run one after another in one worker), and
     // the last node of each unit handed out.
     let mut units = 0usize;
@@ -669,7 +675,8 @@ fn drive(
                 };
                 let node = by_priority[p as usize];
                 // Looked up only when it matters (the sync scheduler never needs it).
-                let large = (units >= parallelism || st.mem.is_some()) && sizes.large(plan, node);
+                let large = (units >= parallelism || st.mem.is_some())
+                    && sizes.large(plan, node, large_from);
                 if units >= parallelism && large {
                     break; // Wait, in the order's place, until a worker is free.
                 }
@@ -831,22 +838,26 @@ fn drive(
             }
         }
     }
-    if let Some(e) = error {
-        return Err(e);
-    }
-    if st.mem.is_some() {
+    if error.is_none() && st.mem.is_some() {
         for i in 0..n as u32 {
             if plan.requested[i as usize] {
-                st.ensure(i, 0)?;
+                if let Err(e) = st.ensure(i, 0) {
+                    error = Some(e);
+                    break;
+                }
             }
         }
     }
-    let out = collect(&plan.outputs, &st.values, &st.failed);
+    let out = match error {
+        Some(e) => Err(e),
+        None => Ok(collect(&plan.outputs, &st.values, &st.failed)),
+    };
     if let Some(m) = &mut st.mem {
+        // Everything this run held is dropped on return.
         m.held = 0;
         m.report();
     }
-    Ok(out)
+    out
 }
 
 fn report_worker_events(exec: &mut dyn Executor, callbacks: &[Arc<dyn Callbacks>]) {
@@ -883,9 +894,9 @@ impl ResultSizes {
         }
     }
 
-    /// Whether `node`'s result may be large.
-    fn large(&self, plan: &Plan, node: u32) -> bool {
-        Self::func(plan, node).is_some_and(|f| self.0.get(f).is_none_or(|&b| b >= LARGE_RESULT))
+    /// Whether `node`'s result may be at least `from` bytes.
+    fn large(&self, plan: &Plan, node: u32, from: usize) -> bool {
+        Self::func(plan, node).is_some_and(|f| self.0.get(f).is_none_or(|&b| b >= from))
     }
 
     /// The largest result `node`'s function has returned so far (0 when none yet).
