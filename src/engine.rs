@@ -879,12 +879,12 @@ fn function_of(plan: &Plan, node: u32) -> &'static str {
 const LARGE_RESULT: usize = 1 << 20;
 
 /// The largest result each function has returned in this run, by function id (`usize::MAX`:
-/// none yet, so possibly large).
-struct ResultSizes(Vec<usize>);
+/// none yet, so possibly large), and the largest of all.
+struct ResultSizes(Vec<usize>, usize);
 
 impl ResultSizes {
     fn new() -> ResultSizes {
-        ResultSizes(Vec::new())
+        ResultSizes(Vec::new(), 0)
     }
 
     fn func(plan: &Plan, node: u32) -> Option<usize> {
@@ -899,11 +899,13 @@ impl ResultSizes {
         Self::func(plan, node).is_some_and(|f| self.0.get(f).is_none_or(|&b| b >= from))
     }
 
-    /// The largest result `node`'s function has returned so far (0 when none yet).
+    /// The largest result `node`'s function has returned so far.
+    /// For a function that has not returned yet, the largest result of any function so far.
     fn expected(&self, plan: &Plan, node: u32) -> u64 {
-        Self::func(plan, node)
-            .and_then(|f| self.0.get(f))
-            .map_or(0, |&b| if b == usize::MAX { 0 } else { b as u64 })
+        Self::func(plan, node).map_or(0, |f| match self.0.get(f) {
+            Some(&b) if b != usize::MAX => b as u64,
+            _ => self.1 as u64,
+        })
     }
 
     /// Records the size of `node`'s result (see [`result_bytes`]).
@@ -915,6 +917,7 @@ impl ResultSizes {
         if self.0.len() <= f {
             self.0.resize(f + 1, usize::MAX);
         }
+        self.1 = self.1.max(bytes);
         let e = &mut self.0[f];
         *e = if *e == usize::MAX {
             bytes
