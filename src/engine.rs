@@ -948,11 +948,7 @@ fn result_bytes(v: &Value) -> usize {
         let (k, sum) = sizes
             .take(64)
             .fold((0usize, 0usize), |(k, s), b| (k + 1, s + b));
-        if k == 0 {
-            0
-        } else {
-            sum / k * n
-        }
+        sum.checked_div(k).map_or(0, |per| per * n)
     }
     sized(v, 0)
 }

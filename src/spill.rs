@@ -318,12 +318,13 @@ pub(crate) fn spill(
     }))
 }
 
+/// Called with the bytes and element type (`None`: an encoded value) of each array; true when
+/// it was written out.
+type Writer<'a> = dyn FnMut(&[u8], Option<DType>) -> io::Result<bool> + 'a;
+
 /// A copy of `v` in which every array (and encoded value) for which `out(bytes, dtype)` returns
 /// true is replaced by an empty one.
-fn strip(
-    v: &Value,
-    out: &mut dyn FnMut(&[u8], Option<DType>) -> io::Result<bool>,
-) -> io::Result<Value> {
+fn strip(v: &Value, out: &mut Writer<'_>) -> io::Result<Value> {
     Ok(match v {
         Value::Array(a) => {
             if out(a.as_bytes(), Some(a.dtype()))? {
