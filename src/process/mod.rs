@@ -353,6 +353,7 @@ impl std::fmt::Debug for ProcessPool {
             .field("retries", &self.cfg.retries)
             .field("max_worker_deaths", &self.cfg.max_worker_deaths)
             .field("task_timeout", &self.cfg.task_timeout)
+            .field("memory_budget", &self.cfg.memory_budget)
             .finish()
     }
 }
