@@ -62,7 +62,10 @@ impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThreadPool")
             .field("threads", &self.inner.threads)
-            .field("memory_budget", &self.inner.memory.as_ref().map(|m| m.budget))
+            .field(
+                "memory_budget",
+                &self.inner.memory.as_ref().map(|m| m.budget),
+            )
             .finish()
     }
 }
