@@ -342,6 +342,16 @@ pub enum Error {
         /// The system error.
         source: std::io::Error,
     },
+    /// The value of a key fetched typed (`get_typed`) is not of the key's type.
+    #[error("key {key}: its value is not a `{expected}` (the typed key's type): {got}")]
+    TypeMismatch {
+        /// The key.
+        key: Key,
+        /// The key's type.
+        expected: String,
+        /// What the value was instead.
+        got: String,
+    },
 }
 
 impl Error {

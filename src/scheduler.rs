@@ -3,12 +3,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+use forkgraph_worker::FromArg;
+
 use crate::callbacks::Callbacks;
 use crate::engine::Output;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::key::Keys;
 use crate::plan::{Plan, PlanOptions};
+use crate::typed::TypedKey;
 
 /// Options of one `get`.
 #[derive(Clone, Default)]
@@ -127,8 +130,66 @@ pub trait Scheduler {
     {
         self.get_with(graph, &keys.into(), &GetOptions::default())
     }
+
+    /// Computes one key and converts its value to the key's type: `T` for a
+    /// [`TypedKey<T>`](crate::TypedKey) (from [`Graph::add`], [`Graph::add_value`] or
+    /// [`typed_key`](crate::typed_key)).
+    ///
+    /// # Errors
+    /// As [`Scheduler::get_with`]; [`Error::TypeMismatch`] naming the key and both types when
+    /// the value does not convert to `T`.
+    fn get_typed<T: for<'x> FromArg<'x>>(
+        &self,
+        graph: &Graph,
+        key: &TypedKey<T>,
+    ) -> Result<T, Error>
+    where
+        Self: Sized,
+    {
+        let value = self.get(graph, key)?.into_value();
+        value.to::<T>().map_err(|m| Error::TypeMismatch {
+            key: key.key().clone(),
+            expected: short_type_name(std::any::type_name::<T>()),
+            got: m.to_string(),
+        })
+    }
+}
+
+/// A type name without module paths: `Vec<String>` for `alloc::vec::Vec<alloc::string::String>`.
+fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment_start = 0;
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            out.truncate(segment_start);
+        } else {
+            out.push(c);
+            if !(c.is_alphanumeric() || c == '_') {
+                segment_start = out.len();
+            }
+        }
+    }
+    out
 }
 
 pub(crate) fn plan(graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Plan, Error> {
     Ok(Plan::build(graph, keys, opts.plan)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_type_names_drop_module_paths() {
+        assert_eq!(super::short_type_name("i64"), "i64");
+        assert_eq!(
+            super::short_type_name(std::any::type_name::<Vec<String>>()),
+            "Vec<String>"
+        );
+        assert_eq!(
+            super::short_type_name(std::any::type_name::<(Option<&str>, [u8; 2])>()),
+            "(Option<&str>, [u8; 2])"
+        );
+    }
 }
