@@ -50,6 +50,10 @@ fn writable_memfd(len: usize) -> io::Result<(memmap2::MmapMut, OwnedFd, Charge)>
     // SAFETY: the memfd was just created and is known only to this process: nothing else can
     // truncate or write it while this mapping lives (its producer is its only writer).
     let map = unsafe { memmap2::MmapOptions::new().len(len.max(1)).map_mut(&file)? };
+    // A process forked meanwhile (by a task, or by a parent that starts processes from another
+    // thread) must not inherit a writable view: sealing (F_SEAL_WRITE) fails with EBUSY while
+    // any writable mapping exists, and a recycled segment must have no writer but this one.
+    let _ = map.advise(memmap2::Advice::DontFork);
     Ok((map, OwnedFd::from(file), charge))
 }
 
@@ -354,8 +358,6 @@ impl RecyclableWriter {
     pub(crate) fn new(cap: usize) -> io::Result<RecyclableWriter> {
         use nix::fcntl::SealFlag;
         let (map, fd, charge) = writable_memfd(cap)?;
-        // A process a task forks (without exec) must not inherit a writable view.
-        let _ = map.advise(memmap2::Advice::DontFork);
         // From here on this mapping is the only way to write it.
         fcntl(
             fd.as_fd(),
