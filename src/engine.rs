@@ -25,6 +25,7 @@ use crate::error::{Error, TaskError, TaskErrorKind};
 use crate::graph::TaskOptions;
 use crate::key::Key;
 use crate::plan::{Kind, OutSpec, Plan};
+use crate::spill::{Budget, Spilled, MIN_SPILL};
 
 /// A task handed to an executor.
 pub(crate) struct Job {
@@ -184,6 +185,17 @@ pub(crate) fn run(
     callbacks: &[Arc<dyn Callbacks>],
     keep_going: bool,
 ) -> Result<Output, Error> {
+    run_with(plan, exec, callbacks, keep_going, None)
+}
+
+/// [`run`] under a memory budget (see `spill`), when there is one.
+pub(crate) fn run_with(
+    plan: &Plan,
+    exec: &mut dyn Executor,
+    callbacks: &[Arc<dyn Callbacks>],
+    keep_going: bool,
+    budget: Option<Budget>,
+) -> Result<Output, Error> {
     let n = plan.len();
     let info = RunInfo {
         nodes: n,
@@ -207,7 +219,7 @@ pub(crate) fn run(
                 cb.workers(&workers);
             }
         }
-        drive(plan, exec, callbacks, keep_going)
+        drive(plan, exec, callbacks, keep_going, budget)
     }));
     let errored = !matches!(result, Ok(Ok(_)));
     for cb in &callbacks[..started] {
@@ -236,6 +248,46 @@ struct State<'p> {
     /// dependency failed, that dependency (`NONE` when none did).
     failed: Vec<Option<Arc<TaskError>>>,
     poisoned: Vec<u32>,
+    /// With a memory budget (else `None`): what is held, and what was spilled.
+    mem: Option<Box<Memory>>,
+}
+
+/// The engine's accounting under a memory budget.
+struct Memory {
+    budget: Budget,
+    /// Bytes counted as held for each node (its value's, or its spilled skeleton's).
+    bytes: Vec<u64>,
+    /// The file holding each node's large arrays, once spilled (kept after a restore, so that
+    /// spilling it again writes nothing).
+    spilled: Vec<Option<Spilled>>,
+    /// Whether each task was handed out.
+    started: Vec<bool>,
+    /// Nodes whose value in memory may be large enough to spill (checked lazily).
+    large: Vec<u32>,
+    /// Bytes held now.
+    held: u64,
+    /// Expected bytes of the large results of units in flight, by their last node.
+    expected: Vec<u64>,
+    in_flight: u64,
+}
+
+impl Memory {
+    fn add(&mut self, i: usize, b: u64) {
+        self.bytes[i] += b;
+        self.held += b;
+        self.report();
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.held -= std::mem::take(&mut self.bytes[i]);
+        self.report();
+    }
+
+    fn report(&self) {
+        if let Some(s) = &self.budget.stats {
+            s.set_held(self.held);
+        }
+    }
 }
 
 /// No node.
@@ -256,16 +308,23 @@ impl State<'_> {
         let plan = self.plan;
         tracing::trace!(target: "forkgraph::engine", key = %plan.keys[node as usize], "finished");
         let i = node as usize;
+        if let Some(m) = &mut self.mem {
+            let b = value_bytes(&value);
+            if b as usize >= MIN_SPILL {
+                m.large.push(node);
+            }
+            m.add(i, b);
+        }
         self.values[i] = Some(value);
         for &d in plan.deps.get(node) {
             let h = &mut self.holders[d as usize];
             *h -= 1;
             if *h == 0 && !plan.requested[d as usize] {
-                self.values[d as usize] = None;
+                self.release(d as usize);
             }
         }
         if self.holders[i] == 0 && !plan.requested[i] {
-            self.values[i] = None;
+            self.release(i);
         }
         for &t in plan.dependents.get(node) {
             let w = &mut self.waiting[t as usize];
@@ -279,6 +338,156 @@ impl State<'_> {
                 }
             }
         }
+    }
+
+    /// Drops a node's value (and its spill file).
+    #[inline]
+    fn release(&mut self, i: usize) {
+        self.values[i] = None;
+        if let Some(m) = &mut self.mem {
+            m.remove(i);
+            m.spilled[i] = None;
+        }
+    }
+
+    /// Makes sure the value of node `d` is in memory (reads it back if it was spilled), first
+    /// spilling what is needed after `before` (a priority) if it would not fit.
+    fn ensure(&mut self, d: u32, before: u32) -> Result<(), Error> {
+        let i = d as usize;
+        let Some(m) = &self.mem else { return Ok(()) };
+        if self.values[i].is_some() {
+            return Ok(());
+        }
+        let Some(s) = &m.spilled[i] else {
+            return Ok(());
+        };
+        let need = s.bytes();
+        self.relieve(need, before)?;
+        let m = self.mem.as_mut().expect("a budget");
+        let s = m.spilled[i].as_ref().expect("spilled");
+        let v = s.restore(m.budget.stats.as_deref()).map_err(|e| {
+            Error::system(
+                format!("reading back the spilled result of {}", self.plan.keys[i]),
+                e,
+            )
+        })?;
+        let b = value_bytes(&v);
+        m.remove(i);
+        m.add(i, b);
+        m.large.push(d);
+        self.values[i] = Some(Arc::new(v));
+        Ok(())
+    }
+
+    /// Under a budget: spills held results, those needed latest by the static order first
+    /// (never one needed at or before priority `before`, nor one a running task reads), until
+    /// `need` more bytes fit or nothing more can be spilled.
+    fn relieve(&mut self, need: u64, before: u32) -> Result<(), Error> {
+        let plan = self.plan;
+        let Some(m) = self.mem.as_deref_mut() else {
+            return Ok(());
+        };
+        while m.held + m.in_flight + need > m.budget.limit {
+            let mut best: Option<(u32, u32, u64)> = None; // (next use, node, bytes)
+            let mut k = 0;
+            while k < m.large.len() {
+                let i = m.large[k] as usize;
+                let Some(v) = &self.values[i] else {
+                    m.large.swap_remove(k);
+                    continue;
+                };
+                if (m.bytes[i] as usize) < MIN_SPILL {
+                    m.large.swap_remove(k);
+                    continue;
+                }
+                k += 1;
+                if Arc::strong_count(v) > 1 {
+                    continue; // A running task reads it: spilling frees nothing.
+                }
+                let next = plan
+                    .dependents
+                    .get(i as u32)
+                    .iter()
+                    .filter(|&&t| !m.started[t as usize])
+                    .map(|&t| plan.priority[t as usize])
+                    .min()
+                    .unwrap_or(u32::MAX);
+                if next <= before && next != u32::MAX {
+                    continue;
+                }
+                if best.is_none_or(|(n, _, b)| (next, m.bytes[i]) > (n, b)) {
+                    best = Some((next, i as u32, m.bytes[i]));
+                }
+            }
+            let Some((_, node, _)) = best else { break };
+            let i = node as usize;
+            let v = self.values[i].take().expect("a held value");
+            if m.spilled[i].is_none() {
+                let dir = m
+                    .budget
+                    .dir
+                    .as_deref()
+                    .expect("a budget with a limit has a directory");
+                match crate::spill::spill(&v, dir, m.budget.stats.as_deref()) {
+                    Ok(Some(s)) => m.spilled[i] = Some(s),
+                    Ok(None) => {
+                        // Large only as a whole (many small parts): it stays.
+                        self.values[i] = Some(v);
+                        m.large.retain(|&x| x != node);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.values[i] = Some(v);
+                        return Err(Error::system(
+                            format!("spilling the result of {}", plan.keys[i]),
+                            e,
+                        ));
+                    }
+                }
+            }
+            tracing::trace!(target: "forkgraph::engine", key = %plan.keys[i], "spilled");
+            let skeleton = m.spilled[i].as_ref().map_or(0, Spilled::skeleton_bytes);
+            m.remove(i);
+            m.add(i, skeleton);
+        }
+        Ok(())
+    }
+
+    /// A job for `node`, its spilled inputs read back first.
+    #[inline]
+    fn job(
+        &mut self,
+        node: u32,
+        prev: Option<u32>,
+        callbacks: &[Arc<dyn Callbacks>],
+    ) -> Result<Job, Error> {
+        if self.mem.is_some() {
+            self.read_back_inputs(node, prev)?;
+        }
+        Ok(make_job(self.plan, node, &self.values, prev, callbacks))
+    }
+
+    /// Under a budget: reads back the spilled inputs of `node` (but `prev`, a chain's link
+    /// before it) and marks it handed out.
+    #[cold]
+    #[inline(never)]
+    fn read_back_inputs(&mut self, node: u32, prev: Option<u32>) -> Result<(), Error> {
+        let p = self.plan.priority[node as usize];
+        for (k, &d) in self.plan.deps.get(node).iter().enumerate() {
+            if prev != Some(k as u32) {
+                self.ensure(d, p)?;
+            }
+        }
+        self.mem.as_mut().expect("a budget").started[node as usize] = true;
+        Ok(())
+    }
+
+    /// With a budget: whether a task that may return a large result can start now (what is
+    /// held, what runs and what it is expected to add fit the budget).
+    fn fits(&self, expected: u64) -> bool {
+        self.mem
+            .as_deref()
+            .is_none_or(|m| m.held + m.in_flight + expected <= m.budget.limit)
     }
 
     /// With `keep_going`: records that `node` failed, releases its inputs, and fails (as
@@ -295,7 +504,7 @@ impl State<'_> {
                 let h = &mut self.holders[d as usize];
                 *h -= 1;
                 if *h == 0 && !plan.requested[d as usize] {
-                    self.values[d as usize] = None;
+                    self.release(d as usize);
                 }
             }
             for &t in plan.dependents.get(i) {
@@ -335,9 +544,9 @@ impl State<'_> {
 
     /// The chain that starts with `node`: extended while the last link is the only unfinished
     /// dependency of a dependent task, which can then run in the same place right after it.
-    fn chain(&mut self, node: u32, callbacks: &[Arc<dyn Callbacks>]) -> Vec<Job> {
+    fn chain(&mut self, node: u32, callbacks: &[Arc<dyn Callbacks>]) -> Result<Vec<Job>, Error> {
         let plan = self.plan;
-        let mut jobs = vec![make_job(plan, node, &self.values, None, callbacks)];
+        let mut jobs = vec![self.job(node, None, callbacks)?];
         let mut last = node;
         // A chain's links all have a timeout of their own or none do: a process pool times a
         // chain from when it started, which needs a time budget for every link.
@@ -357,16 +566,10 @@ impl State<'_> {
             l.send_back = !callbacks.is_empty()
                 || plan.requested[last as usize]
                 || plan.dependents.get(last).len() > 1;
-            jobs.push(make_job(
-                plan,
-                t,
-                &self.values,
-                prev.map(|i| i as u32),
-                callbacks,
-            ));
+            jobs.push(self.job(t, prev.map(|i| i as u32), callbacks)?);
             last = t;
         }
-        jobs
+        Ok(jobs)
     }
 }
 
@@ -375,6 +578,7 @@ fn drive(
     exec: &mut dyn Executor,
     callbacks: &[Arc<dyn Callbacks>],
     keep_going: bool,
+    budget: Option<Budget>,
 ) -> Result<Output, Error> {
     let n = plan.len();
     let mut by_priority = vec![0u32; n];
@@ -404,6 +608,18 @@ fn drive(
         } else {
             Vec::new()
         },
+        mem: budget.map(|budget| {
+            Box::new(Memory {
+                budget,
+                bytes: vec![0; n],
+                spilled: (0..n).map(|_| None).collect(),
+                started: vec![false; n],
+                large: Vec::new(),
+                held: 0,
+                expected: vec![0; n],
+                in_flight: 0,
+            })
+        }),
     };
     for i in 0..n as u32 {
         if st.waiting[i as usize] == 0 {
@@ -418,6 +634,15 @@ fn drive(
     // it ahead of the order would run producers before the consumers that free their results.
     // Jobs known to return small results are batched as before.
     let mut sizes = ResultSizes::new();
+    // Sizes matter only where jobs can be handed out ahead of free workers, or under a budget
+    // (not on the sync scheduler: one slot, one job at a time).
+    let gated = slots > parallelism || st.mem.is_some();
+    // Under a budget, every result that could be spilled counts as large.
+    let large_from = if st.mem.is_some() {
+        MIN_SPILL
+    } else {
+        LARGE_RESULT
+    };
     // Units in flight (a chain is one: its links run one after another in one worker), and
     // the last node of each unit handed out.
     let mut units = 0usize;
@@ -431,6 +656,10 @@ fn drive(
                 Kind::Value(v) => v.clone(),
                 Kind::Alias => {
                     let d = plan.deps.get(i)[0];
+                    if let Err(e) = st.ensure(d, plan.priority[i as usize]) {
+                        error.get_or_insert(e);
+                        continue;
+                    }
                     st.values[d as usize]
                         .clone()
                         .expect("alias target computed")
@@ -445,22 +674,76 @@ fn drive(
                     break;
                 };
                 let node = by_priority[p as usize];
-                if units >= parallelism && sizes.large(plan, node) {
+                // Looked up only when it matters (the sync scheduler never needs it).
+                let large = (units >= parallelism || st.mem.is_some())
+                    && sizes.large(plan, node, large_from);
+                if units >= parallelism && large {
                     break; // Wait, in the order's place, until a worker is free.
+                }
+                // Under a memory budget, a task that may return a large result starts only
+                // when it fits: while others run, wait for them (they may free memory); with
+                // nothing running, spill what is needed latest, then start it anyway (the
+                // graph must progress).
+                let expected = if large && st.mem.is_some() {
+                    sizes.expected(plan, node)
+                } else {
+                    0
+                };
+                if large && !st.fits(expected) {
+                    if units > 0 {
+                        break;
+                    }
+                    if let Err(e) = st.relieve(expected, p) {
+                        error = Some(e);
+                        break;
+                    }
                 }
                 st.ready.pop();
                 tracing::trace!(target: "forkgraph::engine", key = %plan.keys[node as usize], "dispatched");
                 units += 1;
+                // Counted before its inputs are read back, so that reading them back spills
+                // enough for its result too.
+                if let Some(m) = &mut st.mem {
+                    m.in_flight += expected;
+                }
                 if !chains {
+                    let job = match st.job(node, None, callbacks) {
+                        Ok(j) => j,
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    };
                     unit_end[node as usize] = true;
-                    exec.submit(make_job(plan, node, &st.values, None, callbacks));
+                    if let Some(m) = &mut st.mem {
+                        m.expected[node as usize] = expected;
+                    }
+                    exec.submit(job);
                     running += 1;
                     continue;
                 }
-                let mut jobs = st.chain(node, callbacks);
+                let mut jobs = match st.chain(node, callbacks) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                };
                 running += jobs.len();
                 if let Some(last) = jobs.last() {
                     unit_end[last.node as usize] = true;
+                    if let Some(m) = &mut st.mem {
+                        // Every link whose result comes back adds to what is held, not only
+                        // the head the hand-out was decided on.
+                        let links: u64 = jobs
+                            .iter()
+                            .filter(|j| j.send_back)
+                            .map(|j| sizes.expected(plan, j.node))
+                            .sum();
+                        let total = links.max(expected);
+                        m.in_flight += total - expected;
+                        m.expected[last.node as usize] = total;
+                    }
                 }
                 if jobs.len() == 1 {
                     exec.submit(jobs.pop().expect("a job"));
@@ -481,11 +764,14 @@ fn drive(
             running -= 1;
             if std::mem::take(&mut unit_end[d.node as usize]) {
                 units -= 1;
+                if let Some(m) = &mut st.mem {
+                    m.in_flight -= std::mem::take(&mut m.expected[d.node as usize]);
+                }
             }
             match d.result {
                 Ok(v) => {
                     // A chain link's result that stayed in its worker says nothing of its size.
-                    if !Arc::ptr_eq(&v, placeholder()) {
+                    if gated && !Arc::ptr_eq(&v, placeholder()) {
                         sizes.learn(plan, d.node, &v);
                     }
                     let key = &plan.keys[d.node as usize];
@@ -552,10 +838,26 @@ fn drive(
             }
         }
     }
-    if let Some(e) = error {
-        return Err(e);
+    if error.is_none() && st.mem.is_some() {
+        for i in 0..n as u32 {
+            if plan.requested[i as usize] {
+                if let Err(e) = st.ensure(i, 0) {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
     }
-    Ok(collect(&plan.outputs, &st.values, &st.failed))
+    let out = match error {
+        Some(e) => Err(e),
+        None => Ok(collect(&plan.outputs, &st.values, &st.failed)),
+    };
+    if let Some(m) = &mut st.mem {
+        // Everything this run held is dropped on return.
+        m.held = 0;
+        m.report();
+    }
+    out
 }
 
 fn report_worker_events(exec: &mut dyn Executor, callbacks: &[Arc<dyn Callbacks>]) {
@@ -577,12 +879,12 @@ fn function_of(plan: &Plan, node: u32) -> &'static str {
 const LARGE_RESULT: usize = 1 << 20;
 
 /// The largest result each function has returned in this run, by function id (`usize::MAX`:
-/// none yet, so possibly large).
-struct ResultSizes(Vec<usize>);
+/// none yet, so possibly large), and the largest of all.
+struct ResultSizes(Vec<usize>, usize);
 
 impl ResultSizes {
     fn new() -> ResultSizes {
-        ResultSizes(Vec::new())
+        ResultSizes(Vec::new(), 0)
     }
 
     fn func(plan: &Plan, node: u32) -> Option<usize> {
@@ -592,27 +894,30 @@ impl ResultSizes {
         }
     }
 
-    /// Whether `node`'s result may be large.
-    fn large(&self, plan: &Plan, node: u32) -> bool {
-        Self::func(plan, node).is_some_and(|f| self.0.get(f).is_none_or(|&b| b >= LARGE_RESULT))
+    /// Whether `node`'s result may be at least `from` bytes.
+    fn large(&self, plan: &Plan, node: u32, from: usize) -> bool {
+        Self::func(plan, node).is_some_and(|f| self.0.get(f).is_none_or(|&b| b >= from))
     }
 
-    /// Records the size of `node`'s result (a shallow estimate: an array's or string's bytes,
-    /// a list's or map's length in words).
+    /// The largest result `node`'s function has returned so far.
+    /// For a function that has not returned yet, the largest result of any function so far.
+    fn expected(&self, plan: &Plan, node: u32) -> u64 {
+        Self::func(plan, node).map_or(0, |f| match self.0.get(f) {
+            Some(&b) if b != usize::MAX => b as u64,
+            _ => self.1 as u64,
+        })
+    }
+
+    /// Records the size of `node`'s result (see [`result_bytes`]).
     fn learn(&mut self, plan: &Plan, node: u32, v: &Value) {
         let Some(f) = Self::func(plan, node) else {
             return;
         };
-        let bytes = match v {
-            Value::Array(_) | Value::Encoded(..) => v.array_bytes(),
-            Value::Str(s) => s.len(),
-            Value::List(l) => l.len() * 8,
-            Value::Map(m) => m.len() * 16,
-            _ => 8,
-        };
+        let bytes = result_bytes(v);
         if self.0.len() <= f {
             self.0.resize(f + 1, usize::MAX);
         }
+        self.1 = self.1.max(bytes);
         let e = &mut self.0[f];
         *e = if *e == usize::MAX {
             bytes
@@ -620,6 +925,32 @@ impl ResultSizes {
             (*e).max(bytes)
         };
     }
+}
+
+/// A result's size for handing out jobs: arrays, encoded values and strings, also inside lists
+/// and maps (at most 64 elements of each are looked at; the rest are assumed alike), and a word
+/// per other element.
+fn result_bytes(v: &Value) -> usize {
+    fn sized(v: &Value, depth: u32) -> usize {
+        match v {
+            Value::Array(_) | Value::Encoded(..) => v.array_bytes(),
+            Value::Str(s) => s.len(),
+            Value::List(l) if depth < 4 => sample(l.len(), l.iter().map(|x| sized(x, depth + 1))),
+            Value::Map(m) if depth < 4 => {
+                sample(m.len(), m.values().map(|x| 16 + sized(x, depth + 1)))
+            }
+            Value::List(l) => l.len() * 8,
+            Value::Map(m) => m.len() * 16,
+            _ => 8,
+        }
+    }
+    fn sample(n: usize, sizes: impl Iterator<Item = usize>) -> usize {
+        let (k, sum) = sizes
+            .take(64)
+            .fold((0usize, 0usize), |(k, s), b| (k + 1, s + b));
+        sum.checked_div(k).map_or(0, |per| per * n)
+    }
+    sized(v, 0)
 }
 
 /// Longest chain handed out at once.

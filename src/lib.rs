@@ -50,6 +50,7 @@ pub mod order;
 mod plan;
 mod process;
 mod scheduler;
+mod spill;
 mod sync;
 mod threaded;
 mod typed;
@@ -83,6 +84,7 @@ pub use process::{
     Submitted, DEFAULT_FORK_SERVER_TIMEOUT, DEFAULT_SEGMENT_THRESHOLD,
 };
 pub use scheduler::{GetOptions, Scheduler};
+pub use spill::MemoryStats;
 pub use sync::{get, get_value, SyncScheduler};
 pub use threaded::{ThreadPool, ThreadPoolBuilder};
 pub use typed::{typed_key, ArgFor, ItemFor, TaskHandle, TaskReturn, TypedKey, TypedTask};

@@ -20,6 +20,9 @@ pub struct GetOptions {
     pub(crate) callbacks: Vec<Arc<dyn Callbacks>>,
     pub(crate) plan: PlanOptions,
     pub(crate) keep_going: bool,
+    pub(crate) memory_budget: Option<u64>,
+    pub(crate) spill_dir: Option<std::path::PathBuf>,
+    pub(crate) memory_stats: Option<Arc<crate::MemoryStats>>,
 }
 
 impl GetOptions {
@@ -56,6 +59,37 @@ impl GetOptions {
         self
     }
 
+    /// Bounds the bytes of results held at once (for this `get`, overriding the scheduler's
+    /// `memory_budget`; the only way on [`SyncScheduler`](crate::SyncScheduler)). Above it, tasks
+    /// that may return large results are held back while others run, and then held results
+    /// needed latest are spilled to unnamed files in the spill directory and read back when a
+    /// dependent starts. A budget smaller than what one task needs (its inputs and its result)
+    /// does not fail: that task runs anyway, the rest spilled. On a process pool, the caches
+    /// of each worker set aside by the pool's own
+    /// [`memory_budget`](crate::ProcessPoolBuilder::memory_budget) (256 MiB each when the pool
+    /// has none) come off this budget.
+    pub fn memory_budget(mut self, bytes: u64) -> GetOptions {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// Where spill files go for this `get` (default: the scheduler's spill directory, else the
+    /// system's temporary directory). A directory `forkgraph-spill-<pid>-<n>` is made in it
+    /// and removed when the `get` ends; the files in it have no names, so nothing is left
+    /// behind even when the process is killed. A directory that cannot be used fails the `get`
+    /// before anything runs ([`Error::System`](crate::Error::System), naming it).
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> GetOptions {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// Reports the bytes held, spilled and read back during this `get` into `stats` (also
+    /// without a budget: then nothing is spilled, and the peak of held bytes is measured).
+    pub fn memory_stats(mut self, stats: Arc<crate::MemoryStats>) -> GetOptions {
+        self.memory_stats = Some(stats);
+        self
+    }
+
     /// Substitutes literal nodes into the tasks that read them.
     pub fn inline_literals(mut self, on: bool) -> GetOptions {
         self.plan.inline_literals = on;
@@ -70,6 +104,8 @@ impl fmt::Debug for GetOptions {
             .field("fuse", &self.plan.fuse)
             .field("inline_literals", &self.plan.inline_literals)
             .field("keep_going", &self.keep_going)
+            .field("memory_budget", &self.memory_budget)
+            .field("spill_dir", &self.spill_dir)
             .finish()
     }
 }

@@ -85,11 +85,13 @@ pub(crate) fn run_inline(
 impl Scheduler for SyncScheduler {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
         let plan = plan(graph, keys, opts)?;
-        engine::run(
+        let budget = crate::spill::budget_for(opts, None, 0)?;
+        engine::run_with(
             &plan,
             &mut Inline { done: Vec::new() },
             &opts.callbacks,
             opts.keep_going,
+            budget,
         )
     }
 }

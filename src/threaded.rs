@@ -17,6 +17,7 @@ use crate::error::{BuildError, Error};
 use crate::graph::Graph;
 use crate::key::Keys;
 use crate::scheduler::{plan, GetOptions, Scheduler};
+use crate::spill::PoolMemory;
 use crate::sync::run_job;
 
 /// Most jobs in one message to the pool.
@@ -38,6 +39,7 @@ struct Inner {
     tx: Option<Sender<Batch>>,
     threads: usize,
     handles: Mutex<Vec<JoinHandle<()>>>,
+    memory: Option<PoolMemory>,
 }
 
 impl Drop for Inner {
@@ -60,6 +62,10 @@ impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThreadPool")
             .field("threads", &self.inner.threads)
+            .field(
+                "memory_budget",
+                &self.inner.memory.as_ref().map(|m| m.budget),
+            )
             .finish()
     }
 }
@@ -68,6 +74,8 @@ impl std::fmt::Debug for ThreadPool {
 #[derive(Debug, Clone, Default)]
 pub struct ThreadPoolBuilder {
     threads: Option<usize>,
+    memory_budget: Option<u64>,
+    spill_dir: Option<std::path::PathBuf>,
 }
 
 impl ThreadPoolBuilder {
@@ -79,15 +87,37 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// Bounds the bytes of results a `get` holds at once; above it, results needed latest are
+    /// spilled to disk (see [`GetOptions::memory_budget`], which overrides it per `get`).
+    #[must_use]
+    pub fn memory_budget(mut self, bytes: u64) -> ThreadPoolBuilder {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// Where spilled results go (default: the system's temporary directory): `build` makes a
+    /// directory `forkgraph-spill-<pid>-<n>` in it, removed when the pool is dropped (see
+    /// [`GetOptions::spill_dir`]). Used only with a [`memory_budget`](Self::memory_budget).
+    #[must_use]
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> ThreadPoolBuilder {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
     /// Starts the threads.
     ///
     /// # Errors
-    /// When `threads(0)` was asked or a thread cannot be spawned.
+    /// When `threads(0)` was asked, a thread cannot be spawned, or (with a memory budget) the
+    /// spill directory is missing or not writable.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         let threads = match self.threads {
             Some(0) => return Err(BuildError::new("a thread pool needs at least one thread")),
             Some(n) => n,
             None => crate::default_parallelism(),
+        };
+        let memory = match self.memory_budget {
+            Some(b) => Some(PoolMemory::new(b, self.spill_dir.as_deref())?),
+            None => None,
         };
         static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -117,6 +147,7 @@ impl ThreadPoolBuilder {
                 tx: Some(tx),
                 threads,
                 handles: Mutex::new(handles),
+                memory,
             }),
         })
     }
@@ -224,6 +255,7 @@ impl Scheduler for ThreadPool {
             reply_tx,
             reply_rx,
         };
-        engine::run(&plan, &mut exec, &opts.callbacks, opts.keep_going)
+        let budget = crate::spill::budget_for(opts, self.inner.memory.as_ref(), 0)?;
+        engine::run_with(&plan, &mut exec, &opts.callbacks, opts.keep_going, budget)
     }
 }

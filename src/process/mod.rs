@@ -23,6 +23,7 @@ use crate::error::{BuildError, Error};
 use crate::graph::{Arg, Graph, IntoArg, Task};
 use crate::key::{Key, Keys};
 use crate::scheduler::{plan, GetOptions, Scheduler};
+use crate::spill::PoolMemory;
 
 pub(crate) use runner::Pool;
 
@@ -44,6 +45,11 @@ pub(crate) struct Config {
     pub(crate) init: Option<(String, Vec<Arg>)>,
     /// What workers may do (see [`Sandbox`]); `None`: everything their uid may.
     pub(crate) sandbox: Option<Arc<Sandbox>>,
+    /// The memory budget and where spill files go (see `spill`).
+    pub(crate) memory_budget: Option<u64>,
+    pub(crate) spill_dir: Option<std::path::PathBuf>,
+    /// Set up by `build` from the two above.
+    pub(crate) memory: Option<PoolMemory>,
     /// Most units handed to one worker at once (`None`: adaptive).
     pub(crate) max_queue: Option<usize>,
 }
@@ -79,6 +85,9 @@ impl Default for ProcessPoolBuilder {
                 server_timeout: DEFAULT_FORK_SERVER_TIMEOUT,
                 init: None,
                 sandbox: None,
+                memory_budget: None,
+                spill_dir: None,
+                memory: None,
                 max_queue: None,
             },
         }
@@ -241,6 +250,28 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Bounds the memory results take, in this process and in the workers together. Each
+    /// worker's caches (free recyclable segments, and mappings of recycled inputs) are capped
+    /// at `bytes / (8 * workers)` each (at most 256 MiB, the default), and those caps come off
+    /// the budget; the rest bounds the results the pool holds for a `get`. Above it, tasks
+    /// that may return large results are held back while others run, then held results needed
+    /// latest are spilled to disk and read back into shared segments when a dependent starts
+    /// (see [`GetOptions::memory_budget`], which overrides it per `get`).
+    #[must_use]
+    pub fn memory_budget(mut self, bytes: u64) -> ProcessPoolBuilder {
+        self.cfg.memory_budget = Some(bytes);
+        self
+    }
+
+    /// Where spilled results go (default: the system's temporary directory): `build` makes a
+    /// directory `forkgraph-spill-<pid>-<n>` in it, removed when the pool is dropped (see
+    /// [`GetOptions::spill_dir`]). Used only with a [`memory_budget`](Self::memory_budget).
+    #[must_use]
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> ProcessPoolBuilder {
+        self.cfg.spill_dir = Some(dir.into());
+        self
+    }
+
     /// Starts the fork server and the workers.
     ///
     /// Open files: every result the pool holds in a shared segment is an fd in this process.
@@ -250,11 +281,16 @@ impl ProcessPoolBuilder {
     /// the limit).
     ///
     /// # Errors
-    /// When `workers(0)` was asked, the executable cannot be re-executed, or a worker does not
-    /// start.
-    pub fn build(self) -> Result<ProcessPool, BuildError> {
+    /// When `workers(0)` was asked, the executable cannot be re-executed, a worker does not
+    /// start, or (with a memory budget) the spill directory is missing or not writable.
+    pub fn build(mut self) -> Result<ProcessPool, BuildError> {
         if self.cfg.workers == 0 {
             return Err(BuildError::new("a process pool needs at least one worker"));
+        }
+        if let Some(b) = self.cfg.memory_budget {
+            self.cfg.memory = Some(PoolMemory::new(b, self.cfg.spill_dir.as_deref())?);
+            let per = (b / (8 * self.cfg.workers as u64)).min(DEFAULT_CACHE_BYTES);
+            self.cfg.limits.cache_bytes = Some(per);
         }
         let init = match &self.cfg.init {
             Some((function, args)) => Some(compile_init(function, args)?),
@@ -359,6 +395,7 @@ impl std::fmt::Debug for ProcessPool {
             .field("retries", &self.cfg.retries)
             .field("max_worker_deaths", &self.cfg.max_worker_deaths)
             .field("task_timeout", &self.cfg.task_timeout)
+            .field("memory_budget", &self.cfg.memory_budget)
             .finish()
     }
 }
@@ -538,6 +575,9 @@ impl Submitted {
 impl Scheduler for ProcessPool {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
         let plan = plan(graph, keys, opts)?;
+        let caches = self.cfg.limits.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+        let reserved = 2 * caches * self.cfg.workers as u64;
+        let budget = crate::spill::budget_for(opts, self.cfg.memory.as_ref(), reserved)?;
         let me = Arc::as_ptr(&self.pool) as usize;
         if IN_GET.with(|g| g.get()) == me {
             return Err(Error::Scheduler(
@@ -550,6 +590,10 @@ impl Scheduler for ProcessPool {
         let _inside = InGet::enter(me);
         let watched = !opts.callbacks.is_empty();
         let mut exec = executor::ProcExec::new(&mut pool, &self.cfg, &plan.keys, watched);
-        engine::run(&plan, &mut exec, &opts.callbacks, opts.keep_going)
+        engine::run_with(&plan, &mut exec, &opts.callbacks, opts.keep_going, budget)
     }
 }
+
+/// What each worker caches at most by default: free segments, and mappings of recycled inputs
+/// (each).
+const DEFAULT_CACHE_BYTES: u64 = 256 << 20;

@@ -38,6 +38,10 @@ pub struct Limits {
     pub segment_threshold: Option<u64>,
     /// Whether those segments are recycled (see [`crate::segments`]).
     pub recycle_segments: bool,
+    /// Most bytes of free recyclable segments, and most bytes of cached mappings of recycled
+    /// inputs, the worker keeps (each; `None`: 256 MiB each). A pool with a memory budget sets
+    /// it so that what workers cache is part of the budget.
+    pub cache_bytes: Option<u64>,
     /// `log` records forwarded to the parent, up to this level (0 off, 1 error .. 5 trace).
     pub log_level: u8,
     /// `tracing` events forwarded to the parent, up to this level (as `log_level`).

@@ -26,6 +26,7 @@ pub(crate) fn serve(
     init: Option<&crate::exec::TaskSpec>,
 ) -> i32 {
     crate::logs::install(sock, limits.log_level, limits.trace_level);
+    recycler::set_cache_bytes(limits.cache_bytes);
     let init = init.and_then(|spec| exec::run(spec, &[] as &[Value]).err());
     let failed = init.is_some();
     let hello = FromWorker::Hello {

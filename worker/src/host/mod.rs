@@ -47,3 +47,13 @@ pub fn open_file_limit() -> u64 {
 pub fn raise_open_file_limit(need: u64) -> u64 {
     crate::sys::raise_fd_limit_for(need)
 }
+
+/// A new, empty file in `dir` that has no name (`O_TMPFILE`, or a name removed right after
+/// creation where the file system lacks it): nothing is left on disk once it is closed, even
+/// when the process is killed. For spilling results to disk.
+///
+/// # Errors
+/// When `dir` is not a writable directory, or the file system is full.
+pub fn anonymous_file_in(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    crate::sys::anonymous_file_in(dir)
+}

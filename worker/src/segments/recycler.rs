@@ -3,12 +3,30 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::sys::{MapCache, RecyclableWriter};
 
-/// Most bytes of free segments a worker keeps for reuse.
-const MAX_FREE_BYTES: usize = 256 << 20;
+/// Most bytes of free segments a worker keeps for reuse, and of cached mappings of recycled
+/// inputs (each), unless [`set_cache_bytes`] said otherwise.
+const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
+static CACHE_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_CACHE_BYTES);
+
+/// Sets the most bytes of free segments, and of cached input mappings, this worker keeps
+/// (`None`: the default, 256 MiB each).
+pub(crate) fn set_cache_bytes(bytes: Option<u64>) {
+    let b = bytes.map_or(DEFAULT_CACHE_BYTES, |b| {
+        usize::try_from(b).unwrap_or(usize::MAX)
+    });
+    CACHE_BYTES.store(b, Ordering::Relaxed);
+}
+
+/// The most bytes of free segments (and of cached input mappings) kept.
+pub(crate) fn cache_bytes() -> usize {
+    CACHE_BYTES.load(Ordering::Relaxed)
+}
 
 /// A worker's recyclable segments: those it sent and not yet freed, and free ones.
 #[derive(Default)]
@@ -73,7 +91,8 @@ pub(crate) fn free(inodes: &[u64]) {
                 }
             }
         }
-        while r.free_bytes > MAX_FREE_BYTES && !r.free.is_empty() {
+        let max = cache_bytes();
+        while r.free_bytes > max && !r.free.is_empty() {
             let w = r.free.remove(0);
             r.free_bytes -= w.cap();
         }

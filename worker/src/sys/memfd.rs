@@ -50,6 +50,10 @@ fn writable_memfd(len: usize) -> io::Result<(memmap2::MmapMut, OwnedFd, Charge)>
     // SAFETY: the memfd was just created and is known only to this process: nothing else can
     // truncate or write it while this mapping lives (its producer is its only writer).
     let map = unsafe { memmap2::MmapOptions::new().len(len.max(1)).map_mut(&file)? };
+    // A process forked meanwhile (by a task, or by a parent that starts processes from another
+    // thread) must not inherit a writable view: sealing (F_SEAL_WRITE) fails with EBUSY while
+    // any writable mapping exists, and a recycled segment must have no writer but this one.
+    let _ = map.advise(memmap2::Advice::DontFork);
     Ok((map, OwnedFd::from(file), charge))
 }
 
@@ -286,16 +290,13 @@ impl Drop for Segment {
 }
 
 /// Read-only mappings of recyclable segments kept between uses, by inode (at most
-/// [`MapCache::MAX_BYTES`]; mappings no segment uses are dropped first).
+/// `recycler::cache_bytes()`; mappings no segment uses are dropped first).
 #[derive(Debug, Default)]
 pub(crate) struct MapCache {
     maps: Vec<(u64, std::sync::Arc<memmap2::Mmap>)>,
 }
 
 impl MapCache {
-    /// Most bytes of mappings kept.
-    pub(crate) const MAX_BYTES: usize = 256 << 20;
-
     fn get(&mut self, ino: u64, size: usize) -> Option<std::sync::Arc<memmap2::Mmap>> {
         let i = self
             .maps
@@ -313,7 +314,8 @@ impl MapCache {
         self.maps.push((ino, m));
         let mut total: usize = self.maps.iter().map(|(_, m)| m.len()).sum();
         let mut i = 0;
-        while total > Self::MAX_BYTES && i < self.maps.len() {
+        let max = crate::segments::recycler::cache_bytes();
+        while total > max && i < self.maps.len() {
             if std::sync::Arc::strong_count(&self.maps[i].1) == 1 {
                 total -= self.maps[i].1.len();
                 self.maps.remove(i);
@@ -356,8 +358,6 @@ impl RecyclableWriter {
     pub(crate) fn new(cap: usize) -> io::Result<RecyclableWriter> {
         use nix::fcntl::SealFlag;
         let (map, fd, charge) = writable_memfd(cap)?;
-        // A process a task forks (without exec) must not inherit a writable view.
-        let _ = map.advise(memmap2::Advice::DontFork);
         // From here on this mapping is the only way to write it.
         fcntl(
             fd.as_fd(),

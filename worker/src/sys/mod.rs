@@ -19,6 +19,7 @@ pub(crate) mod process;
 pub(crate) mod sandbox;
 pub(crate) mod signals;
 pub(crate) mod socket;
+pub(crate) mod tmpfile;
 
 pub(crate) use limits::*;
 pub(crate) use memfd::*;
@@ -31,6 +32,7 @@ pub(crate) use sandbox::{
 };
 pub(crate) use signals::*;
 pub(crate) use socket::*;
+pub(crate) use tmpfile::*;
 
 fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
