@@ -342,6 +342,9 @@ pub enum Error {
         /// The system error.
         source: std::io::Error,
     },
+    /// The call was cancelled (its handle's `cancel`, or a dropped future) before it finished.
+    #[error("cancelled before it finished")]
+    Cancelled,
 }
 
 impl Error {

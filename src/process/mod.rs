@@ -5,13 +5,15 @@
 //! talk to the pool over Unix stream sockets (postcard frames) and publish the task they run in a
 //! shared page. A worker that dies is seen at once (end-of-file on its socket), reaped by the
 //! fork server (which reports the signal or exit code), blamed precisely through its page, and
-//! replaced. `get` calls on one pool take turns (the pool is behind a mutex).
+//! replaced. Any number of `get`, `map` and submitted calls share one pool at the same time (see
+//! `shared`: whichever waiting caller finds the workers free drives them for everybody).
 
 mod executor;
 mod logs;
 mod runner;
+mod shared;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use forkgraph_worker::proto::Limits;
@@ -231,9 +233,15 @@ impl ProcessPoolBuilder {
             None => None,
         };
         let pool = Pool::start(&self.cfg, init).map_err(build_error)?;
+        let cfg = Arc::new(self.cfg);
+        let runner = runner::Runner::new(pool, Arc::clone(&cfg));
+        let shared = shared::Shared::new(runner)
+            .map_err(|e| BuildError::io("cannot make the pool's wake-up pipe", e))?;
         Ok(ProcessPool {
-            pool: Arc::new(Mutex::new(pool)),
-            cfg: Arc::new(self.cfg),
+            inner: Arc::new(Inner {
+                shared: Arc::new(shared),
+            }),
+            cfg,
         })
     }
 }
@@ -306,8 +314,20 @@ fn compile_init(
 /// ```
 #[derive(Clone)]
 pub struct ProcessPool {
-    pool: Arc<Mutex<Pool>>,
+    inner: Arc<Inner>,
     cfg: Arc<Config>,
+}
+
+/// What the clones of one pool share; when the last is gone, the driver thread stops (once
+/// no submitted call is left) and the workers with the shared state.
+struct Inner {
+    shared: Arc<shared::Shared>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
 }
 
 impl std::fmt::Debug for ProcessPool {
@@ -335,27 +355,25 @@ impl ProcessPool {
         ProcessPool::builder().build()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Pool> {
-        // A panic while holding the lock leaves the pool in a consistent state: every method
-        // that mutates it re-checks its workers first.
-        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    fn shared(&self) -> &Arc<shared::Shared> {
+        &self.inner.shared
     }
 
-    /// Process ids of the current workers.
+    /// Process ids of the current workers (waits while a call drives the workers).
     pub fn worker_pids(&self) -> Vec<i32> {
-        self.lock().pids()
+        self.shared().with_runner(|r| r.pool.pids())
     }
 
     /// Process id of the fork server.
     #[doc(hidden)]
     pub fn fork_server_pid(&self) -> i32 {
-        self.lock().server_pid()
+        self.shared().with_runner(|r| r.pool.server_pid())
     }
 
     /// How many workers were started since the pool was built (initial ones included).
     #[doc(hidden)]
     pub fn workers_started(&self) -> u64 {
-        self.lock().started()
+        self.shared().with_runner(|r| r.pool.started())
     }
 
     /// Kills one worker (SIGKILL) and waits until its replacement is ready; returns the new
@@ -365,7 +383,9 @@ impl ProcessPool {
     /// When the replacement cannot be started.
     #[doc(hidden)]
     pub fn restart_worker(&self, index: usize) -> Result<i32, Error> {
-        self.lock().restart(index).map_err(scheduler_error)
+        self.shared()
+            .with_runner(|r| r.pool.restart(index))
+            .map_err(scheduler_error)
     }
 
     /// Applies a registered function to every item, in parallel; results in item order.
@@ -495,8 +515,8 @@ impl Submitted {
 
 impl Scheduler for ProcessPool {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
-        let plan = plan(graph, keys, opts)?;
-        let me = Arc::as_ptr(&self.pool) as usize;
+        let plan = Arc::new(plan(graph, keys, opts)?);
+        let me = Arc::as_ptr(&self.inner) as usize;
         if IN_GET.with(|g| g.get()) == me {
             return Err(Error::Scheduler(
                 "get on a process pool from inside one of its own callbacks would wait for \
@@ -504,10 +524,10 @@ impl Scheduler for ProcessPool {
                     .into(),
             ));
         }
-        let mut pool = self.lock();
         let _inside = InGet::enter(me);
         let watched = !opts.callbacks.is_empty();
-        let mut exec = executor::ProcExec::new(&mut pool, &self.cfg, &plan.keys, watched);
+        let labels: Arc<dyn runner::Labels> = plan.clone();
+        let mut exec = executor::ProcExec::new(self.shared(), labels, watched);
         engine::run(&plan, &mut exec, &opts.callbacks, opts.keep_going)
     }
 }

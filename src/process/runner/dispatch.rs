@@ -7,7 +7,7 @@ use forkgraph_worker::segments;
 
 use super::*;
 
-impl Runner<'_> {
+impl Runner {
     pub(super) fn depth(&self, i: usize) -> usize {
         let w = &self.pool.workers[i];
         if w.avg_unit_ns <= 0.0 {
@@ -61,6 +61,7 @@ impl Runner<'_> {
     /// Hands pending units to workers with room, least loaded first; suspects only to a worker
     /// (or a pool) with nothing else to do.
     pub(super) fn dispatch(&mut self) -> Result<(), Error> {
+        self.kill_cancelled();
         self.bury_dead()?;
         self.recycle()?;
         self.refresh_for_suspect()?;
@@ -98,7 +99,7 @@ impl Runner<'_> {
                 }
                 return Err(self.fd_exhausted());
             }
-            let front = &self.pending[0];
+            let front = self.pending.front().expect("pending unit");
             if let Some(budget) = budget {
                 // Start a unit only if what is held, what runs and what it will add fit the
                 // budget; a unit of unknown size only when nothing else runs. With nothing
