@@ -159,6 +159,14 @@ pub enum TaskErrorKind {
         /// Details (what the worker reported, or how it died).
         detail: String,
     },
+    /// The task ran, but its result is not of the type the caller asked for (a typed `map` or
+    /// `submit` whose function returned another kind of value).
+    Output {
+        /// The type the caller expected.
+        expected: String,
+        /// What the result was.
+        got: String,
+    },
 }
 
 impl TaskErrorKind {
@@ -230,6 +238,9 @@ impl std::fmt::Display for TaskErrorKind {
                     f,
                     "ran out of its worker's memory limit ({limit} bytes): {detail}"
                 )
+            }
+            TaskErrorKind::Output { expected, got } => {
+                write!(f, "its result is not of the expected type: expected {expected}, got {got}")
             }
         }
     }

@@ -41,7 +41,9 @@ mod diagnostics;
 mod engine;
 mod error;
 mod graph;
+mod handle;
 mod key;
+mod names;
 mod nesting;
 mod optimize;
 pub mod order;
@@ -71,10 +73,12 @@ pub use forkgraph_worker::{
     Integer, IntoOutput, IntoValue, Mismatch, ReturnedError, Rkyv, Serde, SharedVec, Value,
 };
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
+pub use handle::{as_completed, AsCompleted, GetFuture, Submitted};
 pub use key::{Key, KeyPart, Keys};
+pub use names::Args;
 pub use nesting::MAX_NESTING;
 pub use process::{
-    ProcessPool, ProcessPoolBuilder, Submitted, DEFAULT_FORK_SERVER_TIMEOUT,
+    ProcessPool, ProcessPoolBuilder, Unordered, DEFAULT_FORK_SERVER_TIMEOUT,
     DEFAULT_SEGMENT_THRESHOLD,
 };
 pub use scheduler::{GetOptions, Scheduler};

@@ -29,8 +29,18 @@ impl ProcExec {
     /// An executor on the pool; `labels` name the tasks (by node) in what they log;
     /// `watched`: whether callbacks want worker lifecycle events.
     pub(crate) fn new(shared: &Arc<Shared>, labels: Arc<dyn Labels>, watched: bool) -> ProcExec {
-        let (slots, parallelism, workers) = shared.layout(watched);
         let caller = shared.register(false);
+        ProcExec::with_caller(shared, caller, labels, watched)
+    }
+
+    /// An executor for a caller already registered (whose drop it then owns).
+    pub(crate) fn with_caller(
+        shared: &Arc<Shared>,
+        caller: u64,
+        labels: Arc<dyn Labels>,
+        watched: bool,
+    ) -> ProcExec {
+        let (slots, parallelism, workers) = shared.layout(watched);
         ProcExec {
             shared: Arc::clone(shared),
             caller,

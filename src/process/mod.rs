@@ -8,23 +8,24 @@
 //! replaced. Any number of `get`, `map` and submitted calls share one pool at the same time (see
 //! `shared`: whichever waiting caller finds the workers free drives them for everybody).
 
+pub(crate) mod calls;
 mod executor;
 mod logs;
-mod runner;
-mod shared;
+pub(crate) mod runner;
+pub(crate) mod shared;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use forkgraph_worker::proto::Limits;
-use forkgraph_worker::Value;
 
 use crate::engine::{self, Output};
 use crate::error::{BuildError, Error};
-use crate::graph::{Arg, Graph, IntoArg, Task};
+use crate::graph::{Arg, Graph, Task};
 use crate::key::{Key, Keys};
 use crate::scheduler::{plan, GetOptions, Scheduler};
 
+pub use calls::Unordered;
 pub(crate) use runner::Pool;
 
 /// Settings of a pool.
@@ -387,74 +388,6 @@ impl ProcessPool {
             .with_runner(|r| r.pool.restart(index))
             .map_err(scheduler_error)
     }
-
-    /// Applies a registered function to every item, in parallel; results in item order.
-    ///
-    /// # Errors
-    /// As `get`: the first failing item's error names its key (`("map", index)`).
-    pub fn map<I, A>(&self, function: &str, items: I) -> Result<Vec<Value>, Error>
-    where
-        I: IntoIterator<Item = A>,
-        A: IntoArg,
-    {
-        self.map_with(function, items, &GetOptions::default())
-    }
-
-    /// [`ProcessPool::map`] with options (callbacks: a progress bar, a profiler).
-    ///
-    /// # Errors
-    /// As [`ProcessPool::map`].
-    pub fn map_with<I, A>(
-        &self,
-        function: &str,
-        items: I,
-        opts: &GetOptions,
-    ) -> Result<Vec<Value>, Error>
-    where
-        I: IntoIterator<Item = A>,
-        A: IntoArg,
-    {
-        let mut g = Graph::new();
-        let mut keys = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
-            let k = Key::from(("map", i));
-            g.insert(k.clone(), Task::new(function, vec![item.into_arg()]));
-            keys.push(Keys::One(k));
-        }
-        let out = self.get_with(&g, &Keys::List(keys), opts)?;
-        Ok(match out {
-            Output::List(l) => l
-                .into_iter()
-                .map(|o| match o {
-                    Output::Failed(e) => Err(Error::Task(e)),
-                    o => Ok(o.into_value()),
-                })
-                .collect::<Result<_, _>>()?,
-            Output::Value(v) => vec![v],
-            Output::Failed(e) => return Err(Error::Task(e)),
-        })
-    }
-
-    /// Runs one call of a registered function in the background; wait on the handle.
-    pub fn submit(&self, function: &str, args: Vec<Arg>) -> Submitted {
-        self.submit_with(function, args, GetOptions::default())
-    }
-
-    /// [`ProcessPool::submit`] with options; its callbacks run in the background thread that
-    /// waits for the call.
-    pub fn submit_with(&self, function: &str, args: Vec<Arg>, opts: GetOptions) -> Submitted {
-        let pool = self.clone();
-        let mut g = Graph::new();
-        g.insert("submit", Task::new(function, args));
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let r = pool
-                .get_with(&g, &Keys::One(Key::from("submit")), &opts)
-                .map(Output::into_value);
-            let _ = tx.send(r);
-        });
-        Submitted { rx, result: None }
-    }
 }
 
 thread_local!(static IN_GET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
@@ -471,45 +404,6 @@ impl InGet {
 impl Drop for InGet {
     fn drop(&mut self) {
         IN_GET.with(|g| g.set(self.0));
-    }
-}
-
-/// A call started with [`ProcessPool::submit`].
-#[derive(Debug)]
-pub struct Submitted {
-    rx: crossbeam_channel::Receiver<Result<Value, Error>>,
-    result: Option<Result<Value, Error>>,
-}
-
-impl Submitted {
-    /// Whether the call has finished.
-    pub fn is_done(&mut self) -> bool {
-        if self.result.is_none() {
-            self.result = self.rx.try_recv().ok();
-        }
-        self.result.is_some()
-    }
-
-    /// Waits for the result.
-    ///
-    /// # Errors
-    /// The call's error.
-    pub fn wait(mut self) -> Result<Value, Error> {
-        match self.result.take() {
-            Some(r) => r,
-            None => self
-                .rx
-                .recv()
-                .unwrap_or_else(|_| Err(Error::Scheduler("submitted call vanished".into()))),
-        }
-    }
-
-    /// Waits at most `d`; `None` if the call is still running.
-    pub fn wait_timeout(&mut self, d: Duration) -> Option<&Result<Value, Error>> {
-        if self.result.is_none() {
-            self.result = self.rx.recv_timeout(d).ok();
-        }
-        self.result.as_ref()
     }
 }
 

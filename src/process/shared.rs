@@ -345,6 +345,40 @@ impl Shared {
         }
     }
 
+    /// Blocks until one of `callers` has something to take (results, an error, a
+    /// cancellation, or it is gone), at most `timeout`; its index, or `None` on timeout.
+    pub(crate) fn wait_any(
+        &self,
+        callers: &[u64],
+        timeout: Option<std::time::Duration>,
+    ) -> Option<usize> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut st = self.lock();
+        loop {
+            let ready = callers.iter().position(|id| {
+                st.callers
+                    .get(id)
+                    .is_none_or(|c| !c.done.is_empty() || c.error.is_some() || c.cancelled)
+            });
+            if ready.is_some() {
+                return ready;
+            }
+            st = match deadline {
+                None => self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = std::time::Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    self.cond
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
     /// The driver thread: leads while detached callers have tasks out.
     fn drive(self: Arc<Self>) {
         let mut st = self.lock();
