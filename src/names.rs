@@ -17,6 +17,13 @@ impl Args {
     pub fn new<A: IntoArg>(args: impl IntoIterator<Item = A>) -> Args {
         Args(args.into_iter().map(IntoArg::into_arg).collect())
     }
+
+    /// These arguments and one more: `Args::new(["a", "b"]).with(3)`.
+    #[must_use]
+    pub fn with(mut self, arg: impl IntoArg) -> Args {
+        self.0.push(arg.into_arg());
+        self
+    }
 }
 
 impl From<Vec<Arg>> for Args {

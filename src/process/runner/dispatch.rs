@@ -61,8 +61,8 @@ impl Runner {
     /// Hands pending units to workers with room, least loaded first; suspects only to a worker
     /// (or a pool) with nothing else to do.
     pub(super) fn dispatch(&mut self) -> Result<(), Error> {
-        self.kill_cancelled();
         self.bury_dead()?;
+        self.forget_cancelled();
         self.recycle()?;
         self.refresh_for_suspect()?;
         self.send_frees();

@@ -252,38 +252,38 @@ impl Runner {
         self.pending.push_back(unit);
     }
 
-    /// Drops `caller`'s units: pending ones at once; a worker running one is killed and
-    /// replaced (the other callers' units it had are run again elsewhere, blaming nobody);
-    /// units queued behind another caller's are dropped when they come up.
+    /// Drops `caller`'s units: pending ones at once; a worker that has one (running, or
+    /// queued in it: a worker runs what it was sent back to back, so a unit sent is as good
+    /// as started) is killed and replaced at once, and the other callers' units it had run
+    /// again elsewhere, blaming nobody.
     pub(crate) fn cancel(&mut self, caller: u64) {
         for u in self.pending.remove_caller(caller) {
             if u.suspect != Suspect::No {
                 self.suspects -= 1;
             }
         }
-        let mut in_flight = false;
-        for w in &self.pool.workers {
-            in_flight |= w.in_flight.iter().any(|f| f.unit.caller == caller);
+        let mut killed = false;
+        for w in &mut self.pool.workers {
+            if w.in_flight.iter().any(|f| f.unit.caller == caller) {
+                self.cancelled.insert(caller);
+                if !w.is_dead() {
+                    w.kill();
+                    w.cancel_kill = true;
+                    killed = true;
+                }
+            }
         }
-        if in_flight {
-            self.cancelled.insert(caller);
-            self.kill_cancelled();
+        if killed {
+            // Replaced now, not at the next dispatch: nobody may be about to dispatch.
+            let _ = self.bury_dead();
         }
+        self.forget_cancelled();
     }
 
-    /// Kills workers whose running unit belongs to a cancelled caller; forgets callers with
-    /// nothing left in flight.
-    pub(super) fn kill_cancelled(&mut self) {
+    /// Forgets cancelled callers with nothing left in flight.
+    pub(super) fn forget_cancelled(&mut self) {
         if self.cancelled.is_empty() {
             return;
-        }
-        let cancelled = &self.cancelled;
-        for w in &mut self.pool.workers {
-            let head = w.in_flight.front().map(|f| f.unit.caller);
-            if head.is_some_and(|c| cancelled.contains(&c)) && !w.is_dead() {
-                w.kill();
-                w.cancel_kill = true;
-            }
         }
         let workers = &self.pool.workers;
         self.cancelled.retain(|c| {
