@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use forkgraph::{Arg, Graph, Key, ProcessPool, Scheduler, Task};
+use forkgraph::{Arg, Graph, Key, ProcessPool, Task};
 
 #[forkgraph::task]
 fn pinc(x: i64) -> i64 {

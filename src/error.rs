@@ -240,7 +240,10 @@ impl std::fmt::Display for TaskErrorKind {
                 )
             }
             TaskErrorKind::Output { expected, got } => {
-                write!(f, "its result is not of the expected type: expected {expected}, got {got}")
+                write!(
+                    f,
+                    "its result is not of the expected type: expected {expected}, got {got}"
+                )
             }
         }
     }

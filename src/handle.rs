@@ -61,7 +61,11 @@ impl Call {
     }
 
     fn function(&self) -> &'static str {
-        self.plan.funcs.get(self.node as usize).copied().unwrap_or("?")
+        self.plan
+            .funcs
+            .get(self.node as usize)
+            .copied()
+            .unwrap_or("?")
     }
 
     /// The call's result from what the pool returned, reported to the callbacks.
@@ -100,7 +104,8 @@ impl Call {
                         cb.task_done(&e, &v);
                     }
                 }
-                convert(unshare(v)).map_err(|m| Error::Task(Box::new(output_error(key, self.function(), m))))
+                convert(unshare(v))
+                    .map_err(|m| Error::Task(Box::new(output_error(key, self.function(), m))))
             }
             Err(failed) => {
                 let t = TaskError {

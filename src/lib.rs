@@ -81,7 +81,7 @@ pub use process::{
     ProcessPool, ProcessPoolBuilder, Unordered, DEFAULT_FORK_SERVER_TIMEOUT,
     DEFAULT_SEGMENT_THRESHOLD,
 };
-pub use scheduler::{GetOptions, Scheduler};
+pub use scheduler::{GetOptions, Scheduler, SchedulerExt};
 pub use sync::{get, get_value, SyncScheduler};
 pub use threaded::{ThreadPool, ThreadPoolBuilder};
 

@@ -72,6 +72,28 @@ impl fmt::Debug for GetOptions {
 }
 
 /// A scheduler: computes requested keys of a graph.
+///
+/// `get` (requested keys as anything that converts [`Into<Keys>`](Keys)) is an inherent
+/// method of every scheduler and of `dyn Scheduler` (also `+ Send`, `+ Send + Sync`), so it
+/// works on a concrete pool, a `&dyn Scheduler`, a `Box<dyn Scheduler>` and an
+/// `Arc<dyn Scheduler + Send + Sync>` alike; generic code (`S: Scheduler`) calls it through
+/// [`SchedulerExt`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use forkgraph::{graph, Scheduler, SyncScheduler, ThreadPool};
+///
+/// #[forkgraph::task]
+/// fn twice(x: i64) -> i64 {
+///     2 * x
+/// }
+///
+/// let g = graph! { "a" => (twice, 21) };
+/// let any: &dyn Scheduler = &SyncScheduler;
+/// assert_eq!(any.get(&g, "a").unwrap().to::<i64>().unwrap(), 42);
+/// let shared: Arc<dyn Scheduler + Send + Sync> = Arc::new(ThreadPool::new().unwrap());
+/// assert_eq!(shared.get(&g, "a").unwrap().to::<i64>().unwrap(), 42);
+/// ```
 pub trait Scheduler {
     /// Computes `keys` (one key, or lists of keys nested up to
     /// [`MAX_NESTING`](crate::MAX_NESTING) levels) with options.
@@ -80,18 +102,45 @@ pub trait Scheduler {
     /// [`Error::Graph`] before anything runs when the graph or request is invalid;
     /// [`Error::Task`] when a task fails.
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error>;
+}
 
+/// `get` for generic code (`fn f<S: Scheduler>(s: &S)`, or `S: Scheduler + ?Sized`);
+/// concrete schedulers and `dyn Scheduler` have it without this import.
+pub trait SchedulerExt: Scheduler {
     /// Computes `keys`; the result mirrors their nesting.
     ///
     /// # Errors
     /// As [`Scheduler::get_with`].
-    fn get(&self, graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error>
-    where
-        Self: Sized,
-    {
+    fn get(&self, graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error> {
         self.get_with(graph, &keys.into(), &GetOptions::default())
     }
 }
+
+impl<S: Scheduler + ?Sized> SchedulerExt for S {}
+
+/// The inherent `get` of schedulers and scheduler trait objects.
+macro_rules! inherent_get {
+    ($($t:ty),* $(,)?) => {$(
+        impl $t {
+            /// Computes `keys` (one key, or lists of keys); the result mirrors their nesting.
+            ///
+            /// # Errors
+            /// As [`Scheduler::get_with`].
+            pub fn get(&self, graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error> {
+                Scheduler::get_with(self, graph, &keys.into(), &GetOptions::default())
+            }
+        }
+    )*};
+}
+
+inherent_get!(
+    dyn Scheduler + '_,
+    dyn Scheduler + Send + '_,
+    dyn Scheduler + Send + Sync + '_,
+    crate::SyncScheduler,
+    crate::ThreadPool,
+    crate::ProcessPool,
+);
 
 pub(crate) fn plan(graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Plan, Error> {
     Ok(Plan::build(graph, keys, opts.plan)?)

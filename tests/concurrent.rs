@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::{scratch_dir, wait_gone, watchdog};
-use forkgraph::{graph, Error, Graph, IntoArg, Keys, ProcessPool, Scheduler, TaskErrorKind};
+use forkgraph::{graph, Error, Graph, IntoArg, Keys, ProcessPool, TaskErrorKind};
 
 /// Waits until `n` tasks have called it with the same directory (each leaves a file there),
 /// then returns how many it saw. Gives up after 60 s, so a pool that takes turns fails the
@@ -26,7 +26,9 @@ fn rendezvous(dir: String, n: i64) -> Result<i64, String> {
             return Ok(seen);
         }
         if std::time::Instant::now() > give_up {
-            return Err(format!("only {seen} of {n} tasks started: calls took turns"));
+            return Err(format!(
+                "only {seen} of {n} tasks started: calls took turns"
+            ));
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
@@ -94,7 +96,10 @@ fn concurrent_maps_and_gets_share_the_pool() {
         let b = std::thread::spawn(move || {
             let mut g = Graph::new();
             for i in 0..2 {
-                g.insert(("m", i), forkgraph::Task::new("rendezvous", vec![d2.clone().into_arg(), 4.into_arg()]));
+                g.insert(
+                    ("m", i),
+                    forkgraph::Task::new("rendezvous", vec![d2.clone().into_arg(), 4.into_arg()]),
+                );
             }
             let keys = Keys::List((0..2).map(|i| Keys::One(("m", i).into())).collect());
             p2.get(&g, keys).unwrap()
@@ -122,12 +127,22 @@ fn many_threads_get_their_own_results() {
                     for round in 0..20i64 {
                         let mut g = Graph::new();
                         for i in 0..10i64 {
-                            g.insert(("d", i), forkgraph::Task::new("double", vec![(t * 1000 + round * 10 + i).into_arg()]));
+                            g.insert(
+                                ("d", i),
+                                forkgraph::Task::new(
+                                    "double",
+                                    vec![(t * 1000 + round * 10 + i).into_arg()],
+                                ),
+                            );
                         }
-                        let keys = Keys::List((0..10i64).map(|i| Keys::One(("d", i).into())).collect());
+                        let keys =
+                            Keys::List((0..10i64).map(|i| Keys::One(("d", i).into())).collect());
                         let out = pool.get(&g, keys).unwrap();
                         for (i, o) in out.as_list().unwrap().iter().enumerate() {
-                            assert_eq!(o.to::<i64>().unwrap(), 2 * (t * 1000 + round * 10 + i as i64));
+                            assert_eq!(
+                                o.to::<i64>().unwrap(),
+                                2 * (t * 1000 + round * 10 + i as i64)
+                            );
                         }
                     }
                 })
@@ -176,5 +191,45 @@ fn get_from_a_pool_shared_through_an_arc() {
         }
         let _ = wait_gone;
         let _: Option<Error> = None;
+    });
+}
+
+/// `get` through every way of holding a scheduler, on every scheduler.
+#[test]
+fn get_works_through_dyn_box_arc_and_generics() {
+    use forkgraph::{Scheduler, SchedulerExt, SyncScheduler, ThreadPool};
+    fn generic<S: Scheduler + ?Sized>(s: &S, g: &Graph) -> i64 {
+        s.get(g, "d").unwrap().to::<i64>().unwrap()
+    }
+    watchdog(60, || {
+        let g = graph! { "d" => (double, 5) };
+        let pool = ProcessPool::builder().workers(1).build().unwrap();
+        let threads = ThreadPool::builder().threads(2).build().unwrap();
+        assert_eq!(pool.get(&g, "d").unwrap().to::<i64>().unwrap(), 10);
+        assert_eq!(threads.get(&g, "d").unwrap().to::<i64>().unwrap(), 10);
+        assert_eq!(SyncScheduler.get(&g, "d").unwrap().to::<i64>().unwrap(), 10);
+        let by_ref: [&dyn Scheduler; 3] = [&pool, &threads, &SyncScheduler];
+        for s in by_ref {
+            assert_eq!(s.get(&g, "d").unwrap().to::<i64>().unwrap(), 10);
+            assert_eq!(generic(s, &g), 10);
+        }
+        let boxed: Vec<Box<dyn Scheduler>> = vec![
+            Box::new(pool.clone()),
+            Box::new(threads.clone()),
+            Box::new(SyncScheduler),
+        ];
+        for s in &boxed {
+            assert_eq!(s.get(&g, "d").unwrap().to::<i64>().unwrap(), 10);
+        }
+        let sendable: Box<dyn Scheduler + Send> = Box::new(pool.clone());
+        assert_eq!(sendable.get(&g, "d").unwrap().to::<i64>().unwrap(), 10);
+        let shared: Arc<dyn Scheduler + Send + Sync> = Arc::new(pool.clone());
+        let s2 = Arc::clone(&shared);
+        let g2 = g.clone();
+        let t = std::thread::spawn(move || s2.get(&g2, "d").unwrap().to::<i64>().unwrap());
+        assert_eq!(shared.get(&g, "d").unwrap().to::<i64>().unwrap(), 10);
+        assert_eq!(t.join().unwrap(), 10);
+        assert_eq!(generic(&pool, &g), 10);
+        assert_eq!(generic(&*shared, &g), 10);
     });
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::{scratch_dir, wait_gone, watchdog};
 use forkgraph::{
-    as_completed, graph, Arg, Args, Callable, Error, GetOptions, IntoArg, Mismatch,
-    ProcessPool, TaskErrorKind, Value,
+    as_completed, graph, Arg, Args, Callable, Error, GetOptions, IntoArg, Mismatch, ProcessPool,
+    TaskErrorKind, Value,
 };
 
 #[forkgraph::task]
@@ -64,7 +64,9 @@ fn rendezvous(dir: String, n: i64) -> Result<i64, String> {
             return Ok(seen);
         }
         if std::time::Instant::now() > give_up {
-            return Err(format!("only {seen} of {n} started: submitted calls took turns"));
+            return Err(format!(
+                "only {seen} of {n} started: submitted calls took turns"
+            ));
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
@@ -226,7 +228,13 @@ fn submitted_calls_run_without_anyone_waiting() {
         while !flag.exists() {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        assert_eq!(h.wait_timeout(std::time::Duration::from_secs(30)).unwrap().as_ref().unwrap(), &Value::from(1));
+        assert_eq!(
+            h.wait_timeout(std::time::Duration::from_secs(30))
+                .unwrap()
+                .as_ref()
+                .unwrap(),
+            &Value::from(1)
+        );
         assert!(h.is_done());
     });
 }
@@ -237,10 +245,7 @@ fn as_completed_yields_calls_in_the_order_they_finish() {
         let pool = ProcessPool::builder().workers(2).build().unwrap();
         let dir = scratch_dir("futures-as-completed");
         let (started, go) = (dir.join("started"), dir.join("go"));
-        let slow = pool.submit(
-            "after",
-            Args::new([s(&started), s(&go)]).with(7),
-        );
+        let slow = pool.submit("after", Args::new([s(&started), s(&go)]).with(7));
         let fast = pool.submit("square", 3);
         let mut order = as_completed([slow, fast]);
         let first = order.next().unwrap();
@@ -370,7 +375,9 @@ fn futures_under_tokio_multi_thread() {
 fn futures_under_tokio_current_thread() {
     watchdog(60, || {
         let pool = ProcessPool::builder().workers(2).build().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let r = rt.block_on(async {
             // Two calls awaited together on one thread: neither blocks the other.
             let dir = scratch_dir("futures-tokio-ct");

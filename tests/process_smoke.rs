@@ -1,5 +1,5 @@
 //! First checks of the process pool.
-use forkgraph::{graph, key, ProcessPool, Scheduler, SyncScheduler};
+use forkgraph::{graph, key, ProcessPool, SyncScheduler};
 
 #[forkgraph::task]
 fn pinc(x: i64) -> i64 {
@@ -56,7 +56,10 @@ fn map_and_submit_run_on_the_pool() {
     assert_eq!(squares.len(), 100);
     assert_eq!(squares[99], forkgraph::Value::Int(100));
     let mut a = pool.submit("pinc", 41);
-    let b = pool.submit("psum", forkgraph::Args(vec![forkgraph::Arg::Value(vec![1i64, 2, 3].into())]));
+    let b = pool.submit(
+        "psum",
+        forkgraph::Args(vec![forkgraph::Arg::Value(vec![1i64, 2, 3].into())]),
+    );
     let first = a
         .wait_timeout(std::time::Duration::from_secs(60))
         .expect("done within 60 s");

@@ -129,7 +129,11 @@ impl Executor for ProcExec {
         if self.watched {
             // Events are the pool's: with several callers, each watched one sees those that
             // happen while it waits.
-            out.extend(self.shared.with_runner_now(|r| r.take_events()).unwrap_or_default());
+            out.extend(
+                self.shared
+                    .with_runner_now(|r| r.take_events())
+                    .unwrap_or_default(),
+            );
         }
     }
 }

@@ -135,7 +135,10 @@ impl Shared {
     }
 
     /// What a new caller needs to know: (slots, parallelism, the workers).
-    pub(crate) fn layout(&self, record_events: bool) -> (usize, usize, Vec<crate::callbacks::WorkerId>) {
+    pub(crate) fn layout(
+        &self,
+        record_events: bool,
+    ) -> (usize, usize, Vec<crate::callbacks::WorkerId>) {
         let mut st = self.lock();
         if record_events {
             st.record_events = true;

@@ -69,14 +69,10 @@ impl Runner {
                 w.check_hello(pid, digest, init).map_err(Error::Scheduler)
             }
             FromWorker::Log(r) => {
-                let key = w
-                    .in_flight
-                    .iter()
-                    .find(|f| f.seq == r.seq)
-                    .and_then(|f| {
-                        let j = f.unit.jobs.get(r.task as usize)?;
-                        f.unit.labels.label(j.tag)
-                    });
+                let key = w.in_flight.iter().find(|f| f.seq == r.seq).and_then(|f| {
+                    let j = f.unit.jobs.get(r.task as usize)?;
+                    f.unit.labels.label(j.tag)
+                });
                 crate::process::logs::emit(w.pid(), key, &r);
                 Ok(())
             }
