@@ -418,3 +418,26 @@ fn dropping_a_get_future_cancels_the_get() {
 
 #[allow(dead_code)]
 fn unused(_: PathBuf) {}
+
+#[test]
+fn many_threads_submit_and_wait_on_one_pool() {
+    watchdog(120, || {
+        let pool = ProcessPool::builder().workers(2).build().unwrap();
+        for i in 0..50i64 {
+            assert_eq!(pool.submit("square", i).wait().unwrap(), Value::from(i * i));
+        }
+        std::thread::scope(|sc| {
+            for t in 0..8i64 {
+                let pool = &pool;
+                sc.spawn(move || {
+                    let hs: Vec<_> = (0..100i64).map(|i| pool.submit("square", t * 100 + i)).collect();
+                    for (i, h) in hs.into_iter().enumerate() {
+                        let x = t * 100 + i as i64;
+                        assert_eq!(h.wait().unwrap(), Value::from(x * x));
+                    }
+                });
+            }
+        });
+        assert_eq!(pool.worker_pids().len(), 2);
+    });
+}

@@ -508,8 +508,13 @@ impl Lead<'_> {
 /// Counts `n` of `caller`'s tasks as back.
 fn finished(shared: &Shared, caller: u64, n: usize) {
     let mut st = shared.lock();
+    let st = &mut *st;
     if let Some(c) = st.callers.get_mut(&caller) {
+        let before = c.open_tasks;
         c.open_tasks = c.open_tasks.saturating_sub(n);
+        if c.detached && before > 0 && c.open_tasks == 0 {
+            st.detached_open -= 1;
+        }
     }
 }
 
@@ -523,8 +528,9 @@ impl Shared {
             let Some(c) = st.callers.get_mut(&f.caller) else {
                 continue; // Its caller is gone.
             };
+            let before = c.open_tasks;
             c.open_tasks = c.open_tasks.saturating_sub(1);
-            if c.detached && c.open_tasks == 0 {
+            if c.detached && before > 0 && c.open_tasks == 0 {
                 st.detached_open -= 1;
             }
             if me == For::Caller(f.caller) {
