@@ -1160,21 +1160,28 @@ fn pool_calls(quick: bool) {
             * 1e6
             / tasks as f64
     };
+    println!("P: the process pool as an executor ({NUM_WORKERS} workers), us per task");
+    println!("| how | tasks | us/task |");
+    println!("|---|---:|---:|");
+    let row = |how: String, tasks: i64, us: f64| println!("| {how} | {tasks} | {us:.2} |");
     let (g, keys) = graph_of(n, "inc");
-    let one_get = best(n, &|| {
+    let us = best(n, &|| {
         black_box(pool.get(&g, keys.clone()).unwrap());
     });
-    let map = best(n, &|| {
+    row(format!("one `get` of {n} tasks (graph)"), n, us);
+    let us = best(n, &|| {
         black_box(pool.map("inc", 0..n).unwrap());
     });
+    row(format!("`map` of {n} items"), n, us);
     let one_at_a_time = n.min(2_000);
-    let submit_wait = best(one_at_a_time, &|| {
+    let us = best(one_at_a_time, &|| {
         for i in 0..one_at_a_time {
             black_box(pool.submit("inc", i).wait().unwrap());
         }
     });
+    row("`submit` + `wait`, one at a time".into(), one_at_a_time, us);
     let threads = 8;
-    let submits = best(threads * n, &|| {
+    let us = best(threads * n, &|| {
         std::thread::scope(|s| {
             for t in 0..threads {
                 let pool = &pool;
@@ -1187,10 +1194,15 @@ fn pool_calls(quick: bool) {
             }
         })
     });
+    row(
+        format!("{threads} threads x {n} `submit`s, then `wait`s"),
+        threads * n,
+        us,
+    );
     let graphs: Vec<_> = (0..threads)
         .map(|t| graph_of(n, &format!("t{t}")))
         .collect();
-    let gets = best(threads * n, &|| {
+    let us = best(threads * n, &|| {
         std::thread::scope(|s| {
             for (g, k) in &graphs {
                 let pool = &pool;
@@ -1198,19 +1210,10 @@ fn pool_calls(quick: bool) {
             }
         })
     });
-    println!("P: the process pool as an executor ({NUM_WORKERS} workers), us per task");
-    println!("| how | tasks | us/task |");
-    println!("|---|---:|---:|");
-    println!("| one `get` of {n} tasks (graph) | {n} | {one_get:.2} |");
-    println!("| `map` of {n} items | {n} | {map:.2} |");
-    println!("| `submit` + `wait`, one at a time | {one_at_a_time} | {submit_wait:.2} |");
-    println!(
-        "| {threads} threads x {n} `submit`s, then `wait`s | {} | {submits:.2} |",
-        threads * n
-    );
-    println!(
-        "| {threads} threads x `get` of {n} tasks, at once | {} | {gets:.2} |",
-        threads * n
+    row(
+        format!("{threads} threads x `get` of {n} tasks, at once"),
+        threads * n,
+        us,
     );
 }
 

@@ -30,6 +30,10 @@ use forkgraph_worker::host::Wake;
 use super::runner::{Finished, PUnit, Runner};
 use crate::error::Error;
 
+/// How long the driver thread leaves free workers to a thread that may be about to wait for
+/// its own submitted call, before it drives them itself.
+const DRIVER_GRACE: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// A caller's mailbox.
 #[derive(Default)]
 struct Caller {
@@ -394,8 +398,21 @@ impl Shared {
                 st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
-            let Some(runner) = st.runner.take() else {
+            if st.runner.is_none() {
                 st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // A thread that submitted a call usually waits for it right after: leave it the
+            // runner for a moment (it then leads itself, with no hand-off between threads).
+            st = self
+                .cond
+                .wait_timeout(st, DRIVER_GRACE)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if st.detached_open == 0 {
+                continue;
+            }
+            let Some(runner) = st.runner.take() else {
                 continue;
             };
             let lead = Lead {

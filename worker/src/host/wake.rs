@@ -43,10 +43,17 @@ impl Wake {
     }
 
     /// Empties the pipe; wakes sent after this wake the next poll.
+    ///
+    /// The pipe is drained *before* the flag is lowered: a wake sent in between finds the flag
+    /// still up and writes nothing, but what it announced is looked at by the owner after
+    /// `clear` returns; a wake sent after finds the flag down and writes. (Lowering it first
+    /// would let the drain swallow the byte of a wake that then keeps the flag up, and every
+    /// later wake would be lost.)
     pub fn clear(&self) {
-        if self.pending.swap(false, Ordering::AcqRel) {
+        if self.pending.load(Ordering::Acquire) {
             let mut buf = [0u8; 16];
             while matches!(sys::read(self.read.as_fd(), &mut buf), Ok(n) if n > 0) {}
+            self.pending.store(false, Ordering::Release);
         }
     }
 
