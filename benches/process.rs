@@ -132,7 +132,10 @@ fn independent(n: usize, prefix: &str) -> (Graph, forkgraph::Keys) {
     let mut keys = Vec::with_capacity(n);
     for i in 0..n {
         let k = Key::from(format!("{prefix}-{i}"));
-        g.insert(k.clone(), Task::new("pinc", vec![Arg::Value((i as i64).into())]));
+        g.insert(
+            k.clone(),
+            Task::new("pinc", vec![Arg::Value((i as i64).into())]),
+        );
         keys.push(forkgraph::Keys::One(k));
     }
     (g, forkgraph::Keys::List(keys))
@@ -170,7 +173,9 @@ fn calls(c: &mut Criterion) {
             })
         })
     });
-    let graphs: Vec<_> = (0..8).map(|t| independent(1_000, &format!("t{t}"))).collect();
+    let graphs: Vec<_> = (0..8)
+        .map(|t| independent(1_000, &format!("t{t}")))
+        .collect();
     group.bench_function("8-threads-get-1k-each", |b| {
         b.iter(|| {
             std::thread::scope(|s| {

@@ -46,7 +46,14 @@ async fn main() -> Result<(), forkgraph::Error> {
         }
         ticks
     });
-    let sum = pool.get_async(&g, "sum").await?.to::<i64>().expect("an int");
-    println!("sum = {sum}; the timer ticked {} times meanwhile", ticker.await.unwrap());
+    let sum = pool
+        .get_async(&g, "sum")
+        .await?
+        .to::<i64>()
+        .expect("an int");
+    println!(
+        "sum = {sum}; the timer ticked {} times meanwhile",
+        ticker.await.unwrap()
+    );
     Ok(())
 }

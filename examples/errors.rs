@@ -56,7 +56,7 @@ fn explain(what: &str, e: &Error) {
                 "  -> {} failed in `{}`; returned error: {:?}",
                 t.key,
                 t.function,
-                t.kind.returned().map(|r| r.type_name.clone())
+                t.kind.returned().map(|r| r.type_name().to_owned())
             ),
             k if k.is_timeout() => println!("  -> {} timed out", t.key),
             k if k.is_crash() => println!("  -> {} crashed its worker: {k}", t.key),
@@ -72,10 +72,7 @@ fn explain(what: &str, e: &Error) {
 }
 
 fn main() {
-    let pool = ProcessPool::builder()
-        .workers(2)
-        .build()
-        .expect("pool");
+    let pool = ProcessPool::builder().workers(2).build().expect("pool");
 
     let g = graph! { "n" => (parse, key("missing")) };
     explain("a missing dependency", &pool.get(&g, "n").unwrap_err());

@@ -430,7 +430,9 @@ fn many_threads_submit_and_wait_on_one_pool() {
             for t in 0..8i64 {
                 let pool = &pool;
                 sc.spawn(move || {
-                    let hs: Vec<_> = (0..100i64).map(|i| pool.submit("square", t * 100 + i)).collect();
+                    let hs: Vec<_> = (0..100i64)
+                        .map(|i| pool.submit("square", t * 100 + i))
+                        .collect();
                     for (i, h) in hs.into_iter().enumerate() {
                         let x = t * 100 + i as i64;
                         assert_eq!(h.wait().unwrap(), Value::from(x * x));

@@ -115,6 +115,7 @@ fn item_units(plan: &Arc<Plan>, caller: u64, nodes: &[u32]) -> Result<Vec<PUnit>
 }
 
 /// A finished task as the caller's result, converted by `f`.
+#[allow(clippy::result_large_err)] // One per item, as `map_results` returns them.
 fn convert<F, A>(f: &F, key: &Key, r: Finished) -> Result<F::Output, TaskError>
 where
     F: Callable<A> + ?Sized,
@@ -192,6 +193,7 @@ impl ProcessPool {
     /// # Errors
     /// As [`ProcessPool::map_results`]; without [`GetOptions::keep_going`] the first failure
     /// is the error.
+    #[allow(clippy::result_large_err)] // A `TaskError` per item, to match on as it is.
     pub fn map_results_with<F, A, I>(
         &self,
         f: F,

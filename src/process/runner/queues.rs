@@ -31,7 +31,10 @@ impl Queues {
     /// Takes the unit handed out next; the turn passes to the next caller.
     pub(crate) fn pop_front(&mut self) -> Option<PUnit> {
         let c = self.turns.pop_front()?;
-        let q = self.queues.get_mut(&c).expect("a caller with a turn has units");
+        let q = self
+            .queues
+            .get_mut(&c)
+            .expect("a caller with a turn has units");
         let u = q.pop_front().expect("queues are not empty");
         self.len -= 1;
         if q.is_empty() {
