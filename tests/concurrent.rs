@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::{scratch_dir, wait_gone, watchdog};
-use forkgraph::{graph, Error, Graph, IntoArg, Keys, ProcessPool, TaskErrorKind};
+use forkgraph::{graph, Error, Graph, IntoArg, Keys, ProcessPool, Scheduler, TaskErrorKind};
 
 /// Waits until `n` tasks have called it with the same directory (each leaves a file there),
 /// then returns how many it saw. Gives up after 60 s, so a pool that takes turns fails the
@@ -231,5 +231,72 @@ fn get_works_through_dyn_box_arc_and_generics() {
         assert_eq!(t.join().unwrap(), 10);
         assert_eq!(generic(&pool, &g), 10);
         assert_eq!(generic(&*shared, &g), 10);
+    });
+}
+
+#[forkgraph::task]
+fn spin_forever(_x: i64) -> i64 {
+    let mut i = 0u64;
+    loop {
+        i = std::hint::black_box(i.wrapping_add(1));
+    }
+}
+
+/// The helper: a `get` in one thread and a submitted call, both running forever, stopped by
+/// SIGINT from the test: both report `Interrupted`, and the pool works afterwards.
+#[test]
+fn helper_ctrl_c_two_callers() {
+    use std::io::Write;
+    if !common::is_helper("helper_ctrl_c_two_callers") {
+        return;
+    }
+    let pool = ProcessPool::builder().workers(2).build().unwrap();
+    let g = graph! { "x" => (spin_forever, 0) };
+    struct Started(std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>);
+    impl forkgraph::Callbacks for Started {
+        fn pretask(&self, _key: &forkgraph::Key) {
+            if let Some(tx) = self.0.lock().unwrap().take() {
+                tx.send(()).unwrap();
+            }
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opts = forkgraph::GetOptions::new().callback(Arc::new(Started(Some(tx).into())));
+    let p = pool.clone();
+    let getter = std::thread::spawn(move || Scheduler::get_with(&p, &g, &"x".into(), &opts));
+    rx.recv().unwrap();
+    let handle = pool.submit("spin_forever", 1);
+    println!("STARTED");
+    std::io::stdout().flush().unwrap();
+    let r = getter.join().unwrap();
+    assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+    let r = handle.wait();
+    assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+    println!("INTERRUPTED");
+    let g = graph! { "y" => (double, 4) };
+    assert_eq!(pool.get(&g, "y").unwrap().to::<i64>().unwrap(), 8);
+    println!("USABLE");
+    std::io::stdout().flush().unwrap();
+}
+
+#[test]
+fn ctrl_c_stops_every_caller() {
+    use std::io::{BufRead, BufReader, Read};
+    watchdog(60, || {
+        let mut child = common::helper("helper_ctrl_c_two_callers").spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("STARTED") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "helper ended early");
+        }
+        // SAFETY: sending SIGINT to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let status = child.wait().unwrap();
+        assert!(rest.contains("INTERRUPTED"), "{rest}");
+        assert!(rest.contains("USABLE"), "{rest}");
+        assert!(status.success(), "{status:?}");
     });
 }

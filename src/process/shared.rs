@@ -564,12 +564,14 @@ impl Shared {
         mine
     }
 
-    /// Gives every other caller with tasks out the error `e` (Ctrl-C stops them all).
+    /// Gives every other caller the error `e` (Ctrl-C stops them all, also a `get` between
+    /// its start and its first unit).
     fn fail_all(&self, me: For, e: Error) {
         let mut st = self.lock();
         let text = e.to_string();
         for (&id, c) in st.callers.iter_mut() {
-            if me == For::Caller(id) || c.open_tasks == 0 || c.error.is_some() {
+            // Every caller but one already finished (a submitted call whose result waits).
+            if me == For::Caller(id) || (c.detached && c.open_tasks == 0) || c.error.is_some() {
                 continue;
             }
             c.error = Some(match &e {
