@@ -188,18 +188,18 @@ struct Run {
 }
 
 /// One `get`; with `count`, allocations are counted (timed runs do not count).
-fn run_once(g: &Graph, target: &Keys, count: bool) -> Run {
+fn run_once(g: &Graph, target: &Keys, counting: bool) -> Run {
     let marker = Arc::new(PlanDone::default());
     let opts = GetOptions::new().callback(marker.clone());
     let before = Snap::now();
     PEAK.store(before.live, Relaxed);
-    COUNTING.store(count, Relaxed);
+    COUNTING.store(counting, Relaxed);
     let t0 = Instant::now();
     let out = SyncScheduler.get_with(g, target, &opts).expect("get");
     drop(black_box(out));
     let total = t0.elapsed();
     COUNTING.store(false, Relaxed);
-    let after = Snap::now();
+    let end = Snap::now();
     let (t_plan, _) = marker
         .0
         .lock()
@@ -208,8 +208,8 @@ fn run_once(g: &Graph, target: &Keys, count: bool) -> Run {
     Run {
         plan: t_plan - t0,
         total,
-        allocated: after.allocated - before.allocated,
-        allocations: after.allocations - before.allocations,
+        allocated: end.allocated - before.allocated,
+        allocations: end.allocations - before.allocations,
         peak: (PEAK.load(Relaxed) - before.live).max(0) as usize,
     }
 }

@@ -359,6 +359,16 @@ pub enum Error {
     /// The call was cancelled (its handle's `cancel`, or a dropped future) before it finished.
     #[error("cancelled before it finished")]
     Cancelled,
+    /// The value of a key fetched typed (`get_typed`) is not of the key's type.
+    #[error("key {key}: its value is not a `{expected}` (the typed key's type): {got}")]
+    TypeMismatch {
+        /// The key.
+        key: Key,
+        /// The key's type.
+        expected: String,
+        /// What the value was instead.
+        got: String,
+    },
 }
 
 impl Error {

@@ -321,6 +321,22 @@ impl<K: Into<Key>, N: IntoNode> FromIterator<(K, N)> for Graph {
 ///
 /// ```
 /// use forkgraph::{graph, key};
+///
+/// #[forkgraph::task]
+/// fn inc(x: i64) -> i64 {
+///     x + 1
+/// }
+///
+/// #[forkgraph::task]
+/// fn add(x: i64, y: i64) -> i64 {
+///     x + y
+/// }
+///
+/// #[forkgraph::task]
+/// fn sum(xs: Vec<i64>) -> i64 {
+///     xs.iter().sum()
+/// }
+///
 /// let g = graph! {
 ///     "x" => 1,                                   // a literal
 ///     "y" => (inc, key("x")),                     // a task: function, then arguments
@@ -328,13 +344,22 @@ impl<K: Into<Key>, N: IntoNode> FromIterator<(K, N)> for Graph {
 ///     "all" => (sum, [key("x"), key("y"), key("z")]), // a list of keys
 ///     "w" => key("z"),                            // an alias
 ///     ("t", 0) => (inc, key("x")),                // tuple keys
+///     "s" => ("inc", 41),                         // a function named by string: unchecked
 /// };
-/// assert_eq!(g.len(), 6);
+/// assert_eq!(g.len(), 7);
 /// ```
 ///
 /// A parenthesised group `(f, args...)` is a task (as a tuple is in Dask), `[...]` a list and
 /// `{ "k": arg, ... }` a map of arguments; anything else is an expression converted with
 /// [`IntoArg`] (literals) — keys are referenced only through [`key`].
+///
+/// `f` is a `#[forkgraph::task]` handle, by name or path (`inc`, `tasks::clean`): the compiler
+/// checks the number of arguments and each argument's type against its parameter (see
+/// [`ArgFor`](crate::ArgFor); a misspelled name is an unknown value, with rustc's suggestion).
+/// Untyped keys (`key("x")`), lists and maps are accepted for any parameter and checked when
+/// the graph runs. `f` as a string literal (`("inc", 41)`) names a registered function without
+/// any compile-time check, as graphs built from data do; both are validated before anything
+/// runs.
 #[macro_export]
 macro_rules! graph {
     ($($body:tt)*) => {{
@@ -350,7 +375,7 @@ macro_rules! graph {
 macro_rules! __graph_entries {
     ($g:ident;) => {};
     ($g:ident; $k:expr => ($($t:tt)*) $(, $($rest:tt)*)?) => {
-        $g.insert($k, $crate::Node::Task($crate::__task!($($t)*)));
+        $g.insert($k, $crate::IntoNode::into_node($crate::__task!($($t)*)));
         $crate::__graph_entries!($g; $($($rest)*)?);
     };
     ($g:ident; $k:expr => $v:expr $(, $($rest:tt)*)?) => {
@@ -359,14 +384,38 @@ macro_rules! __graph_entries {
     };
 }
 
+/// A task: `"name", args...` (untyped: a [`Task`]) or `handle, args...` (typed: a
+/// [`TypedTask`](crate::TypedTask), checked by the compiler).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __task {
-    ($f:ident $(, $($args:tt)*)?) => {
-        $crate::Task::new(stringify!($f), $crate::__args!([] $($($args)*)?))
-    };
     ($f:literal $(, $($args:tt)*)?) => {
         $crate::Task::new($f, $crate::__args!([] $($($args)*)?))
+    };
+    ($f:path $(, $($args:tt)*)?) => {
+        $crate::__typed_args!($f; [] $($($args)*)?)
+    };
+}
+
+/// Munches the arguments of a typed call, then calls the handle's `task` method with them (so
+/// that rustc checks each against its parameter and points at it): `f; [done...] rest...`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __typed_args {
+    ($f:path; [$($done:expr,)*]) => {
+        $crate::__private::__handle(&$f).task($($done),*)
+    };
+    ($f:path; [$($done:expr,)*] ($($t:tt)*) $(, $($rest:tt)*)?) => {
+        $crate::__typed_args!($f; [$($done,)* $crate::__task!($($t)*),] $($($rest)*)?)
+    };
+    ($f:path; [$($done:expr,)*] [$($l:tt)*] $(, $($rest:tt)*)?) => {
+        $crate::__typed_args!($f; [$($done,)* $crate::Arg::List($crate::__args!([] $($l)*)),] $($($rest)*)?)
+    };
+    ($f:path; [$($done:expr,)*] {$($m:tt)*} $(, $($rest:tt)*)?) => {
+        $crate::__typed_args!($f; [$($done,)* $crate::Arg::Map($crate::__map!([] $($m)*)),] $($($rest)*)?)
+    };
+    ($f:path; [$($done:expr,)*] $e:expr $(, $($rest:tt)*)?) => {
+        $crate::__typed_args!($f; [$($done,)* $e,] $($($rest)*)?)
     };
 }
 
@@ -376,7 +425,7 @@ macro_rules! __task {
 macro_rules! __args {
     ([$($done:expr,)*]) => { ::std::vec![$($done),*] };
     ([$($done:expr,)*] ($($t:tt)*) $(, $($rest:tt)*)?) => {
-        $crate::__args!([$($done,)* $crate::Arg::Task($crate::__task!($($t)*)),] $($($rest)*)?)
+        $crate::__args!([$($done,)* $crate::IntoArg::into_arg($crate::__task!($($t)*)),] $($($rest)*)?)
     };
     ([$($done:expr,)*] [$($l:tt)*] $(, $($rest:tt)*)?) => {
         $crate::__args!([$($done,)* $crate::Arg::List($crate::__args!([] $($l)*)),] $($($rest)*)?)
@@ -397,7 +446,7 @@ macro_rules! __map {
         $crate::__map!(@val [$($done,)*] $k; [] $($rest)*)
     };
     (@val [$($done:expr,)*] $k:literal; [] ($($t:tt)*) $(, $($rest:tt)*)?) => {
-        $crate::__map!([$($done,)* (::std::string::String::from($k), $crate::Arg::Task($crate::__task!($($t)*))),] $($($rest)*)?)
+        $crate::__map!([$($done,)* (::std::string::String::from($k), $crate::IntoArg::into_arg($crate::__task!($($t)*))),] $($($rest)*)?)
     };
     (@val [$($done:expr,)*] $k:literal; [] [$($l:tt)*] $(, $($rest:tt)*)?) => {
         $crate::__map!([$($done,)* (::std::string::String::from($k), $crate::Arg::List($crate::__args!([] $($l)*))),] $($($rest)*)?)

@@ -52,6 +52,7 @@ mod process;
 mod scheduler;
 mod sync;
 mod threaded;
+mod typed;
 
 pub use call::Callable;
 pub use callbacks::{
@@ -84,6 +85,7 @@ pub use process::{
 pub use scheduler::{GetOptions, Scheduler, SchedulerExt};
 pub use sync::{get, get_value, SyncScheduler};
 pub use threaded::{ThreadPool, ThreadPoolBuilder};
+pub use typed::{typed_key, ArgFor, ItemFor, TaskHandle, TaskReturn, TypedKey, TypedTask};
 
 /// Shared segments mapped in this process now, as (count, bytes), and the peak bytes since the
 /// last [`reset_segment_peak`]. Segments hold the large results of process-pool tasks (see
@@ -138,6 +140,7 @@ macro_rules! link {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::typed::{__handle, Bare};
     pub use forkgraph_worker::failure::{
         Output, ViaDisplay, ViaDynError, ViaError, ViaErrorRef, ViaIntoOutput, ViaLocalDynError,
     };

@@ -3,12 +3,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+use forkgraph_worker::FromArg;
+
 use crate::callbacks::Callbacks;
 use crate::engine::Output;
 use crate::error::Error;
 use crate::graph::Graph;
 use crate::key::Keys;
 use crate::plan::{Plan, PlanOptions};
+use crate::typed::TypedKey;
 
 /// Options of one `get`.
 #[derive(Clone, Default)]
@@ -104,8 +107,9 @@ pub trait Scheduler {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error>;
 }
 
-/// `get` for generic code (`fn f<S: Scheduler>(s: &S)`, or `S: Scheduler + ?Sized`);
-/// concrete schedulers and `dyn Scheduler` have it without this import.
+/// `get` and `get_typed` for generic code (`fn f<S: Scheduler>(s: &S)`, or
+/// `S: Scheduler + ?Sized`); concrete schedulers and `dyn Scheduler` have them without this
+/// import.
 pub trait SchedulerExt: Scheduler {
     /// Computes `keys`; the result mirrors their nesting.
     ///
@@ -114,6 +118,45 @@ pub trait SchedulerExt: Scheduler {
     fn get(&self, graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error> {
         self.get_with(graph, &keys.into(), &GetOptions::default())
     }
+
+    /// Computes one key and converts its value to the key's type: `T` for a
+    /// [`TypedKey<T>`](crate::TypedKey) (from [`Graph::add`], [`Graph::add_value`] or
+    /// [`typed_key`](crate::typed_key)).
+    ///
+    /// # Errors
+    /// As [`Scheduler::get_with`]; [`Error::TypeMismatch`] naming the key and both types when
+    /// the value does not convert to `T`.
+    fn get_typed<T: for<'x> FromArg<'x>>(
+        &self,
+        graph: &Graph,
+        key: &TypedKey<T>,
+    ) -> Result<T, Error> {
+        let value = SchedulerExt::get(self, graph, key)?.into_value();
+        value.to::<T>().map_err(|m| Error::TypeMismatch {
+            key: key.key().clone(),
+            expected: short_type_name(std::any::type_name::<T>()),
+            got: m.to_string(),
+        })
+    }
+}
+
+/// A type name without module paths: `Vec<String>` for `alloc::vec::Vec<alloc::string::String>`.
+fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment_start = 0;
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            out.truncate(segment_start);
+        } else {
+            out.push(c);
+            if !(c.is_alphanumeric() || c == '_') {
+                segment_start = out.len();
+            }
+        }
+    }
+    out
 }
 
 impl<S: Scheduler + ?Sized> SchedulerExt for S {}
@@ -128,6 +171,19 @@ macro_rules! inherent_get {
             /// As [`Scheduler::get_with`].
             pub fn get(&self, graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error> {
                 Scheduler::get_with(self, graph, &keys.into(), &GetOptions::default())
+            }
+
+            /// Computes one key and converts its value to the key's type: `T` for a
+            /// [`TypedKey<T>`](crate::TypedKey).
+            ///
+            /// # Errors
+            /// As [`SchedulerExt::get_typed`].
+            pub fn get_typed<T: for<'x> FromArg<'x>>(
+                &self,
+                graph: &Graph,
+                key: &TypedKey<T>,
+            ) -> Result<T, Error> {
+                SchedulerExt::get_typed(self, graph, key)
             }
         }
     )*};
@@ -144,4 +200,20 @@ inherent_get!(
 
 pub(crate) fn plan(graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Plan, Error> {
     Ok(Plan::build(graph, keys, opts.plan)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_type_names_drop_module_paths() {
+        assert_eq!(super::short_type_name("i64"), "i64");
+        assert_eq!(
+            super::short_type_name(std::any::type_name::<Vec<String>>()),
+            "Vec<String>"
+        );
+        assert_eq!(
+            super::short_type_name(std::any::type_name::<(Option<&str>, [u8; 2])>()),
+            "(Option<&str>, [u8; 2])"
+        );
+    }
 }

@@ -27,6 +27,10 @@ mod random;
 #[path = "conformance/support.rs"]
 mod support;
 
+// The task functions of `support` by name, for `graph!` here and (through `crate::*`) in the
+// submodules.
+use support::{add, explode, fail, inc, total};
+
 // ---- Task functions (registered by name for the whole test binary) ----
 
 #[forkgraph::task]
@@ -211,6 +215,7 @@ mod in_process {
 
     use crate::random::random_graph;
     use crate::support::{watchdog, Recorder};
+    use crate::*;
 
     fn run_sync_recorded(
         g: &Graph,

@@ -146,8 +146,8 @@ fn check_events(name: &str, rec: &Recorder, before: u64, after: u64, tasks: usiz
             _ => assert!(matches!(t.worker, WorkerId::Process { slot: 0..=1, pid } if pid > 0)),
         }
     }
-    let inc = seen.iter().find(|t| t.function == "inc").unwrap();
-    assert_eq!(inc.bytes, 8, "{name}: an i64 result is 8 bytes");
+    let inc_record = seen.iter().find(|t| t.function == "inc").unwrap();
+    assert_eq!(inc_record.bytes, 8, "{name}: an i64 result is 8 bytes");
 }
 
 #[test]

@@ -17,7 +17,7 @@ mod random;
 mod support;
 
 use random::{random_graph, Rng};
-use support::{ints, one, watchdog, Recorder};
+use support::{add, explode, fail, inc, ints, one, watchdog, Recorder};
 
 #[forkgraph::task]
 fn one_() -> i64 {

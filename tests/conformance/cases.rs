@@ -18,6 +18,8 @@ use forkgraph::{
 use crate::random::{random_graph, Rng};
 use crate::support::{ints, list, one, Event, Recorder};
 use crate::Stats;
+// The task functions, for `graph!`.
+use crate::*;
 
 fn get<S: Scheduler>(s: &S, g: &Graph, keys: impl Into<Keys>) -> Output {
     let keys = keys.into();
@@ -721,11 +723,12 @@ pub(crate) fn a_nested_panic_names_the_innermost_function<S: Scheduler>(s: &S) {
 /// A value of the wrong kind for a parameter is an error naming the key, the function, the
 /// argument's position and type, and what was expected and got.
 pub(crate) fn a_type_mismatch_names_key_function_position_and_types<S: Scheduler>(s: &S) {
+    // Wrong literals only compile in the string form (`graph!` checks a handle's arguments).
     let g = graph! {
         "x" => 1,
-        "z" => (add, key("x"), "oops"),
-        "m" => (mean, 3),
-        "n" => (add, 1, (inc, "two")),
+        "z" => ("add", key("x"), "oops"),
+        "m" => ("mean", 3),
+        "n" => (add, 1, ("inc", "two")),
         "l" => (total, [1, "two"]),
         "o" => (add, key("x"), key("m-ok")),
         "m-ok" => (mean, (ramp, 4)),
@@ -999,7 +1002,7 @@ pub(crate) fn serde_user_types_travel_between_tasks<S: Scheduler>(s: &S) {
         "text" => (describe, key("stats")),
         "again" => (relabel, key("stats"), "again"),
         "wrong" => (inc, key("stats")),
-        "wrong2" => (describe, 5),
+        "wrong2" => ("describe", 5),
     };
     let out = get(s, &g, ["stats", "text", "again"]);
     let items = out.as_list().unwrap();

@@ -12,27 +12,27 @@ use forkgraph::{Callbacks, Key, Output, RunInfo, Value};
 // ---- Task functions every binary that includes this file registers ----
 
 #[forkgraph::task]
-fn inc(x: i64) -> i64 {
+pub(crate) fn inc(x: i64) -> i64 {
     x + 1
 }
 
 #[forkgraph::task]
-fn add(x: i64, y: i64) -> i64 {
+pub(crate) fn add(x: i64, y: i64) -> i64 {
     x + y
 }
 
 #[forkgraph::task]
-fn total(xs: Vec<i64>) -> i64 {
+pub(crate) fn total(xs: Vec<i64>) -> i64 {
     xs.iter().sum()
 }
 
 #[forkgraph::task]
-fn fail(msg: &str) -> Result<i64, String> {
+pub(crate) fn fail(msg: &str) -> Result<i64, String> {
     Err(msg.to_owned())
 }
 
 #[forkgraph::task]
-fn explode(msg: &str) -> i64 {
+pub(crate) fn explode(msg: &str) -> i64 {
     panic!("{msg}")
 }
 

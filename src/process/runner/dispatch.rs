@@ -10,11 +10,12 @@ use super::*;
 impl Runner {
     pub(super) fn depth(&self, i: usize) -> usize {
         let w = &self.pool.workers[i];
-        if w.avg_unit_ns <= 0.0 {
+        let adaptive = if w.avg_unit_ns <= 0.0 {
             START_DEPTH
         } else {
             ((QUEUE_NANOS / w.avg_unit_ns) as usize).clamp(2, MAX_DEPTH)
-        }
+        };
+        self.cfg.max_queue.map_or(adaptive, |m| adaptive.min(m))
     }
 
     /// Tells producers which of their segments nobody maps any more.

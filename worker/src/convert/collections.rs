@@ -156,6 +156,22 @@ impl<T: for<'x> FromArg<'x>> FromArg<'_> for HashMap<String, T> {
     }
 }
 
+/// A tuple from a list of as many arguments (what a task returning a tuple produces).
+macro_rules! tuple_args {
+    ($n:literal: $($t:ident $v:ident),+) => {
+        impl<$($t: for<'x> FromArg<'x>),+> FromArg<'_> for ($($t,)+) {
+            fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
+                let items = list_items(arg, |a| Ok(a.to_value()))?;
+                let [$($v),+] = <[Value; $n]>::try_from(items)
+                    .map_err(|_| Mismatch::new(concat!("a list of ", $n, " items"), arg))?;
+                Ok(($($t::from_arg(&ArgValue::Ref(&$v))?,)+))
+            }
+        }
+    };
+}
+tuple_args!(2: A a, B b);
+tuple_args!(3: A a, B b, C c);
+
 impl<T: IntoValue> IntoValue for BTreeMap<String, T> {
     fn into_value(self) -> Value {
         Value::Map(self.into_iter().map(|(k, v)| (k, v.into_value())).collect())

@@ -84,6 +84,13 @@ impl Mismatch {
 }
 
 /// A parameter type of a task function.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task function's parameter type",
+    label = "not a task parameter type",
+    note = "task parameters are numbers, bool, String/&str, Vec<T>, &[T] of numbers, Option<T>, \
+            maps from String, Value, Array, `Serde<T>` or `Archived<T>`: use `Serde<{Self}>` \
+            for a serde type (`#[derive(Serialize, Deserialize)]`)"
+)]
 pub trait FromArg<'a>: Sized {
     /// Makes the parameter from an argument, borrowing from it where the type allows.
     ///
@@ -93,6 +100,13 @@ pub trait FromArg<'a>: Sized {
 }
 
 /// A task's return type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task function's return type",
+    label = "not a task result type",
+    note = "task results are numbers, bool, String/&str, Vec<T>, Option<T>, maps from String, \
+            tuples of two or three, Value, Array, SharedVec<T>, `Serde<T>` or `Rkyv<T>` (or a \
+            `Result` of one): use `Serde<{Self}>` for a serde type"
+)]
 pub trait IntoValue: Sized {
     /// Converts into a value.
     ///
@@ -128,6 +142,13 @@ pub struct EncodeError {
 /// `std::error::Error` (or dereferences to one, like `anyhow::Error`) is reported with its type
 /// name and whole `source()` chain and, in the process that ran it, kept as a value (see
 /// [`ReturnedError`]). Through this trait alone, an error is `Display`ed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task function's return type",
+    label = "not a task result type",
+    note = "task results are numbers, bool, String/&str, Vec<T>, Option<T>, maps from String, \
+            tuples of two or three, Value, Array, SharedVec<T>, `Serde<T>` or `Rkyv<T>`, or a \
+            `Result` of one whose error is `Display`: use `Serde<{Self}>` for a serde type"
+)]
 pub trait IntoOutput {
     /// Converts into a value or an error.
     ///
@@ -330,6 +351,15 @@ impl IntoValue for Value {
 impl IntoValue for Array {
     fn into_value(self) -> Value {
         Value::Array(self)
+    }
+}
+
+impl FromArg<'_> for () {
+    fn from_arg(arg: &ArgValue<'_>) -> Result<Self, Mismatch> {
+        match arg.value() {
+            Some(Value::Null) => Ok(()),
+            _ => Err(Mismatch::new("no value (())", arg)),
+        }
     }
 }
 

@@ -1,0 +1,657 @@
+//! `forkgraph run`: the plan becomes a forkgraph graph of `forkgraph.command` tasks, run by a
+//! process pool of `-j` workers; a callback records what happened to each task for the summary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use forkgraph::{
+    Arg, Callbacks, GetOptions, Graph, Key, Keys, ProcessPool, Profiler, Scheduler, TaskError,
+    TaskErrorKind, TaskEvent, Value,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{self, Freshness, Spec};
+use crate::error::InputError;
+use crate::plan::Plan;
+use crate::state::{self, Record};
+use crate::sys;
+
+/// Options of `forkgraph run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Commands at once (default: `[pool] jobs`, else available parallelism).
+    pub jobs: Option<usize>,
+    /// Run only these keys and what they need (all when empty).
+    pub keys: Vec<String>,
+    /// Go on with what does not depend on a failed task.
+    pub keep_going: bool,
+    /// Print what would run and stop.
+    pub dry_run: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Write a trace, a Gantt chart and a coloured graph here.
+    pub profile: Option<PathBuf>,
+    /// Resume by checksums.
+    pub checksum: bool,
+    /// Run every selected task even when up to date.
+    pub force: bool,
+}
+
+/// What happened to a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    /// Its command ran and succeeded.
+    Ran {
+        /// Seconds.
+        secs: f64,
+    },
+    /// It was up to date.
+    Skipped,
+    /// Its command failed.
+    Failed {
+        /// Seconds.
+        secs: f64,
+        /// How, with the log's tail.
+        message: String,
+    },
+    /// A task it depends on failed.
+    UpstreamFailed {
+        /// That task.
+        failed: String,
+    },
+    /// It was running or handed to a worker when the run was interrupted.
+    Interrupted,
+    /// It never started (the run stopped first).
+    NotRun,
+}
+
+impl Status {
+    fn word(&self) -> &'static str {
+        match self {
+            Status::Ran { .. } => "ran",
+            Status::Skipped => "skipped",
+            Status::Failed { .. } => "FAILED",
+            Status::UpstreamFailed { .. } => "not run",
+            Status::Interrupted => "interrupted",
+            Status::NotRun => "not run",
+        }
+    }
+}
+
+/// The outcome of a run, also written to `last-run.json` in the state folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The graph file.
+    pub file: PathBuf,
+    /// Seconds the run took.
+    pub secs: f64,
+    /// The signal that interrupted it, if any.
+    pub interrupted: Option<i32>,
+    /// Each selected task in run order, with its status.
+    pub tasks: Vec<(String, Status)>,
+}
+
+impl Report {
+    /// Whether some task failed.
+    pub fn failed(&self) -> bool {
+        self.tasks
+            .iter()
+            .any(|(_, s)| matches!(s, Status::Failed { .. }))
+    }
+
+    /// Reads the last run's report of a plan, if there is one.
+    pub fn load(plan: &Plan) -> Option<Report> {
+        let bytes = std::fs::read(last_run_path(plan)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// Where the last run's report goes.
+pub fn last_run_path(plan: &Plan) -> PathBuf {
+    plan.settings.state_dir.join("last-run.json")
+}
+
+/// Errors of the run itself (not of its tasks).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The file is bad.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A folder or file of the runner could not be written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The process pool could not start or failed.
+    #[error("the process pool: {0}")]
+    Pool(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// The temporary output paths of this runner.
+fn temps(plan: &Plan, i: usize) -> Vec<PathBuf> {
+    let t = &plan.tasks[i];
+    if t.atomic {
+        let pid = std::process::id();
+        t.outputs
+            .iter()
+            .map(|o| command::temp_path(o, pid))
+            .collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Renders every selected task's command (placeholders checked) before anything runs.
+///
+/// # Errors
+/// [`InputError::Task`] for a placeholder naming an input or output the task lacks.
+pub fn render_all(
+    plan: &Plan,
+    mask: &[bool],
+    for_display: bool,
+) -> Result<Vec<Option<command::Rendered>>, InputError> {
+    let mut out = Vec::with_capacity(plan.tasks.len());
+    for (i, t) in plan.tasks.iter().enumerate() {
+        if !mask[i] {
+            out.push(None);
+            continue;
+        }
+        let outs = if for_display || !t.atomic {
+            t.outputs.clone()
+        } else {
+            temps(plan, i)
+        };
+        let r = command::render(t, &plan.settings.shell, &outs).map_err(|message| {
+            InputError::Task {
+                at: t.at.clone(),
+                key: t.key.clone(),
+                message,
+            }
+        })?;
+        out.push(Some(r));
+    }
+    Ok(out)
+}
+
+fn command_hash(program: &[String], env: &[(String, String)], cwd: &Path) -> String {
+    // Temporary paths carry the runner's pid: hash the displayed form instead.
+    let mut parts: Vec<&str> = program.iter().map(String::as_str).collect();
+    for (k, v) in env {
+        parts.push(k);
+        parts.push(v);
+    }
+    let cwd = cwd.to_string_lossy();
+    parts.push(&cwd);
+    state::hash_strings(parts)
+}
+
+/// What `check` and `--dry-run` print: each selected task in run order and whether it would
+/// run (and why) or be skipped.
+///
+/// # Errors
+/// An input that does not exist and that no task makes.
+pub fn preview(
+    plan: &Plan,
+    mask: &[bool],
+    checksum: bool,
+    force: bool,
+) -> Result<Vec<(usize, Freshness)>, InputError> {
+    let order = plan.order(mask);
+    let display = render_all(plan, mask, true)?;
+    let records = if checksum {
+        state::load(&plan.settings.state_dir)
+    } else {
+        BTreeMap::new()
+    };
+    check_inputs(plan, mask)?;
+    let mut runs = vec![false; plan.tasks.len()];
+    let mut out = Vec::new();
+    for i in order {
+        let t = &plan.tasks[i];
+        let (program, env) = display[i].as_ref().expect("selected");
+        let hash = command_hash(program, env, &t.cwd);
+        let f = command::freshness(
+            &t.inputs,
+            &t.outputs,
+            t.atomic,
+            checksum.then_some((hash.as_str(), records.get(&t.key))),
+            force,
+            t.deps.iter().any(|&d| runs[d]),
+            true,
+        )
+        .unwrap_or_else(Freshness::Stale);
+        runs[i] = f != Freshness::UpToDate;
+        out.push((i, f));
+    }
+    Ok(out)
+}
+
+/// Refuses an input that does not exist and that no task makes.
+///
+/// # Errors
+/// [`InputError::Task`] naming the first such input.
+pub fn check_inputs(plan: &Plan, mask: &[bool]) -> Result<(), InputError> {
+    let produced: std::collections::HashSet<&PathBuf> =
+        plan.tasks.iter().flat_map(|t| t.outputs.iter()).collect();
+    for (i, t) in plan.tasks.iter().enumerate() {
+        if !mask[i] {
+            continue;
+        }
+        for inp in &t.inputs {
+            if !produced.contains(inp) && std::fs::metadata(inp).is_err() {
+                return Err(InputError::Task {
+                    at: t.at.clone(),
+                    key: t.key.clone(),
+                    message: format!(
+                        "input {} does not exist and no task declares it as an output",
+                        inp.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records each task's fate as results arrive (in the engine's thread).
+struct Recorder {
+    index: HashMap<Key, usize>,
+    state: Mutex<RecorderState>,
+    /// Whether we re-raised SIGINT for a signal that came before the pool's handler was armed.
+    reraised: std::sync::atomic::AtomicBool,
+    print_failures: bool,
+}
+
+struct RecorderState {
+    status: Vec<Option<Status>>,
+    dispatched: Vec<bool>,
+}
+
+impl Recorder {
+    fn check_signal(&self) {
+        if sys::interrupted().is_some()
+            && !self
+                .reraised
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            sys::raise_interrupt();
+        }
+    }
+
+    fn set(&self, key: &Key, s: Status) {
+        if let Some(&i) = self.index.get(key) {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.status[i] = Some(s);
+        }
+    }
+}
+
+fn secs(ev: &TaskEvent<'_>) -> f64 {
+    ev.end.saturating_sub(ev.start) as f64 / 1e9
+}
+
+impl Callbacks for Recorder {
+    fn start(&self, _info: &forkgraph::RunInfo) {
+        self.check_signal();
+    }
+
+    fn pretask(&self, key: &Key) {
+        self.check_signal();
+        if let Some(&i) = self.index.get(key) {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.dispatched[i] = true;
+        }
+    }
+
+    fn task_done(&self, task: &TaskEvent<'_>, value: &Value) {
+        let s = match value {
+            Value::Bool(false) => Status::Skipped,
+            _ => Status::Ran { secs: secs(task) },
+        };
+        self.set(task.key, s);
+        self.check_signal();
+    }
+
+    fn task_failed(&self, task: &TaskEvent<'_>, error: &TaskError) {
+        let s = match &error.kind {
+            TaskErrorKind::Upstream { key } => Status::UpstreamFailed {
+                failed: key.to_string(),
+            },
+            // The process pool reports a chained task whose predecessor failed this way
+            // rather than as `Upstream`.
+            TaskErrorKind::Call(forkgraph::CallError::Failed(m)) if m.starts_with("not run:") => {
+                let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let failed = task
+                    .dependencies
+                    .iter()
+                    .find(|d| {
+                        self.index.get(*d).is_some_and(|&i| {
+                            matches!(
+                                st.status[i],
+                                Some(Status::Failed { .. } | Status::UpstreamFailed { .. })
+                            )
+                        })
+                    })
+                    .map_or_else(|| "a dependency".to_string(), |k| k.to_string());
+                Status::UpstreamFailed { failed }
+            }
+            TaskErrorKind::Call(forkgraph::CallError::Returned(r)) => Status::Failed {
+                secs: secs(task),
+                message: r.message().to_string(),
+            },
+            other => Status::Failed {
+                secs: secs(task),
+                message: other.to_string(),
+            },
+        };
+        if let (true, Status::Failed { message, .. }) = (self.print_failures, &s) {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "forkgraph: task `{}` failed: {message}", task.key);
+        }
+        self.set(task.key, s);
+    }
+}
+
+/// Runs the selected tasks of a plan. Returns the report (also written to `last-run.json`
+/// and summarized on stderr).
+///
+/// # Errors
+/// Bad input found before the run, or a failure of the runner itself (not of a task).
+pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
+    let started = Instant::now();
+    let mask = plan.select(&opts.keys)?;
+    if opts.dry_run {
+        let p = preview(plan, &mask, opts.checksum, opts.force)?;
+        print_preview(plan, &p);
+        return Ok(Report {
+            file: plan.file.clone(),
+            secs: 0.0,
+            interrupted: None,
+            tasks: Vec::new(),
+        });
+    }
+    check_inputs(plan, &mask)?;
+    let rendered = render_all(plan, &mask, false)?;
+    let display = render_all(plan, &mask, true)?;
+    let st = &plan.settings;
+    std::fs::create_dir_all(&st.state_dir)
+        .map_err(io_err(format!("creating {}", st.state_dir.display())))?;
+    std::fs::create_dir_all(&st.log_dir)
+        .map_err(io_err(format!("creating {}", st.log_dir.display())))?;
+    let records: BTreeMap<String, Record> = if opts.checksum {
+        state::load_and_compact(&st.state_dir)
+            .map_err(io_err(format!("the state in {}", st.state_dir.display())))?
+    } else {
+        BTreeMap::new()
+    };
+    let order = plan.order(&mask);
+    command::remove_all_stale_temps(order.iter().flat_map(|&i| plan.tasks[i].outputs.iter()));
+    let mut graph = Graph::with_capacity(order.len());
+    let mut index = HashMap::new();
+    for &i in &order {
+        let t = &plan.tasks[i];
+        let (program, env) = rendered[i].clone().expect("selected");
+        let (dprog, denv) = display[i].as_ref().expect("selected");
+        let command_hash = command_hash(dprog, denv, &t.cwd);
+        let spec = Spec {
+            key: t.key.clone(),
+            program,
+            env,
+            cwd: t.cwd.clone(),
+            inputs: t.inputs.clone(),
+            outputs: t.outputs.clone(),
+            atomic: t.atomic,
+            temps: temps(plan, i),
+            log: st.log_dir.join(command::log_name(&t.key)),
+            timeout_ms: t.timeout.map(|d| d.as_millis().max(1) as u64),
+            kill_grace_ms: st.kill_grace.as_millis() as u64,
+            retries: t.retries,
+            memory_limit: t.memory_limit,
+            checksum: opts.checksum,
+            previous: records.get(&t.key).cloned(),
+            command_hash,
+            journal: state::journal_path(&st.state_dir),
+            force: opts.force,
+        };
+        let json = serde_json::to_string(&spec).expect("a spec serializes");
+        let deps = t
+            .deps
+            .iter()
+            .map(|&d| Arg::Key(Key::from(plan.tasks[d].key.as_str())))
+            .collect();
+        graph.task(
+            t.key.as_str(),
+            command::FUNCTION,
+            vec![Arg::Value(Value::Str(json)), Arg::List(deps)],
+        );
+        index.insert(Key::from(t.key.as_str()), i);
+    }
+    let jobs = opts
+        .jobs
+        .or(st.jobs)
+        .unwrap_or_else(forkgraph::default_parallelism)
+        .clamp(1, order.len().max(1));
+    let recorder = Arc::new(Recorder {
+        index,
+        state: Mutex::new(RecorderState {
+            status: vec![None; plan.tasks.len()],
+            dispatched: vec![false; plan.tasks.len()],
+        }),
+        reraised: std::sync::atomic::AtomicBool::new(false),
+        print_failures: true,
+    });
+    let profiler = opts.profile.as_ref().map(|_| Arc::new(Profiler::new()));
+    let mut gopts = GetOptions::new()
+        .callback(recorder.clone())
+        .keep_going(opts.keep_going);
+    if let Some(p) = &profiler {
+        gopts = gopts.callback(p.clone());
+    }
+    if opts.progress {
+        gopts = gopts.progress();
+    }
+    let keys: Vec<Key> = order
+        .iter()
+        .map(|&i| Key::from(plan.tasks[i].key.as_str()))
+        .collect();
+    let keys = Keys::from(keys);
+    let mut pool_error = None;
+    let mut stopped_by_signal = false;
+    if !order.is_empty() && sys::interrupted().is_none() {
+        let pool = ProcessPool::builder()
+            .workers(jobs)
+            .retries(0)
+            .max_queue(1)
+            .build()
+            .map_err(|e| RunError::Pool(e.to_string()))?;
+        match pool.get_with(&graph, &keys, &gopts) {
+            Ok(_) => {}
+            Err(forkgraph::Error::Interrupted) => stopped_by_signal = true,
+            Err(e) if e.is_task_error() => {}
+            Err(e) => pool_error = Some(e.to_string()),
+        }
+        // Dropping the pool stops its workers and whatever they started.
+        drop(pool);
+    }
+    // Temporaries of commands that did not finish.
+    for &i in &order {
+        for t in temps(plan, i) {
+            command::remove_any(&t);
+        }
+    }
+    let interrupted = sys::interrupted().or(stopped_by_signal.then_some(libc::SIGINT));
+    let st_rec = recorder.state.lock().unwrap_or_else(|e| e.into_inner());
+    let tasks: Vec<(String, Status)> = order
+        .iter()
+        .map(|&i| {
+            let s = st_rec.status[i].clone().unwrap_or(
+                if st_rec.dispatched[i] && interrupted.is_some() {
+                    Status::Interrupted
+                } else {
+                    Status::NotRun
+                },
+            );
+            (plan.tasks[i].key.clone(), s)
+        })
+        .collect();
+    drop(st_rec);
+    let report = Report {
+        file: plan.file.clone(),
+        secs: started.elapsed().as_secs_f64(),
+        interrupted,
+        tasks,
+    };
+    let json = serde_json::to_vec_pretty(&report).expect("a report serializes");
+    state::write_atomic(&last_run_path(plan), &json)
+        .map_err(io_err(format!("writing {}", last_run_path(plan).display())))?;
+    if let (Some(dir), Some(p)) = (&opts.profile, &profiler) {
+        write_profile(plan, &mask, dir, &p.profile(), &report)?;
+    }
+    eprint!("{}", summary(&report));
+    if let Some(e) = pool_error {
+        return Err(RunError::Pool(e));
+    }
+    Ok(report)
+}
+
+fn write_profile(
+    plan: &Plan,
+    mask: &[bool],
+    dir: &Path,
+    profile: &forkgraph::Profile,
+    report: &Report,
+) -> Result<(), RunError> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    profile
+        .write_chrome_trace(dir.join("trace.json"))
+        .map_err(io_err("writing trace.json"))?;
+    profile
+        .write_svg(dir.join("profile.svg"))
+        .map_err(io_err("writing profile.svg"))?;
+    let dot = crate::dot::dot(plan, mask, Some(report), None);
+    std::fs::write(dir.join("graph.dot"), dot).map_err(io_err("writing graph.dot"))?;
+    Ok(())
+}
+
+/// At most this many tasks are listed per status in the summary.
+const LIST_MAX: usize = 50;
+
+/// The summary printed at the end of a run.
+pub fn summary(r: &Report) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, s) in &r.tasks {
+        *counts.entry(s.word()).or_default() += 1;
+    }
+    let mut out = String::new();
+    let head = if let Some(sig) = r.interrupted {
+        format!("interrupted by {}", sys::signal_name(sig))
+    } else if r.failed() {
+        "failed".to_string()
+    } else {
+        "done".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "forkgraph: {head}: {} tasks in {:.3}s: {}",
+        r.tasks.len(),
+        r.secs,
+        ["ran", "skipped", "FAILED", "not run", "interrupted"]
+            .iter()
+            .map(|w| format!("{} {w}", counts.get(w).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let width = r
+        .tasks
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(40);
+    for word in ["ran", "FAILED", "interrupted", "not run"] {
+        let items: Vec<&(String, Status)> =
+            r.tasks.iter().filter(|(_, s)| s.word() == word).collect();
+        for (k, s) in items.iter().take(LIST_MAX) {
+            let detail = match s {
+                Status::Ran { secs } => format!("{secs:.3}s"),
+                Status::Failed { secs, message } => format!(
+                    "{secs:.3}s  {}",
+                    message
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .split("; log ")
+                        .next()
+                        .unwrap_or_default()
+                ),
+                Status::UpstreamFailed { failed } => format!("(depends on failed {failed})"),
+                Status::Interrupted => "(killed)".into(),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  {word:<11} {k:<width$}  {detail}");
+        }
+        if items.len() > LIST_MAX {
+            let _ = writeln!(
+                out,
+                "  {word:<11} ... and {} more (see last-run.json)",
+                items.len() - LIST_MAX
+            );
+        }
+    }
+    let skipped: Vec<&str> = r
+        .tasks
+        .iter()
+        .filter(|(_, s)| *s == Status::Skipped)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if !skipped.is_empty() {
+        let shown: Vec<&str> = skipped.iter().take(10).copied().collect();
+        let more = if skipped.len() > 10 {
+            format!(", ... ({} in all)", skipped.len())
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  {:<11} {}{more}", "skipped", shown.join(", "));
+    }
+    out
+}
+
+/// Prints the output of `check` and `--dry-run`.
+pub fn print_preview(plan: &Plan, p: &[(usize, Freshness)]) {
+    let mut out = std::io::stdout().lock();
+    let runs = p.iter().filter(|(_, f)| *f != Freshness::UpToDate).count();
+    let _ = writeln!(
+        out,
+        "{} tasks in run order: {} would run, {} would be skipped",
+        p.len(),
+        runs,
+        p.len() - runs
+    );
+    let display = render_all(plan, &vec![true; plan.tasks.len()], true).ok();
+    let base = format!("{}/", plan.base.display());
+    for (n, (i, f)) in p.iter().enumerate() {
+        let t = &plan.tasks[*i];
+        let what = match f {
+            Freshness::UpToDate => "skip (up to date)".to_string(),
+            Freshness::Stale(why) => format!("run  ({})", why.replace(&base, "")),
+        };
+        let _ = writeln!(out, "{:>5}. {}  {what}", n + 1, t.key);
+        if let Some(Some((prog, _))) = display.as_ref().map(|d| &d[*i]) {
+            let _ = writeln!(out, "         $ {}", command::display(prog));
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The graph file: its schema (TOML, or JSON with the same fields) and parsing it with errors
+//! that name the file, line and column.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::InputError;
+
+/// A whole graph file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphFile {
+    /// Settings for the whole run (`[pool]`).
+    #[serde(default)]
+    pub pool: PoolSection,
+    /// Named values and lists for templates (`[vars]`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, VarValue>,
+    /// The tasks (`[[task]]`).
+    #[serde(default, rename = "task")]
+    pub tasks: Vec<TaskEntry>,
+}
+
+/// `[pool]`: how the run is carried out. Reserved for the cluster (`mpi`) and sandbox settings
+/// once the library has them; until then those names are refused as unknown fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// Commands at once when `-j` is not given (default: available parallelism).
+    pub jobs: Option<usize>,
+    /// Where per-task logs go (default `.forkgraph/<file stem>/logs`, beside the file).
+    pub log_dir: Option<String>,
+    /// Where the resume state goes (default `.forkgraph/<file stem>`, beside the file).
+    pub state_dir: Option<String>,
+    /// The shell that runs `cmd` strings (default `/bin/sh`).
+    pub shell: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when a command times out (default 2).
+    pub kill_grace: Option<f64>,
+}
+
+/// A scalar in `[vars]` and `for_each` lists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl Scalar {
+    /// As it is substituted into templates.
+    pub fn render(&self) -> String {
+        match self {
+            Scalar::Str(s) => s.clone(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// A `[vars]` entry: one value or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum VarValue {
+    /// One value: `ref = "genome.fa"`.
+    One(Scalar),
+    /// A list: `samples = ["a", "b"]`.
+    Many(Vec<Scalar>),
+}
+
+/// What a `for_each` variable ranges over: a list, or the name of a `[vars]` list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Range {
+    /// The name of a list in `[vars]`.
+    Var(String),
+    /// The values themselves.
+    List(Vec<Scalar>),
+}
+
+/// A memory size: bytes, or a string with a unit (`"512M"`, `"2G"`, `"1.5GiB"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    /// Bytes.
+    Bytes(u64),
+    /// With a unit.
+    Text(String),
+}
+
+impl Size {
+    /// The size in bytes.
+    ///
+    /// # Errors
+    /// When the text is not a number with an optional unit K, M, G, T (powers of 1024; `B`
+    /// and `iB` accepted).
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(b) => Ok(*b),
+            Size::Text(t) => parse_size(t),
+        }
+    }
+}
+
+fn parse_size(t: &str) -> Result<u64, String> {
+    let s = t.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{t}` is not a size (examples: 1048576, \"512M\", \"2G\")"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        u => return Err(format!("`{t}`: unknown unit `{u}` (use K, M, G or T)")),
+    };
+    let v = n * mult as f64;
+    if !v.is_finite() || v < 1.0 || v > u64::MAX as f64 {
+        return Err(format!("`{t}` is not a usable size"));
+    }
+    Ok(v as u64)
+}
+
+/// One `[[task]]` entry (a template when it has `for_each`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskEntry {
+    /// The task's key (with `{var}` placeholders under `for_each`).
+    pub key: String,
+    /// Variables this entry ranges over (the cartesian product when several).
+    pub for_each: Option<BTreeMap<String, Range>>,
+    /// A shell command line, run with `shell -c`.
+    pub cmd: Option<String>,
+    /// A program and its arguments, run directly.
+    pub argv: Option<Vec<String>>,
+    /// Environment variables added to the runner's.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the graph file's directory).
+    pub cwd: Option<String>,
+    /// Files the command reads.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Files the command writes.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Keys of tasks that must finish first.
+    #[serde(default)]
+    pub deps: Vec<String>,
+    /// Seconds before the command's process group is killed.
+    pub timeout: Option<f64>,
+    /// Re-runs after a failure.
+    pub retries: Option<u32>,
+    /// Address-space limit of the command (RLIMIT_AS).
+    pub memory_limit: Option<Size>,
+    /// Whether outputs go through temporary paths (default true).
+    pub atomic: Option<bool>,
+}
+
+/// A parsed file and where its task entries are in the text (for later errors).
+#[derive(Debug)]
+pub struct Parsed {
+    /// The file.
+    pub path: PathBuf,
+    /// Its contents.
+    pub file: GraphFile,
+    /// Per task entry: its 1-based line and column, where known (TOML).
+    pub entry_positions: Vec<Option<(usize, usize)>>,
+}
+
+/// The 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let col = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    (line, col)
+}
+
+/// Whether the file is JSON (by extension; anything else is TOML).
+fn is_json(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+/// Parses a graph file's text.
+///
+/// # Errors
+/// [`InputError::Syntax`] with the line and column for malformed text, unknown fields and
+/// wrong types.
+pub fn parse_str(path: &Path, text: &str) -> Result<Parsed, InputError> {
+    let syntax = |line, column, message: String| InputError::Syntax {
+        file: path.to_path_buf(),
+        line,
+        column,
+        message,
+    };
+    if is_json(path) {
+        let file: GraphFile = serde_json::from_str(text)
+            .map_err(|e| syntax(e.line(), e.column(), strip_position(&e.to_string())))?;
+        let n = file.tasks.len();
+        return Ok(Parsed {
+            path: path.to_path_buf(),
+            file,
+            entry_positions: vec![None; n],
+        });
+    }
+    let file: GraphFile = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        syntax(line, column, e.message().trim().to_string())
+    })?;
+    let mut entry_positions = vec![None; file.tasks.len()];
+    if let Ok(table) = toml::de::DeTable::parse(text) {
+        if let Some(v) = table.get_ref().get("task") {
+            if let toml::de::DeValue::Array(items) = v.get_ref() {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(slot) = entry_positions.get_mut(i) {
+                        *slot = Some(line_col(text, item.span().start));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Parsed {
+        path: path.to_path_buf(),
+        file,
+        entry_positions,
+    })
+}
+
+/// serde_json appends " at line L column C" to its messages; we print the position first.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(p) => msg[..p].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Reads and parses a graph file.
+///
+/// # Errors
+/// [`InputError::Read`] when it cannot be read, or as [`parse_str`].
+pub fn parse_file(path: &Path) -> Result<Parsed, InputError> {
+    let bytes = std::fs::read(path).map_err(|source| InputError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let (line, column) = line_col(
+            &String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]),
+            usize::MAX,
+        );
+        InputError::Syntax {
+            file: path.to_path_buf(),
+            line,
+            column,
+            message: "the file is not valid UTF-8".into(),
+        }
+    })?;
+    parse_str(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("é\nx", 99), (2, 2));
+    }
+}

@@ -1,0 +1,171 @@
+//! Resume state for `--checksum`: per task, the hash of its command line and of each input
+//! file when it last succeeded.
+//!
+//! Two files in the state folder: `state.json`, the records at the start of the last run,
+//! always replaced whole (written to a temporary file, synced, renamed), and `journal.jsonl`,
+//! to which each worker appends one line per task that succeeded, after the task's outputs were
+//! renamed into place. A run starts by folding the journal into `state.json` (atomically) and
+//! emptying the journal. A line torn by a crash does not parse and is ignored: that task is
+//! redone, never wrongly skipped.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a task's last success depended on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The task's key.
+    pub key: String,
+    /// SHA-256 of the command line, environment and working directory (hex).
+    pub command: String,
+    /// Each input file and the SHA-256 of its contents (hex).
+    pub inputs: Vec<(PathBuf, String)>,
+}
+
+/// The state file of a state folder.
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+/// The journal of a state folder.
+pub fn journal_path(dir: &Path) -> PathBuf {
+    dir.join("journal.jsonl")
+}
+
+/// SHA-256 of a file's contents, in hex.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// SHA-256 of some strings (each length-prefixed), in hex.
+pub fn hash_strings<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex(&h.finalize())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Loads the records (state file, then journal), folds the journal into a new state file
+/// written atomically, and empties the journal. Returns the records by key.
+///
+/// # Errors
+/// When the folder cannot be created or the new state file cannot be written.
+pub fn load_and_compact(dir: &Path) -> io::Result<BTreeMap<String, Record>> {
+    fs::create_dir_all(dir)?;
+    let records = load(dir);
+    write_atomic(
+        &state_path(dir),
+        serde_json::to_vec(&records.values().collect::<Vec<_>>())
+            .map_err(io::Error::other)?
+            .as_slice(),
+    )?;
+    File::create(journal_path(dir))?;
+    Ok(records)
+}
+
+/// Reads the records without changing anything (for `check` and `--dry-run`).
+pub fn load(dir: &Path) -> BTreeMap<String, Record> {
+    let mut records = BTreeMap::new();
+    if let Ok(text) = fs::read(state_path(dir)) {
+        if let Ok(list) = serde_json::from_slice::<Vec<Record>>(&text) {
+            for r in list {
+                records.insert(r.key.clone(), r);
+            }
+        }
+    }
+    if let Ok(text) = fs::read_to_string(journal_path(dir)) {
+        for line in text.lines() {
+            if let Ok(r) = serde_json::from_str::<Record>(line) {
+                records.insert(r.key.clone(), r);
+            }
+        }
+    }
+    records
+}
+
+/// Appends a record to the journal with one `write` (O_APPEND), then syncs it.
+///
+/// # Errors
+/// When the journal cannot be opened or written.
+pub fn append(journal: &Path, record: &Record) -> io::Result<()> {
+    let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let mut f = OpenOptions::new().create(true).append(true).open(journal)?;
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, synced and renamed,
+/// so that `path` is always either the old or the new contents.
+///
+/// # Errors
+/// When writing or renaming fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_journal_line_is_ignored_and_compaction_keeps_the_rest() {
+        let dir = std::env::temp_dir().join(format!("fg-state-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let r = |k: &str| Record {
+            key: k.into(),
+            command: hash_strings(["x"]),
+            inputs: vec![],
+        };
+        append(&journal_path(&dir), &r("a")).unwrap();
+        append(&journal_path(&dir), &r("b")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(journal_path(&dir))
+            .unwrap();
+        f.write_all(b"{\"key\":\"c\",\"comm").unwrap();
+        let got = load_and_compact(&dir).unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(fs::read(journal_path(&dir)).unwrap().len(), 0);
+        assert_eq!(load(&dir).len(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,6 @@
+#[forkgraph::task]
+async fn fetch(url: String) -> String {
+    url
+}
+
+fn main() {}

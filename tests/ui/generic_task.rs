@@ -1,0 +1,6 @@
+#[forkgraph::task]
+fn identity<T>(x: T) -> T {
+    x
+}
+
+fn main() {}
