@@ -7,6 +7,8 @@
 //! cargo run --release --example bench_suite -- --only A,E --json out.json
 //! cargo run --release --example bench_suite -- --schedulers sync,threads,procs
 //! cargo run --release --example bench_suite -- --no-hugepages    # no MADV_HUGEPAGE advice
+//! mpirun --bind-to none --oversubscribe -np 3 target/release/examples/bench_suite --schedulers procs,mpi
+//!     # the MPI cluster (build with `--features mpi`): one worker per rank
 //! cargo run --release --example bench_suite -- --profile         # with a Profiler on each get
 //! cargo run --release --example bench_suite -- --compare dask.json # markdown table vs Dask
 //! cargo run --release --example bench_suite -- --only P          # the pool as an executor
@@ -495,7 +497,23 @@ type MakeScheduler = fn() -> Result<Box<dyn Scheduler>, BuildError>;
 
 /// Every scheduler the suite knows, in column order.
 fn schedulers() -> Vec<(&'static str, MakeScheduler)> {
-    vec![("sync", sync), ("threads", threads), ("procs", procs)]
+    #[allow(unused_mut)]
+    let mut all: Vec<(&'static str, MakeScheduler)> =
+        vec![("sync", sync), ("threads", threads), ("procs", procs)];
+    #[cfg(feature = "mpi")]
+    all.push(("mpi", mpi));
+    all
+}
+
+/// The MPI cluster (feature `mpi`; run under `mpirun --bind-to none -np 3`): one worker per
+/// rank. Ranks other than 0 serve inside `init` and exit there.
+#[cfg(feature = "mpi")]
+fn mpi() -> Result<Box<dyn Scheduler>, BuildError> {
+    Ok(Box::new(
+        forkgraph::MpiCluster::builder()
+            .workers_per_rank(Some(1))
+            .init()?,
+    ))
 }
 
 fn sync() -> Result<Box<dyn Scheduler>, BuildError> {

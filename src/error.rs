@@ -211,6 +211,9 @@ impl std::fmt::Display for TaskErrorKind {
                 write!(f, "worker process {pid} died")?;
                 if let Some(s) = signal {
                     write!(f, " from signal {s} ({})", signal_name(*s))?;
+                    if *s == libc_sigsys() {
+                        f.write_str(": a system call denied by the pool's sandbox")?;
+                    }
                 }
                 if let Some(c) = exit_code {
                     write!(f, " with exit code {c}")?;
@@ -247,6 +250,11 @@ impl std::fmt::Display for TaskErrorKind {
             }
         }
     }
+}
+
+/// SIGSYS, which seccomp's kill action sends (a sandboxed worker made a denied system call).
+const fn libc_sigsys() -> i32 {
+    31
 }
 
 /// Conventional name of a signal number.

@@ -43,6 +43,8 @@ mod error;
 mod graph;
 mod handle;
 mod key;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod names;
 mod nesting;
 mod optimize;
@@ -76,11 +78,13 @@ pub use forkgraph_worker::{
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
 pub use handle::{as_completed, AsCompleted, GetFuture, Submitted};
 pub use key::{Key, KeyPart, Keys};
+#[cfg(feature = "mpi")]
+pub use mpi::{MpiCluster, MpiClusterBuilder, MpiStats};
 pub use names::Args;
 pub use nesting::MAX_NESTING;
 pub use process::{
-    ProcessPool, ProcessPoolBuilder, Unordered, DEFAULT_FORK_SERVER_TIMEOUT,
-    DEFAULT_SEGMENT_THRESHOLD,
+    Layer, LayerStatus, ProcessPool, ProcessPoolBuilder, Sandbox, SandboxError, SandboxReport,
+    Unordered, DEFAULT_FORK_SERVER_TIMEOUT, DEFAULT_SEGMENT_THRESHOLD,
 };
 pub use scheduler::{GetOptions, Scheduler, SchedulerExt};
 pub use sync::{get, get_value, SyncScheduler};

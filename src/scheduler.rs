@@ -198,6 +198,9 @@ inherent_get!(
     crate::ProcessPool,
 );
 
+#[cfg(feature = "mpi")]
+inherent_get!(crate::MpiCluster);
+
 pub(crate) fn plan(graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Plan, Error> {
     Ok(Plan::build(graph, keys, opts.plan)?)
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use forkgraph_worker::proto::Limits;
+pub use forkgraph_worker::sandbox::{Layer, LayerStatus, Sandbox, SandboxError, SandboxReport};
 
 use crate::engine::{self, Output};
 use crate::error::{BuildError, Error};
@@ -44,6 +45,8 @@ pub(crate) struct Config {
     pub(crate) server_timeout: Duration,
     /// The function every worker runs once after it starts, with its arguments.
     pub(crate) init: Option<(String, Vec<Arg>)>,
+    /// What workers may do (see [`Sandbox`]); `None`: everything their uid may.
+    pub(crate) sandbox: Option<Arc<Sandbox>>,
     /// Most units handed to one worker at once (`None`: adaptive).
     pub(crate) max_queue: Option<usize>,
 }
@@ -78,6 +81,7 @@ impl Default for ProcessPoolBuilder {
                 segment_budget: None,
                 server_timeout: DEFAULT_FORK_SERVER_TIMEOUT,
                 init: None,
+                sandbox: None,
                 max_queue: None,
             },
         }
@@ -228,6 +232,18 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Runs every worker in `sandbox` (see [`Sandbox`] and README "Running untrusted code"):
+    /// Landlock, seccomp, namespaces and rlimits, applied in each worker after the fork and
+    /// before any task. Shared results are then never recycled (each is sealed against every
+    /// write), the sandbox's memory limit applies unless
+    /// [`memory_limit`](ProcessPoolBuilder::memory_limit) is set, and `build` fails when the
+    /// kernel cannot provide a layer (unless [`Sandbox::best_effort`]).
+    #[must_use]
+    pub fn sandbox(mut self, sandbox: Sandbox) -> ProcessPoolBuilder {
+        self.cfg.sandbox = Some(Arc::new(sandbox));
+        self
+    }
+
     /// Starts the fork server and the workers.
     ///
     /// Open files: every result the pool holds in a shared segment is an fd in this process.
@@ -247,8 +263,20 @@ impl ProcessPoolBuilder {
             Some((function, args)) => Some(compile_init(function, args)?),
             None => None,
         };
-        let pool = Pool::start(&self.cfg, init).map_err(build_error)?;
-        let cfg = Arc::new(self.cfg);
+        let mut cfg = self.cfg;
+        if let Some(s) = &cfg.sandbox {
+            cfg.limits.recycle_segments = false;
+            cfg.limits.memory_bytes = cfg.limits.memory_bytes.or(s.memory());
+            // The pool's memory limit, when set, is the one the sandbox enforces.
+            let s = match cfg.limits.memory_bytes {
+                Some(m) => (**s).clone().memory_limit(m),
+                None => (**s).clone(),
+            };
+            let report = s.check().map_err(|e| BuildError::new(e.to_string()))?;
+            log::debug!("forkgraph sandbox: {report}");
+        }
+        let pool = Pool::start(&cfg, init).map_err(build_error)?;
+        let cfg = Arc::new(cfg);
         let runner = runner::Runner::new(pool, Arc::clone(&cfg));
         let shared = shared::Shared::new(runner)
             .map_err(|e| BuildError::io("cannot make the pool's wake-up pipe", e))?;

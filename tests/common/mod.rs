@@ -28,7 +28,8 @@ pub(crate) fn watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Sen
 
 /// A fresh, empty directory under the target directory for one test.
 pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
+    // Cargo sets CARGO_TARGET_TMPDIR when it compiles integration tests, not when it runs them.
+    let base = option_env!("CARGO_TARGET_TMPDIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let d = base.join(format!("{name}-{}", std::process::id()));

@@ -216,6 +216,14 @@ impl ReturnedError {
 
 /// The chain joined by `": "`, after the type name for `std::error::Error` types:
 /// `anyhow::Error: reading config.toml: No such file or directory (os error 2)`.
+impl ReturnedError {
+    /// Adds a last message to the chain (what the runtime knows about the failure, such as a
+    /// system call the sandbox denied).
+    pub(crate) fn add_note(&mut self, note: String) {
+        self.chain.push(note);
+    }
+}
+
 impl Display for ReturnedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.std_error {

@@ -12,6 +12,7 @@ pub mod host;
 pub mod logs;
 pub mod proto;
 pub mod registry;
+pub mod sandbox;
 pub mod segments;
 mod serve;
 pub mod shared;

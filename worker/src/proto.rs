@@ -42,6 +42,9 @@ pub struct Limits {
     pub log_level: u8,
     /// `tracing` events forwarded to the parent, up to this level (as `log_level`).
     pub trace_level: u8,
+    /// Whether the worker runs in a sandbox (set by the fork server; its tasks' failures then
+    /// name a system call the sandbox denied).
+    pub sandboxed: bool,
 }
 
 /// Parent to fork server.
@@ -53,6 +56,8 @@ pub enum ToServer {
         limits: Limits,
         /// What it runs once before anything else (the pool's `worker_init`).
         init: Option<Arc<TaskSpec>>,
+        /// Its sandbox, if any (see [`crate::sandbox`]).
+        sandbox: Option<Arc<crate::sandbox::Sandbox>>,
     },
     /// Kill (SIGKILL) a worker and wait for it to end.
     Reap {

@@ -170,7 +170,11 @@ fn run_unit(
         if let Some(secs) = limits.cpu_seconds {
             let _ = sys::limit_cpu_from_now(secs);
         }
-        let out = {
+        let sandboxed = limits.sandboxed;
+        if sandboxed {
+            let _ = sys::sandbox::take_denied();
+        }
+        let mut out = {
             let inputs: Vec<&Value> = task
                 .inputs
                 .iter()
@@ -181,6 +185,11 @@ fn run_unit(
                 .collect();
             exec::run(&task.spec, inputs.as_slice())
         };
+        if sandboxed {
+            if let Some(call) = sys::sandbox::take_denied() {
+                name_denied_call(&mut out, &call);
+            }
+        }
         match out {
             Ok(v) => {
                 if i == last {
@@ -197,6 +206,23 @@ fn run_unit(
         }
     }
     (results, ends)
+}
+
+/// A task of a sandboxed worker made a system call the sandbox denies (it got `EPERM`): its
+/// failure says which; a task that succeeded anyway gets a line on stderr.
+fn name_denied_call(out: &mut Result<Value, exec::TaskFailure>, call: &str) {
+    let note = format!("the pool's sandbox denied system call {call} (it returned EPERM)");
+    match out {
+        Err(f) => match &mut f.error {
+            crate::registry::CallError::Returned(r) => r.add_note(note),
+            crate::registry::CallError::Panicked(s) | crate::registry::CallError::Failed(s) => {
+                s.push_str("; ");
+                s.push_str(&note);
+            }
+            _ => {}
+        },
+        Ok(_) => eprintln!("forkgraph worker {}: {note}", sys::getpid()),
+    }
 }
 
 /// Average run time per function, to guess how long a unit will take.

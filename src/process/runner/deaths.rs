@@ -278,7 +278,9 @@ impl Runner {
                 .lines()
                 .rev()
                 .find(|l| l.contains("memory allocation of"));
-            if let (Some(SIGABRT), Some(line)) = (signal, oom) {
+            // 9, SIGKILL: a sandboxed worker's memory cgroup was full (the fork server wrote the
+            // line after the kernel's OOM kill).
+            if let (Some(SIGABRT | 9), Some(line)) = (signal, oom) {
                 return TaskErrorKind::OutOfMemory {
                     limit,
                     detail: line.trim().to_owned(),

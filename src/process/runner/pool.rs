@@ -127,7 +127,7 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn start(cfg: &Config, init: Option<Arc<TaskSpec>>) -> Result<Pool, StartError> {
-        let mut server = ForkServer::start(cfg.server_timeout)?;
+        let mut server = ForkServer::start_sandboxed(cfg.server_timeout, cfg.sandbox.clone())?;
         let mut workers = Vec::with_capacity(cfg.workers);
         for _ in 0..cfg.workers {
             workers.push(Slot::new(
@@ -285,7 +285,7 @@ impl Pool {
         // The old workers stay in place (dead) until the new ones exist: a pool whose restart
         // failed still has its slots, and the next `get` tries again rather than finding no
         // worker to wait for.
-        let mut server = ForkServer::start(self.server_timeout)?;
+        let mut server = ForkServer::start_sandboxed(self.server_timeout, self.server.sandbox())?;
         for w in &self.workers {
             w.reap_orphaned(self.server_timeout);
         }

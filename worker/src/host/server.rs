@@ -11,6 +11,7 @@ use super::WorkerHandle;
 use crate::exec::TaskSpec;
 use crate::frame::{Inbox, Outbox};
 use crate::proto::{FromServer, Limits, ToServer};
+use crate::sandbox::Sandbox;
 use crate::segments::Side;
 use crate::sys::{self, Exit, Stream};
 
@@ -22,6 +23,39 @@ pub struct ForkServer {
     control: Option<Stream>,
     inbox: Inbox,
     timeout: Duration,
+    /// The sandbox of its workers, and (while it lives) this process kept not dumpable.
+    sandbox: Option<(Arc<Sandbox>, Undumpable)>,
+}
+
+/// While one lives, this process is not dumpable (a sandboxed worker cannot read its memory
+/// or ptrace it even where it escapes the other layers); the last one to go restores what it
+/// was before the first.
+#[derive(Debug)]
+struct Undumpable;
+
+/// (live guards, whether the process was dumpable before the first).
+static UNDUMPABLE: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, true));
+
+impl Undumpable {
+    fn new() -> Undumpable {
+        let mut g = UNDUMPABLE.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 == 0 {
+            g.1 = sys::is_dumpable();
+        }
+        g.0 += 1;
+        sys::set_dumpable(false);
+        Undumpable
+    }
+}
+
+impl Drop for Undumpable {
+    fn drop(&mut self) {
+        let mut g = UNDUMPABLE.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 -= 1;
+        if g.0 == 0 && g.1 {
+            sys::set_dumpable(true);
+        }
+    }
 }
 
 impl ForkServer {
@@ -31,6 +65,23 @@ impl ForkServer {
     /// # Errors
     /// When the start-up hook did not run in this executable, or the process cannot start.
     pub fn start(timeout: Duration) -> Result<ForkServer, StartError> {
+        ForkServer::start_sandboxed(timeout, None)
+    }
+
+    /// As [`ForkServer::start`], for a server whose workers enter `sandbox` (checked here
+    /// against the kernel; see [`crate::sandbox`]). While it lives, this process is not
+    /// dumpable.
+    ///
+    /// # Errors
+    /// As [`ForkServer::start`], and a sandbox this kernel cannot provide.
+    pub fn start_sandboxed(
+        timeout: Duration,
+        sandbox: Option<Arc<Sandbox>>,
+    ) -> Result<ForkServer, StartError> {
+        if let Some(s) = &sandbox {
+            s.check().map_err(|e| StartError::new(e.to_string()))?;
+        }
+        let sandbox = sandbox.map(|s| (s, Undumpable::new()));
         if !crate::forkserver::hook_ran() {
             return Err(StartError::new(
                 "forkgraph's start-up hook did not run in this executable, so it cannot serve as \
@@ -57,6 +108,7 @@ impl ForkServer {
             control: Some(mine),
             inbox: Inbox::new(),
             timeout,
+            sandbox,
         })
     }
 
@@ -148,7 +200,12 @@ impl ForkServer {
             trace_level: crate::logs::current_trace_level(),
             ..limits
         };
-        match self.request(&ToServer::Spawn { limits, init })? {
+        let sandbox = self.sandbox.as_ref().map(|(s, _)| s.clone());
+        match self.request(&ToServer::Spawn {
+            limits,
+            init,
+            sandbox,
+        })? {
             (FromServer::Spawned { pid }, fds) => {
                 let proc = (fds.len() == 4)
                     .then_some(fds)
@@ -173,6 +230,11 @@ impl ForkServer {
                 "unexpected fork server reply {other:?}"
             ))),
         }
+    }
+
+    /// The sandbox of its workers, if any.
+    pub fn sandbox(&self) -> Option<Arc<Sandbox>> {
+        self.sandbox.as_ref().map(|(s, _)| s.clone())
     }
 
     /// Kills (if still alive) and reaps a worker, and what its tasks left behind; how it ended.
@@ -203,6 +265,10 @@ impl Drop for ForkServer {
         }
         // Fails (ECHILD) when the program ignores SIGCHLD: the kernel reaped it already.
         let _ = self.child.wait();
+        if self.sandbox.is_some() {
+            // A server that was killed could not remove its workers' cgroups.
+            sys::cgroup::remove_server_cgroups(self.child.id() as i32, self.timeout);
+        }
     }
 }
 

@@ -10,11 +10,13 @@ use std::io;
 
 use nix::errno::Errno;
 
+pub(crate) mod cgroup;
 pub(crate) mod limits;
 pub(crate) mod memfd;
 pub(crate) mod page;
 pub(crate) mod poll;
 pub(crate) mod process;
+pub(crate) mod sandbox;
 pub(crate) mod signals;
 pub(crate) mod socket;
 
@@ -23,6 +25,10 @@ pub(crate) use memfd::*;
 pub(crate) use page::*;
 pub(crate) use poll::*;
 pub(crate) use process::*;
+pub(crate) use sandbox::{
+    compile_seccomp, is_dumpable, is_root, landlock_abi, seccomp_available, set_dumpable,
+    user_namespaces_available,
+};
 pub(crate) use signals::*;
 pub(crate) use socket::*;
 

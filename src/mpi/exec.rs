@@ -1,0 +1,408 @@
+//! Rank 0's executor for the engine: places units on ranks, keeps results where they were
+//! produced, and hands the engine stand-ins for them.
+//!
+//! The engine is unchanged: a result kept on a rank is an `Arc<Value>` of its own (a `Null`
+//! stand-in, or the real value when it was fetched) that this executor maps back to (rank, id,
+//! bytes) by address when a dependent is submitted. The executor keeps one clone of each; when
+//! it is the last one, the engine has released the slot (its last dependent finished), and the
+//! result is freed on its rank. Requested outputs (and, with callbacks, every result) are
+//! fetched to rank 0 when they finish, so that the engine collects real values.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use forkgraph_worker::Value;
+
+use super::node::{Event, Node};
+use super::proto::{Input, Msg, WireResult, WireTask};
+use super::{Backoff, Counters};
+use crate::callbacks::WorkerId;
+use crate::engine::{Done, Executor, Failure, Job, Ran};
+use crate::error::Error;
+use crate::plan::{Kind, Plan};
+
+/// Units a rank with `workers` workers may have queued or running: enough that each batch of
+/// its pool amortizes the message and planning costs over many small tasks.
+fn queue(workers: usize) -> usize {
+    256 * workers.max(1)
+}
+
+/// A result kept on a rank.
+#[derive(Debug, Clone, Copy)]
+struct Handle {
+    rank: usize,
+    id: u64,
+    bytes: u64,
+}
+
+struct Unit {
+    rank: usize,
+    nodes: Vec<u32>,
+    /// Whether the engine wants every result back (callbacks watch values).
+    fetch_all: bool,
+    /// When it was sent (`host::now`, 0 when not timed): callbacks see a unit's tasks run
+    /// from then until rank 0 learned they finished.
+    sent: u64,
+}
+
+/// A finished task whose value is on its way to rank 0.
+struct Fetching {
+    node: u32,
+    handle: Handle,
+    ran: Ran,
+}
+
+pub(crate) struct MpiExec<'a> {
+    node: &'a mut Node,
+    plan: &'a Plan,
+    counters: &'a mut Counters,
+    /// Nodes whose values rank 0 needs (requested, or read by a requested alias).
+    needed: Vec<bool>,
+    /// Workers per rank, and units in flight per rank.
+    workers: Vec<usize>,
+    load: Vec<usize>,
+    /// Results kept on ranks, by the address of their stand-in.
+    handles: HashMap<usize, Handle>,
+    kept: Vec<Arc<Value>>,
+    units: HashMap<u64, Unit>,
+    next_unit: u64,
+    fetching: HashMap<u64, Fetching>,
+    next_fetch: u64,
+    done: Vec<Done>,
+    error: Option<String>,
+    events: Vec<Event>,
+    /// Units submitted since the last wait, by rank: sent as one message per rank.
+    outbox: Vec<Vec<(u64, Vec<WireTask>)>>,
+}
+
+impl<'a> MpiExec<'a> {
+    pub(crate) fn new(
+        node: &'a mut Node,
+        plan: &'a Plan,
+        workers: Vec<usize>,
+        counters: &'a mut Counters,
+    ) -> MpiExec<'a> {
+        let n = plan.len();
+        let mut needed = vec![false; n];
+        for i in 0..n {
+            if !plan.requested[i] {
+                continue;
+            }
+            let mut j = i;
+            loop {
+                needed[j] = true;
+                match plan.kinds[j] {
+                    Kind::Alias => j = plan.deps.get(j as u32)[0] as usize,
+                    _ => break,
+                }
+            }
+        }
+        let ranks = workers.len();
+        MpiExec {
+            node,
+            plan,
+            counters,
+            needed,
+            workers,
+            load: vec![0; ranks],
+            handles: HashMap::new(),
+            kept: Vec::new(),
+            units: HashMap::new(),
+            next_unit: 0,
+            fetching: HashMap::new(),
+            next_fetch: 0,
+            done: Vec::new(),
+            error: None,
+            events: Vec::new(),
+            outbox: (0..ranks).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// The rank for a unit whose held inputs are `held`: the one holding most input bytes if
+    /// its queue has room, else the least loaded.
+    fn place(&self, held: &[Handle]) -> usize {
+        let ranks = self.workers.len();
+        let mut by_rank = vec![0u64; ranks];
+        for h in held {
+            by_rank[h.rank] += h.bytes;
+        }
+        let room = |r: usize| self.load[r] < queue(self.workers[r]);
+        let best = (0..ranks).max_by_key(|&r| (by_rank[r], std::cmp::Reverse(r)));
+        if let Some(b) = best.filter(|&b| by_rank[b] > 0 && room(b)) {
+            return b;
+        }
+        (0..ranks)
+            .min_by(|&a, &b| {
+                let la = self.load[a] as f64 / self.workers[a].max(1) as f64;
+                let lb = self.load[b] as f64 / self.workers[b].max(1) as f64;
+                la.total_cmp(&lb)
+            })
+            .unwrap_or(0)
+    }
+
+    fn input(&self, v: &Arc<Value>) -> Result<Handle, Value> {
+        match self.handles.get(&(Arc::as_ptr(v) as usize)) {
+            Some(h) => Ok(*h),
+            None => Err(Value::clone(v)),
+        }
+    }
+
+    fn submit_unit(&mut self, jobs: Vec<Job>) -> Result<(), String> {
+        let fetch_all = jobs.iter().any(|j| j.timed);
+        let mut tasks = Vec::with_capacity(jobs.len());
+        let mut held = Vec::new();
+        let mut wire_inputs = Vec::with_capacity(jobs.len());
+        for j in &jobs {
+            let mut inputs = Vec::with_capacity(j.inputs.len());
+            for (i, v) in j.inputs.iter().enumerate() {
+                if j.prev == Some(i as u32) {
+                    inputs.push(None);
+                    continue;
+                }
+                match self.input(v) {
+                    Ok(h) => {
+                        held.push(h);
+                        inputs.push(Some(Ok(h)));
+                    }
+                    Err(v) => inputs.push(Some(Err(v))),
+                }
+            }
+            wire_inputs.push(inputs);
+        }
+        // Each held result counts once however many tasks read it.
+        held.sort_by_key(|h| (h.rank, h.id));
+        held.dedup_by_key(|h| (h.rank, h.id));
+        let rank = self.place(&held);
+        for h in &held {
+            if h.rank != rank {
+                self.counters.moved_bytes += h.bytes;
+                self.counters.moves += 1;
+            }
+        }
+        for (j, inputs) in jobs.iter().zip(wire_inputs) {
+            tasks.push(WireTask {
+                node: j.node,
+                spec: (*j.spec).clone(),
+                inputs: inputs
+                    .into_iter()
+                    .map(|i| match i {
+                        None => Input::Prev,
+                        Some(Ok(h)) => Input::Held {
+                            rank: h.rank as u32,
+                            id: h.id,
+                        },
+                        Some(Err(v)) => Input::Inline(v),
+                    })
+                    .collect(),
+                retries: j.options.retries,
+                timeout_ms: j.options.timeout.map(|d| d.as_millis() as u64),
+            });
+        }
+        let unit = self.next_unit;
+        self.next_unit += 1;
+        self.units.insert(
+            unit,
+            Unit {
+                rank,
+                nodes: jobs.iter().map(|j| j.node).collect(),
+                fetch_all,
+                sent: if fetch_all {
+                    forkgraph_worker::host::now()
+                } else {
+                    0
+                },
+            },
+        );
+        self.load[rank] += 1;
+        self.outbox[rank].push((unit, tasks));
+        Ok(())
+    }
+
+    /// Sends the units submitted since the last call.
+    fn flush(&mut self) -> Result<(), String> {
+        for rank in 0..self.outbox.len() {
+            if !self.outbox[rank].is_empty() {
+                let units = std::mem::take(&mut self.outbox[rank]);
+                self.node.send(rank, Msg::Run { units })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn unit_done(
+        &mut self,
+        rank: usize,
+        unit: u64,
+        results: Vec<WireResult>,
+        pid: u32,
+    ) -> Result<(), String> {
+        let u = self
+            .units
+            .remove(&unit)
+            .ok_or_else(|| format!("rank {rank} finished a unit it was not given"))?;
+        self.load[u.rank] -= 1;
+        let ran = Ran {
+            worker: WorkerId::Process {
+                slot: rank,
+                pid: pid as i32,
+            },
+            start: u.sent,
+            end: if u.fetch_all {
+                forkgraph_worker::host::now()
+            } else {
+                0
+            },
+            started: true,
+        };
+        for (node, r) in u.nodes.into_iter().zip(results) {
+            let result = match r {
+                WireResult::Held { id, bytes } => {
+                    let handle = Handle { rank, id, bytes };
+                    if u.fetch_all || self.needed[node as usize] {
+                        let tag = self.next_fetch;
+                        self.next_fetch += 1;
+                        self.fetching.insert(tag, Fetching { node, handle, ran });
+                        if rank != 0 {
+                            self.counters.fetched_bytes += bytes;
+                        }
+                        self.node.fetch(rank, id, tag)?;
+                        continue;
+                    }
+                    Ok(self.keep(Arc::new(Value::Null), handle))
+                }
+                WireResult::Failed { function, kind } => Err(Box::new(Failure {
+                    function,
+                    kind: kind.into_kind(|n| self.plan.keys[n as usize].clone()),
+                })),
+                WireResult::Broken(e) => return Err(format!("rank {rank}: {e}")),
+            };
+            self.done.push(Done { node, result, ran });
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, v: Arc<Value>, h: Handle) -> Arc<Value> {
+        self.handles.insert(Arc::as_ptr(&v) as usize, h);
+        self.kept.push(Arc::clone(&v));
+        v
+    }
+
+    /// Frees, on their ranks, the results the engine no longer holds (`all`: every one).
+    fn release(&mut self, all: bool) -> Result<(), String> {
+        let mut free: Vec<Vec<u64>> = vec![Vec::new(); self.workers.len()];
+        let handles = &mut self.handles;
+        self.kept.retain(|v| {
+            if all || Arc::strong_count(v) == 1 {
+                if let Some(h) = handles.remove(&(Arc::as_ptr(v) as usize)) {
+                    free[h.rank].push(h.id);
+                }
+                false
+            } else {
+                true
+            }
+        });
+        for (rank, ids) in free.into_iter().enumerate() {
+            if !ids.is_empty() {
+                self.node.send(rank, Msg::Free { ids })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<bool, String> {
+        let progress = self.node.poll(&mut self.events)?;
+        for e in std::mem::take(&mut self.events) {
+            match e {
+                Event::Done {
+                    rank,
+                    unit,
+                    results,
+                    pid,
+                } => self.unit_done(rank, unit, results, pid)?,
+                Event::Fetched { tag, value } => {
+                    let f = self
+                        .fetching
+                        .remove(&tag)
+                        .ok_or("a fetched value nobody asked for")?;
+                    let v = value.ok_or_else(|| {
+                        format!("rank {} no longer holds a requested result", f.handle.rank)
+                    })?;
+                    let v = self.keep(Arc::new(v), f.handle);
+                    self.done.push(Done {
+                        node: f.node,
+                        result: Ok(v),
+                        ran: f.ran,
+                    });
+                }
+                Event::Counts { .. } | Event::Stop => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Frees every result still kept (after the engine returned).
+    pub(crate) fn finish(mut self) -> Result<(), String> {
+        self.release(true)
+    }
+}
+
+impl Executor for MpiExec<'_> {
+    fn slots(&self) -> usize {
+        self.workers.iter().map(|&w| queue(w)).sum()
+    }
+
+    fn parallelism(&self) -> usize {
+        self.workers.iter().map(|w| *w.max(&1)).sum()
+    }
+
+    fn chains(&self) -> bool {
+        true
+    }
+
+    fn submit(&mut self, job: Job) {
+        self.submit_chain(vec![job]);
+    }
+
+    fn submit_chain(&mut self, jobs: Vec<Job>) {
+        if self.error.is_none() {
+            if let Err(e) = self.submit_unit(jobs) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error> {
+        let mut idle = Backoff::new();
+        loop {
+            if let Some(e) = self.error.take() {
+                return Err(Error::Scheduler(e));
+            }
+            if let Err(e) = self.flush().and_then(|()| self.release(false)) {
+                return Err(Error::Scheduler(e));
+            }
+            match self.step() {
+                Ok(true) => idle.reset(),
+                Ok(false) => {}
+                Err(e) => return Err(Error::Scheduler(e)),
+            }
+            if !self.done.is_empty() {
+                out.append(&mut self.done);
+                return Ok(());
+            }
+            if self.units.is_empty() && self.fetching.is_empty() {
+                return Err(Error::Scheduler(
+                    "the MPI executor waited with nothing in flight".into(),
+                ));
+            }
+            if let Err(e) = self.node.idle(idle.next()) {
+                return Err(Error::Scheduler(e));
+            }
+        }
+    }
+
+    fn workers(&self) -> Vec<WorkerId> {
+        (0..self.workers.len())
+            .map(|r| WorkerId::Process { slot: r, pid: 0 })
+            .collect()
+    }
+}
