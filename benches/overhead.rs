@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use forkgraph::{Arg, Graph, Key, Scheduler, SyncScheduler, Task, ThreadPool};
+use forkgraph::{Arg, Graph, Key, SyncScheduler, Task, ThreadPool};
 
 const FLAT_N: usize = 10_000;
 const CHAIN_N: usize = 2_000;

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use forkgraph::{Arg, Graph, Key, ProcessPool, Sandbox, Scheduler, Task};
+use forkgraph::{Arg, Graph, Key, ProcessPool, Sandbox, Task};
 
 #[forkgraph::task]
 fn sinc(x: i64) -> i64 {

@@ -11,7 +11,14 @@
 //!     # the MPI cluster (build with `--features mpi`): one worker per rank
 //! cargo run --release --example bench_suite -- --profile         # with a Profiler on each get
 //! cargo run --release --example bench_suite -- --compare dask.json # markdown table vs Dask
+//! cargo run --release --example bench_suite -- --only P          # the pool as an executor
 //! ```
+//!
+//! `--only P` (never part of the default run) measures a 2-worker process pool as an executor
+//! for concurrent callers, per task: one `get` of 10,000 independent `inc` tasks as a graph;
+//! `map` of the same 10,000 items; `submit` + `wait` one call at a time; 8 threads each
+//! submitting 10,000 calls (then waiting for them); and 8 threads each running a `get` of
+//! 10,000 tasks at the same time (1,000 each with `--quick`).
 //!
 //! Shapes and sizes mirror `dask_baseline.py`: 0 one task; A 10,000 independent `inc` + a sum;
 //! B a chain of 2,000 `inc`; C a pairwise tree over 4,096 leaves; D load/clean/analyze/store over
@@ -1141,6 +1148,93 @@ fn malloc_setup(hugepages: bool) -> String {
     }
 }
 
+/// `--only P`: per-task cost of the ways to run `n` independent `inc` tasks on one 2-worker
+/// process pool (best of 3 runs each).
+fn pool_calls(quick: bool) {
+    let n: i64 = if quick { 1_000 } else { 10_000 };
+    let pool = ProcessPool::builder()
+        .workers(NUM_WORKERS)
+        .build()
+        .expect("process pool");
+    let graph_of = |n: i64, prefix: &str| {
+        let mut g = Graph::new();
+        let keys: Vec<forkgraph::Keys> = (0..n)
+            .map(|i| {
+                let k = Key::from(format!("{prefix}-{i}"));
+                g.insert(k.clone(), task("inc", vec![lit(i)]));
+                forkgraph::Keys::One(k)
+            })
+            .collect();
+        (g, forkgraph::Keys::List(keys))
+    };
+    let best = |tasks: i64, f: &dyn Fn()| {
+        (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                f();
+                t0.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+            * 1e6
+            / tasks as f64
+    };
+    println!("P: the process pool as an executor ({NUM_WORKERS} workers), us per task");
+    println!("| how | tasks | us/task |");
+    println!("|---|---:|---:|");
+    let row = |how: String, tasks: i64, us: f64| println!("| {how} | {tasks} | {us:.2} |");
+    let (g, keys) = graph_of(n, "inc");
+    let us = best(n, &|| {
+        black_box(pool.get(&g, keys.clone()).unwrap());
+    });
+    row(format!("one `get` of {n} tasks (graph)"), n, us);
+    let us = best(n, &|| {
+        black_box(pool.map("inc", 0..n).unwrap());
+    });
+    row(format!("`map` of {n} items"), n, us);
+    let one_at_a_time = n.min(2_000);
+    let us = best(one_at_a_time, &|| {
+        for i in 0..one_at_a_time {
+            black_box(pool.submit("inc", i).wait().unwrap());
+        }
+    });
+    row("`submit` + `wait`, one at a time".into(), one_at_a_time, us);
+    let threads = 8;
+    let us = best(threads * n, &|| {
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let pool = &pool;
+                s.spawn(move || {
+                    let hs: Vec<_> = (0..n).map(|i| pool.submit("inc", t * n + i)).collect();
+                    for h in hs {
+                        black_box(h.wait().unwrap());
+                    }
+                });
+            }
+        })
+    });
+    row(
+        format!("{threads} threads x {n} `submit`s, then `wait`s"),
+        threads * n,
+        us,
+    );
+    let graphs: Vec<_> = (0..threads)
+        .map(|t| graph_of(n, &format!("t{t}")))
+        .collect();
+    let us = best(threads * n, &|| {
+        std::thread::scope(|s| {
+            for (g, k) in &graphs {
+                let pool = &pool;
+                s.spawn(move || black_box(pool.get(g, k.clone()).unwrap()));
+            }
+        })
+    });
+    row(
+        format!("{threads} threads x `get` of {n} tasks, at once"),
+        threads * n,
+        us,
+    );
+}
+
 fn main() {
     let cli = match parse_args() {
         Ok(c) => c,
@@ -1198,6 +1292,13 @@ fn main() {
         );
     }
 
+    if cli
+        .only
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|c| c == "P"))
+    {
+        pool_calls(cli.quick);
+    }
     let mut rows: Vec<Row> = Vec::new();
     for bench in BENCHES.iter().filter(|b| wanted(b.code)) {
         let t0 = Instant::now();

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use forkgraph::{graph, key, Error, ProcessPool, Scheduler, TaskOptions};
+use forkgraph::{graph, key, Error, ProcessPool, TaskOptions};
 
 /// Sums the squares of `0..n`.
 #[forkgraph::task]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use forkgraph::{key, Arg, Graph, Keys, ProcessPool, Scheduler, SharedVec, ThreadPool};
+use forkgraph::{key, Arg, Graph, Keys, ProcessPool, SharedVec, ThreadPool};
 
 /// `n` samples of a deterministic signal, written in place into shared memory.
 #[forkgraph::task]

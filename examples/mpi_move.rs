@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use forkgraph::{Arg, Graph, Key, MpiCluster, Scheduler, Task};
+use forkgraph::{Arg, Graph, Key, MpiCluster, Task};
 
 const MIB: usize = 1 << 20;
 const REPEATS: usize = 5;

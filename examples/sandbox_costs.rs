@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use forkgraph::{Arg, Graph, Key, ProcessPool, Sandbox, Scheduler, Task};
+use forkgraph::{Arg, Graph, Key, ProcessPool, Sandbox, Task};
 
 #[forkgraph::task]
 fn inc(x: i64) -> i64 {

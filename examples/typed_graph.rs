@@ -11,9 +11,7 @@
 //! key's type instead of a `Value`. The same graph written with `graph!` is checked the same way,
 //! and the string form (`Task::new("clean", ..)`) remains for graphs built from data.
 
-use forkgraph::{
-    graph, key, Graph, ProcessPool, Scheduler, Serde, SyncScheduler, ThreadPool, TypedKey,
-};
+use forkgraph::{graph, key, Graph, ProcessPool, Serde, SyncScheduler, ThreadPool, TypedKey};
 use serde::{Deserialize, Serialize};
 
 /// Sensor readings: a ramp with a spike and a gap (NaN) every `period` values.

@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo run --example untrusted`
 
-use forkgraph::{graph, ProcessPool, Sandbox, Scheduler, Value};
+use forkgraph::{graph, ProcessPool, Sandbox, Value};
 
 /// Tries what a malicious task would: read secrets, write outside its directory, reach the
 /// network, signal and read the pool's process, fork, exec. One line per attempt.

@@ -159,6 +159,14 @@ pub enum TaskErrorKind {
         /// Details (what the worker reported, or how it died).
         detail: String,
     },
+    /// The task ran, but its result is not of the type the caller asked for (a typed `map` or
+    /// `submit` whose function returned another kind of value).
+    Output {
+        /// The type the caller expected.
+        expected: String,
+        /// What the result was.
+        got: String,
+    },
 }
 
 impl TaskErrorKind {
@@ -232,6 +240,12 @@ impl std::fmt::Display for TaskErrorKind {
                 write!(
                     f,
                     "ran out of its worker's memory limit ({limit} bytes): {detail}"
+                )
+            }
+            TaskErrorKind::Output { expected, got } => {
+                write!(
+                    f,
+                    "its result is not of the expected type: expected {expected}, got {got}"
                 )
             }
         }
@@ -350,6 +364,9 @@ pub enum Error {
         /// The system error.
         source: std::io::Error,
     },
+    /// The call was cancelled (its handle's `cancel`, or a dropped future) before it finished.
+    #[error("cancelled before it finished")]
+    Cancelled,
     /// The value of a key fetched typed (`get_typed`) is not of the key's type.
     #[error("key {key}: its value is not a `{expected}` (the typed key's type): {got}")]
     TypeMismatch {

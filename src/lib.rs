@@ -41,9 +41,11 @@ mod diagnostics;
 mod engine;
 mod error;
 mod graph;
+mod handle;
 mod key;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod names;
 mod nesting;
 mod optimize;
 pub mod order;
@@ -75,15 +77,17 @@ pub use forkgraph_worker::{
     Integer, IntoOutput, IntoValue, Mismatch, ReturnedError, Rkyv, Serde, SharedVec, Value,
 };
 pub use graph::{key, Arg, Graph, IntoArg, IntoNode, KeyRef, Node, Task, TaskOptions};
+pub use handle::{as_completed, AsCompleted, GetFuture, Submitted};
 pub use key::{Key, KeyPart, Keys};
 #[cfg(feature = "mpi")]
 pub use mpi::{MpiCluster, MpiClusterBuilder, MpiStats};
+pub use names::Args;
 pub use nesting::MAX_NESTING;
 pub use process::{
     Layer, LayerStatus, ProcessPool, ProcessPoolBuilder, Sandbox, SandboxError, SandboxReport,
-    Submitted, DEFAULT_FORK_SERVER_TIMEOUT, DEFAULT_SEGMENT_THRESHOLD,
+    Unordered, DEFAULT_FORK_SERVER_TIMEOUT, DEFAULT_SEGMENT_THRESHOLD,
 };
-pub use scheduler::{GetOptions, Scheduler};
+pub use scheduler::{GetOptions, Scheduler, SchedulerExt};
 pub use spill::MemoryStats;
 pub use sync::{get, get_value, SyncScheduler};
 pub use threaded::{ThreadPool, ThreadPoolBuilder};

@@ -111,6 +111,28 @@ impl fmt::Debug for GetOptions {
 }
 
 /// A scheduler: computes requested keys of a graph.
+///
+/// `get` (requested keys as anything that converts [`Into<Keys>`](Keys)) is an inherent
+/// method of every scheduler and of `dyn Scheduler` (also `+ Send`, `+ Send + Sync`), so it
+/// works on a concrete pool, a `&dyn Scheduler`, a `Box<dyn Scheduler>` and an
+/// `Arc<dyn Scheduler + Send + Sync>` alike; generic code (`S: Scheduler`) calls it through
+/// [`SchedulerExt`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use forkgraph::{graph, Scheduler, SyncScheduler, ThreadPool};
+///
+/// #[forkgraph::task]
+/// fn twice(x: i64) -> i64 {
+///     2 * x
+/// }
+///
+/// let g = graph! { "a" => (twice, 21) };
+/// let any: &dyn Scheduler = &SyncScheduler;
+/// assert_eq!(any.get(&g, "a").unwrap().to::<i64>().unwrap(), 42);
+/// let shared: Arc<dyn Scheduler + Send + Sync> = Arc::new(ThreadPool::new().unwrap());
+/// assert_eq!(shared.get(&g, "a").unwrap().to::<i64>().unwrap(), 42);
+/// ```
 pub trait Scheduler {
     /// Computes `keys` (one key, or lists of keys nested up to
     /// [`MAX_NESTING`](crate::MAX_NESTING) levels) with options.
@@ -119,15 +141,17 @@ pub trait Scheduler {
     /// [`Error::Graph`] before anything runs when the graph or request is invalid;
     /// [`Error::Task`] when a task fails.
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error>;
+}
 
+/// `get` and `get_typed` for generic code (`fn f<S: Scheduler>(s: &S)`, or
+/// `S: Scheduler + ?Sized`); concrete schedulers and `dyn Scheduler` have them without this
+/// import.
+pub trait SchedulerExt: Scheduler {
     /// Computes `keys`; the result mirrors their nesting.
     ///
     /// # Errors
     /// As [`Scheduler::get_with`].
-    fn get(&self, graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error>
-    where
-        Self: Sized,
-    {
+    fn get(&self, graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error> {
         self.get_with(graph, &keys.into(), &GetOptions::default())
     }
 
@@ -142,11 +166,8 @@ pub trait Scheduler {
         &self,
         graph: &Graph,
         key: &TypedKey<T>,
-    ) -> Result<T, Error>
-    where
-        Self: Sized,
-    {
-        let value = self.get(graph, key)?.into_value();
+    ) -> Result<T, Error> {
+        let value = SchedulerExt::get(self, graph, key)?.into_value();
         value.to::<T>().map_err(|m| Error::TypeMismatch {
             key: key.key().clone(),
             expected: short_type_name(std::any::type_name::<T>()),
@@ -173,6 +194,48 @@ fn short_type_name(full: &str) -> String {
     }
     out
 }
+
+impl<S: Scheduler + ?Sized> SchedulerExt for S {}
+
+/// The inherent `get` of schedulers and scheduler trait objects.
+macro_rules! inherent_get {
+    ($($t:ty),* $(,)?) => {$(
+        impl $t {
+            /// Computes `keys` (one key, or lists of keys); the result mirrors their nesting.
+            ///
+            /// # Errors
+            /// As [`Scheduler::get_with`].
+            pub fn get(&self, graph: &Graph, keys: impl Into<Keys>) -> Result<Output, Error> {
+                Scheduler::get_with(self, graph, &keys.into(), &GetOptions::default())
+            }
+
+            /// Computes one key and converts its value to the key's type: `T` for a
+            /// [`TypedKey<T>`](crate::TypedKey).
+            ///
+            /// # Errors
+            /// As [`SchedulerExt::get_typed`].
+            pub fn get_typed<T: for<'x> FromArg<'x>>(
+                &self,
+                graph: &Graph,
+                key: &TypedKey<T>,
+            ) -> Result<T, Error> {
+                SchedulerExt::get_typed(self, graph, key)
+            }
+        }
+    )*};
+}
+
+inherent_get!(
+    dyn Scheduler + '_,
+    dyn Scheduler + Send + '_,
+    dyn Scheduler + Send + Sync + '_,
+    crate::SyncScheduler,
+    crate::ThreadPool,
+    crate::ProcessPool,
+);
+
+#[cfg(feature = "mpi")]
+inherent_get!(crate::MpiCluster);
 
 pub(crate) fn plan(graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Plan, Error> {
     Ok(Plan::build(graph, keys, opts.plan)?)

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{scratch_dir, watchdog};
-use forkgraph::{graph, key, Error, Graph, ProcessPool, Scheduler, TaskErrorKind, TaskOptions};
+use forkgraph::{graph, key, Error, Graph, ProcessPool, TaskErrorKind, TaskOptions};
 
 #[forkgraph::task]
 fn ok(x: i64) -> i64 {

@@ -210,11 +210,7 @@ fn map_and_submit_take_callbacks() {
         assert_eq!(rec.tasks().len(), 3);
 
         let rec = Arc::new(Recorder::default());
-        let h = pool.submit_with(
-            "inc",
-            vec![Arg::Value(41.into())],
-            GetOptions::new().callback(rec.clone()),
-        );
+        let h = pool.submit_with("inc", 41, &GetOptions::new().callback(rec.clone()));
         assert_eq!(h.wait().unwrap(), Value::from(42));
         let seen = rec.tasks();
         assert_eq!(seen.len(), 1);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{children, wait_gone, watchdog};
-use forkgraph::{graph, key, ProcessPool, Scheduler};
+use forkgraph::{graph, key, ProcessPool};
 
 #[forkgraph::task]
 fn twice(x: i64) -> i64 {

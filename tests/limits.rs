@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_helper_prints, is_helper, watchdog};
-use forkgraph::{Arg, Graph, Keys, ProcessPool, Scheduler};
+use forkgraph::{Arg, Graph, Keys, ProcessPool};
 
 #[forkgraph::task]
 fn bytes64(i: i64) -> Vec<u8> {

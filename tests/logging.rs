@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, Once};
 
-use forkgraph::{graph, ProcessPool, Scheduler};
+use forkgraph::{graph, ProcessPool};
 
 static LOGGED: Mutex<Vec<(log::Level, String, String)>> = Mutex::new(Vec::new());
 static TRACED: Mutex<Vec<(tracing::Level, String)>> = Mutex::new(Vec::new());

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{scratch_dir, watchdog};
-use forkgraph::{Arg, Graph, ProcessPool, Scheduler, Task, Value};
+use forkgraph::{Arg, Graph, ProcessPool, Task, Value};
 
 /// Runs until `path` exists (made by the last `tick`).
 #[forkgraph::task]

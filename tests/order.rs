@@ -1936,7 +1936,7 @@ fn f2(x: i64, y: i64) -> i64 {
 /// permutation.
 #[test]
 fn dask_order_cycle() {
-    use forkgraph::{graph, key, Error, GraphError, Scheduler, SyncScheduler};
+    use forkgraph::{graph, key, Error, GraphError, SyncScheduler};
     let graphs = [
         graph! { "a" => (f1, key("a")) },
         graph! { ("a", 0) => (f1, key(("a", 0))) },
@@ -2271,7 +2271,7 @@ fn dask_stackstac() {
 /// (which only sees plan nodes) orders the two tasks.
 #[test]
 fn dask_handle_out_of_graph_dependencies() {
-    use forkgraph::{graph, key, Error, GraphError, Scheduler, SyncScheduler};
+    use forkgraph::{graph, key, Error, GraphError, SyncScheduler};
     let g = graph! { "b" => (f1, key("a")), "c" => (f1, key("b")) };
     match SyncScheduler.get(&g, "c") {
         Err(Error::Graph(GraphError::MissingDependency { .. })) => {}

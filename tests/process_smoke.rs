@@ -1,5 +1,5 @@
 //! First checks of the process pool.
-use forkgraph::{graph, key, ProcessPool, Scheduler, SyncScheduler};
+use forkgraph::{graph, key, ProcessPool, SyncScheduler};
 
 #[forkgraph::task]
 fn pinc(x: i64) -> i64 {
@@ -55,8 +55,11 @@ fn map_and_submit_run_on_the_pool() {
     let squares = pool.map("pinc", (0..100i64).collect::<Vec<_>>()).unwrap();
     assert_eq!(squares.len(), 100);
     assert_eq!(squares[99], forkgraph::Value::Int(100));
-    let mut a = pool.submit("pinc", vec![forkgraph::Arg::Value(41.into())]);
-    let b = pool.submit("psum", vec![forkgraph::Arg::Value(vec![1i64, 2, 3].into())]);
+    let mut a = pool.submit("pinc", 41);
+    let b = pool.submit(
+        "psum",
+        forkgraph::Args(vec![forkgraph::Arg::Value(vec![1i64, 2, 3].into())]),
+    );
     let first = a
         .wait_timeout(std::time::Duration::from_secs(60))
         .expect("done within 60 s");

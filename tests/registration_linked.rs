@@ -1,7 +1,7 @@
 //! A binary that names a library crate's tasks only by string links the crate with one line,
 //! and then finds them by bare name and by module path, on every scheduler.
 
-use forkgraph::{Arg, Graph, ProcessPool, Scheduler, SyncScheduler, ThreadPool};
+use forkgraph::{Arg, Graph, ProcessPool, SyncScheduler, ThreadPool};
 
 forkgraph::link!(forkgraph_tasklib);
 

@@ -1,7 +1,7 @@
 //! A binary that names a library crate's tasks only by string, without linking the crate: the
 //! error says which crate to link and how, before anything runs.
 
-use forkgraph::{Arg, Error, Graph, GraphError, Scheduler, SyncScheduler};
+use forkgraph::{Arg, Error, Graph, GraphError, SyncScheduler};
 
 #[test]
 fn a_task_of_an_unlinked_library_crate_is_reported_with_the_fix() {

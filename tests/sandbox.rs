@@ -19,8 +19,8 @@ use std::process::{Command, Stdio};
 
 use common::{is_helper, scratch_dir, watchdog};
 use forkgraph::{
-    graph, key, Arg, Error, Graph, LayerStatus, Output, ProcessPool, Sandbox, Scheduler, Task,
-    TaskErrorKind, Value,
+    graph, key, Arg, Error, Graph, LayerStatus, Output, ProcessPool, Sandbox, Task, TaskErrorKind,
+    Value,
 };
 
 const FILE_LIMIT: u64 = 1 << 20;

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use forkgraph::{graph, key, ProcessPool, Scheduler, SyncScheduler};
+use forkgraph::{graph, key, ProcessPool, SyncScheduler};
 
 static SEEN: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 

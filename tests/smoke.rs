@@ -1,5 +1,5 @@
 //! Quick end-to-end checks of the graph macro and both schedulers.
-use forkgraph::{graph, key, Scheduler, SyncScheduler, ThreadPool};
+use forkgraph::{graph, key, SyncScheduler, ThreadPool};
 
 #[forkgraph::task]
 fn inc(x: i64) -> i64 {

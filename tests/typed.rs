@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use forkgraph::{
-    graph, key, typed_key, Arg, Callable, Error, Graph, Node, ProcessPool, Scheduler, Serde,
-    SyncScheduler, Task, TaskReturn, ThreadPool, TypedKey, Value,
+    graph, key, typed_key, Arg, Callable, Error, Graph, Node, ProcessPool, Serde, SyncScheduler,
+    Task, TaskReturn, ThreadPool, TypedKey, Value,
 };
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};

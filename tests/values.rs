@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 
 use anyhow::Context;
+use forkgraph::SchedulerExt;
 use forkgraph::{
     graph, key, Arg, CallError, Error, FromArg, Graph, IntoValue, Key, Output, Scheduler, Serde,
     TaskError, TaskErrorKind, Value,

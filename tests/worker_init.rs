@@ -6,7 +6,7 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{scratch_dir, watchdog};
-use forkgraph::{graph, Arg, Error, ProcessPool, Scheduler};
+use forkgraph::{graph, Arg, Error, ProcessPool};
 
 static GREETING: OnceLock<String> = OnceLock::new();
 

@@ -72,6 +72,10 @@ pub(crate) enum WireKind {
         limit: u64,
         detail: String,
     },
+    Output {
+        expected: String,
+        got: String,
+    },
 }
 
 impl WireKind {
@@ -97,6 +101,7 @@ impl WireKind {
             TaskErrorKind::TimedOut { millis } => WireKind::TimedOut { millis },
             TaskErrorKind::CpuTimeExceeded { seconds } => WireKind::CpuTimeExceeded { seconds },
             TaskErrorKind::OutOfMemory { limit, detail } => WireKind::OutOfMemory { limit, detail },
+            TaskErrorKind::Output { expected, got } => WireKind::Output { expected, got },
         }
     }
 
@@ -122,6 +127,7 @@ impl WireKind {
             WireKind::TimedOut { millis } => TaskErrorKind::TimedOut { millis },
             WireKind::CpuTimeExceeded { seconds } => TaskErrorKind::CpuTimeExceeded { seconds },
             WireKind::OutOfMemory { limit, detail } => TaskErrorKind::OutOfMemory { limit, detail },
+            WireKind::Output { expected, got } => TaskErrorKind::Output { expected, got },
         }
     }
 }

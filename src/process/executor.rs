@@ -1,35 +1,67 @@
 //! The process pool's executor for the engine: a thin adapter from engine jobs to the unit
-//! runner's units, and from finished tasks back to engine results.
+//! runner's units (through the pool's shared state, see `super::shared`), and from finished
+//! tasks back to engine results.
+
+use std::sync::Arc;
 
 use crate::callbacks::{WorkerEvent, WorkerId};
 use crate::engine::{Done, Executor, Failure, Job};
 use crate::error::Error;
-use crate::key::Key;
 
-use super::runner::{Finished, Pool, RunTask, Runner};
-use super::Config;
+use super::runner::{Finished, Labels, PUnit, RunTask};
+use super::shared::Shared;
 
-/// The executor of one `get` on a process pool.
-pub(crate) struct ProcExec<'a> {
-    runner: Runner<'a>,
+/// The executor of one `get` on a process pool: one caller of the shared pool.
+pub(crate) struct ProcExec {
+    shared: Arc<Shared>,
+    caller: u64,
+    labels: Arc<dyn Labels>,
+    /// Units not yet handed over (handed over in one go before waiting).
+    staged: Vec<PUnit>,
     finished: Vec<Finished>,
+    slots: usize,
+    parallelism: usize,
+    workers: Vec<WorkerId>,
+    watched: bool,
 }
 
-impl<'a> ProcExec<'a> {
-    /// An executor on `pool`; `keys` are the plan's keys by node (to label what tasks log);
+impl ProcExec {
+    /// An executor on the pool; `labels` name the tasks (by node) in what they log;
     /// `watched`: whether callbacks want worker lifecycle events.
-    pub(crate) fn new(
-        pool: &'a mut Pool,
-        cfg: &'a Config,
-        keys: &'a [Key],
+    pub(crate) fn new(shared: &Arc<Shared>, labels: Arc<dyn Labels>, watched: bool) -> ProcExec {
+        let caller = shared.register(false);
+        ProcExec::with_caller(shared, caller, labels, watched)
+    }
+
+    /// An executor for a caller already registered (whose drop it then owns).
+    pub(crate) fn with_caller(
+        shared: &Arc<Shared>,
+        caller: u64,
+        labels: Arc<dyn Labels>,
         watched: bool,
-    ) -> ProcExec<'a> {
-        let mut runner = Runner::new(pool, cfg, keys);
-        runner.record_events(watched);
+    ) -> ProcExec {
+        let (slots, parallelism, workers) = shared.layout(watched);
         ProcExec {
-            runner,
+            shared: Arc::clone(shared),
+            caller,
+            labels,
+            staged: Vec::new(),
             finished: Vec::new(),
+            slots,
+            parallelism,
+            workers,
+            watched,
         }
+    }
+
+    fn unit(&self, tasks: Vec<RunTask>) -> PUnit {
+        PUnit::new(self.caller, Arc::clone(&self.labels), tasks)
+    }
+}
+
+impl Drop for ProcExec {
+    fn drop(&mut self) {
+        self.shared.leave(self.caller);
     }
 }
 
@@ -44,13 +76,27 @@ fn task(job: Job) -> RunTask {
     }
 }
 
-impl Executor for ProcExec<'_> {
+/// A finished task as the engine takes it.
+pub(crate) fn done(f: Finished) -> Done {
+    Done {
+        node: f.tag,
+        result: f.result.map_err(|e| {
+            Box::new(Failure {
+                function: e.function,
+                kind: e.kind,
+            })
+        }),
+        ran: f.ran,
+    }
+}
+
+impl Executor for ProcExec {
     fn slots(&self) -> usize {
-        self.runner.slots()
+        self.slots
     }
 
     fn parallelism(&self) -> usize {
-        self.runner.parallelism()
+        self.parallelism
     }
 
     fn chains(&self) -> bool {
@@ -58,33 +104,36 @@ impl Executor for ProcExec<'_> {
     }
 
     fn submit(&mut self, job: Job) {
-        self.runner.submit(vec![task(job)]);
+        let u = self.unit(vec![task(job)]);
+        self.staged.push(u);
     }
 
     fn submit_chain(&mut self, jobs: Vec<Job>) {
-        self.runner.submit(jobs.into_iter().map(task).collect());
+        let u = self.unit(jobs.into_iter().map(task).collect());
+        self.staged.push(u);
     }
 
     fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error> {
-        self.runner.wait(&mut self.finished)?;
-        out.extend(self.finished.drain(..).map(|f| Done {
-            node: f.tag,
-            result: f.result.map_err(|e| {
-                Box::new(Failure {
-                    function: e.function,
-                    kind: e.kind,
-                })
-            }),
-            ran: f.ran,
-        }));
+        self.shared
+            .submit(self.caller, std::mem::take(&mut self.staged));
+        self.shared.wait(self.caller, &mut self.finished, None)?;
+        out.extend(self.finished.drain(..).map(done));
         Ok(())
     }
 
     fn workers(&self) -> Vec<WorkerId> {
-        self.runner.workers()
+        self.workers.clone()
     }
 
     fn worker_events(&mut self, out: &mut Vec<WorkerEvent>) {
-        self.runner.take_events(out);
+        if self.watched {
+            // Events are the pool's: with several callers, each watched one sees those that
+            // happen while it waits.
+            out.extend(
+                self.shared
+                    .with_runner_now(|r| r.take_events())
+                    .unwrap_or_default(),
+            );
+        }
     }
 }

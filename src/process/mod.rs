@@ -5,26 +5,29 @@
 //! talk to the pool over Unix stream sockets (postcard frames) and publish the task they run in a
 //! shared page. A worker that dies is seen at once (end-of-file on its socket), reaped by the
 //! fork server (which reports the signal or exit code), blamed precisely through its page, and
-//! replaced. `get` calls on one pool take turns (the pool is behind a mutex).
+//! replaced. Any number of `get`, `map` and submitted calls share one pool at the same time (see
+//! `shared`: whichever waiting caller finds the workers free drives them for everybody).
 
+pub(crate) mod calls;
 mod executor;
 mod logs;
-mod runner;
+pub(crate) mod runner;
+pub(crate) mod shared;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use forkgraph_worker::proto::Limits;
 pub use forkgraph_worker::sandbox::{Layer, LayerStatus, Sandbox, SandboxError, SandboxReport};
-use forkgraph_worker::Value;
 
 use crate::engine::{self, Output};
 use crate::error::{BuildError, Error};
-use crate::graph::{Arg, Graph, IntoArg, Task};
+use crate::graph::{Arg, Graph, Task};
 use crate::key::{Key, Keys};
 use crate::scheduler::{plan, GetOptions, Scheduler};
 use crate::spill::PoolMemory;
 
+pub use calls::Unordered;
 pub(crate) use runner::Pool;
 
 /// Settings of a pool.
@@ -309,9 +312,15 @@ impl ProcessPoolBuilder {
             log::debug!("forkgraph sandbox: {report}");
         }
         let pool = Pool::start(&cfg, init).map_err(build_error)?;
+        let cfg = Arc::new(cfg);
+        let runner = runner::Runner::new(pool, Arc::clone(&cfg));
+        let shared = shared::Shared::new(runner)
+            .map_err(|e| BuildError::io("cannot make the pool's wake-up pipe", e))?;
         Ok(ProcessPool {
-            pool: Arc::new(Mutex::new(pool)),
-            cfg: Arc::new(cfg),
+            inner: Arc::new(Inner {
+                shared: Arc::new(shared),
+            }),
+            cfg,
         })
     }
 }
@@ -384,8 +393,20 @@ fn compile_init(
 /// ```
 #[derive(Clone)]
 pub struct ProcessPool {
-    pool: Arc<Mutex<Pool>>,
+    inner: Arc<Inner>,
     cfg: Arc<Config>,
+}
+
+/// What the clones of one pool share; when the last is gone, the driver thread stops (once
+/// no submitted call is left) and the workers with the shared state.
+struct Inner {
+    shared: Arc<shared::Shared>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
 }
 
 impl std::fmt::Debug for ProcessPool {
@@ -414,27 +435,25 @@ impl ProcessPool {
         ProcessPool::builder().build()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Pool> {
-        // A panic while holding the lock leaves the pool in a consistent state: every method
-        // that mutates it re-checks its workers first.
-        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    fn shared(&self) -> &Arc<shared::Shared> {
+        &self.inner.shared
     }
 
-    /// Process ids of the current workers.
+    /// Process ids of the current workers (waits while a call drives the workers).
     pub fn worker_pids(&self) -> Vec<i32> {
-        self.lock().pids()
+        self.shared().with_runner(|r| r.pool.pids())
     }
 
     /// Process id of the fork server.
     #[doc(hidden)]
     pub fn fork_server_pid(&self) -> i32 {
-        self.lock().server_pid()
+        self.shared().with_runner(|r| r.pool.server_pid())
     }
 
     /// How many workers were started since the pool was built (initial ones included).
     #[doc(hidden)]
     pub fn workers_started(&self) -> u64 {
-        self.lock().started()
+        self.shared().with_runner(|r| r.pool.started())
     }
 
     /// Kills one worker (SIGKILL) and waits until its replacement is ready; returns the new
@@ -444,75 +463,9 @@ impl ProcessPool {
     /// When the replacement cannot be started.
     #[doc(hidden)]
     pub fn restart_worker(&self, index: usize) -> Result<i32, Error> {
-        self.lock().restart(index).map_err(scheduler_error)
-    }
-
-    /// Applies a registered function to every item, in parallel; results in item order.
-    ///
-    /// # Errors
-    /// As `get`: the first failing item's error names its key (`("map", index)`).
-    pub fn map<I, A>(&self, function: &str, items: I) -> Result<Vec<Value>, Error>
-    where
-        I: IntoIterator<Item = A>,
-        A: IntoArg,
-    {
-        self.map_with(function, items, &GetOptions::default())
-    }
-
-    /// [`ProcessPool::map`] with options (callbacks: a progress bar, a profiler).
-    ///
-    /// # Errors
-    /// As [`ProcessPool::map`].
-    pub fn map_with<I, A>(
-        &self,
-        function: &str,
-        items: I,
-        opts: &GetOptions,
-    ) -> Result<Vec<Value>, Error>
-    where
-        I: IntoIterator<Item = A>,
-        A: IntoArg,
-    {
-        let mut g = Graph::new();
-        let mut keys = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
-            let k = Key::from(("map", i));
-            g.insert(k.clone(), Task::new(function, vec![item.into_arg()]));
-            keys.push(Keys::One(k));
-        }
-        let out = self.get_with(&g, &Keys::List(keys), opts)?;
-        Ok(match out {
-            Output::List(l) => l
-                .into_iter()
-                .map(|o| match o {
-                    Output::Failed(e) => Err(Error::Task(e)),
-                    o => Ok(o.into_value()),
-                })
-                .collect::<Result<_, _>>()?,
-            Output::Value(v) => vec![v],
-            Output::Failed(e) => return Err(Error::Task(e)),
-        })
-    }
-
-    /// Runs one call of a registered function in the background; wait on the handle.
-    pub fn submit(&self, function: &str, args: Vec<Arg>) -> Submitted {
-        self.submit_with(function, args, GetOptions::default())
-    }
-
-    /// [`ProcessPool::submit`] with options; its callbacks run in the background thread that
-    /// waits for the call.
-    pub fn submit_with(&self, function: &str, args: Vec<Arg>, opts: GetOptions) -> Submitted {
-        let pool = self.clone();
-        let mut g = Graph::new();
-        g.insert("submit", Task::new(function, args));
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let r = pool
-                .get_with(&g, &Keys::One(Key::from("submit")), &opts)
-                .map(Output::into_value);
-            let _ = tx.send(r);
-        });
-        Submitted { rx, result: None }
+        self.shared()
+            .with_runner(|r| r.pool.restart(index))
+            .map_err(scheduler_error)
     }
 }
 
@@ -533,52 +486,13 @@ impl Drop for InGet {
     }
 }
 
-/// A call started with [`ProcessPool::submit`].
-#[derive(Debug)]
-pub struct Submitted {
-    rx: crossbeam_channel::Receiver<Result<Value, Error>>,
-    result: Option<Result<Value, Error>>,
-}
-
-impl Submitted {
-    /// Whether the call has finished.
-    pub fn is_done(&mut self) -> bool {
-        if self.result.is_none() {
-            self.result = self.rx.try_recv().ok();
-        }
-        self.result.is_some()
-    }
-
-    /// Waits for the result.
-    ///
-    /// # Errors
-    /// The call's error.
-    pub fn wait(mut self) -> Result<Value, Error> {
-        match self.result.take() {
-            Some(r) => r,
-            None => self
-                .rx
-                .recv()
-                .unwrap_or_else(|_| Err(Error::Scheduler("submitted call vanished".into()))),
-        }
-    }
-
-    /// Waits at most `d`; `None` if the call is still running.
-    pub fn wait_timeout(&mut self, d: Duration) -> Option<&Result<Value, Error>> {
-        if self.result.is_none() {
-            self.result = self.rx.recv_timeout(d).ok();
-        }
-        self.result.as_ref()
-    }
-}
-
 impl Scheduler for ProcessPool {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
-        let plan = plan(graph, keys, opts)?;
+        let plan = Arc::new(plan(graph, keys, opts)?);
         let caches = self.cfg.limits.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
         let reserved = 2 * caches * self.cfg.workers as u64;
         let budget = crate::spill::budget_for(opts, self.cfg.memory.as_ref(), reserved)?;
-        let me = Arc::as_ptr(&self.pool) as usize;
+        let me = Arc::as_ptr(&self.inner) as usize;
         if IN_GET.with(|g| g.get()) == me {
             return Err(Error::Scheduler(
                 "get on a process pool from inside one of its own callbacks would wait for \
@@ -586,10 +500,10 @@ impl Scheduler for ProcessPool {
                     .into(),
             ));
         }
-        let mut pool = self.lock();
         let _inside = InGet::enter(me);
         let watched = !opts.callbacks.is_empty();
-        let mut exec = executor::ProcExec::new(&mut pool, &self.cfg, &plan.keys, watched);
+        let labels: Arc<dyn runner::Labels> = plan.clone();
+        let mut exec = executor::ProcExec::new(self.shared(), labels, watched);
         engine::run_with(&plan, &mut exec, &opts.callbacks, opts.keep_going, budget)
     }
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use forkgraph::SchedulerExt;
 use forkgraph::{
     graph, key, Arg, CallError, Callbacks, Error, GetOptions, Graph, GraphError, Key, Keys, Output,
     RunInfo, Scheduler, Serde, Task, TaskError, TaskErrorKind, Value,

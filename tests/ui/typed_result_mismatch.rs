@@ -1,4 +1,4 @@
-use forkgraph::{Graph, Scheduler, SyncScheduler, TypedKey};
+use forkgraph::{Graph, SyncScheduler, TypedKey};
 
 #[forkgraph::task]
 fn shout(s: &str) -> String {

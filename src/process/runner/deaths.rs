@@ -12,7 +12,7 @@ const TAIL_LINES: usize = 20;
 /// words are its own rather than those of the parent's SIGKILL.
 const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
-impl Runner<'_> {
+impl Runner {
     /// Handles every worker found dead: blame, retry or fail, replace.
     pub(super) fn bury_dead(&mut self) -> Result<(), Error> {
         let now = host::now();
@@ -43,10 +43,13 @@ impl Runner<'_> {
         self.handle_all(i, msgs)?;
         let w = &mut self.pool.workers[i];
         let timed_out = w.timed_out.take();
+        let cancel_kill = std::mem::take(&mut w.cancel_kill);
         let in_flight: Vec<InFlight> = w.in_flight.drain(..).collect();
         let pid = w.pid();
         // A new worker that dies in its worker_init would die again in every replacement.
         let in_init = !w.greeted() && pid > 0 && self.pool.has_init();
+        // Units of cancelled callers are dropped, whatever happened.
+        let in_flight = self.drop_cancelled(in_flight);
         let death = match self.pool.replace(i) {
             Ok(d) => {
                 tracing::debug!(
@@ -74,6 +77,14 @@ impl Runner<'_> {
             )));
         }
         if in_flight.is_empty() {
+            return Ok(());
+        }
+        if cancel_kill {
+            // Killed because its running unit's caller was cancelled: the others run again,
+            // and nobody is blamed.
+            self.pool
+                .explain_death(i, "killed by the pool: its task was cancelled".to_owned());
+            self.requeue(in_flight);
             return Ok(());
         }
         // Where and when the unit that may be charged ran: from its progress page's start
@@ -155,6 +166,7 @@ impl Runner<'_> {
             }
             lost.extend(w.in_flight.drain(..));
         }
+        let mut lost = self.drop_cancelled(lost);
         lost.sort_by_key(|f| f.seq);
         tracing::debug!(target: "forkgraph::pool", units = lost.len(), %why, "fork server gone");
         if lost.len() == 1 && lost[0].unit.suspect == Suspect::Pool && lost[0].fresh {
@@ -180,8 +192,25 @@ impl Runner<'_> {
             .map_err(crate::process::scheduler_error)
     }
 
-    /// Puts units back in front of the queue, in their order.
+    /// Drops the units of cancelled callers.
+    fn drop_cancelled(&mut self, units: Vec<InFlight>) -> Vec<InFlight> {
+        if self.cancelled.is_empty() {
+            return units;
+        }
+        let (gone, kept): (Vec<InFlight>, Vec<InFlight>) = units
+            .into_iter()
+            .partition(|f| self.cancelled.contains(&f.unit.caller));
+        for f in gone {
+            if f.unit.suspect != Suspect::No {
+                self.suspects -= 1;
+            }
+        }
+        kept
+    }
+
+    /// Puts units back in front of their callers' queues, in their order.
     pub(super) fn requeue(&mut self, units: Vec<InFlight>) {
+        let units = self.drop_cancelled(units);
         for f in units.into_iter().rev() {
             self.pending.push_front(f.unit);
         }
@@ -194,6 +223,7 @@ impl Runner<'_> {
         which: impl Fn(&InFlight) -> bool,
         kind: Suspect,
     ) {
+        let units = self.drop_cancelled(units);
         for f in units.into_iter().rev() {
             let picked = which(&f);
             let mut unit = f.unit;
@@ -285,6 +315,7 @@ impl Runner<'_> {
         }
         let func = function_name(&unit.jobs[link]);
         self.done.push(Finished {
+            caller: unit.caller,
             tag: unit.jobs[link].tag,
             result: Err(TaskFailed {
                 function: func,
@@ -300,6 +331,7 @@ impl Runner<'_> {
         for (j, job) in unit.jobs.iter().enumerate() {
             if j != link {
                 self.done.push(Finished {
+                    caller: unit.caller,
                     tag: job.tag,
                     result: Err(not_run(job, true)),
                     ran: not_started,

@@ -7,7 +7,7 @@ use forkgraph_worker::segments;
 
 use super::*;
 
-impl Runner<'_> {
+impl Runner {
     pub(super) fn depth(&self, i: usize) -> usize {
         let w = &self.pool.workers[i];
         let adaptive = if w.avg_unit_ns <= 0.0 {
@@ -63,6 +63,7 @@ impl Runner<'_> {
     /// (or a pool) with nothing else to do.
     pub(super) fn dispatch(&mut self) -> Result<(), Error> {
         self.bury_dead()?;
+        self.forget_cancelled();
         self.recycle()?;
         self.refresh_for_suspect()?;
         self.send_frees();
@@ -99,7 +100,7 @@ impl Runner<'_> {
                 }
                 return Err(self.fd_exhausted());
             }
-            let front = &self.pending[0];
+            let front = self.pending.front().expect("pending unit");
             if let Some(budget) = budget {
                 // Start a unit only if what is held, what runs and what it will add fit the
                 // budget; a unit of unknown size only when nothing else runs. With nothing

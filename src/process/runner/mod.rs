@@ -36,11 +36,11 @@
 //!   most a re-run, never an innocent task's failure. (A task that signals *another* worker is
 //!   beyond this: workers run as the same user.)
 
-use std::collections::VecDeque;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use forkgraph_worker::host::{self, CtrlC, PollSet, SpawnError};
+use forkgraph_worker::host::{self, CtrlC, PollSet};
 use forkgraph_worker::{CallError, Registry, TaskSpec, Value};
 
 use super::Config;
@@ -51,10 +51,12 @@ use crate::graph::TaskOptions;
 use crate::key::Key;
 pub(crate) use pool::Pool;
 use pool::Slot;
+pub(crate) use queues::Queues;
 
 mod deaths;
 mod dispatch;
 mod pool;
+mod queues;
 mod receive;
 mod timeouts;
 
@@ -101,8 +103,28 @@ pub(crate) struct RunTask {
     pub(crate) tag: u32,
 }
 
+/// What names a caller's tasks in their log records, by tag.
+pub(crate) trait Labels: Send + Sync {
+    /// The key of the task tagged `tag`.
+    fn label(&self, tag: u32) -> Option<&Key>;
+}
+
+impl Labels for Vec<Key> {
+    fn label(&self, tag: u32) -> Option<&Key> {
+        self.get(tag as usize)
+    }
+}
+
+impl Labels for crate::plan::Plan {
+    fn label(&self, tag: u32) -> Option<&Key> {
+        self.keys.get(tag as usize)
+    }
+}
+
 /// A finished task.
 pub(crate) struct Finished {
+    /// The caller whose unit it was.
+    pub(crate) caller: u64,
     /// The task's tag.
     pub(crate) tag: u32,
     /// Its value, or why it has none.
@@ -119,8 +141,12 @@ pub(crate) struct TaskFailed {
     pub(crate) kind: TaskErrorKind,
 }
 
-/// A unit of work: one task or a chain, and what it has cost so far.
+/// A unit of work: one task or a chain, whose caller it is, and what it has cost so far.
 pub(crate) struct PUnit {
+    /// The caller (one `get`, `map` or submitted call) it belongs to.
+    pub(crate) caller: u64,
+    /// Names its tasks in log records.
+    labels: Arc<dyn Labels>,
     jobs: Vec<RunTask>,
     /// Workers this unit has killed.
     deaths: u32,
@@ -139,15 +165,15 @@ pub(crate) struct InFlight {
     fresh: bool,
 }
 
-/// A run of units on a pool (see the module doc).
-pub(crate) struct Runner<'a> {
-    pool: &'a mut Pool,
-    cfg: &'a Config,
-    /// What to call a task in its log records, by tag.
-    labels: &'a [Key],
-    pending: VecDeque<PUnit>,
-    done: Vec<Finished>,
+/// The units of every caller on a pool (see the module doc).
+pub(crate) struct Runner {
+    pub(crate) pool: Pool,
+    cfg: Arc<Config>,
+    pending: Queues,
+    pub(crate) done: Vec<Finished>,
     interrupt: Option<CtrlC>,
+    /// Callers whose units are dropped: a worker whose running unit is theirs is replaced.
+    cancelled: HashSet<u64>,
     poll: PollSet,
     /// Whether any task of this get has a timeout (else no deadline bookkeeping at all).
     timeouts: bool,
@@ -157,41 +183,113 @@ pub(crate) struct Runner<'a> {
     fd_limit: usize,
 }
 
-impl<'a> Runner<'a> {
-    pub(crate) fn new(pool: &'a mut Pool, cfg: &'a Config, labels: &'a [Key]) -> Runner<'a> {
-        let interrupt = if cfg.handle_interrupt {
-            host::ctrl_c()
-        } else {
-            None
-        };
-        for w in &mut pool.workers {
-            w.drain_stderr();
-            // Killed while idle: replaced before anything is sent to it, so no task is blamed.
-            if w.exited() {
-                w.mark_dead();
-            }
+impl PUnit {
+    /// A unit of `caller`: a task, or a chain whose tasks run back to back in one worker.
+    pub(crate) fn new(caller: u64, labels: Arc<dyn Labels>, jobs: Vec<RunTask>) -> PUnit {
+        PUnit {
+            caller,
+            labels,
+            jobs,
+            deaths: 0,
+            suspect: Suspect::No,
         }
+    }
+}
+
+impl PUnit {
+    /// How many tasks it has.
+    pub(crate) fn tasks(&self) -> usize {
+        self.jobs.len()
+    }
+}
+
+impl Runner {
+    pub(crate) fn new(pool: Pool, cfg: Arc<Config>) -> Runner {
         Runner {
+            timeouts: cfg.task_timeout.is_some(),
             pool,
             cfg,
-            labels,
-            pending: VecDeque::new(),
+            pending: Queues::default(),
             done: Vec::new(),
-            interrupt,
+            interrupt: None,
+            cancelled: HashSet::new(),
             poll: PollSet::default(),
-            timeouts: cfg.task_timeout.is_some(),
             suspects: 0,
             fd_limit: usize::try_from(host::open_file_limit()).unwrap_or(usize::MAX),
         }
     }
 
-    /// Takes a unit: a task, or a chain whose tasks run back to back in one worker.
-    pub(crate) fn submit(&mut self, tasks: Vec<RunTask>) {
-        self.timeouts |= tasks.iter().any(|j| j.options.timeout.is_some());
-        self.pending.push_back(PUnit {
-            jobs: tasks,
-            deaths: 0,
-            suspect: Suspect::No,
+    /// Whether no unit is pending or in flight.
+    pub(crate) fn idle(&self) -> bool {
+        self.pending.is_empty() && self.pool.workers.iter().all(|w| w.in_flight.is_empty())
+    }
+
+    /// Before the first unit after a pause: takes what workers wrote meanwhile, and marks
+    /// workers killed while idle dead, so that they are replaced before anything is sent to
+    /// them and no task is blamed. Resets the timeout bookkeeping.
+    pub(crate) fn wake_up(&mut self) {
+        self.timeouts = self.cfg.task_timeout.is_some();
+        for w in &mut self.pool.workers {
+            w.drain_stderr();
+            if w.exited() {
+                w.mark_dead();
+            }
+        }
+    }
+
+    /// Arms (or disarms) Ctrl-C handling: armed while any caller is active.
+    pub(crate) fn arm_ctrl_c(&mut self, on: bool) {
+        if !on {
+            self.interrupt = None;
+        } else if self.interrupt.is_none() && self.cfg.handle_interrupt {
+            self.interrupt = host::ctrl_c();
+        }
+    }
+
+    /// Takes a unit.
+    pub(crate) fn submit(&mut self, unit: PUnit) {
+        self.timeouts |= unit.jobs.iter().any(|j| j.options.timeout.is_some());
+        self.pending.push_back(unit);
+    }
+
+    /// Drops `caller`'s units: pending ones at once; a worker that has one (running, or
+    /// queued in it: a worker runs what it was sent back to back, so a unit sent is as good
+    /// as started) is killed and replaced at once, and the other callers' units it had run
+    /// again elsewhere, blaming nobody.
+    pub(crate) fn cancel(&mut self, caller: u64) {
+        for u in self.pending.remove_caller(caller) {
+            if u.suspect != Suspect::No {
+                self.suspects -= 1;
+            }
+        }
+        let mut killed = false;
+        for w in &mut self.pool.workers {
+            if w.in_flight.iter().any(|f| f.unit.caller == caller) {
+                self.cancelled.insert(caller);
+                if !w.is_dead() {
+                    w.kill();
+                    w.cancel_kill = true;
+                    killed = true;
+                }
+            }
+        }
+        if killed {
+            // Replaced now, not at the next dispatch: nobody may be about to dispatch.
+            let _ = self.bury_dead();
+        }
+        self.forget_cancelled();
+    }
+
+    /// Forgets cancelled callers with nothing left in flight.
+    pub(super) fn forget_cancelled(&mut self) {
+        if self.cancelled.is_empty() {
+            return;
+        }
+        let workers = &self.pool.workers;
+        self.cancelled.retain(|c| {
+            workers
+                .iter()
+                .any(|w| w.in_flight.iter().any(|f| f.unit.caller == *c))
         });
     }
 
@@ -204,14 +302,20 @@ impl<'a> Runner<'a> {
 
     /// Starts or stops recording worker lifecycle events (off: nothing is recorded).
     pub(crate) fn record_events(&mut self, on: bool) {
-        self.pool.events = on.then(Vec::new);
+        match (on, &self.pool.events) {
+            (true, None) => self.pool.events = Some(Vec::new()),
+            (false, Some(_)) => self.pool.events = None,
+            _ => {}
+        }
     }
 
-    /// Appends the worker lifecycle events recorded since the last call.
-    pub(crate) fn take_events(&mut self, out: &mut Vec<WorkerEvent>) {
-        if let Some(e) = &mut self.pool.events {
-            out.append(e);
-        }
+    /// Takes the worker lifecycle events recorded since the last call.
+    pub(crate) fn take_events(&mut self) -> Vec<WorkerEvent> {
+        self.pool
+            .events
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// How many tasks may be in flight at once.
@@ -224,19 +328,32 @@ impl<'a> Runner<'a> {
         self.pool.workers.len()
     }
 
-    /// Waits until at least one task has finished; appends them to `out`.
+    /// Hands out pending units, then, unless some tasks have finished (in `done`), waits for
+    /// something to happen (results, deaths, timeouts, Ctrl-C, or `wake`) and handles it.
     ///
     /// # Errors
     /// When the pool itself fails (see the module doc).
-    pub(crate) fn wait(&mut self, out: &mut Vec<Finished>) -> Result<(), Error> {
-        loop {
-            self.dispatch()?;
-            if !self.done.is_empty() {
-                out.append(&mut self.done);
-                return Ok(());
-            }
-            self.pump()?;
+    pub(crate) fn step(&mut self, wake: Option<&host::Wake>) -> Result<(), Error> {
+        self.dispatch()?;
+        if self.done.is_empty() {
+            self.pump(wake)?;
         }
+        Ok(())
+    }
+
+    /// Whether the last wait was woken through the wake-up pipe.
+    pub(crate) fn woken(&self) -> bool {
+        self.poll.woken()
+    }
+
+    /// Leaves the pool ready for a pause: idle workers' segments nobody maps are freed, and
+    /// their output reaches stderr.
+    pub(crate) fn settle(&mut self) {
+        for w in &mut self.pool.workers {
+            w.drain_stderr();
+        }
+        self.send_frees();
+        host::stderr::flush();
     }
 }
 
@@ -261,30 +378,5 @@ fn not_run(job: &RunTask, after_failure: bool) -> TaskFailed {
         } else {
             "not run: its worker returned no result".into()
         })),
-    }
-}
-
-impl Drop for Runner<'_> {
-    /// Leaves the pool ready for the next `get`, however this one ended (an error, or a panic
-    /// in a callback unwinding through the engine): workers that still run its units are
-    /// replaced, so no stale result can reach a later `get`.
-    fn drop(&mut self) {
-        self.pending.clear();
-        for i in 0..self.pool.workers.len() {
-            let w = &mut self.pool.workers[i];
-            w.drain_stderr();
-            if !w.in_flight.is_empty() || w.is_dead() {
-                w.kill();
-                w.in_flight.clear();
-                if let Err(SpawnError::ServerGone(_)) = self.pool.replace(i) {
-                    let _ = self.pool.restart_server();
-                    break;
-                }
-            }
-        }
-        // This get's intermediates are released now: let their producers reuse them.
-        self.send_frees();
-        // Its workers' output reaches stderr before `get` returns (unless stderr is stuck).
-        host::stderr::flush();
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct Slot {
     pub(crate) fds_per_unit: usize,
     /// Set when the parent killed it for a timeout: (unit seq, task index, timeout).
     pub(crate) timed_out: Option<(u64, u64, Duration)>,
+    /// Set when the parent killed it because the caller of its running unit was cancelled.
+    pub(crate) cancel_kill: bool,
     /// Segments its tasks kept (pinned against recycling until this worker is gone).
     pub(crate) pins: Vec<u64>,
     /// When it was started (its `worker_init` must be done by then + the fork-server timeout).
@@ -58,6 +60,7 @@ impl Slot {
             avg_unit_ns: 0.0,
             fds_per_unit: 0,
             timed_out: None,
+            cancel_kill: false,
             pins: Vec::new(),
             spawned_at: host::now(),
             exit_grace_until: None,

@@ -7,15 +7,15 @@ use forkgraph_worker::proto::{FromWorker, UnitDone};
 
 use super::*;
 
-impl Runner<'_> {
+impl Runner {
     /// Waits for something to happen (results, deaths, timeouts, Ctrl-C) and handles it.
-    pub(super) fn pump(&mut self) -> Result<(), Error> {
+    pub(super) fn pump(&mut self, wake: Option<&host::Wake>) -> Result<(), Error> {
         let deadline = self.next_deadline();
         let now = host::now();
         let timeout = deadline.map(|d| Duration::from_nanos(d.saturating_sub(now)));
         let handles: Vec<&WorkerHandle> = self.pool.workers.iter().map(|w| &w.handle).collect();
         self.poll
-            .wait(&handles, self.interrupt.as_ref(), timeout)
+            .wait_woken(&handles, self.interrupt.as_ref(), wake, timeout)
             .map_err(|e| Error::system("poll", e))?;
         if self.poll.ctrl_c() {
             return Err(self.interrupted());
@@ -69,12 +69,10 @@ impl Runner<'_> {
                 w.check_hello(pid, digest, init).map_err(Error::Scheduler)
             }
             FromWorker::Log(r) => {
-                let key = w
-                    .in_flight
-                    .iter()
-                    .find(|f| f.seq == r.seq)
-                    .and_then(|f| f.unit.jobs.get(r.task as usize))
-                    .and_then(|j| self.labels.get(j.tag as usize));
+                let key = w.in_flight.iter().find(|f| f.seq == r.seq).and_then(|f| {
+                    let j = f.unit.jobs.get(r.task as usize)?;
+                    f.unit.labels.label(j.tag)
+                });
                 crate::process::logs::emit(w.pid(), key, &r);
                 Ok(())
             }
@@ -107,6 +105,7 @@ impl Runner<'_> {
             return false;
         }
         let f = w.in_flight.pop_front().expect("checked above");
+        let caller = f.unit.caller;
         tracing::trace!(
             target: "forkgraph::pool",
             worker = w.pid(),
@@ -176,6 +175,7 @@ impl Runner<'_> {
                 }
             };
             self.done.push(Finished {
+                caller,
                 tag: job.tag,
                 result,
                 ran,

@@ -6,7 +6,7 @@ use forkgraph_worker::host;
 
 use super::*;
 
-impl Runner<'_> {
+impl Runner {
     /// When worker `i` must have answered its head unit, by the parent's clock: (deadline,
     /// unit seq, task index to blame, that task's timeout). See the module doc.
     pub(super) fn deadline_of(&self, i: usize) -> Option<(u64, u64, u64, Duration)> {

@@ -9,11 +9,13 @@ mod poll;
 mod server;
 pub mod stderr;
 mod usage;
+mod wake;
 mod worker;
 
 pub use poll::{PollSet, Readiness};
 pub use server::{ForkServer, SpawnError, StartError};
 pub use usage::{process_usage, ProcessUsage};
+pub use wake::Wake;
 pub use worker::{Received, WorkerHandle};
 
 pub use crate::sys::process::Exit;

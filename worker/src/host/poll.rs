@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{CtrlC, WorkerHandle};
+use super::{CtrlC, Wake, WorkerHandle};
 use crate::sys::{self, Interest};
 
 /// What became ready for one worker.
@@ -23,6 +23,7 @@ pub struct Readiness {
 pub struct PollSet {
     ready: Vec<Readiness>,
     ctrl_c: bool,
+    woken: bool,
 }
 
 impl PollSet {
@@ -35,6 +36,21 @@ impl PollSet {
         &mut self,
         workers: &[&WorkerHandle],
         ctrl_c: Option<&CtrlC>,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<()> {
+        self.wait_woken(workers, ctrl_c, None, timeout)
+    }
+
+    /// [`PollSet::wait`] that also returns when `wake` is woken ([`PollSet::woken`] says so;
+    /// the pipe is left for its owner to [`clear`](Wake::clear)).
+    ///
+    /// # Errors
+    /// The poll error.
+    pub fn wait_woken(
+        &mut self,
+        workers: &[&WorkerHandle],
+        ctrl_c: Option<&CtrlC>,
+        wake: Option<&Wake>,
         timeout: Option<Duration>,
     ) -> std::io::Result<()> {
         let mut interests = Vec::with_capacity(workers.len() * 3 + 1);
@@ -64,6 +80,14 @@ impl PollSet {
             });
             slots.push((sock, err));
         }
+        let wake_at = wake.map(|w| {
+            interests.push(Interest {
+                fd: w.fd(),
+                read: true,
+                write: false,
+            });
+            interests.len() - 1
+        });
         if let Some(c) = ctrl_c {
             interests.push(Interest {
                 fd: c.fd(),
@@ -72,6 +96,7 @@ impl PollSet {
             });
         }
         let r = sys::poll(&interests, timeout)?;
+        self.woken = wake_at.is_some_and(|i| r[i].read);
         self.ready = slots
             .iter()
             .map(|&(sock, err)| Readiness {
@@ -88,6 +113,11 @@ impl PollSet {
     /// What the last wait saw for worker `i` (in the order given).
     pub fn worker(&self, i: usize) -> Readiness {
         self.ready.get(i).copied().unwrap_or_default()
+    }
+
+    /// Whether the wake-up pipe was woken during the last wait.
+    pub fn woken(&self) -> bool {
+        self.woken
     }
 
     /// Whether Ctrl-C arrived during the last wait.

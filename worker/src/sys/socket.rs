@@ -160,6 +160,20 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// One write of `data` to an fd (a short write is not retried).
+///
+/// # Errors
+/// `WouldBlock` on a full non-blocking fd, or the write error.
+pub(crate) fn write_fd(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+}
+
 /// Writes `data` to fd 2 with raw writes (no lock, no buffering); errors are ignored.
 pub(crate) fn write_stderr(mut data: &[u8]) {
     // SAFETY: fd 2 is this process's stderr for its whole life (a worker's is its pipe).
