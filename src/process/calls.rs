@@ -328,6 +328,10 @@ impl ProcessPool {
             Ok(p) => Arc::new(p),
             Err(e) => return GetFuture::failed(e),
         };
+        let budget = match self.budget(opts) {
+            Ok(b) => b,
+            Err(e) => return GetFuture::failed(e),
+        };
         let shared = Arc::clone(self.shared());
         let caller = shared.register(false);
         let fut = GetFuture::new(Arc::clone(&shared), caller);
@@ -341,7 +345,8 @@ impl ProcessPool {
                 let labels: Arc<dyn super::runner::Labels> = plan.clone();
                 let watched = !opts.callbacks.is_empty();
                 let mut exec = ProcExec::with_caller(&shared, caller, labels, watched);
-                let r = engine::run(&plan, &mut exec, &opts.callbacks, opts.keep_going);
+                let r =
+                    engine::run_with(&plan, &mut exec, &opts.callbacks, opts.keep_going, budget);
                 drop(exec);
                 done.complete(r);
             });

@@ -486,12 +486,20 @@ impl Drop for InGet {
     }
 }
 
+impl ProcessPool {
+    /// The memory budget of one `get`: its own or the pool's, less what the workers' caches
+    /// may hold.
+    pub(crate) fn budget(&self, opts: &GetOptions) -> Result<Option<crate::spill::Budget>, Error> {
+        let caches = self.cfg.limits.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+        let reserved = 2 * caches * self.cfg.workers as u64;
+        crate::spill::budget_for(opts, self.cfg.memory.as_ref(), reserved)
+    }
+}
+
 impl Scheduler for ProcessPool {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
         let plan = Arc::new(plan(graph, keys, opts)?);
-        let caches = self.cfg.limits.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
-        let reserved = 2 * caches * self.cfg.workers as u64;
-        let budget = crate::spill::budget_for(opts, self.cfg.memory.as_ref(), reserved)?;
+        let budget = self.budget(opts)?;
         let me = Arc::as_ptr(&self.inner) as usize;
         if IN_GET.with(|g| g.get()) == me {
             return Err(Error::Scheduler(
