@@ -260,8 +260,18 @@ impl Shared {
             None if unfinished => {
                 st.incoming.retain(|u| u.caller != caller);
                 st.cancelled.push(caller);
-                drop(st);
                 self.wake.wake();
+                if LEADING.with(|l| l.get()) {
+                    // This thread holds the runner: it applies the cancellation when it next
+                    // takes in what others handed over.
+                    return;
+                }
+                // Wait until the leader has applied it: a worker that holds one of the
+                // caller's units is killed before `cancel` returns, so the unit cannot start
+                // after it (the leader is woken through the pipe and takes it in at once).
+                while st.cancelled.contains(&caller) {
+                    st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
             }
             None => {}
         }
@@ -443,7 +453,7 @@ impl Drop for Lead<'_> {
     fn drop(&mut self) {
         if let Some(mut r) = self.runner.take() {
             let mut st = self.shared.lock();
-            Lead::take_in(&mut st, &mut r);
+            Lead::take_in(&mut st, &mut r, &self.shared.cond);
             st.runner = Some(r);
             drop(st);
             self.shared.cond.notify_all();
@@ -453,9 +463,13 @@ impl Drop for Lead<'_> {
 
 impl Lead<'_> {
     /// Moves what other threads handed over while the runner was out into it.
-    fn take_in(st: &mut State, r: &mut Runner) {
-        for caller in st.cancelled.drain(..) {
-            r.cancel(caller);
+    fn take_in(st: &mut State, r: &mut Runner, cond: &Condvar) {
+        if !st.cancelled.is_empty() {
+            for caller in st.cancelled.drain(..) {
+                r.cancel(caller);
+            }
+            // `leave` waits for its cancellation to be applied.
+            cond.notify_all();
         }
         for u in st.incoming.drain(..) {
             r.submit(u);
@@ -469,6 +483,7 @@ impl Lead<'_> {
     }
 
     fn run(mut self, me: For, out: &mut Vec<Finished>) -> Result<(), Error> {
+        let _leading = Leading::enter();
         let shared = self.shared;
         let runner = self.runner.as_mut().expect("the runner");
         {
@@ -477,7 +492,7 @@ impl Lead<'_> {
                 runner.wake_up();
             }
             shared.wake.clear();
-            Lead::take_in(&mut st, runner);
+            Lead::take_in(&mut st, runner, &shared.cond);
         }
         loop {
             if let Err(e) = runner.step(Some(&shared.wake)) {
@@ -492,7 +507,7 @@ impl Lead<'_> {
             if runner.woken() {
                 shared.wake.clear();
                 let mut st = shared.lock();
-                Lead::take_in(&mut st, runner);
+                Lead::take_in(&mut st, runner, &shared.cond);
                 match me {
                     For::Caller(c) => {
                         if st.callers.get(&c).is_none_or(|c| c.cancelled) {
@@ -584,5 +599,22 @@ impl Shared {
         }
         drop(st);
         self.cond.notify_all();
+    }
+}
+
+thread_local!(static LEADING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+
+/// Marks the current thread as holding the runner (see `Shared::leave`).
+struct Leading(bool);
+
+impl Leading {
+    fn enter() -> Leading {
+        Leading(LEADING.with(|l| l.replace(true)))
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        LEADING.with(|l| l.set(self.0));
     }
 }

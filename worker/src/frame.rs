@@ -423,6 +423,30 @@ mod tests {
         }
     }
 
+    /// A worker of a pool that does not recycle segments may send none that it could still
+    /// write (a recyclable one is sealed against new mappings only): the parent refuses it.
+    #[test]
+    fn a_recyclable_segment_is_refused_unless_the_pool_recycles() {
+        let value = crate::value::Value::from(vec![7.0f64; 4096]);
+        for recycle in [false, true] {
+            let (a, b) = pair();
+            let (frame, fds) = encode_shared(&value, Some(1024), true).unwrap();
+            assert_eq!(fds.len(), 1, "the array did not go into a segment");
+            let refs: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+            a.send(&frame, &refs).unwrap();
+            let mut inbox = Inbox::new();
+            while let Ok(true) = inbox.fill(&b) {}
+            let got = inbox.take_frame::<crate::value::Value>(Side::Parent(1, recycle));
+            match (recycle, got) {
+                (true, Ok(Some((v, _)))) => assert_eq!(v, value),
+                // (postcard keeps no message of a custom error: the same frame decodes when
+                // the pool recycles, so the refusal is the seal check's.)
+                (false, Err(_)) => {}
+                (_, other) => panic!("recycle {recycle}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn many_fds_travel_with_one_frame_across_several_sends() {
         let (a, b) = pair();

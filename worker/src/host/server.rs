@@ -136,7 +136,11 @@ impl ForkServer {
         loop {
             let control = self.control.as_ref().expect("open until drop");
             if out.is_empty() {
-                if let Some(reply) = self.inbox.take_frame(Side::Parent(0)).map_err(gone)? {
+                if let Some(reply) = self
+                    .inbox
+                    .take_frame(Side::Parent(0, false))
+                    .map_err(gone)?
+                {
                     return Ok(reply);
                 }
                 match self.inbox.fill(control) {
@@ -201,6 +205,7 @@ impl ForkServer {
             ..limits
         };
         let sandbox = self.sandbox.as_ref().map(|(s, _)| s.clone());
+        let recycle = limits.recycle_segments;
         match self.request(&ToServer::Spawn {
             limits,
             init,
@@ -214,8 +219,15 @@ impl ForkServer {
                         let mut fds = fds.into_iter();
                         let mut next = || fds.next().expect("4 fds");
                         let (sock, stderr, page_fd, pidfd) = (next(), next(), next(), next());
-                        WorkerHandle::new(pid, Stream::from_fd(sock), stderr, &page_fd, pidfd)
-                            .map_err(|e| format!("worker {pid}: {e}"))
+                        WorkerHandle::new(
+                            pid,
+                            Stream::from_fd(sock),
+                            stderr,
+                            &page_fd,
+                            pidfd,
+                            recycle,
+                        )
+                        .map_err(|e| format!("worker {pid}: {e}"))
                     });
                 proc.map_err(|e| {
                     // Do not leave it running unseen: have the server kill and reap it.

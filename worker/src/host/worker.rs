@@ -48,6 +48,8 @@ pub struct WorkerHandle {
     broken: bool,
     /// Set when the parent killed it.
     killed: bool,
+    /// Whether its pool recycles segments (else it may send none that it could still write).
+    recycle: bool,
 }
 
 impl WorkerHandle {
@@ -57,6 +59,7 @@ impl WorkerHandle {
         stderr: OwnedFd,
         page_fd: &OwnedFd,
         pidfd: OwnedFd,
+        recycle: bool,
     ) -> io::Result<WorkerHandle> {
         sock.set_nonblocking(true)?;
         sys::set_nonblocking(stderr.as_fd(), true)?;
@@ -76,6 +79,7 @@ impl WorkerHandle {
             note: None,
             broken: false,
             killed: false,
+            recycle,
         })
     }
 
@@ -158,7 +162,9 @@ impl WorkerHandle {
         let pid = self.pid;
         loop {
             let before = sys::segment_stats().0;
-            let frame = self.inbox.take_frame::<FromWorker>(Side::Parent(pid));
+            let frame = self
+                .inbox
+                .take_frame::<FromWorker>(Side::Parent(pid, self.recycle));
             match frame {
                 Ok(Some((msg, _))) => {
                     // Segments now mapped here for it: each holds an fd.

@@ -12,7 +12,10 @@ use crate::sys::{Segment, SegmentWriter};
 pub(crate) enum Side {
     /// The parent, reading a message of the worker with this pid: it counts its mappings of
     /// that worker's recyclable segments in the [`ledger`].
-    Parent(i32),
+    /// The flag: whether the pool recycles segments; when it does not, a worker's segment
+    /// that is not sealed against every write (a recyclable one, which its worker may still
+    /// map writable) is refused.
+    Parent(i32, bool),
     /// A worker (or the fork server), reading the parent's messages: it keeps its mappings of
     /// recycled inputs for reuse, and counts the inputs it still maps.
     Worker,
@@ -162,7 +165,14 @@ pub(crate) fn import(index: u32, len: Option<u64>) -> Result<Segment, String> {
         (Some(len), Side::Worker) => {
             recycler::with_maps(|maps| Segment::from_recyclable_fd_cached(fd, len as usize, maps))
         }
-        (Some(len), Side::Parent(_)) => Segment::from_recyclable_fd(fd, len as usize),
+        (Some(len), Side::Parent(_, true)) => Segment::from_recyclable_fd(fd, len as usize),
+        (Some(_), Side::Parent(_, false)) => {
+            return Err(
+                "a recyclable segment from a worker of a pool that does not recycle \
+                        segments (it could still write to it)"
+                    .to_string(),
+            )
+        }
         (None, _) => Segment::from_fd(fd),
     }
     .map_err(|e| e.to_string())?;
@@ -174,7 +184,7 @@ pub(crate) fn import(index: u32, len: Option<u64>) -> Result<Segment, String> {
     );
     if seg.recyclable() {
         match side {
-            Side::Parent(peer) => {
+            Side::Parent(peer, _) => {
                 ledger::track(seg.ino(), peer);
                 seg.on_drop(ledger::untrack);
             }
