@@ -134,7 +134,11 @@ impl Sandbox {
     }
 
     /// Most memory a worker may use: its heap (`RLIMIT_DATA`) and the shared segments it
-    /// creates, as `ProcessPoolBuilder::memory_limit` (which, when also set, wins).
+    /// creates, as `ProcessPoolBuilder::memory_limit` (which, when also set, wins), and a
+    /// memory cgroup per worker, which counts every page a task maps. Where this process cannot
+    /// make cgroups (not root, no delegated cgroup v1 memory hierarchy) that layer is
+    /// unavailable: the pool's build fails unless [`best_effort`](Sandbox::best_effort), which
+    /// keeps `RLIMIT_DATA` only (a task's own shared mappings and memfds are then not counted).
     #[must_use]
     pub fn memory_limit(mut self, bytes: u64) -> Sandbox {
         self.memory_limit = Some(bytes);
@@ -324,9 +328,13 @@ impl Sandbox {
                      bytes + {} MiB (counts every page: shared mappings, memfds, caches)",
                     crate::sys::cgroup::CGROUP_MEMORY_SLACK >> 20
                 )),
-                Some(m) => LayerStatus::Active(format!(
-                    "RLIMIT_DATA {m} bytes only (no writable cgroup v1 memory hierarchy: shared \
-                     anonymous mappings and memfds a task makes are not counted)"
+                // RLIMIT_DATA alone is no limit on untrusted code: a task maps shared anonymous
+                // memory or memfds (both allowed) past it at will.
+                Some(m) => LayerStatus::Unavailable(format!(
+                    "memory_limit({m}) needs a cgroup v1 memory hierarchy this process may \
+                     write (root, or a delegated one): RLIMIT_DATA alone does not count the \
+                     shared anonymous mappings and memfds a task makes, so a task could use \
+                     any amount of memory"
                 )),
             },
         );
