@@ -1236,3 +1236,61 @@ fn a_memory_limit_without_a_memory_cgroup_fails_the_build_unless_best_effort() {
         "{stdout}"
     );
 }
+
+/// Connects to the Unix socket at `path` and to TCP port `port` on 127.0.0.1; says which worked.
+#[forkgraph::task]
+fn connect_both(path: String, port: i64) -> String {
+    let unix = std::os::unix::net::UnixStream::connect(&path)
+        .map(|_| "ALLOWED".to_owned())
+        .unwrap_or_else(|e| format!("DENIED {e}"));
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port as u16))
+        .map(|_| "ALLOWED".to_owned())
+        .unwrap_or_else(|e| format!("DENIED {e}"));
+    format!("unix {unix}; tcp {tcp}")
+}
+
+/// `allow_network(true)` opens the network (TCP), not the machine's local daemons: a task cannot
+/// connect to a Unix socket outside its paths (a Docker or D-Bus socket would hand it the
+/// machine). Landlock does not restrict connecting to a named Unix socket, so the sandbox
+/// allows only Internet (and routing netlink) sockets.
+#[test]
+fn allowing_the_network_does_not_open_local_unix_sockets() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("sandbox-unix-socket");
+    let path = dir.join("daemon.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = i64::from(tcp.local_addr().unwrap().port());
+    let path = path.to_string_lossy().into_owned();
+    let seen = |sandbox: Option<Sandbox>| {
+        let path = path.clone();
+        watchdog(60, move || {
+            let mut b = ProcessPool::builder().workers(1);
+            if let Some(s) = sandbox {
+                b = b.sandbox(s);
+            }
+            let pool = b.build().unwrap();
+            let g = graph! { "c" => (connect_both, path.as_str(), port) };
+            match pool.get(&g, "c").unwrap().as_value() {
+                Some(Value::Str(s)) => s.to_string(),
+                other => panic!("{other:?}"),
+            }
+        })
+    };
+    assert_eq!(seen(None), "unix ALLOWED; tcp ALLOWED");
+    let on = seen(Some(Sandbox::strict().allow_network(true)));
+    assert!(
+        on.starts_with("unix DENIED") && on.ends_with("tcp ALLOWED"),
+        "{on}"
+    );
+    // Named in `allow_syscalls`, a call is allowed whole (no argument rule narrows it).
+    let all = seen(Some(
+        Sandbox::strict()
+            .allow_network(true)
+            .allow_syscalls(["socket"]),
+    ));
+    assert_eq!(all, "unix ALLOWED; tcp ALLOWED");
+    drop((unix, tcp));
+}

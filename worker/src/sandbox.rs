@@ -113,6 +113,9 @@ impl Sandbox {
 
     /// Whether tasks may use the network (default no: a network namespace with only a loopback
     /// interface, down; Landlock denying TCP bind and connect; and no `socket` system call).
+    /// Allowed, tasks may make Internet (IPv4, IPv6) and routing netlink sockets, not Unix
+    /// sockets: connecting to a named one (a Docker or D-Bus daemon's) is not restricted by
+    /// Landlock. `allow_syscalls(["socket"])` allows every socket family.
     #[must_use]
     pub fn allow_network(mut self, on: bool) -> Sandbox {
         self.network = on;
@@ -179,8 +182,9 @@ impl Sandbox {
         self
     }
 
-    /// System calls, by name (`"socket"`, `"pipe2"`), allowed beyond the default allow-list.
-    /// An unknown name is an error when the pool is built.
+    /// System calls, by name (`"socket"`, `"pipe2"`), allowed beyond the default allow-list,
+    /// with any arguments (a call the allow-list limits by argument, such as `ioctl`, `prctl`
+    /// or `socket`, is then allowed whole). An unknown name is an error when the pool is built.
     #[must_use]
     pub fn allow_syscalls<I, S>(mut self, names: I) -> Sandbox
     where
