@@ -1202,7 +1202,10 @@ fn helper_memory_limit_without_cgroup_nobody() {
     let build = |s: Sandbox| ProcessPool::builder().workers(1).sandbox(s).build();
     let e = build(Sandbox::strict().memory_limit(MEMORY_LIMIT)).unwrap_err();
     println!("\nERROR {e}");
-    let report = Sandbox::strict().memory_limit(MEMORY_LIMIT).best_effort().report();
+    let report = Sandbox::strict()
+        .memory_limit(MEMORY_LIMIT)
+        .best_effort()
+        .report();
     println!("\nREPORT {report}");
     let pool = build(Sandbox::strict().memory_limit(MEMORY_LIMIT).best_effort()).unwrap();
     let g = graph! { "s" => (square, 4i64) };
