@@ -430,7 +430,13 @@ fn run_attacks(dir: &Path, sandboxed: bool) -> Result<(), String> {
             .iter()
             .any(|l| l.name == "memory" && l.status.to_string().contains("controller per worker"));
         println!("MEMORY CGROUP {}", if cgroup { "yes" } else { "no" });
-        b = b.sandbox(sandbox(dir));
+        // Without a memory cgroup (not root) the memory layer is unavailable: run with
+        // RLIMIT_DATA only, which `allocate` still meets.
+        b = b.sandbox(if cgroup {
+            sandbox(dir)
+        } else {
+            sandbox(dir).best_effort()
+        });
     }
     let pool = b.build().map_err(|e| format!("build: {e}"))?;
     let me = std::process::id() as i64;
@@ -1182,4 +1188,112 @@ fn a_sandboxed_worker_has_a_network_namespace_with_only_loopback() {
     let on = seen(Some(Sandbox::strict()));
     assert_ne!(on[0], mine, "{on:?}");
     assert_eq!(&on[1..], ["lo"], "{on:?}");
+}
+
+/// As `nobody` (no memory cgroup it may make): a sandbox with a memory limit fails the build
+/// naming the `memory` layer, since RLIMIT_DATA alone does not count the shared memory a task
+/// maps; `best_effort` builds (the report says the layer is unavailable); no limit builds.
+#[test]
+fn helper_memory_limit_without_cgroup_nobody() {
+    if !is_helper("helper_memory_limit_without_cgroup_nobody") {
+        return;
+    }
+    become_nobody();
+    let build = |s: Sandbox| ProcessPool::builder().workers(1).sandbox(s).build();
+    let e = build(Sandbox::strict().memory_limit(MEMORY_LIMIT)).unwrap_err();
+    println!("\nERROR {e}");
+    let report = Sandbox::strict()
+        .memory_limit(MEMORY_LIMIT)
+        .best_effort()
+        .report();
+    println!("\nREPORT {report}");
+    let pool = build(Sandbox::strict().memory_limit(MEMORY_LIMIT).best_effort()).unwrap();
+    let g = graph! { "s" => (square, 4i64) };
+    assert_eq!(pool.get(&g, "s").unwrap().as_value(), Some(&Value::Int(16)));
+    drop(pool);
+    build(Sandbox::strict()).unwrap();
+    println!("\nMEMORY CHECKED");
+}
+
+#[test]
+fn a_memory_limit_without_a_memory_cgroup_fails_the_build_unless_best_effort() {
+    if in_helper() || !root() {
+        return;
+    }
+    let dir = scratch_dir("sandbox-memory-nobody");
+    open_to_all_dir(&dir);
+    let (stdout, stderr) = run_helper("helper_memory_limit_without_cgroup_nobody", &dir, 60);
+    assert!(stdout.contains("MEMORY CHECKED"), "{stdout}\n{stderr}");
+    let error = stdout
+        .lines()
+        .find(|l| l.starts_with("ERROR "))
+        .unwrap_or_default();
+    assert!(
+        error.contains("sandbox layer `memory`")
+            && error.contains("memfds")
+            && error.contains("best_effort"),
+        "{error}"
+    );
+    assert!(
+        stdout.contains("memory: UNAVAILABLE (memory_limit("),
+        "{stdout}"
+    );
+}
+
+/// Connects to the Unix socket at `path` and to TCP port `port` on 127.0.0.1; says which worked.
+#[forkgraph::task]
+fn connect_both(path: String, port: i64) -> String {
+    let unix = std::os::unix::net::UnixStream::connect(&path)
+        .map(|_| "ALLOWED".to_owned())
+        .unwrap_or_else(|e| format!("DENIED {e}"));
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port as u16))
+        .map(|_| "ALLOWED".to_owned())
+        .unwrap_or_else(|e| format!("DENIED {e}"));
+    format!("unix {unix}; tcp {tcp}")
+}
+
+/// `allow_network(true)` opens the network (TCP), not the machine's local daemons: a task cannot
+/// connect to a Unix socket outside its paths (a Docker or D-Bus socket would hand it the
+/// machine). Landlock does not restrict connecting to a named Unix socket, so the sandbox
+/// allows only Internet (and routing netlink) sockets.
+#[test]
+fn allowing_the_network_does_not_open_local_unix_sockets() {
+    if in_helper() {
+        return;
+    }
+    let dir = scratch_dir("sandbox-unix-socket");
+    let path = dir.join("daemon.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = i64::from(tcp.local_addr().unwrap().port());
+    let path = path.to_string_lossy().into_owned();
+    let seen = |sandbox: Option<Sandbox>| {
+        let path = path.clone();
+        watchdog(60, move || {
+            let mut b = ProcessPool::builder().workers(1);
+            if let Some(s) = sandbox {
+                b = b.sandbox(s);
+            }
+            let pool = b.build().unwrap();
+            let g = graph! { "c" => (connect_both, path.as_str(), port) };
+            match pool.get(&g, "c").unwrap().as_value() {
+                Some(Value::Str(s)) => s.to_string(),
+                other => panic!("{other:?}"),
+            }
+        })
+    };
+    assert_eq!(seen(None), "unix ALLOWED; tcp ALLOWED");
+    let on = seen(Some(Sandbox::strict().allow_network(true)));
+    assert!(
+        on.starts_with("unix DENIED") && on.ends_with("tcp ALLOWED"),
+        "{on}"
+    );
+    // Named in `allow_syscalls`, a call is allowed whole (no argument rule narrows it).
+    let all = seen(Some(
+        Sandbox::strict()
+            .allow_network(true)
+            .allow_syscalls(["socket"]),
+    ));
+    assert_eq!(all, "unix ALLOWED; tcp ALLOWED");
+    drop((unix, tcp));
 }

@@ -113,6 +113,9 @@ impl Sandbox {
 
     /// Whether tasks may use the network (default no: a network namespace with only a loopback
     /// interface, down; Landlock denying TCP bind and connect; and no `socket` system call).
+    /// Allowed, tasks may make Internet (IPv4, IPv6) and routing netlink sockets, not Unix
+    /// sockets: connecting to a named one (a Docker or D-Bus daemon's) is not restricted by
+    /// Landlock. `allow_syscalls(["socket"])` allows every socket family.
     #[must_use]
     pub fn allow_network(mut self, on: bool) -> Sandbox {
         self.network = on;
@@ -134,7 +137,11 @@ impl Sandbox {
     }
 
     /// Most memory a worker may use: its heap (`RLIMIT_DATA`) and the shared segments it
-    /// creates, as `ProcessPoolBuilder::memory_limit` (which, when also set, wins).
+    /// creates, as `ProcessPoolBuilder::memory_limit` (which, when also set, wins), and a
+    /// memory cgroup per worker, which counts every page a task maps. Where this process cannot
+    /// make cgroups (not root, no delegated cgroup v1 memory hierarchy) that layer is
+    /// unavailable: the pool's build fails unless [`best_effort`](Sandbox::best_effort), which
+    /// keeps `RLIMIT_DATA` only (a task's own shared mappings and memfds are then not counted).
     #[must_use]
     pub fn memory_limit(mut self, bytes: u64) -> Sandbox {
         self.memory_limit = Some(bytes);
@@ -175,8 +182,9 @@ impl Sandbox {
         self
     }
 
-    /// System calls, by name (`"socket"`, `"pipe2"`), allowed beyond the default allow-list.
-    /// An unknown name is an error when the pool is built.
+    /// System calls, by name (`"socket"`, `"pipe2"`), allowed beyond the default allow-list,
+    /// with any arguments (a call the allow-list limits by argument, such as `ioctl`, `prctl`
+    /// or `socket`, is then allowed whole). An unknown name is an error when the pool is built.
     #[must_use]
     pub fn allow_syscalls<I, S>(mut self, names: I) -> Sandbox
     where
@@ -324,9 +332,13 @@ impl Sandbox {
                      bytes + {} MiB (counts every page: shared mappings, memfds, caches)",
                     crate::sys::cgroup::CGROUP_MEMORY_SLACK >> 20
                 )),
-                Some(m) => LayerStatus::Active(format!(
-                    "RLIMIT_DATA {m} bytes only (no writable cgroup v1 memory hierarchy: shared \
-                     anonymous mappings and memfds a task makes are not counted)"
+                // RLIMIT_DATA alone is no limit on untrusted code: a task maps shared anonymous
+                // memory or memfds (both allowed) past it at will.
+                Some(m) => LayerStatus::Unavailable(format!(
+                    "memory_limit({m}) needs a cgroup v1 memory hierarchy this process may \
+                     write (root, or a delegated one): RLIMIT_DATA alone does not count the \
+                     shared anonymous mappings and memfds a task makes, so a task could use \
+                     any amount of memory"
                 )),
             },
         );

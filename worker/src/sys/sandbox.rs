@@ -240,7 +240,6 @@ pub(crate) fn compile_seccomp(sandbox: &Sandbox) -> Result<Vec<BpfProgram>, Stri
     }
     if sandbox.network_allowed() {
         names.extend([
-            "socket",
             "connect",
             "bind",
             "listen",
@@ -260,17 +259,37 @@ pub(crate) fn compile_seccomp(sandbox: &Sandbox) -> Result<Vec<BpfProgram>, Stri
     }
     names.sort_unstable();
     names.dedup();
-    for name in names {
+    for &name in &names {
         if !probe(name) {
             continue; // not on this architecture (say, `open` on aarch64)
         }
         rules.push(serde_json::json!({"syscall": name}));
     }
+    // seccompiler merges the rules of one call, and a call with any argument rule matches only
+    // those: a call allowed whole (`allow_syscalls(["ioctl"])`) must get no argument rule.
+    let mut limited = |rule: serde_json::Value| {
+        if !names.contains(&rule["syscall"].as_str().unwrap_or_default()) {
+            rules.push(rule);
+        }
+    };
+    if sandbox.network_allowed() {
+        // Internet sockets, and routing netlink (getaddrinfo asks it for the interfaces' address
+        // families): not Unix sockets, whose named form Landlock does not restrict, so a task
+        // would reach the machine's local daemons (Docker's or D-Bus's socket) as "network".
+        // `allow_syscalls(["socket"])` allows every family.
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            limited(serde_json::json!({"syscall": "socket",
+                "args": [{"index": 0, "type": "dword", "op": "eq", "val": family}]}));
+        }
+        limited(serde_json::json!({"syscall": "socket", "args": [
+            {"index": 0, "type": "dword", "op": "eq", "val": libc::AF_NETLINK},
+            {"index": 2, "type": "dword", "op": "eq", "val": libc::NETLINK_ROUTE}]}));
+    }
     // prlimit64 on itself only (pid 0): the worker re-arms its CPU limit per task; another
     // process's limits are not its business.
-    rules.push(serde_json::json!({"syscall": "prlimit64",
+    limited(serde_json::json!({"syscall": "prlimit64",
         "args": [{"index": 0, "type": "qword", "op": "eq", "val": 0}]}));
-    rules.push(if processes {
+    limited(if processes {
         serde_json::json!({"syscall": "clone"})
     } else {
         serde_json::json!({"syscall": "clone", "args": [{"index": 0, "type": "qword",
@@ -285,12 +304,12 @@ pub(crate) fn compile_seccomp(sandbox: &Sandbox) -> Result<Vec<BpfProgram>, Stri
         libc::FIONCLEX,
         libc::FIONREAD,
     ] {
-        rules.push(serde_json::json!({"syscall": "ioctl",
+        limited(serde_json::json!({"syscall": "ioctl",
             "args": [{"index": 1, "type": "dword", "op": "eq", "val": op}]}));
     }
     // prctl: naming threads only.
     for op in [libc::PR_SET_NAME, libc::PR_GET_NAME, libc::PR_GET_DUMPABLE] {
-        rules.push(serde_json::json!({"syscall": "prctl",
+        limited(serde_json::json!({"syscall": "prctl",
             "args": [{"index": 0, "type": "dword", "op": "eq", "val": op}]}));
     }
     let denied = if sandbox.kills() {
