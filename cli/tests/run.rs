@@ -263,6 +263,35 @@ cmd = "touch after-independent.done"
         e.contains("after-bad") && e.contains("depends on failed bad"),
         "{e}"
     );
+    // Without -k, what never started says why: the run stopped at the failure. (`-j 1`;
+    // of two equal roots the smaller key runs first, so `a-bad` fails before `z-later`.)
+    d.write(
+        "stop.toml",
+        "[[task]]\nkey = \"a-bad\"\nargv = [\"false\"]\n\n\
+         [[task]]\nkey = \"z-later\"\nargv = [\"true\"]\n",
+    );
+    let o = run_watched(
+        forkgraph(
+            &[
+                "run",
+                "-j",
+                "1",
+                d.path().join("stop.toml").to_str().unwrap(),
+            ],
+            &m,
+        ),
+        120,
+    );
+    assert_code(&o, 1);
+    let e = stderr(&o);
+    let line = e
+        .lines()
+        .find(|l| l.contains("not run") && l.contains("z-later"))
+        .unwrap_or_else(|| panic!("no `not run` line for z-later: {e}"));
+    assert!(
+        line.contains("stopped at the first failure") && line.contains("-k"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -529,6 +558,12 @@ fn check_dot_and_clean() {
     assert!(dot.starts_with("digraph"), "{dot}");
     assert!(dot.contains("\"count-a\" -> \"total\""), "{dot}");
     assert!(dot.contains("[ran]") && !dot.contains("[not run]"), "{dot}");
+    // Tasks the last run (`--keys count-a`) did not select say so, not an empty `[]`.
+    assert!(!dot.contains("[]"), "{dot}");
+    assert!(
+        dot.contains("\"total\" [label=\"total\\n") && dot.contains("[not in the last run]"),
+        "{dot}"
+    );
     let o = run_watched(forkgraph(&["clean", g], &m), 60);
     assert_code(&o, 0);
     assert!(stdout(&o).contains("counts/a.txt"));
