@@ -326,6 +326,11 @@ key = "not-atomic"
 outputs = ["out/direct.txt"]
 atomic = false
 cmd = "echo direct > out/direct.txt"
+
+[[task]]
+key = "in-place-then-fails"
+outputs = ["out/in-place-failed.txt"]
+cmd = "echo half > out/in-place-failed.txt; exit 1"
 "#,
     );
     let g = d.path().join("g.toml");
@@ -345,6 +350,21 @@ cmd = "echo direct > out/direct.txt"
         "{:?}",
         temporaries(d.path())
     );
+    // What a command wrote in place is not kept (it may be partial): kept, it would be newer
+    // than the (absent) inputs and the next run would skip the task as up to date.
+    for f in ["out/in-place.txt", "out/in-place-failed.txt"] {
+        assert!(!d.exists(f), "{f} was written in place and must be removed");
+    }
+    let e = stderr(&o);
+    assert!(
+        e.contains("exit code 1 (it had written") && e.contains("in-place-failed.txt in place"),
+        "{e}"
+    );
+    let o = run_watched(
+        forkgraph(&["check", g.to_str().unwrap(), "--keys", "in-place"], &m),
+        60,
+    );
+    assert!(stdout(&o).contains("1 would run"), "{}", stdout(&o));
 }
 
 #[test]
