@@ -181,3 +181,38 @@ fn unknown_keys_and_bad_jobs_are_refused() {
     assert!(stderr(&o).contains("cannot read"));
     assert!(!d.exists("ran"));
 }
+
+#[test]
+fn values_of_the_wrong_shape_say_what_is_expected_not_a_rust_type_name() {
+    let e = refused("g.toml", &format!("[vars]\nx = {{ a = 1 }}\n{OK}"));
+    assert!(
+        e.contains("g.toml:2:5:")
+            && e.contains("a [vars] value is a string, integer or boolean, or a list of those"),
+        "{e}"
+    );
+    assert!(!e.contains("untagged enum"), "{e}");
+    let e = refused("g.toml", &format!("[vars]\nx = [[1]]\n{OK}"));
+    assert!(
+        e.contains("g.toml:2:5:") && !e.contains("untagged enum"),
+        "{e}"
+    );
+    let e = refused("g.toml", &format!("{OK}memory_limit = true\n"));
+    assert!(
+        e.contains("g.toml:4:16:") && e.contains("a size in bytes or a string with a unit"),
+        "{e}"
+    );
+    let e = refused(
+        "g.toml",
+        "[[task]]\nkey = \"a-{s}\"\nfor_each = { s = { x = 1 } }\ncmd = \"touch ran\"\n",
+    );
+    assert!(
+        e.contains("g.toml:3:") && e.contains("the name of a [vars] list or a list of values"),
+        "{e}"
+    );
+    // `[task]` (one table) instead of `[[task]]` (an array of tables).
+    let e = refused("g.toml", "[task]\nkey = \"a\"\ncmd = \"touch ran\"\n");
+    assert!(
+        e.contains("g.toml:1:1:") && e.contains("write [[task]]"),
+        "{e}"
+    );
+}
