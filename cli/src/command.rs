@@ -453,6 +453,14 @@ fn run_once(spec: &Spec, log: &fs::File) -> Ended {
     let started = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
+        // A missing working directory fails the spawn with ENOENT too, which would otherwise
+        // read as if the program (often /bin/sh) were missing.
+        Err(_) if !spec.cwd.is_dir() => {
+            return Ended::NotStarted(format!(
+                "its working directory {} does not exist or is not a directory (cwd)",
+                spec.cwd.display()
+            ))
+        }
         Err(e) => return Ended::NotStarted(format!("{}: {e}", spec.program[0])),
     };
     let pgid = child.id();

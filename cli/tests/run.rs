@@ -136,6 +136,15 @@ argv = ["false"]
 [[task]]
 key = "true"
 argv = ["true"]
+
+[[task]]
+key = "no-cwd"
+cwd = "missing-dir"
+cmd = "true"
+
+[[task]]
+key = "no-program"
+argv = ["forkgraph-no-such-program"]
 "#,
     );
     let o = run_watched(
@@ -155,7 +164,19 @@ argv = ["true"]
     );
     assert!(e.contains("before the crash"), "{e}");
     assert!(e.contains("task `false` failed: exit code 1"), "{e}");
-    assert!(e.contains("1 ran, 0 skipped, 3 FAILED"), "{e}");
+    // A missing working directory is named as such, not as a missing /bin/sh.
+    assert!(
+        e.contains("task `no-cwd` failed: could not start: its working directory ")
+            && e.contains("missing-dir does not exist"),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "task `no-program` failed: could not start: forkgraph-no-such-program: No such file"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("1 ran, 0 skipped, 5 FAILED"), "{e}");
     let log = d.read(".forkgraph/g/logs/exit3.log");
     assert_eq!(log, "first line\nthe-last-words\n");
 }
