@@ -706,6 +706,21 @@ macro_rules! map_args {
 }
 map_args!(BTreeMap, HashMap);
 
+// Either map feeds the other: both are a map at run time, whose order a task cannot rely on.
+macro_rules! cross_map_args {
+    ($($from:ident => $to:ident),*) => {$(
+        impl<P, T: ArgFor<P>> ArgFor<$to<String, P>> for $from<String, T> {
+            fn into_task_arg(self) -> Arg {
+                let mut entries: Vec<(String, Arg)> =
+                    self.into_iter().map(|(k, v)| (k, v.into_task_arg())).collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Arg::Map(entries)
+            }
+        }
+    )*};
+}
+cross_map_args!(BTreeMap => HashMap, HashMap => BTreeMap);
+
 impl<P, T: ArgFor<P>> ArgFor<P> for TypedKey<T> {
     fn into_task_arg(self) -> Arg {
         Arg::Key(self.key)

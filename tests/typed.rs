@@ -246,6 +246,46 @@ fn the_builder_returns_typed_keys_and_get_typed_returns_the_type() {
     assert_eq!(pool.get_typed(&g, &c).unwrap(), c_value);
 }
 
+#[forkgraph::task]
+fn counts(text: &str) -> std::collections::HashMap<String, i64> {
+    let mut m = std::collections::HashMap::new();
+    for w in text.split_whitespace() {
+        *m.entry(w.to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[forkgraph::task]
+fn hash_weights(m: std::collections::HashMap<String, i64>) -> i64 {
+    m.values().sum()
+}
+
+#[test]
+fn a_btree_map_and_a_hash_map_feed_each_other() {
+    // Both are a map at run time (the untyped form accepts either); the typed form agrees.
+    let mut g = Graph::new();
+    let h = g.add("h", counts.task("a b a"));
+    let from_hash = g.add("from-hash", weights.task(&h));
+    let b = g.add_value(
+        "b",
+        BTreeMap::from([("x".to_owned(), 2_i64), ("y".to_owned(), 5)]),
+    );
+    let from_btree = g.add("from-btree", hash_weights.task(&b));
+    let literal = g.add(
+        "literal",
+        hash_weights.task(BTreeMap::from([("z".to_owned(), 7_i64)])),
+    );
+    let literal_hash = g.add(
+        "literal-hash",
+        weights.task(std::collections::HashMap::from([("z".to_owned(), 8_i64)])),
+    );
+    let s = SyncScheduler;
+    assert_eq!(s.get_typed(&g, &from_hash).unwrap(), 3);
+    assert_eq!(s.get_typed(&g, &from_btree).unwrap(), 7);
+    assert_eq!(s.get_typed(&g, &literal).unwrap(), 7);
+    assert_eq!(s.get_typed(&g, &literal_hash).unwrap(), 8);
+}
+
 #[test]
 fn a_typed_key_of_the_wrong_type_is_an_error_naming_the_key_and_both_types() {
     let mut g = Graph::new();

@@ -298,6 +298,51 @@ fn an_unknown_function_is_named_with_its_task() {
     });
 }
 
+mod shapes {
+    #[forkgraph::task]
+    pub(crate) fn square_it(x: i64) -> i64 {
+        x * x
+    }
+}
+
+#[test]
+fn an_unknown_function_name_close_to_a_registered_one_is_suggested() {
+    watchdog("unknown-function-suggestion", || {
+        let g = graph! {
+            "typo" => ("nothin", 1),
+            "case" => ("Nothing", 1),
+            "path-typo" => ("shapes::square_ti", 2),
+            "wrong-module" => ("elsewhere::square_it", 2),
+            "far" => ("completely_different", 1),
+        };
+        let msg = |key: &str| rejected(&g, key).to_string();
+        assert!(
+            msg("typo").starts_with(
+                "task typo: no task function `nothin` is registered in this executable; did you \
+                 mean `nothing`? Otherwise: mark a function #[forkgraph::task]"
+            ),
+            "{}",
+            msg("typo")
+        );
+        assert!(
+            msg("case").contains("did you mean `nothing`?"),
+            "{}",
+            msg("case")
+        );
+        assert!(
+            msg("path-typo").contains("did you mean `shapes::square_it`?"),
+            "{}",
+            msg("path-typo")
+        );
+        assert!(
+            msg("wrong-module").contains("did you mean `square_it`?"),
+            "{}",
+            msg("wrong-module")
+        );
+        assert!(!msg("far").contains("did you mean"), "{}", msg("far"));
+    });
+}
+
 #[test]
 fn a_function_registered_twice_under_one_name_is_refused() {
     watchdog("registered-twice", || {

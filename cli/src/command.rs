@@ -7,7 +7,9 @@
 //! worker renames each temporary into place. A command killed, failed or interrupted leaves only
 //! temporaries, which the runner removes at the end of its run (and a later run removes those a
 //! killed runner left, before the task runs again). An output that a successful command wrote in
-//! place (and not its temporary) fails the task: it could have been left half-written.
+//! place (and not its temporary) fails the task: it could have been left half-written; such an
+//! output, and one a failing command changed in place, is removed, or the next run would take it
+//! as up to date.
 //! With `atomic = false`, the command writes its outputs in place; the worker creates a marker
 //! `dir/.forkgraph-partial.name` before it starts and removes it after success, and an output
 //! with a marker never counts as done.
@@ -451,6 +453,14 @@ fn run_once(spec: &Spec, log: &fs::File) -> Ended {
     let started = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
+        // A missing working directory fails the spawn with ENOENT too, which would otherwise
+        // read as if the program (often /bin/sh) were missing.
+        Err(_) if !spec.cwd.is_dir() => {
+            return Ended::NotStarted(format!(
+                "its working directory {} does not exist or is not a directory (cwd)",
+                spec.cwd.display()
+            ))
+        }
         Err(e) => return Ended::NotStarted(format!("{}: {e}", spec.program[0])),
     };
     let pgid = child.id();
@@ -501,6 +511,32 @@ fn identity(p: &Path) -> Identity {
     })
 }
 
+/// After a failed attempt: removes each (atomic) output the command changed in place instead
+/// of writing its temporary. It is a failed command's, possibly partial, and newer than its
+/// inputs: kept, the next run would skip the task as up to date. Returns a note for the
+/// failure message (empty when there was none).
+fn discard_in_place(spec: &Spec, before: &[Identity]) -> String {
+    if !spec.atomic {
+        return String::new();
+    }
+    let mut removed = Vec::new();
+    for (o, was) in spec.outputs.iter().zip(before) {
+        let now = identity(o);
+        if now.is_some() && now != *was {
+            remove_any(o);
+            removed.push(o.display().to_string());
+        }
+    }
+    if removed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (it had written {} in place, not to its temporary path: removed)",
+            removed.join(", ")
+        )
+    }
+}
+
 /// Moves each temporary into place after a successful attempt. `before`: each output's
 /// identity before the attempt.
 fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
@@ -523,8 +559,11 @@ fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
             let now = identity(o);
             let in_place = now.is_some() && now != *was;
             return Err(if in_place {
+                // Possibly half-written, and newer than its inputs: kept, it would be skipped
+                // as up to date by the next run.
+                remove_any(o);
                 format!(
-                    "it wrote its output {} in place, not to its temporary path: write to {{out}} / $FORKGRAPH_OUT_N (renamed on success), or set atomic = false",
+                    "it wrote its output {} in place, not to its temporary path (removed): write to {{out}} / $FORKGRAPH_OUT_N (renamed on success), or set atomic = false",
                     o.display()
                 )
             } else {
@@ -638,6 +677,7 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
         for t in &spec.temps {
             remove_any(t);
         }
+        last.push_str(&discard_in_place(spec, &before));
     }
     let attempts = if spec.retries > 0 {
         format!(" (after {} attempts)", spec.retries + 1)

@@ -15,8 +15,8 @@ fn esc(s: &str) -> String {
 }
 
 /// DOT text of the selected tasks. Colours: green ran, light green skipped (up to date), red
-/// failed, orange interrupted, grey not run; without a report, white would run and light
-/// green up to date.
+/// failed, orange interrupted, grey not run, white not selected by the last run; without a
+/// report, white would run and light green up to date.
 pub fn dot(
     plan: &Plan,
     mask: &[bool],
@@ -49,7 +49,7 @@ pub fn dot(
             (Some(_), _) => ("#dddddd", "not run"),
             (None, Some(Freshness::UpToDate)) => ("#d9f0d3", "up to date"),
             (None, Some(Freshness::Stale(_))) => ("#ffffff", "would run"),
-            (None, None) => ("#ffffff", ""),
+            (None, None) => ("#ffffff", "not in the last run"),
         };
         let mut cmd = display
             .as_ref()

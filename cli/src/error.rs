@@ -15,6 +15,12 @@ pub struct Location {
     pub entry: usize,
 }
 
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map_or_else(String::new, |k| format!("; did you mean `{k}`?"))
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line_col {
@@ -69,7 +75,7 @@ pub enum InputError {
         second: Location,
     },
     /// A task depends on a key no task has.
-    #[error("{at}: task `{key}` depends on `{dependency}`, which no task declares")]
+    #[error("{at}: task `{key}` depends on `{dependency}`, which no task declares{}", did_you_mean(.suggestion))]
     MissingDependency {
         /// Where the dependent is.
         at: Location,
@@ -77,6 +83,8 @@ pub enum InputError {
         key: String,
         /// The missing key.
         dependency: String,
+        /// A declared key close to it (a typo), if any.
+        suggestion: Option<String>,
     },
     /// Two tasks declare the same output file.
     #[error("{at}: tasks `{first}` and `{second}` both declare the output {}", output.display())]
@@ -91,10 +99,10 @@ pub enum InputError {
         second: String,
     },
     /// The dependencies form a cycle.
-    #[error("{}: dependency cycle: {}", file.display(), path.join(" -> "))]
+    #[error("{at}: dependency cycle: {}", path.join(" -> "))]
     Cycle {
-        /// The file.
-        file: PathBuf,
+        /// Where the cycle's first task is.
+        at: Location,
         /// The keys around the cycle, the first repeated at the end.
         path: Vec<String>,
     },
@@ -107,11 +115,13 @@ pub enum InputError {
         message: String,
     },
     /// `--keys` names a key the file does not have.
-    #[error("{}: no task has the key `{key}` (given with --keys)", file.display())]
+    #[error("{}: no task has the key `{key}` (given with --keys){}", file.display(), did_you_mean(.suggestion))]
     UnknownKey {
         /// The file.
         file: PathBuf,
         /// The key.
         key: String,
+        /// A declared key close to it (a typo), if any.
+        suggestion: Option<String>,
     },
 }

@@ -348,7 +348,7 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
             dep_names.push(deps);
         }
     }
-    link(&file, &mut tasks, &index, &dep_names)?;
+    link(&mut tasks, &index, &dep_names)?;
     Ok(Plan {
         file,
         base,
@@ -561,7 +561,6 @@ fn expand_entry(
 
 /// Resolves dependencies by key and by file, and refuses duplicate outputs and cycles.
 fn link(
-    file: &Path,
     tasks: &mut [PlannedTask],
     index: &HashMap<String, usize>,
     dep_names: &[Vec<String>],
@@ -590,6 +589,7 @@ fn link(
                         at: tasks[i].at.clone(),
                         key: tasks[i].key.clone(),
                         dependency: d.clone(),
+                        suggestion: nearest_key(index.keys().map(String::as_str), d),
                     })
                 }
             }
@@ -605,11 +605,21 @@ fn link(
     }
     if let Some(path) = find_cycle(tasks) {
         return Err(InputError::Cycle {
-            file: file.to_path_buf(),
+            at: tasks[path[0]].at.clone(),
             path: path.into_iter().map(|i| tasks[i].key.clone()).collect(),
         });
     }
     Ok(())
+}
+
+/// The key closest to `wanted` (a typo: Damerau-Levenshtein distance at most a third of its
+/// length, at least 1), if any.
+fn nearest_key<'a>(keys: impl Iterator<Item = &'a str>, wanted: &str) -> Option<String> {
+    let limit = (wanted.chars().count() / 3).max(1);
+    keys.map(|k| (strsim::damerau_levenshtein(k, wanted), k))
+        .filter(|&(d, _)| d <= limit)
+        .min()
+        .map(|(_, k)| k.to_owned())
 }
 
 /// A cycle as a path of task indices (first repeated at the end), if there is one.
@@ -672,6 +682,7 @@ impl Plan {
             let &i = self.index.get(k).ok_or_else(|| InputError::UnknownKey {
                 file: self.file.clone(),
                 key: k.clone(),
+                suggestion: nearest_key(self.index.keys().map(String::as_str), k),
             })?;
             stack.push(i);
         }

@@ -600,6 +600,13 @@ pub fn summary(r: &Report) -> String {
                 ),
                 Status::UpstreamFailed { failed } => format!("(depends on failed {failed})"),
                 Status::Interrupted => "(killed)".into(),
+                Status::NotRun if r.interrupted.is_some() => {
+                    "(interrupted before it started)".into()
+                }
+                Status::NotRun if r.failed() => {
+                    "(the run stopped at the first failure; -k runs what does not depend on it)"
+                        .into()
+                }
                 _ => String::new(),
             };
             let _ = writeln!(out, "  {word:<11} {k:<width$}  {detail}");

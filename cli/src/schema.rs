@@ -19,8 +19,37 @@ pub struct GraphFile {
     #[serde(default)]
     pub vars: BTreeMap<String, VarValue>,
     /// The tasks (`[[task]]`).
-    #[serde(default, rename = "task")]
+    #[serde(default, rename = "task", deserialize_with = "task_array")]
     pub tasks: Vec<TaskEntry>,
+}
+
+/// `task`: an array of tables (`[[task]]`); a single table (`[task]`) is refused with a message
+/// that says so instead of serde's "expected a sequence".
+fn task_array<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TaskEntry>, D::Error> {
+    struct Tasks;
+    impl<'de> serde::de::Visitor<'de> for Tasks {
+        type Value = Vec<TaskEntry>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of tasks ([[task]] tables)")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(t) = seq.next_element()? {
+                v.push(t);
+            }
+            Ok(v)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(serde::de::Error::custom(
+                "`task` is one table here: write [[task]] (an array of tables, one per task), \
+                 not [task]; in JSON, \"task\": [ {...}, ... ]",
+            ))
+        }
+    }
+    d.deserialize_seq(Tasks)
 }
 
 /// `[pool]`: how the run is carried out. Reserved for the cluster (`mpi`) and sandbox settings
@@ -42,7 +71,7 @@ pub struct PoolSection {
 
 /// A scalar in `[vars]` and `for_each` lists.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string, integer or boolean")]
 pub enum Scalar {
     /// A string.
     Str(String),
@@ -65,7 +94,10 @@ impl Scalar {
 
 /// A `[vars]` entry: one value or a list.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a [vars] value is a string, integer or boolean, or a list of those"
+)]
 pub enum VarValue {
     /// One value: `ref = "genome.fa"`.
     One(Scalar),
@@ -75,7 +107,10 @@ pub enum VarValue {
 
 /// What a `for_each` variable ranges over: a list, or the name of a `[vars]` list.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a for_each variable ranges over the name of a [vars] list or a list of values"
+)]
 pub enum Range {
     /// The name of a list in `[vars]`.
     Var(String),
@@ -85,7 +120,10 @@ pub enum Range {
 
 /// A memory size: bytes, or a string with a unit (`"512M"`, `"2G"`, `"1.5GiB"`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a size in bytes or a string with a unit (1048576, \"512M\", \"2G\")"
+)]
 pub enum Size {
     /// Bytes.
     Bytes(u64),

@@ -85,6 +85,15 @@ fn missing_dependency_is_reported() {
         e.contains("g.toml:5:1: task `x` depends on `nope`, which no task declares"),
         "{e}"
     );
+    assert!(!e.contains("did you mean"), "{e}");
+    let e = refused(
+        "g.toml",
+        &format!("{OK}\n[[task]]\nkey = \"x\"\ndeps = [\"Ok\"]\ncmd = \"y\"\n"),
+    );
+    assert!(
+        e.contains("depends on `Ok`, which no task declares; did you mean `ok`?"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -122,7 +131,8 @@ fn cycles_are_reported_with_their_path() {
         ),
     );
     assert!(
-        e.contains("dependency cycle: a -> b -> a") || e.contains("dependency cycle: b -> a -> b"),
+        e.contains("g.toml:5:1: dependency cycle: a -> b -> a")
+            || e.contains("g.toml:11:1: dependency cycle: b -> a -> b"),
         "{e}"
     );
 }
@@ -171,6 +181,17 @@ fn unknown_keys_and_bad_jobs_are_refused() {
     );
     assert_code(&o, 2);
     assert!(stderr(&o).contains("no task has the key `zz`"));
+    assert!(!stderr(&o).contains("did you mean"), "{}", stderr(&o));
+    let o = run_watched(
+        forkgraph(&["check", f.to_str().unwrap(), "--keys", "okk"], &m),
+        60,
+    );
+    assert_code(&o, 2);
+    assert!(
+        stderr(&o).contains("no task has the key `okk` (given with --keys); did you mean `ok`?"),
+        "{}",
+        stderr(&o)
+    );
     let o = run_watched(forkgraph(&["run", "-j", "0", f.to_str().unwrap()], &m), 60);
     assert_code(&o, 2);
     let o = run_watched(
@@ -180,4 +201,39 @@ fn unknown_keys_and_bad_jobs_are_refused() {
     assert_code(&o, 2);
     assert!(stderr(&o).contains("cannot read"));
     assert!(!d.exists("ran"));
+}
+
+#[test]
+fn values_of_the_wrong_shape_say_what_is_expected_not_a_rust_type_name() {
+    let e = refused("g.toml", &format!("[vars]\nx = {{ a = 1 }}\n{OK}"));
+    assert!(
+        e.contains("g.toml:2:5:")
+            && e.contains("a [vars] value is a string, integer or boolean, or a list of those"),
+        "{e}"
+    );
+    assert!(!e.contains("untagged enum"), "{e}");
+    let e = refused("g.toml", &format!("[vars]\nx = [[1]]\n{OK}"));
+    assert!(
+        e.contains("g.toml:2:5:") && !e.contains("untagged enum"),
+        "{e}"
+    );
+    let e = refused("g.toml", &format!("{OK}memory_limit = true\n"));
+    assert!(
+        e.contains("g.toml:4:16:") && e.contains("a size in bytes or a string with a unit"),
+        "{e}"
+    );
+    let e = refused(
+        "g.toml",
+        "[[task]]\nkey = \"a-{s}\"\nfor_each = { s = { x = 1 } }\ncmd = \"touch ran\"\n",
+    );
+    assert!(
+        e.contains("g.toml:3:") && e.contains("the name of a [vars] list or a list of values"),
+        "{e}"
+    );
+    // `[task]` (one table) instead of `[[task]]` (an array of tables).
+    let e = refused("g.toml", "[task]\nkey = \"a\"\ncmd = \"touch ran\"\n");
+    assert!(
+        e.contains("g.toml:1:1:") && e.contains("write [[task]]"),
+        "{e}"
+    );
 }

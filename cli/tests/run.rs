@@ -136,6 +136,15 @@ argv = ["false"]
 [[task]]
 key = "true"
 argv = ["true"]
+
+[[task]]
+key = "no-cwd"
+cwd = "missing-dir"
+cmd = "true"
+
+[[task]]
+key = "no-program"
+argv = ["forkgraph-no-such-program"]
 "#,
     );
     let o = run_watched(
@@ -155,7 +164,19 @@ argv = ["true"]
     );
     assert!(e.contains("before the crash"), "{e}");
     assert!(e.contains("task `false` failed: exit code 1"), "{e}");
-    assert!(e.contains("1 ran, 0 skipped, 3 FAILED"), "{e}");
+    // A missing working directory is named as such, not as a missing /bin/sh.
+    assert!(
+        e.contains("task `no-cwd` failed: could not start: its working directory ")
+            && e.contains("missing-dir does not exist"),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "task `no-program` failed: could not start: forkgraph-no-such-program: No such file"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("1 ran, 0 skipped, 5 FAILED"), "{e}");
     let log = d.read(".forkgraph/g/logs/exit3.log");
     assert_eq!(log, "first line\nthe-last-words\n");
 }
@@ -263,6 +284,35 @@ cmd = "touch after-independent.done"
         e.contains("after-bad") && e.contains("depends on failed bad"),
         "{e}"
     );
+    // Without -k, what never started says why: the run stopped at the failure. (`-j 1`;
+    // of two equal roots the smaller key runs first, so `a-bad` fails before `z-later`.)
+    d.write(
+        "stop.toml",
+        "[[task]]\nkey = \"a-bad\"\nargv = [\"false\"]\n\n\
+         [[task]]\nkey = \"z-later\"\nargv = [\"true\"]\n",
+    );
+    let o = run_watched(
+        forkgraph(
+            &[
+                "run",
+                "-j",
+                "1",
+                d.path().join("stop.toml").to_str().unwrap(),
+            ],
+            &m,
+        ),
+        120,
+    );
+    assert_code(&o, 1);
+    let e = stderr(&o);
+    let line = e
+        .lines()
+        .find(|l| l.contains("not run") && l.contains("z-later"))
+        .unwrap_or_else(|| panic!("no `not run` line for z-later: {e}"));
+    assert!(
+        line.contains("stopped at the first failure") && line.contains("-k"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -297,6 +347,11 @@ key = "not-atomic"
 outputs = ["out/direct.txt"]
 atomic = false
 cmd = "echo direct > out/direct.txt"
+
+[[task]]
+key = "in-place-then-fails"
+outputs = ["out/in-place-failed.txt"]
+cmd = "echo half > out/in-place-failed.txt; exit 1"
 "#,
     );
     let g = d.path().join("g.toml");
@@ -316,6 +371,21 @@ cmd = "echo direct > out/direct.txt"
         "{:?}",
         temporaries(d.path())
     );
+    // What a command wrote in place is not kept (it may be partial): kept, it would be newer
+    // than the (absent) inputs and the next run would skip the task as up to date.
+    for f in ["out/in-place.txt", "out/in-place-failed.txt"] {
+        assert!(!d.exists(f), "{f} was written in place and must be removed");
+    }
+    let e = stderr(&o);
+    assert!(
+        e.contains("exit code 1 (it had written") && e.contains("in-place-failed.txt in place"),
+        "{e}"
+    );
+    let o = run_watched(
+        forkgraph(&["check", g.to_str().unwrap(), "--keys", "in-place"], &m),
+        60,
+    );
+    assert!(stdout(&o).contains("1 would run"), "{}", stdout(&o));
 }
 
 #[test]
@@ -529,6 +599,12 @@ fn check_dot_and_clean() {
     assert!(dot.starts_with("digraph"), "{dot}");
     assert!(dot.contains("\"count-a\" -> \"total\""), "{dot}");
     assert!(dot.contains("[ran]") && !dot.contains("[not run]"), "{dot}");
+    // Tasks the last run (`--keys count-a`) did not select say so, not an empty `[]`.
+    assert!(!dot.contains("[]"), "{dot}");
+    assert!(
+        dot.contains("\"total\" [label=\"total\\n") && dot.contains("[not in the last run]"),
+        "{dot}"
+    );
     let o = run_watched(forkgraph(&["clean", g], &m), 60);
     assert_code(&o, 0);
     assert!(stdout(&o).contains("counts/a.txt"));

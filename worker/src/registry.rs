@@ -172,9 +172,59 @@ impl Registry {
                      binary never names): add `forkgraph::link!(that_crate);` to the binary"
                 .to_owned(),
         };
-        Err(format!(
-            "no task function `{name}` is registered in this executable: {fix}"
-        ))
+        match self.suggest(name) {
+            Some(near) => Err(format!(
+                "no task function `{name}` is registered in this executable; did you mean \
+                 `{near}`? Otherwise: {fix}"
+            )),
+            None => Err(format!(
+                "no task function `{name}` is registered in this executable: {fix}"
+            )),
+        }
+    }
+
+    /// The registered name closest to a name that is not registered (a typo, a different
+    /// case, the right function under a wrong module path), if one is close enough.
+    fn suggest(&self, name: &str) -> Option<String> {
+        let (path, func) = match name.rsplit_once("::") {
+            Some((p, f)) => (Some(p), f),
+            None => (None, name),
+        };
+        let in_path = |f: &Function| {
+            path.is_some_and(|p| f.module == p || f.module.ends_with(&format!("::{p}")))
+        };
+        let limit = (func.chars().count() / 3).max(1);
+        let mut best: Option<(usize, bool, &Function)> = None;
+        for &f in &self.list {
+            let d = if f.name.eq_ignore_ascii_case(func) {
+                0
+            } else {
+                strsim::damerau_levenshtein(f.name, func)
+            };
+            if d > limit {
+                continue;
+            }
+            // Prefer a function in the given module, then the nearest name.
+            let better = match best {
+                None => true,
+                Some((bd, bin, _)) => (!in_path(f), d) < (!bin, bd),
+            };
+            if better {
+                best = Some((d, in_path(f), f));
+            }
+        }
+        let (_, in_module, f) = best?;
+        Some(match path {
+            Some(p) if in_module => format!("{p}::{}", f.name),
+            _ if self
+                .by_name
+                .get(f.name)
+                .is_some_and(|_| !self.duplicates.iter().any(|(n, _)| *n == f.name)) =>
+            {
+                f.name.to_owned()
+            }
+            _ => format!("{}::{}", f.module, f.name),
+        })
     }
 
     /// The function with this id.
