@@ -165,6 +165,38 @@ fn typed_map_and_submit_return_the_output_type() {
     });
 }
 
+/// The handles `#[forkgraph::task]` generates are `Callable`: `map`, `map_results`,
+/// `imap_unordered` and `submit` take them and return the function's own output type.
+#[test]
+fn task_handles_map_and_submit_with_typed_results() {
+    watchdog(60, || {
+        let pool = ProcessPool::builder().workers(2).build().unwrap();
+        let v: Vec<i64> = pool.map(square, [1, 2, 3]).unwrap();
+        assert_eq!(v, vec![1, 4, 9]);
+        let v: Vec<i64> = pool.map(square, [(4,), (5,)]).unwrap();
+        assert_eq!(v, vec![16, 25]);
+        let sums: Vec<i64> = pool.map(add, [(1, 2), (i64::MIN, i64::MAX)]).unwrap();
+        assert_eq!(sums, vec![3, -1]);
+        assert_eq!(pool.submit(add, (40, 2)).wait().unwrap(), 42);
+        let r = pool.map_results(positive, [5, -6]).unwrap();
+        assert_eq!(r[0].as_ref().unwrap(), &5);
+        assert!(r[1]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("-6 is negative"));
+        let mut got: Vec<(usize, i64)> = pool
+            .imap_unordered(square, [3, 4])
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![(0, 9), (1, 16)]);
+        // Still an ordinary function where it is defined.
+        assert_eq!(square(12), 144);
+    });
+}
+
 #[test]
 fn a_result_of_the_wrong_type_names_the_key_and_the_types() {
     watchdog(60, || {
