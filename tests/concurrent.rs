@@ -82,6 +82,25 @@ fn concurrent_gets_interleave_on_the_workers() {
     });
 }
 
+/// The thread pool too: `get`s from several threads share its threads at once.
+#[test]
+fn concurrent_gets_interleave_on_a_thread_pool() {
+    watchdog(120, || {
+        let pool = Arc::new(forkgraph::ThreadPool::builder().threads(3).build().unwrap());
+        let dir = scratch_dir("concurrent-thread-gets");
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let pool = Arc::clone(&pool);
+                let g = rendezvous_graph(&dir, 3);
+                std::thread::spawn(move || pool.get(&g, "r").map(|o| o.to::<i64>().unwrap()))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap(), 3);
+        }
+    });
+}
+
 #[test]
 fn concurrent_maps_and_gets_share_the_pool() {
     watchdog(120, || {
