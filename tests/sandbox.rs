@@ -592,6 +592,79 @@ fn helper_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("FG_DIR").expect("FG_DIR"))
 }
 
+/// Rewrites the start of the worker's stdout through its fd (Landlock checks paths, not fds
+/// already open): "ALLOWED ..." when it could.
+#[forkgraph::task]
+fn rewrite_stdout() -> String {
+    // SAFETY: pwrite of a 9-byte buffer at offset 0 on fd 1; it only writes that file.
+    let n = unsafe { libc::pwrite(1, b"HIJACKED\n".as_ptr().cast(), 9, 0) };
+    verdict(if n == 9 {
+        Ok("stdout rewritten".to_string())
+    } else {
+        Err(errno().to_string())
+    })
+}
+
+/// Helper: with its stdout a regular file, runs `rewrite_stdout` on a pool sandboxed or not
+/// (`FG_SANDBOXED`), and puts the verdict in `FG_VERDICT`.
+#[test]
+fn helper_rewrite_stdout() {
+    if is_helper("helper_rewrite_stdout") {
+        let mut b = ProcessPool::builder().workers(1);
+        if std::env::var_os("FG_SANDBOXED").is_some() {
+            b = b.sandbox(Sandbox::strict().best_effort());
+        }
+        let pool = b.build().unwrap();
+        let g = graph! { "w" => (rewrite_stdout) };
+        let v = match pool.get(&g, "w") {
+            Ok(o) => o.to::<String>().unwrap(),
+            Err(e) => format!("ERROR {e}"),
+        };
+        std::fs::write(std::env::var_os("FG_VERDICT").unwrap(), v).unwrap();
+    }
+}
+
+#[test]
+fn a_task_cannot_rewrite_the_programs_stdout_file() {
+    if in_helper() {
+        return;
+    }
+    watchdog(120, || {
+        let dir = scratch_dir("sandbox-stdout");
+        for sandboxed in [false, true] {
+            let out = dir.join(format!("stdout-{sandboxed}"));
+            let verdict = dir.join(format!("verdict-{sandboxed}"));
+            std::fs::write(&out, "ORIGINAL!\n").unwrap();
+            // Not O_APPEND (a pwrite would then append): written from its end on.
+            let mut file = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).unwrap();
+            let mut c = common::helper("helper_rewrite_stdout");
+            c.stdout(file).env("FG_VERDICT", &verdict);
+            if sandboxed {
+                c.env("FG_SANDBOXED", "1");
+            }
+            let status = c.status().unwrap();
+            assert!(status.success(), "helper failed: {status}");
+            let v = std::fs::read_to_string(&verdict).unwrap();
+            let start = std::fs::read_to_string(&out).unwrap();
+            if sandboxed {
+                assert!(v.starts_with("DENIED"), "sandboxed: {v}");
+                assert!(
+                    start.starts_with("ORIGINAL!"),
+                    "sandboxed: stdout is now {start:?}"
+                );
+            } else {
+                // The control: the same attack works without the sandbox.
+                assert!(v.starts_with("ALLOWED"), "unsandboxed: {v}");
+                assert!(
+                    start.starts_with("HIJACKED"),
+                    "unsandboxed: stdout is {start:?}"
+                );
+            }
+        }
+    });
+}
+
 #[test]
 fn helper_attacks_sandboxed() {
     if is_helper("helper_attacks_sandboxed") {
