@@ -206,6 +206,14 @@ fn sandbox(
             }
         }
     }
+    for p in sb.read_only.iter().chain(&sb.read_write) {
+        if let Err(e) = std::fs::metadata(p) {
+            return Err(RunError::Input(InputError::Pool {
+                file: plan.file.clone(),
+                message: format!("sandbox: {}: {e}", p.display()),
+            }));
+        }
+    }
     ro.extend(sb.read_only.iter().cloned());
     rw.extend(sb.read_write.iter().cloned());
     let mut s = forkgraph::Sandbox::strict()
