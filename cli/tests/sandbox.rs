@@ -64,7 +64,11 @@ fn a_write_outside_the_allowed_folders_fails_in_the_sandbox_only() {
         return;
     }
     assert_code(&o, 1);
-    assert!(!target.exists(), "the sandboxed command wrote {}", target.display());
+    assert!(
+        !target.exists(),
+        "the sandboxed command wrote {}",
+        target.display()
+    );
     let err = stderr(&o);
     assert!(err.contains("task `escape` failed: exit code 2"), "{err}");
     assert!(err.contains("Permission denied"), "{err}");
@@ -96,9 +100,13 @@ fn a_tcp_connection_fails_in_the_sandbox_only() {
     d.write("open.toml", &connect_graph(port, false));
     let o = run_file(&d, "open.toml", &[], "sbx-net-open");
     assert_code(&o, 0);
-    assert!(d.read(".forkgraph/open/logs/connect.log").contains("connected"));
+    assert!(d
+        .read(".forkgraph/open/logs/connect.log")
+        .contains("connected"));
     // The connection reached the listener (it waits in the backlog).
-    listener.accept().expect("the unsandboxed command connected");
+    listener
+        .accept()
+        .expect("the unsandboxed command connected");
 
     d.write("boxed.toml", &connect_graph(port, true));
     let o = run_file(&d, "boxed.toml", &[], "sbx-net-boxed");
@@ -108,7 +116,11 @@ fn a_tcp_connection_fails_in_the_sandbox_only() {
     assert_code(&o, 1);
     let log = d.read(".forkgraph/boxed/logs/connect.log");
     assert!(!log.contains("connected"), "{log}");
-    assert!(stderr(&o).contains("task `connect` failed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("task `connect` failed"),
+        "{}",
+        stderr(&o)
+    );
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("the sandboxed command reached the listener: {other:?}"),
@@ -165,7 +177,11 @@ fn a_sandboxed_pipeline_completes_and_resumes() {
         assert_code(&o, 0);
         assert_eq!(d.read("out/total.txt").trim(), "33");
         assert_eq!(runs(&d), 4);
-        assert!(temporaries(d.path()).is_empty(), "{:?}", temporaries(d.path()));
+        assert!(
+            temporaries(d.path()).is_empty(),
+            "{:?}",
+            temporaries(d.path())
+        );
 
         let o = run_file(&d, "graph.toml", extra, "sbx-pipeline");
         assert_code(&o, 0);
