@@ -68,6 +68,10 @@ pub struct Spec {
     pub journal: PathBuf,
     /// Run even when up to date.
     pub force: bool,
+    /// The worker is sandboxed: its seccomp filter refuses `prctl(PR_SET_PDEATHSIG)`, so the
+    /// command relies on the worker and the fork server (child subreapers) to be killed.
+    #[serde(default)]
+    pub sandboxed: bool,
 }
 
 /// Why a task must run, or that it need not.
@@ -449,7 +453,7 @@ fn run_once(spec: &Spec, log: &fs::File) -> Ended {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    sys::confine_command(&mut cmd, spec.memory_limit);
+    sys::confine_command(&mut cmd, spec.memory_limit, !spec.sandboxed);
     let started = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,

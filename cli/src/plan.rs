@@ -65,6 +65,89 @@ pub struct Settings {
     pub shell: String,
     /// Between SIGTERM and SIGKILL on timeout.
     pub kill_grace: Duration,
+    /// `[pool.sandbox]`, paths resolved and sizes checked.
+    pub sandbox: Option<SandboxSettings>,
+}
+
+/// A checked `[pool.sandbox]` (see `crate::schema::SandboxSection` for the defaults).
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// Extra readable paths.
+    pub read_only: Vec<PathBuf>,
+    /// Extra writable paths.
+    pub read_write: Vec<PathBuf>,
+    /// Whether the system folders are readable.
+    pub system_paths: bool,
+    /// Whether the network is allowed.
+    pub network: bool,
+    /// Most processes per worker.
+    pub max_processes: u32,
+    /// Memory per worker, in bytes.
+    pub memory_limit: Option<u64>,
+    /// Longest file written, in bytes.
+    pub file_size_limit: Option<u64>,
+    /// Most open files.
+    pub max_open_files: Option<u64>,
+    /// Environment variables kept.
+    pub keep_env: Vec<String>,
+    /// Extra system calls.
+    pub allow_syscalls: Vec<String>,
+    /// Own namespaces.
+    pub namespaces: bool,
+    /// Leave out what the kernel cannot provide.
+    pub best_effort: bool,
+}
+
+/// Environment variables a sandboxed command keeps by default.
+pub const DEFAULT_KEEP_ENV: &[&str] = &[
+    "PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME", "TMPDIR",
+];
+
+fn sandbox_settings(
+    s: &crate::schema::SandboxSection,
+    base: &Path,
+) -> Result<SandboxSettings, String> {
+    let size = |name: &str, v: &Option<crate::schema::Size>| {
+        v.as_ref()
+            .map(|v| v.bytes().map_err(|e| format!("sandbox.{name}: {e}")))
+            .transpose()
+    };
+    let max_processes = s.max_processes.unwrap_or(64);
+    if max_processes < 2 {
+        return Err(format!(
+            "sandbox.max_processes must be at least 2 (the worker and the command it spawns), \
+             not {max_processes}"
+        ));
+    }
+    if s.max_open_files == Some(0) {
+        return Err("sandbox.max_open_files must be at least 1".into());
+    }
+    let keep_env = match &s.keep_env {
+        Some(v) => v.clone(),
+        None => DEFAULT_KEEP_ENV.iter().map(|s| s.to_string()).collect(),
+    };
+    if let Some(n) = keep_env
+        .iter()
+        .find(|n| n.is_empty() || n.contains('=') || n.contains('\0'))
+    {
+        return Err(format!(
+            "sandbox.keep_env: {n:?} is not an environment variable name"
+        ));
+    }
+    Ok(SandboxSettings {
+        read_only: s.read_only.iter().map(|p| resolve(base, p)).collect(),
+        read_write: s.read_write.iter().map(|p| resolve(base, p)).collect(),
+        system_paths: s.system_paths.unwrap_or(true),
+        network: s.network.unwrap_or(false),
+        max_processes,
+        memory_limit: size("memory_limit", &s.memory_limit)?,
+        file_size_limit: size("file_size_limit", &s.file_size_limit)?,
+        max_open_files: s.max_open_files,
+        keep_env,
+        allow_syscalls: s.allow_syscalls.clone(),
+        namespaces: s.namespaces.unwrap_or(true),
+        best_effort: s.best_effort.unwrap_or(false),
+    })
 }
 
 /// A checked plan.
@@ -390,6 +473,12 @@ fn settings(parsed: &Parsed, base: &Path, abs_file: &Path) -> Result<Settings, I
         state_dir,
         shell: p.shell.clone().unwrap_or_else(|| "/bin/sh".into()),
         kill_grace: Duration::from_secs_f64(grace),
+        sandbox: p
+            .sandbox
+            .as_ref()
+            .map(|s| sandbox_settings(s, base))
+            .transpose()
+            .map_err(bad)?,
     })
 }
 

@@ -134,6 +134,111 @@ pub enum RunError {
     /// The process pool could not start or failed.
     #[error("the process pool: {0}")]
     Pool(String),
+    /// The `[pool.sandbox]` asked cannot be provided here.
+    #[error("[pool.sandbox]: {0} (best_effort = true runs without what this kernel lacks)")]
+    Sandbox(String),
+}
+
+/// System calls the worker needs to spawn and wait for a command, beyond the library's
+/// allow-list: `socketpair` (the standard library's spawn), `setpgid` (the command's own
+/// process group) and `pidfd_open` (waiting with a deadline). None reaches outside the worker's
+/// own processes.
+pub const RUNNER_SYSCALLS: &[&str] = &["socketpair", "setpgid", "pidfd_open"];
+
+/// System paths a sandboxed command may read (those that exist): programs, libraries, and the
+/// few files of `/etc` that the dynamic loader and the C library read.
+pub const SYSTEM_READ_ONLY: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/localtime",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/dev/urandom",
+    "/dev/zero",
+];
+
+/// The sandbox of a run: what `[pool.sandbox]` says, plus what the selected tasks and the
+/// runner's own work need: `/dev/null` (stdin), each existing input and the programs' folders
+/// read-only; each output's folder (created now: Landlock rules need existing paths; the
+/// temporaries, renames and `atomic = false` markers are there), the log and the state
+/// folders read-write.
+fn sandbox(
+    plan: &Plan,
+    order: &[usize],
+    sb: &crate::plan::SandboxSettings,
+) -> Result<forkgraph::Sandbox, RunError> {
+    use std::collections::BTreeSet;
+    let st = &plan.settings;
+    let mut ro: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut rw: BTreeSet<PathBuf> = BTreeSet::new();
+    if sb.system_paths {
+        ro.extend(SYSTEM_READ_ONLY.iter().map(PathBuf::from));
+        let shell = Path::new(&st.shell);
+        if let Some(d) = shell.parent().filter(|_| shell.is_absolute()) {
+            ro.insert(d.to_path_buf());
+        }
+    }
+    ro.retain(|p| p.exists());
+    if Path::new("/dev/null").exists() {
+        rw.insert(PathBuf::from("/dev/null"));
+    }
+    rw.insert(st.log_dir.clone());
+    rw.insert(st.state_dir.clone());
+    for &i in order {
+        let t = &plan.tasks[i];
+        for inp in t.inputs.iter().filter(|p| p.exists()) {
+            ro.insert(inp.clone());
+        }
+        for o in &t.outputs {
+            if let Some(d) = o.parent() {
+                std::fs::create_dir_all(d).map_err(io_err(format!("creating {}", d.display())))?;
+                rw.insert(d.to_path_buf());
+            }
+        }
+    }
+    for p in sb.read_only.iter().chain(&sb.read_write) {
+        if let Err(e) = std::fs::metadata(p) {
+            return Err(RunError::Input(InputError::Pool {
+                file: plan.file.clone(),
+                message: format!("sandbox: {}: {e}", p.display()),
+            }));
+        }
+    }
+    ro.extend(sb.read_only.iter().cloned());
+    rw.extend(sb.read_write.iter().cloned());
+    let mut s = forkgraph::Sandbox::strict()
+        .read_only(ro)
+        .read_write(rw)
+        .allow_network(sb.network)
+        .max_processes(sb.max_processes)
+        .allow_exec(true)
+        .keep_env(sb.keep_env.iter().cloned())
+        .allow_syscalls(RUNNER_SYSCALLS.iter().copied())
+        .allow_syscalls(sb.allow_syscalls.iter().cloned())
+        .namespaces(sb.namespaces);
+    if let Some(m) = sb.memory_limit {
+        s = s.memory_limit(m);
+    }
+    if let Some(f) = sb.file_size_limit {
+        s = s.file_size_limit(f);
+    }
+    if let Some(n) = sb.max_open_files {
+        s = s.max_open_files(n);
+    }
+    if sb.best_effort {
+        s = s.best_effort();
+    }
+    Ok(s)
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
@@ -426,6 +531,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             command_hash,
             journal: state::journal_path(&st.state_dir),
             force: opts.force,
+            sandboxed: st.sandbox.is_some(),
         };
         let json = serde_json::to_string(&spec).expect("a spec serializes");
         let deps = t
@@ -472,12 +578,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     let mut pool_error = None;
     let mut stopped_by_signal = false;
     if !order.is_empty() && sys::interrupted().is_none() {
-        let pool = ProcessPool::builder()
-            .workers(jobs)
-            .retries(0)
-            .max_queue(1)
-            .build()
-            .map_err(|e| RunError::Pool(e.to_string()))?;
+        let mut builder = ProcessPool::builder().workers(jobs).retries(0).max_queue(1);
+        if let Some(sb) = &st.sandbox {
+            builder = builder.sandbox(sandbox(plan, &order, sb)?);
+        }
+        let pool = builder.build().map_err(|e| match &st.sandbox {
+            Some(_) => RunError::Sandbox(e.to_string()),
+            None => RunError::Pool(e.to_string()),
+        })?;
         match pool.get_with(&graph, &keys, &gopts) {
             Ok(_) => {}
             Err(forkgraph::Error::Interrupted) => stopped_by_signal = true,

@@ -52,8 +52,8 @@ fn task_array<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TaskEntry>, 
     d.deserialize_seq(Tasks)
 }
 
-/// `[pool]`: how the run is carried out. Reserved for the cluster (`mpi`) and sandbox settings
-/// once the library has them; until then those names are refused as unknown fields.
+/// `[pool]`: how the run is carried out. Reserved for the cluster (`mpi`) settings once the
+/// library has them; until then that name is refused as an unknown field.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSection {
@@ -67,6 +67,44 @@ pub struct PoolSection {
     pub shell: Option<String>,
     /// Seconds between SIGTERM and SIGKILL when a command times out (default 2).
     pub kill_grace: Option<f64>,
+    /// Run every command in a sandboxed worker (`[pool.sandbox]`).
+    pub sandbox: Option<SandboxSection>,
+}
+
+/// `[pool.sandbox]`: the workers that spawn the commands are sandboxed (`forkgraph::Sandbox`),
+/// and so are the commands, which inherit every layer.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// Paths commands may read, beyond the defaults and each task's inputs.
+    #[serde(default)]
+    pub read_only: Vec<String>,
+    /// Paths commands may read and write, beyond each task's output folders and the log and
+    /// state folders.
+    #[serde(default)]
+    pub read_write: Vec<String>,
+    /// Whether the system folders (`/usr`, `/bin`, `/lib`...) are readable (default true).
+    pub system_paths: Option<bool>,
+    /// Whether commands may use the network (default false).
+    pub network: Option<bool>,
+    /// Most processes per worker, itself and its command's included (default 64).
+    pub max_processes: Option<u32>,
+    /// Most memory per worker and what it runs.
+    pub memory_limit: Option<Size>,
+    /// Longest file a command may write (default 1 GiB).
+    pub file_size_limit: Option<Size>,
+    /// Most open files per process (default 1024).
+    pub max_open_files: Option<u64>,
+    /// Environment variables commands keep from the runner's (default: `PATH`, `HOME`,
+    /// `LANG`, `LC_ALL`, `TZ`, `TERM`, `USER`, `LOGNAME`, `TMPDIR`).
+    pub keep_env: Option<Vec<String>>,
+    /// System calls allowed beyond the default allow-list.
+    #[serde(default)]
+    pub allow_syscalls: Vec<String>,
+    /// Whether workers get their own user, IPC and network namespaces (default true).
+    pub namespaces: Option<bool>,
+    /// Leave out the layers this kernel cannot provide instead of refusing to start.
+    pub best_effort: Option<bool>,
 }
 
 /// A scalar in `[vars]` and `for_each` lists.

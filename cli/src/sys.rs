@@ -58,8 +58,9 @@ pub fn signal_name(sig: i32) -> String {
 }
 
 /// Prepares `cmd` to run in its own process group, killed by SIGKILL if the process that
-/// spawned it dies, with default signal dispositions and, if given, an address-space limit.
-pub fn confine_command(cmd: &mut Command, memory_limit: Option<u64>) {
+/// spawned it dies (when `death_signal`), with default signal dispositions and, if given, an
+/// address-space limit.
+pub fn confine_command(cmd: &mut Command, memory_limit: Option<u64>, death_signal: bool) {
     let parent = std::process::id() as i32;
     cmd.process_group(0);
     // SAFETY: the closure runs in the child between fork and exec and makes only
@@ -67,12 +68,14 @@ pub fn confine_command(cmd: &mut Command, memory_limit: Option<u64>) {
     // allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before the prctl: then nobody would kill us.
-            if libc::getppid() != parent {
-                libc::_exit(137);
+            if death_signal {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before the prctl: then nobody would kill us.
+                if libc::getppid() != parent {
+                    libc::_exit(137);
+                }
             }
             // Workers ignore these; exec keeps ignored dispositions, so reset them.
             for s in [

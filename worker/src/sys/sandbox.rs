@@ -470,7 +470,13 @@ fn landlock(s: &Sandbox) -> Result<(), String> {
         read.remove(AccessFs::Execute);
         all.remove(AccessFs::Execute);
     }
-    let rule = |path: &std::path::Path, access| {
+    let rule = |path: &std::path::Path, access: landlock::BitFlags<AccessFs>| {
+        // Landlock refuses directory-only rights on a file: a file path gets the file rights.
+        let access = if path.is_dir() {
+            access
+        } else {
+            access & AccessFs::from_file(abi)
+        };
         PathFd::new(path)
             .map(|fd| PathBeneath::new(fd, access))
             .map_err(|e| format!("{}: {e}", path.display()))
