@@ -972,6 +972,60 @@ fn fork_holding(n: i64) -> i64 {
     kids.len() as i64
 }
 
+/// A process made by a raw `clone` with `CLONE_NEWNET`: "ALLOWED" when the kernel made it.
+#[forkgraph::task]
+fn clone_new_namespace() -> String {
+    // SAFETY: a raw clone with no stack argument forks (the child runs on a copy of this stack)
+    // and the child only calls _exit; the parent reaps it.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWNET | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    verdict(if pid > 0 {
+        // SAFETY: reaps the child just made.
+        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+        Ok("a process in a new network namespace".to_string())
+    } else {
+        Err(errno().to_string())
+    })
+}
+
+/// A sandboxed worker that may fork (`max_processes` > 1) still cannot make namespaces with
+/// `clone`'s flags; as root without a sandbox it can (the control).
+#[test]
+fn clone_cannot_make_namespaces_in_the_sandbox() {
+    if in_helper() {
+        return;
+    }
+    watchdog(60, || {
+        let run = |sandbox: Option<Sandbox>| {
+            let mut b = ProcessPool::builder().workers(1);
+            if let Some(s) = sandbox {
+                b = b.sandbox(s);
+            }
+            let pool = b.build().unwrap();
+            let g = graph! { "c" => (clone_new_namespace) };
+            pool.get(&g, "c").unwrap().to::<String>().unwrap()
+        };
+        let on = run(Some(Sandbox::strict().max_processes(4)));
+        assert!(on.starts_with("DENIED"), "sandboxed: {on}");
+        if root() {
+            let off = run(None);
+            assert!(off.starts_with("ALLOWED"), "unsandboxed: {off}");
+        }
+    });
+}
+
 /// `max_processes(3)`: the worker and at most two children alive at once (a pids cgroup as
 /// root, `RLIMIT_NPROC` in the worker's user namespace otherwise); 10 without a sandbox.
 fn max_processes_counts() -> (i64, i64) {

@@ -201,6 +201,17 @@ const ALLOWED: &[&str] = &[
 /// `CLONE_THREAD`: a `clone` that makes a thread, not a process.
 const CLONE_THREAD: u64 = 0x0001_0000;
 
+/// The `clone` flags that make new namespaces (`CLONE_NEWTIME`, `NEWNS`, `NEWCGROUP`, `NEWUTS`,
+/// `NEWIPC`, `NEWUSER`, `NEWPID`, `NEWNET`): refused on every `clone` of a sandboxed worker.
+const CLONE_NEW_NAMESPACES: u64 = 0x80
+    | 0x0002_0000
+    | 0x0200_0000
+    | 0x0400_0000
+    | 0x0800_0000
+    | 0x1000_0000
+    | 0x2000_0000
+    | 0x4000_0000;
+
 /// The target architecture of seccompiler.
 fn arch() -> Result<seccompiler::TargetArch, String> {
     std::env::consts::ARCH.try_into().map_err(|_| {
@@ -289,11 +300,13 @@ pub(crate) fn compile_seccomp(sandbox: &Sandbox) -> Result<Vec<BpfProgram>, Stri
     // process's limits are not its business.
     limited(serde_json::json!({"syscall": "prlimit64",
         "args": [{"index": 0, "type": "qword", "op": "eq", "val": 0}]}));
+    // No new namespaces from clone either (unshare and setns are not on the list).
     limited(if processes {
-        serde_json::json!({"syscall": "clone"})
+        serde_json::json!({"syscall": "clone", "args": [{"index": 0, "type": "qword",
+            "op": {"masked_eq": CLONE_NEW_NAMESPACES}, "val": 0}]})
     } else {
         serde_json::json!({"syscall": "clone", "args": [{"index": 0, "type": "qword",
-            "op": {"masked_eq": CLONE_THREAD}, "val": CLONE_THREAD}]})
+            "op": {"masked_eq": CLONE_THREAD | CLONE_NEW_NAMESPACES}, "val": CLONE_THREAD}]})
     });
     // ioctl: terminal queries and fd flags only (no TIOCSTI into the parent's terminal).
     for op in [
