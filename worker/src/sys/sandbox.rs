@@ -423,11 +423,14 @@ pub(crate) fn enter(p: &Prepared, sock: BorrowedFd<'_>) -> Result<(), String> {
         }
         // SAFETY: unshare takes flags only; this process is single-threaded (a user namespace
         // needs it), freshly forked from the single-threaded fork server.
-        if unsafe { libc::unshare(flags) } != 0 && !best {
-            return Err(format!(
-                "namespaces: unshare: {}",
-                io::Error::last_os_error()
-            ));
+        if unsafe { libc::unshare(flags) } != 0 {
+            let e = io::Error::last_os_error();
+            if !best {
+                return Err(format!("namespaces: unshare: {e}"));
+            }
+            // Best effort runs without the layer, but never silently: the parent forwards
+            // this line (and logs it with the worker's pid).
+            eprintln!("forkgraph worker: sandbox namespaces not applied (best effort): {e}");
         }
     }
     use nix::sys::resource::{setrlimit, Resource};
