@@ -648,3 +648,37 @@ fn archived_values_are_read_in_place_from_segments() {
         assert!(e.contains("rkyv:") && e.contains("Counts"), "{e}");
     });
 }
+
+/// Returns its input array unchanged (the same segment, when it came as one).
+#[forkgraph::task]
+fn pass_on(data: &Array) -> Array {
+    data.clone()
+}
+
+/// A result of a recycling pool (a recyclable segment) passed to a pool that does not recycle
+/// goes there sealed: that pool's parent refuses recyclable segments from its workers (their
+/// producer may still write them), so a task that returns its input must not carry one back.
+#[test]
+fn a_recycled_result_passes_through_a_pool_that_does_not_recycle() {
+    let _s = serial();
+    watchdog(60, || {
+        let a = ProcessPool::builder().workers(1).build().unwrap();
+        let v = a
+            .get(&graph! { "p" => (produce_heap, 1usize) }, "p")
+            .unwrap()
+            .into_value();
+        let b = ProcessPool::builder()
+            .workers(1)
+            .recycle_segments(false)
+            .build()
+            .unwrap();
+        let g = graph! { "v" => v.clone(), "same" => (pass_on, key("v")) };
+        let back = b.get(&g, "same").unwrap().into_value();
+        assert_eq!(back, v);
+        let total = b
+            .get(&graph! { "v" => v, "s" => (sum_bytes, key("v")) }, "s")
+            .unwrap();
+        let want: u64 = (0..MIB).map(|i| (i % 251) as u64).sum();
+        assert_eq!(total.to::<u64>().unwrap(), want);
+    });
+}

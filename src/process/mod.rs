@@ -490,7 +490,11 @@ impl ProcessPool {
     /// The memory budget of one `get`: its own or the pool's, less what the workers' caches
     /// may hold.
     pub(crate) fn budget(&self, opts: &GetOptions) -> Result<Option<crate::spill::Budget>, Error> {
-        let caches = self.cfg.limits.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+        // Without recycling (also in a sandbox) workers cache nothing.
+        let caches = match self.cfg.limits.recycle_segments {
+            true => self.cfg.limits.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES),
+            false => 0,
+        };
         let reserved = 2 * caches * self.cfg.workers as u64;
         crate::spill::budget_for(opts, self.cfg.memory.as_ref(), reserved)
     }

@@ -57,8 +57,9 @@ pub(crate) fn encode_shared<T: Serialize>(
     msg: &T,
     threshold: Option<usize>,
     recycle: bool,
+    pass_on: bool,
 ) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let (body, fds) = segments::encode_with_fds(threshold, recycle, || {
+    let (body, fds) = segments::encode_with_fds(threshold, recycle, pass_on, || {
         postcard::serialize_with_flavor(msg, Framed(vec![0u8; HEADER])).map_err(invalid)
     });
     let mut out = body?;
@@ -260,7 +261,7 @@ pub(crate) fn send_shared<T: Serialize>(
     threshold: Option<usize>,
     recycle: bool,
 ) -> io::Result<()> {
-    let (frame, fds) = encode_shared(msg, threshold, recycle)?;
+    let (frame, fds) = encode_shared(msg, threshold, recycle, recycle)?;
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     send_frame(s, &frame, &borrowed)
 }
@@ -328,8 +329,9 @@ impl Outbox {
         &mut self,
         msg: &T,
         threshold: Option<usize>,
+        pass_on: bool,
     ) -> io::Result<()> {
-        let (frame, fds) = encode_shared(msg, threshold, false)?;
+        let (frame, fds) = encode_shared(msg, threshold, false, pass_on)?;
         self.frames.push_back((frame, fds));
         Ok(())
     }
@@ -430,7 +432,7 @@ mod tests {
         let value = crate::value::Value::from(vec![7.0f64; 4096]);
         for recycle in [false, true] {
             let (a, b) = pair();
-            let (frame, fds) = encode_shared(&value, Some(1024), true).unwrap();
+            let (frame, fds) = encode_shared(&value, Some(1024), true, true).unwrap();
             assert_eq!(fds.len(), 1, "the array did not go into a segment");
             let refs: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
             a.send(&frame, &refs).unwrap();

@@ -359,7 +359,7 @@ impl WorkerHandle {
     /// # Errors
     /// When it cannot be encoded.
     pub fn queue(&mut self, msg: &ToWorker, threshold: Option<usize>) -> io::Result<usize> {
-        self.outbox.push_shared(msg, threshold)?;
+        self.outbox.push_shared(msg, threshold, self.recycle)?;
         Ok(self.outbox.last_len())
     }
 

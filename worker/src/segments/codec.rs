@@ -25,6 +25,9 @@ struct Out {
     fds: Vec<OwnedFd>,
     threshold: Option<usize>,
     recycle: bool,
+    /// Whether existing recyclable segments may travel as they are (the receiving side's pool
+    /// recycles); else their bytes are copied into sealed segments.
+    pass_on: bool,
 }
 
 struct In {
@@ -48,16 +51,19 @@ pub(crate) enum Exported {
 }
 
 /// Runs `f` (which encodes a message) collecting the fds of the segments it references; heap
-/// arrays of at least `threshold` bytes become segments, recyclable ones when `recycle`.
+/// arrays of at least `threshold` bytes become segments, recyclable ones when `recycle`;
+/// recyclable segments already made travel as they are only when `pass_on`.
 pub(crate) fn encode_with_fds<R>(
     threshold: Option<usize>,
     recycle: bool,
+    pass_on: bool,
     f: impl FnOnce() -> R,
 ) -> (R, Vec<OwnedFd>) {
     let out = Out {
         fds: Vec::new(),
         threshold,
         recycle,
+        pass_on,
     };
     let prev = OUT.with(|o| o.borrow_mut().replace(out));
     let r = f();
@@ -97,7 +103,10 @@ pub(crate) fn export(segment: Option<&Segment>, bytes: &[u8]) -> Exported {
         let Some(out) = o.as_mut() else {
             return Exported::Inline;
         };
-        if let Some(seg) = segment {
+        // A recyclable segment (another pool's result, passed on) never goes to or from a pool
+        // that does not recycle: that side refuses it (its producer may still write it), so
+        // its bytes are copied into a sealed segment (or inlined) below.
+        if let Some(seg) = segment.filter(|s| out.pass_on || !s.recyclable()) {
             let Ok(fd) = seg.fd().try_clone_to_owned() else {
                 return Exported::Inline;
             };
