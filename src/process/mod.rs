@@ -259,7 +259,9 @@ impl ProcessPoolBuilder {
     /// the budget; the rest bounds the results the pool holds for a `get`. Above it, tasks
     /// that may return large results are held back while others run, then held results needed
     /// latest are spilled to disk and read back into shared segments when a dependent starts
-    /// (see [`GetOptions::memory_budget`], which overrides it per `get`).
+    /// (see [`GetOptions::memory_budget`], which overrides it per `get`). The budget applies
+    /// to each `get` (and `map`, `get_async`) on its own: calls running at the same time on one
+    /// pool each have the whole budget.
     #[must_use]
     pub fn memory_budget(mut self, bytes: u64) -> ProcessPoolBuilder {
         self.cfg.memory_budget = Some(bytes);
