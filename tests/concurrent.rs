@@ -5,50 +5,24 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use common::{scratch_dir, wait_gone, watchdog};
 use forkgraph::{graph, Error, Graph, IntoArg, Keys, ProcessPool, Scheduler, TaskErrorKind};
 
-/// Waits until `n` tasks have called it with the same directory (each leaves a file there),
-/// then returns how many it saw. Gives up after 60 s, so a pool that takes turns fails the
-/// test rather than hanging it.
+/// Waits until `n` tasks have started (see `common::rendezvous_in`): a pool that takes turns
+/// fails the test rather than hanging it.
 #[forkgraph::task]
 fn rendezvous(dir: String, n: i64) -> Result<i64, String> {
-    let dir = PathBuf::from(dir);
-    let me = dir.join(format!("{}-{}", std::process::id(), unique()));
-    std::fs::write(&me, b"").map_err(|e| e.to_string())?;
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let seen = std::fs::read_dir(&dir).map_err(|e| e.to_string())?.count() as i64;
-        if seen >= n {
-            return Ok(seen);
-        }
-        if std::time::Instant::now() > give_up {
-            return Err(format!(
-                "only {seen} of {n} tasks started: calls took turns"
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    common::rendezvous_in(&dir, n)
 }
 
 /// As `rendezvous`, then aborts its worker.
 #[forkgraph::task]
 fn rendezvous_then_abort(dir: String, n: i64) -> i64 {
-    let _ = rendezvous_impl(&dir, n);
+    let _ = common::rendezvous_in(&dir, n);
     std::process::abort()
-}
-
-fn rendezvous_impl(dir: &str, n: i64) -> Result<i64, String> {
-    rendezvous(dir.to_owned(), n)
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 #[forkgraph::task]

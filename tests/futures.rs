@@ -52,24 +52,10 @@ fn touch(path: String) -> i64 {
     1
 }
 
-/// Waits until `n` files are in `dir` (at most 60 s).
+/// Waits until `n` calls have started (see `common::rendezvous_in`).
 #[forkgraph::task]
 fn rendezvous(dir: String, n: i64) -> Result<i64, String> {
-    let me = Path::new(&dir).join(format!("{}", std::process::id()));
-    std::fs::write(&me, b"").map_err(|e| e.to_string())?;
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let seen = std::fs::read_dir(&dir).map_err(|e| e.to_string())?.count() as i64;
-        if seen >= n {
-            return Ok(seen);
-        }
-        if std::time::Instant::now() > give_up {
-            return Err(format!(
-                "only {seen} of {n} started: submitted calls took turns"
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    common::rendezvous_in(&dir, n)
 }
 
 fn s(p: &Path) -> String {

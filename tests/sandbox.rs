@@ -610,11 +610,8 @@ fn rewrite_stdout() -> String {
 #[test]
 fn helper_rewrite_stdout() {
     if is_helper("helper_rewrite_stdout") {
-        let mut b = ProcessPool::builder().workers(1);
-        if std::env::var_os("FG_SANDBOXED").is_some() {
-            b = b.sandbox(Sandbox::strict().best_effort());
-        }
-        let pool = b.build().unwrap();
+        let sandboxed = std::env::var_os("FG_SANDBOXED").is_some();
+        let pool = one_worker_pool(sandboxed.then(|| Sandbox::strict().best_effort()));
         let g = graph! { "w" => (rewrite_stdout) };
         let v = match pool.get(&g, "w") {
             Ok(o) => o.to::<String>().unwrap(),
@@ -754,6 +751,15 @@ fn every_attack_succeeds_without_the_sandbox() {
         return;
     }
     attacks_succeed("sandbox-attacks-off", "helper_attacks_unsandboxed");
+}
+
+/// A pool of one worker, sandboxed by `sandbox` if given.
+fn one_worker_pool(sandbox: Option<Sandbox>) -> ProcessPool {
+    let mut b = ProcessPool::builder().workers(1);
+    if let Some(s) = sandbox {
+        b = b.sandbox(s);
+    }
+    b.build().unwrap()
 }
 
 /// Whether this test runs as root and so can run helpers as `nobody`.
@@ -1009,11 +1015,7 @@ fn clone_cannot_make_namespaces_in_the_sandbox() {
     }
     watchdog(60, || {
         let run = |sandbox: Option<Sandbox>| {
-            let mut b = ProcessPool::builder().workers(1);
-            if let Some(s) = sandbox {
-                b = b.sandbox(s);
-            }
-            let pool = b.build().unwrap();
+            let pool = one_worker_pool(sandbox);
             let g = graph! { "c" => (clone_new_namespace) };
             pool.get(&g, "c").unwrap().to::<String>().unwrap()
         };
@@ -1030,11 +1032,7 @@ fn clone_cannot_make_namespaces_in_the_sandbox() {
 /// root, `RLIMIT_NPROC` in the worker's user namespace otherwise); 10 without a sandbox.
 fn max_processes_counts() -> (i64, i64) {
     let count = |sandbox: Option<Sandbox>| {
-        let mut b = ProcessPool::builder().workers(1);
-        if let Some(s) = sandbox {
-            b = b.sandbox(s);
-        }
-        let pool = b.build().unwrap();
+        let pool = one_worker_pool(sandbox);
         let g = graph! { "f" => (fork_holding, 10i64) };
         match pool.get(&g, "f").unwrap().as_value() {
             Some(Value::Int(n)) => *n,
@@ -1292,11 +1290,7 @@ fn a_sandboxed_worker_has_a_network_namespace_with_only_loopback() {
         .to_string();
     let seen = |sandbox: Option<Sandbox>| {
         watchdog(60, move || {
-            let mut b = ProcessPool::builder().workers(1);
-            if let Some(s) = sandbox {
-                b = b.sandbox(s);
-            }
-            let pool = b.build().unwrap();
+            let pool = one_worker_pool(sandbox);
             let g = graph! { "n" => (net_namespace, 1i64) };
             match pool.get(&g, "n").unwrap().as_value() {
                 Some(Value::List(l)) => l
@@ -1397,11 +1391,7 @@ fn allowing_the_network_does_not_open_local_unix_sockets() {
     let seen = |sandbox: Option<Sandbox>| {
         let path = path.clone();
         watchdog(60, move || {
-            let mut b = ProcessPool::builder().workers(1);
-            if let Some(s) = sandbox {
-                b = b.sandbox(s);
-            }
-            let pool = b.build().unwrap();
+            let pool = one_worker_pool(sandbox);
             let g = graph! { "c" => (connect_both, path.as_str(), port) };
             match pool.get(&g, "c").unwrap().as_value() {
                 Some(Value::Str(s)) => s.to_string(),

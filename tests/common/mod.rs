@@ -114,3 +114,31 @@ pub(crate) fn assert_helper_prints(test: &str, marker: &str) {
 pub(crate) fn is_helper(test: &str) -> bool {
     std::env::var("FORKGRAPH_TEST_HELPER").is_ok_and(|v| v == test)
 }
+
+/// Leaves a file in `dir`, then waits until `n` files are there: tasks calling it meet only if
+/// they run at the same time. Gives up after 60 s, so a pool that takes turns fails the test
+/// (with this error) rather than hanging it. Returns how many it saw.
+pub(crate) fn rendezvous_in(dir: &str, n: i64) -> Result<i64, String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static UNIQUE: AtomicU64 = AtomicU64::new(0);
+    let dir = std::path::Path::new(dir);
+    let me = dir.join(format!(
+        "{}-{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&me, b"").map_err(|e| e.to_string())?;
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = std::fs::read_dir(dir).map_err(|e| e.to_string())?.count() as i64;
+        if seen >= n {
+            return Ok(seen);
+        }
+        if std::time::Instant::now() > give_up {
+            return Err(format!(
+                "only {seen} of {n} tasks started: calls took turns"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -253,13 +253,10 @@ fn spawn_worker(
             drop(parent_end);
             drop(err_r);
             drop(page_fd);
-            sys::redirect_stderr(err_w.as_fd());
-            if sandbox.is_some() {
-                // The program's stdout may be a file that a task could truncate or rewrite
-                // through the fd (Landlock checks paths, not open fds): a sandboxed worker's
-                // stdout joins its stderr pipe, which the parent reads and forwards.
-                sys::redirect_stdout(err_w.as_fd());
-            }
+            // The program's stdout may be a file that a task could truncate or rewrite through
+            // the fd (Landlock checks paths, not open fds): a sandboxed worker's stdout joins
+            // its stderr pipe, which the parent reads and forwards.
+            sys::redirect_output(err_w.as_fd(), sandbox.is_some());
             drop(err_w);
             sys::die_with_parent(me);
             sys::confine_worker();

@@ -222,18 +222,13 @@ pub(crate) unsafe fn close_in_child(fd: BorrowedFd<'_>) {
     unsafe { libc::close(fd.as_raw_fd()) };
 }
 
-/// Makes `fd` this process's stdout.
-pub(crate) fn redirect_stdout(fd: BorrowedFd<'_>) {
-    // SAFETY: dup2 onto fd 1 replaces stdout atomically; std's stdout handle refers to fd 1 by
-    // number, so it writes to the new file.
-    unsafe { libc::dup2(fd.as_raw_fd(), 1) };
-}
-
-/// Makes `fd` this process's stderr.
-pub(crate) fn redirect_stderr(fd: BorrowedFd<'_>) {
-    // SAFETY: dup2 onto fd 2 replaces stderr atomically; std's stderr handle refers to fd 2 by
-    // number, so it writes to the new file.
-    unsafe { libc::dup2(fd.as_raw_fd(), 2) };
+/// Makes `fd` this process's stderr, and its stdout too when `stdout`.
+pub(crate) fn redirect_output(fd: BorrowedFd<'_>, stdout: bool) {
+    for target in if stdout { &[2, 1][..] } else { &[2][..] } {
+        // SAFETY: dup2 onto fd 1 or 2 replaces stdout/stderr atomically; std's handles refer
+        // to those fds by number, so they write to the new file.
+        unsafe { libc::dup2(fd.as_raw_fd(), *target) };
+    }
 }
 
 /// A pidfd for a process: readable once the process has ended, whoever reaps it, and immune to
