@@ -72,6 +72,30 @@ pub struct Spec {
     /// command relies on the worker and the fork server (child subreapers) to be killed.
     #[serde(default)]
     pub sandboxed: bool,
+    /// The interrupt marker (see [`crate::state::stop_path`]): while it exists no command
+    /// starts, and a running one gets SIGTERM, then SIGKILL after `kill_grace_ms`.
+    #[serde(default)]
+    pub stop: Option<PathBuf>,
+    /// Where the commit journal of a task with several outputs goes
+    /// ([`crate::state::commits_dir`]).
+    #[serde(default)]
+    pub commits: Option<PathBuf>,
+    /// The runner's process id (for the test hook `FORKGRAPH_TEST_CRASH_MID_COMMIT`).
+    #[serde(default)]
+    pub runner_pid: u32,
+}
+
+/// How often a waiting worker looks at the interrupt marker.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// The prefix of the error of a task stopped by an interrupt (the runner reports it as
+/// interrupted, not failed).
+pub const INTERRUPTED: &str = "interrupted: ";
+
+fn stopping(spec: &Spec) -> bool {
+    spec.stop
+        .as_ref()
+        .is_some_and(|p| fs::symlink_metadata(p).is_ok())
 }
 
 /// Why a task must run, or that it need not.
@@ -425,6 +449,8 @@ enum Ended {
     Exited(i32),
     Signaled(i32),
     TimedOut(Duration),
+    /// Stopped by an interrupt: whether it ended within the grace period after SIGTERM.
+    Interrupted(bool),
     NotStarted(String),
 }
 
@@ -437,6 +463,12 @@ impl Ended {
                 "timed out after {:.3}s (its process group was killed)",
                 d.as_secs_f64()
             ),
+            Ended::Interrupted(true) => {
+                "its process group got SIGTERM and it ended within the grace period".into()
+            }
+            Ended::Interrupted(false) => {
+                "its process group got SIGTERM, then SIGKILL after the grace period".into()
+            }
             Ended::NotStarted(e) => format!("could not start: {e}"),
         }
     }
@@ -469,13 +501,35 @@ fn run_once(spec: &Spec, log: &fs::File) -> Ended {
     };
     let pgid = child.id();
     let deadline = spec.timeout_ms.map(|t| started + Duration::from_millis(t));
-    let exited = sys::wait_until(&child, deadline).unwrap_or(false);
+    // Wait for the exit, the deadline, or the interrupt marker (looked at every STOP_POLL).
     let mut timed_out = None;
-    if !exited {
-        timed_out = Some(started.elapsed());
+    let mut interrupted = None;
+    loop {
+        let tick = Instant::now() + STOP_POLL;
+        let until = match (deadline, spec.stop.is_some()) {
+            (Some(d), true) => Some(d.min(tick)),
+            (Some(d), false) => Some(d),
+            (None, true) => Some(tick),
+            (None, false) => None,
+        };
+        if sys::wait_until(&child, until).unwrap_or(true) {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            timed_out = Some(started.elapsed());
+            break;
+        }
+        if stopping(spec) {
+            interrupted = Some(());
+            break;
+        }
+    }
+    let mut graceful = true;
+    if timed_out.is_some() || interrupted.is_some() {
         sys::signal_group(pgid, libc::SIGTERM);
         let grace = Instant::now() + Duration::from_millis(spec.kill_grace_ms);
         if !sys::wait_until(&child, Some(grace)).unwrap_or(false) {
+            graceful = false;
             sys::signal_group(pgid, libc::SIGKILL);
         }
     }
@@ -485,6 +539,9 @@ fn run_once(spec: &Spec, log: &fs::File) -> Ended {
     sys::kill_descendants();
     if let Some(d) = timed_out {
         return Ended::TimedOut(d);
+    }
+    if interrupted.is_some() {
+        return Ended::Interrupted(graceful);
     }
     use std::os::unix::process::ExitStatusExt;
     match status {
@@ -578,12 +635,37 @@ fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
             });
         }
     }
-    for (o, t) in spec.outputs.iter().zip(&spec.temps) {
+    // Several outputs: journal the renames first, so that a crash between two of them is
+    // finished by the next runner (resume never sees one new output beside an old one).
+    let journal = match &spec.commits {
+        Some(dir) if spec.outputs.len() > 1 => Some(
+            state::begin_commit(
+                dir,
+                &state::Commit {
+                    key: spec.key.clone(),
+                    renames: spec.temps.iter().cloned().zip(spec.outputs.clone()).collect(),
+                },
+            )
+            .map_err(|e| format!("writing its commit journal in {}: {e}", dir.display()))?,
+        ),
+        _ => None,
+    };
+    let crash_hook = std::env::var_os("FORKGRAPH_TEST_CRASH_MID_COMMIT")
+        .is_some_and(|k| k.to_string_lossy() == spec.key);
+    for (n, (o, t)) in spec.outputs.iter().zip(&spec.temps).enumerate() {
+        if n == 1 && crash_hook {
+            // Test hook: the runner and this worker die between two renames.
+            sys::kill_hard(spec.runner_pid);
+            sys::kill_hard(std::process::id());
+        }
         if fs::symlink_metadata(o).is_ok_and(|m| m.is_dir()) {
             let _ = fs::remove_dir_all(o);
         }
         fs::rename(t, o)
             .map_err(|e| format!("renaming {} to {}: {e}", t.display(), o.display()))?;
+    }
+    if let Some(j) = journal {
+        let _ = fs::remove_file(j);
     }
     Ok(())
 }
@@ -608,6 +690,9 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
     )?;
     if fresh == Freshness::UpToDate {
         return Ok(false);
+    }
+    if stopping(spec) {
+        return Err(format!("{INTERRUPTED}not started"));
     }
     let hashes = if spec.checksum {
         Some(hash_inputs(&spec.inputs).map_err(|e| e.to_string())?)
@@ -654,6 +739,17 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
         }
         let before: Vec<Identity> = spec.outputs.iter().map(|o| identity(o)).collect();
         let ended = run_once(spec, &log);
+        if let Ended::Interrupted(_) = ended {
+            for t in &spec.temps {
+                remove_any(t);
+            }
+            let note = discard_in_place(spec, &before);
+            return Err(format!(
+                "{INTERRUPTED}{}{note}; log {}",
+                ended.describe(),
+                spec.log.display()
+            ));
+        }
         if matches!(ended, Ended::Exited(0)) {
             match publish(spec, &before) {
                 Ok(()) => {

@@ -59,6 +59,10 @@ enum Cmd {
         /// Run every selected task, up to date or not.
         #[arg(long)]
         force: bool,
+        /// Seconds between SIGTERM and SIGKILL of a command's process group, on timeout and
+        /// on interrupt (default: [pool] kill_grace, else 2).
+        #[arg(long, value_name = "SECS")]
+        kill_grace: Option<f64>,
     },
     /// Validate the file and print the run order and what would be skipped.
     Check {
@@ -111,11 +115,23 @@ fn main_code(cli: Cli) -> i32 {
             profile,
             checksum,
             force,
+            kill_grace,
         } => {
             forkgraph_cli::sys::install_interrupt_handlers();
             if jobs == Some(0) {
                 return bad(&"-j must be at least 1");
             }
+            let kill_grace = match kill_grace {
+                None => None,
+                Some(g) if g.is_finite() && (0.0..=3600.0).contains(&g) => {
+                    Some(std::time::Duration::from_secs_f64(g))
+                }
+                Some(g) => {
+                    return bad(&format!(
+                        "--kill-grace must be between 0 and 3600 seconds, not {g}"
+                    ))
+                }
+            };
             let plan = match load(&file) {
                 Ok(p) => p,
                 Err(e) => return bad(&e),
@@ -129,6 +145,7 @@ fn main_code(cli: Cli) -> i32 {
                 profile,
                 checksum,
                 force,
+                kill_grace,
             };
             match run(&plan, &opts) {
                 Ok(r) => match r.interrupted {

@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub checksum: bool,
     /// Run every selected task even when up to date.
     pub force: bool,
+    /// Between SIGTERM and SIGKILL of a command's group, on timeout and on interrupt
+    /// (default: `[pool] kill_grace`).
+    pub kill_grace: Option<std::time::Duration>,
 }
 
 /// What happened to a task.
@@ -134,6 +137,14 @@ pub enum RunError {
     /// The process pool could not start or failed.
     #[error("the process pool: {0}")]
     Pool(String),
+    /// Another runner holds the state folder's lock.
+    #[error("{}: another forkgraph run{} is using this state folder (its lock file is {}); wait for it or stop it", state_dir.display(), pid.map_or_else(String::new, |p| format!(" (pid {p})")), state::lock_path(state_dir).display())]
+    Locked {
+        /// The state folder.
+        state_dir: PathBuf,
+        /// The holder's process id, as it wrote it in the lock file.
+        pid: Option<u32>,
+    },
     /// The `[pool.sandbox]` asked cannot be provided here.
     #[error("[pool.sandbox]: {0} (best_effort = true runs without what this kernel lacks)")]
     Sandbox(String),
@@ -376,8 +387,6 @@ pub fn check_inputs(plan: &Plan, mask: &[bool]) -> Result<(), InputError> {
 struct Recorder {
     index: HashMap<Key, usize>,
     state: Mutex<RecorderState>,
-    /// Whether we re-raised SIGINT for a signal that came before the pool's handler was armed.
-    reraised: std::sync::atomic::AtomicBool,
     print_failures: bool,
 }
 
@@ -387,16 +396,6 @@ struct RecorderState {
 }
 
 impl Recorder {
-    fn check_signal(&self) {
-        if sys::interrupted().is_some()
-            && !self
-                .reraised
-                .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            sys::raise_interrupt();
-        }
-    }
-
     fn set(&self, key: &Key, s: Status) {
         if let Some(&i) = self.index.get(key) {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -410,12 +409,7 @@ fn secs(ev: &TaskEvent<'_>) -> f64 {
 }
 
 impl Callbacks for Recorder {
-    fn start(&self, _info: &forkgraph::RunInfo) {
-        self.check_signal();
-    }
-
     fn pretask(&self, key: &Key) {
-        self.check_signal();
         if let Some(&i) = self.index.get(key) {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.dispatched[i] = true;
@@ -428,7 +422,6 @@ impl Callbacks for Recorder {
             _ => Status::Ran { secs: secs(task) },
         };
         self.set(task.key, s);
-        self.check_signal();
     }
 
     fn task_failed(&self, task: &TaskEvent<'_>, error: &TaskError) {
@@ -454,6 +447,11 @@ impl Callbacks for Recorder {
                     .map_or_else(|| "a dependency".to_string(), |k| k.to_string());
                 Status::UpstreamFailed { failed }
             }
+            TaskErrorKind::Call(forkgraph::CallError::Returned(r))
+                if r.message().starts_with(command::INTERRUPTED) =>
+            {
+                Status::Interrupted
+            }
             TaskErrorKind::Call(forkgraph::CallError::Returned(r)) => Status::Failed {
                 secs: secs(task),
                 message: r.message().to_string(),
@@ -469,6 +467,51 @@ impl Callbacks for Recorder {
         }
         self.set(task.key, s);
     }
+}
+
+/// The scheduler of a run: this machine's process pool or, built with the `mpi` feature and
+/// launched by `mpirun`/`srun`, the MPI cluster (every rank runs commands in its own pool).
+enum Runner {
+    Local(ProcessPool),
+    #[cfg(feature = "mpi")]
+    Mpi(forkgraph::MpiCluster),
+}
+
+/// Whether this process was started by an MPI launcher (the variables OpenMPI, PMIx and
+/// Slurm's PMI set on every rank).
+pub fn mpi_launched() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+/// Starts the scheduler. Under an MPI launcher (feature `mpi`) every rank comes here with the
+/// same plan; ranks other than 0 serve tasks inside this call until rank 0 is done, then
+/// exit: what follows it runs on rank 0 only.
+fn start(plan: &Plan, order: &[usize], jobs: usize) -> Result<Runner, RunError> {
+    let st = &plan.settings;
+    let mut builder = ProcessPool::builder()
+        .workers(jobs)
+        .retries(0)
+        .max_queue(1)
+        .handle_ctrl_c(false);
+    if let Some(sb) = &st.sandbox {
+        builder = builder.sandbox(sandbox(plan, order, sb)?);
+    }
+    let build_error = |e: forkgraph::BuildError| match &st.sandbox {
+        Some(_) => RunError::Sandbox(e.to_string()),
+        None => RunError::Pool(e.to_string()),
+    };
+    #[cfg(feature = "mpi")]
+    if mpi_launched() {
+        let cluster = forkgraph::MpiCluster::builder()
+            .workers_per_rank(Some(jobs))
+            .pool(move |_| builder)
+            .init()
+            .map_err(build_error)?;
+        return Ok(Runner::Mpi(cluster));
+    }
+    builder.build().map(Runner::Local).map_err(build_error)
 }
 
 /// Runs the selected tasks of a plan. Returns the report (also written to `last-run.json`
@@ -493,17 +536,45 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     let rendered = render_all(plan, &mask, false)?;
     let display = render_all(plan, &mask, true)?;
     let st = &plan.settings;
-    std::fs::create_dir_all(&st.state_dir)
-        .map_err(io_err(format!("creating {}", st.state_dir.display())))?;
+    let order = plan.order(&mask);
+    let jobs = opts
+        .jobs
+        .or(st.jobs)
+        .unwrap_or_else(forkgraph::default_parallelism)
+        .clamp(1, order.len().max(1));
+    // Under MPI every rank starts its pool here (and only rank 0 returns); without it, no
+    // pool for an empty selection or a run interrupted before it started.
+    let runner = if (cfg!(feature = "mpi") && mpi_launched())
+        || (!order.is_empty() && sys::interrupted().is_none())
+    {
+        Some(start(plan, &order, jobs)?)
+    } else {
+        None
+    };
+    // From here on: rank 0 (or the only process).
+    let _lock = state::lock(&st.state_dir).map_err(|e| match e {
+        state::LockError::Held { pid } => RunError::Locked {
+            state_dir: st.state_dir.clone(),
+            pid,
+        },
+        state::LockError::Io(source) => RunError::Io {
+            what: format!("locking {}", state::lock_path(&st.state_dir).display()),
+            source,
+        },
+    })?;
     std::fs::create_dir_all(&st.log_dir)
         .map_err(io_err(format!("creating {}", st.log_dir.display())))?;
+    let stop = state::stop_path(&st.state_dir);
+    command::remove_any(&stop);
+    let commits = state::commits_dir(&st.state_dir);
+    // Commits a crashed run left half done are finished before anything looks at outputs.
+    state::finish_commits(&commits);
     let records: BTreeMap<String, Record> = if opts.checksum {
         state::load_and_compact(&st.state_dir)
             .map_err(io_err(format!("the state in {}", st.state_dir.display())))?
     } else {
         BTreeMap::new()
     };
-    let order = plan.order(&mask);
     command::remove_all_stale_temps(order.iter().flat_map(|&i| plan.tasks[i].outputs.iter()));
     let mut graph = Graph::with_capacity(order.len());
     let mut index = HashMap::new();
@@ -523,7 +594,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             temps: temps(plan, i),
             log: st.log_dir.join(command::log_name(&t.key)),
             timeout_ms: t.timeout.map(|d| d.as_millis().max(1) as u64),
-            kill_grace_ms: st.kill_grace.as_millis() as u64,
+            kill_grace_ms: opts.kill_grace.unwrap_or(st.kill_grace).as_millis() as u64,
             retries: t.retries,
             memory_limit: t.memory_limit,
             checksum: opts.checksum,
@@ -532,6 +603,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             journal: state::journal_path(&st.state_dir),
             force: opts.force,
             sandboxed: st.sandbox.is_some(),
+            stop: Some(stop.clone()),
+            commits: Some(commits.clone()),
+            runner_pid: std::process::id(),
         };
         let json = serde_json::to_string(&spec).expect("a spec serializes");
         let deps = t
@@ -546,18 +620,12 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         );
         index.insert(Key::from(t.key.as_str()), i);
     }
-    let jobs = opts
-        .jobs
-        .or(st.jobs)
-        .unwrap_or_else(forkgraph::default_parallelism)
-        .clamp(1, order.len().max(1));
     let recorder = Arc::new(Recorder {
         index,
         state: Mutex::new(RecorderState {
             status: vec![None; plan.tasks.len()],
             dispatched: vec![false; plan.tasks.len()],
         }),
-        reraised: std::sync::atomic::AtomicBool::new(false),
         print_failures: true,
     });
     let profiler = opts.profile.as_ref().map(|_| Arc::new(Profiler::new()));
@@ -576,43 +644,69 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         .collect();
     let keys = Keys::from(keys);
     let mut pool_error = None;
-    let mut stopped_by_signal = false;
-    if !order.is_empty() && sys::interrupted().is_none() {
-        let mut builder = ProcessPool::builder().workers(jobs).retries(0).max_queue(1);
-        if let Some(sb) = &st.sandbox {
-            builder = builder.sandbox(sandbox(plan, &order, sb)?);
-        }
-        let pool = builder.build().map_err(|e| match &st.sandbox {
-            Some(_) => RunError::Sandbox(e.to_string()),
-            None => RunError::Pool(e.to_string()),
-        })?;
-        match pool.get_with(&graph, &keys, &gopts) {
-            Ok(_) => {}
-            Err(forkgraph::Error::Interrupted) => stopped_by_signal = true,
-            Err(e) if e.is_task_error() => {}
-            Err(e) => pool_error = Some(e.to_string()),
-        }
-        // Dropping the pool stops its workers and whatever they started.
-        drop(pool);
+    // An interrupt creates the stop marker: workers on every rank then start no command and
+    // stop the running ones (SIGTERM, grace, SIGKILL), which end their tasks as interrupted.
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            if sys::wait_interrupt() != 0 {
+                let _ = std::fs::write(&stop, b"");
+            }
+        })
+    };
+    if sys::interrupted().is_some() {
+        let _ = std::fs::write(&stop, b"");
     }
-    // Temporaries of commands that did not finish.
+    if let Some(runner) = &runner {
+        if !order.is_empty() && sys::interrupted().is_none() {
+            let res = match runner {
+                Runner::Local(pool) => pool.get_with(&graph, &keys, &gopts),
+                #[cfg(feature = "mpi")]
+                Runner::Mpi(c) => c.get_with(&graph, &keys, &gopts),
+            };
+            match res {
+                Ok(_) => {}
+                Err(e) if e.is_task_error() => {}
+                Err(e) => pool_error = Some(e.to_string()),
+            }
+        }
+    }
+    if sys::interrupted().is_some() {
+        // `get` returned at the first interrupted task; let the others' commands end within
+        // their grace period before the pool's teardown kills them.
+        if let Some(Runner::Local(pool)) = &runner {
+            let grace = opts.kill_grace.unwrap_or(st.kill_grace);
+            let until = Instant::now() + grace + std::time::Duration::from_secs(2);
+            while Instant::now() < until && pool.worker_pids().into_iter().any(sys::has_children)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+    // Dropping the pool (or the cluster) stops its workers and whatever they started.
+    drop(runner);
+    sys::wake_interrupt_waiter();
+    let _ = watcher.join();
+    command::remove_any(&stop);
+    // A worker killed between two renames left its commit journal: finish it now, before the
+    // temporaries of commands that did not finish are removed.
+    state::finish_commits(&commits);
     for &i in &order {
         for t in temps(plan, i) {
             command::remove_any(&t);
         }
     }
-    let interrupted = sys::interrupted().or(stopped_by_signal.then_some(libc::SIGINT));
+    let interrupted = sys::interrupted();
     let st_rec = recorder.state.lock().unwrap_or_else(|e| e.into_inner());
     let tasks: Vec<(String, Status)> = order
         .iter()
         .map(|&i| {
-            let s = st_rec.status[i].clone().unwrap_or(
-                if st_rec.dispatched[i] && interrupted.is_some() {
-                    Status::Interrupted
-                } else {
-                    Status::NotRun
-                },
-            );
+            let s = match (st_rec.status[i].clone(), interrupted) {
+                (Some(Status::UpstreamFailed { .. }), Some(_)) => Status::NotRun,
+                (Some(s), _) => s,
+                (None, Some(_)) if st_rec.dispatched[i] => Status::Interrupted,
+                (None, _) => Status::NotRun,
+            };
             (plan.tasks[i].key.clone(), s)
         })
         .collect();
@@ -707,7 +801,7 @@ pub fn summary(r: &Report) -> String {
                         .unwrap_or_default()
                 ),
                 Status::UpstreamFailed { failed } => format!("(depends on failed {failed})"),
-                Status::Interrupted => "(killed)".into(),
+                Status::Interrupted => "(stopped: SIGTERM, then SIGKILL after the grace)".into(),
                 Status::NotRun if r.interrupted.is_some() => {
                     "(interrupted before it started)".into()
                 }

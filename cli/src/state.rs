@@ -141,6 +141,127 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     res
 }
 
+/// The interrupt marker of a state folder: while it exists, workers (on every rank) start no
+/// command and stop the running ones (SIGTERM to the group, SIGKILL after the grace period).
+pub fn stop_path(dir: &Path) -> PathBuf {
+    dir.join("stop")
+}
+
+/// The folder of commit journals (tasks with several outputs being renamed into place).
+pub fn commits_dir(dir: &Path) -> PathBuf {
+    dir.join("commits")
+}
+
+/// The lock file of a state folder.
+pub fn lock_path(dir: &Path) -> PathBuf {
+    dir.join("lock")
+}
+
+/// An exclusive lock on a state folder, held while a runner uses it (released when dropped or
+/// when the runner dies: it is an `flock(2)`).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// Why a state folder could not be locked.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another runner holds it.
+    Held {
+        /// The process id it wrote in the lock file, if readable.
+        pid: Option<u32>,
+    },
+    /// The lock file could not be opened or locked.
+    Io(io::Error),
+}
+
+/// Locks the state folder `dir` for this runner and writes its pid into the lock file.
+///
+/// # Errors
+/// [`LockError::Held`] when another runner holds it, with its pid.
+pub fn lock(dir: &Path) -> Result<Lock, LockError> {
+    fs::create_dir_all(dir).map_err(LockError::Io)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(lock_path(dir))
+        .map_err(LockError::Io)?;
+    if !crate::sys::try_lock(&file).map_err(LockError::Io)? {
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        return Err(LockError::Held {
+            pid: text.trim().parse().ok(),
+        });
+    }
+    file.set_len(0).map_err(LockError::Io)?;
+    let _ = std::io::Seek::rewind(&mut file);
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(LockError::Io)?;
+    Ok(Lock { _file: file })
+}
+
+/// The renames that publish a task's outputs, recorded before the first one (a commit
+/// journal): a crash between two renames is finished by the next start of a runner, so
+/// resume never sees one new output beside an old one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Commit {
+    /// The task.
+    pub key: String,
+    /// Each (temporary, output), in the order they are renamed.
+    pub renames: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Writes the commit journal of `c` into `dir` (atomically, synced); returns its path.
+///
+/// # Errors
+/// When it cannot be written.
+pub fn begin_commit(dir: &Path, c: &Commit) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{}.json", &hash_strings([c.key.as_str()])[..16]));
+    write_atomic(&path, &serde_json::to_vec(c).map_err(io::Error::other)?)?;
+    Ok(path)
+}
+
+/// Finishes the commits a crash interrupted: each journal's remaining temporaries are
+/// renamed into place (the command had succeeded, every temporary was complete when the
+/// journal was written), then the journal is removed. Returns the keys finished.
+pub fn finish_commits(dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return done;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            // A journal's own temporary (torn before its rename): nothing was renamed yet.
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let Some(c) = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Commit>(&b).ok())
+        else {
+            let _ = fs::remove_file(&path);
+            continue;
+        };
+        for (tmp, out) in &c.renames {
+            if fs::symlink_metadata(tmp).is_ok() {
+                if fs::symlink_metadata(out).is_ok_and(|m| m.is_dir()) {
+                    let _ = fs::remove_dir_all(out);
+                }
+                let _ = fs::rename(tmp, out);
+            }
+        }
+        let _ = fs::remove_file(&path);
+        done.push(c.key);
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

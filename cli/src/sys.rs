@@ -13,35 +13,92 @@ use nix::unistd::Pid;
 
 /// The first of SIGINT/SIGTERM/SIGHUP the runner received (0: none).
 static INTERRUPT: AtomicI32 = AtomicI32::new(0);
+/// The self-pipe the handler writes to (read end, write end; -1 before installation).
+static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
+static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    let first = INTERRUPT
-        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
-        .is_ok();
-    if first && sig != libc::SIGINT {
-        // The process pool stops its workers on SIGINT during `get` (its handler runs before
-        // this one and chains to it); SIGTERM and SIGHUP are turned into that. kill(2) and
-        // getpid(2) are async-signal-safe.
-        // SAFETY: plain system calls with valid arguments.
+    let _ = INTERRUPT.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+    let fd = PIPE_WRITE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let b = [sig as u8];
+        // SAFETY: write(2) is async-signal-safe; the buffer is valid for one byte; the pipe's
+        // write end is non-blocking, so a full pipe cannot block the handler.
         unsafe {
-            libc::kill(libc::getpid(), libc::SIGINT);
+            libc::write(fd, b.as_ptr().cast(), 1);
         }
     }
 }
 
 /// Installs the runner's handlers for SIGINT, SIGTERM and SIGHUP: each records the signal
-/// (see [`interrupted`]); SIGTERM and SIGHUP also raise SIGINT, which the process pool turns
-/// into stopping its workers and every command below them.
+/// (see [`interrupted`]) and wakes [`wait_interrupt`]. The process pool's own Ctrl-C handling
+/// is off in the runner (`handle_ctrl_c(false)`): the runner stops its commands itself, with
+/// SIGTERM first and SIGKILL after the grace period.
 pub fn install_interrupt_handlers() {
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 writes two fds into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
+        // SAFETY: fcntl on the pipe's write end, which we own.
+        unsafe {
+            let fl = libc::fcntl(fds[1], libc::F_GETFL);
+            libc::fcntl(fds[1], libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        PIPE_READ.store(fds[0], Ordering::SeqCst);
+        PIPE_WRITE.store(fds[1], Ordering::SeqCst);
+    }
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only does an atomic compare-exchange and kill(2).
+        // SAFETY: the handler only does an atomic compare-exchange and write(2).
         let _ = unsafe { signal::sigaction(s, &action) };
     }
+}
+
+/// Blocks until an interrupting signal arrives (returns it) or [`wake_interrupt_waiter`] is
+/// called (returns 0). Returns 0 at once when the handlers are not installed.
+pub fn wait_interrupt() -> i32 {
+    let fd = PIPE_READ.load(Ordering::SeqCst);
+    if fd < 0 {
+        return 0;
+    }
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: read(2) into a one-byte buffer we own, from the pipe's read end.
+        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+        if n == 1 {
+            return i32::from(b[0]);
+        }
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return 0;
+    }
+}
+
+/// Wakes a thread blocked in [`wait_interrupt`] (it returns 0).
+pub fn wake_interrupt_waiter() {
+    let fd = PIPE_WRITE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let b = [0u8];
+        // SAFETY: write(2) of one byte from a buffer we own to the pipe's write end.
+        unsafe {
+            libc::write(fd, b.as_ptr().cast(), 1);
+        }
+    }
+}
+
+/// Whether process `pid` has children now (from `/proc/<pid>/task/*/children`).
+pub fn has_children(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("children"))
+            .is_ok_and(|s| !s.trim().is_empty())
+    })
 }
 
 /// The signal that interrupted the run, if one came.
@@ -173,7 +230,22 @@ pub fn kill_descendants() {
     }
 }
 
-/// Sends SIGINT to this process (the process pool's handler stops the run).
-pub fn raise_interrupt() {
-    let _ = signal::kill(nix::unistd::getpid(), Signal::SIGINT);
+/// Takes an exclusive `flock(2)` on `file` without waiting: `Ok(false)` when another open file
+/// description (another runner) holds it. The lock goes with the file's last descriptor.
+///
+/// # Errors
+/// When the file system refuses locks.
+pub fn try_lock(file: &std::fs::File) -> io::Result<bool> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends SIGKILL to process `pid` (a test hook's crash).
+pub fn kill_hard(pid: u32) {
+    if pid > 0 {
+        let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
 }
