@@ -94,6 +94,11 @@ pub(crate) fn spawn_fork_server(control: OwnedFd, args: &[&OsStr]) -> io::Result
         .args(args)
         .env(FORK_SERVER_ENV, format!("{FORK_SERVER_FD}:{parent}"))
         .stdin(Stdio::null());
+    // Its own process group: a signal to the program's group (a launcher such as mpirun or a
+    // batch system ending a job with killpg) must not kill the server together with the
+    // program, or nobody would be left to end what the workers' tasks forked; the server
+    // notices the program's death (parent-death signal, end-of-file) and cleans up.
+    cmd.process_group(0);
     // SAFETY: the closure runs between fork and exec in the child and calls only prctl,
     // getppid, dup2 and fcntl, which are async-signal-safe; it touches no locks or heap.
     unsafe {
