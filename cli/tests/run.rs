@@ -775,3 +775,174 @@ fn the_shipped_examples_run_and_resume() {
     );
     assert!(stderr(&o).contains("1 ran, 13 skipped"), "{}", stderr(&o));
 }
+
+#[test]
+fn interrupt_sends_sigterm_first_and_the_commands_see_it() {
+    let d = TempDir::new("intterm");
+    let m = marker("intterm");
+    d.write(
+        "g.toml",
+        r#"
+[pool]
+kill_grace = 60
+
+[[task]]
+key = "trap{i}"
+for_each = { i = [1, 2] }
+outputs = ["out/{i}.txt"]
+cmd = "trap 'echo got-term > term{i}; exit 3' TERM; echo partial > {out}; mkdir -p started; touch started/{i}; sleep 1000 & wait"
+"#,
+    );
+    let child = forkgraph(
+        &["run", "-j", "2", d.path().join("g.toml").to_str().unwrap()],
+        &m,
+    )
+    .spawn()
+    .unwrap();
+    let pid = child.id();
+    wait_for("two commands running", 60, || {
+        std::fs::read_dir(d.path().join("started")).map_or(0, |r| r.count()) == 2
+    });
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let o = wait_watched(child, 60);
+    assert_code(&o, 143);
+    for i in 1..=2 {
+        assert_eq!(d.read(&format!("term{i}")), "got-term\n", "{}", stderr(&o));
+        assert!(!d.exists(&format!("out/{i}.txt")));
+    }
+    let e = stderr(&o);
+    assert!(e.contains("interrupted by SIGTERM"), "{e}");
+    assert!(e.contains("2 interrupted"), "{e}");
+    assert_no_process_left(&m, 10);
+    assert!(temporaries(d.path()).is_empty());
+    assert!(!d.exists(".forkgraph/g/stop"), "the stop marker is removed");
+}
+
+#[test]
+fn interrupt_kills_a_command_that_ignores_sigterm_after_the_grace() {
+    let d = TempDir::new("intkill");
+    let m = marker("intkill");
+    d.write(
+        "g.toml",
+        r#"
+[[task]]
+key = "deaf"
+cmd = "trap '' TERM; touch started; sleep 1000 & sleep 1000"
+
+[[task]]
+key = "later"
+deps = ["deaf"]
+cmd = "touch later-ran"
+"#,
+    );
+    let child = forkgraph(
+        &[
+            "run",
+            "--kill-grace",
+            "0.3",
+            d.path().join("g.toml").to_str().unwrap(),
+        ],
+        &m,
+    )
+    .spawn()
+    .unwrap();
+    let pid = child.id();
+    wait_for("the command running", 60, || d.exists("started"));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+    let o = wait_watched(child, 60);
+    assert_code(&o, 130);
+    let e = stderr(&o);
+    assert!(e.contains("1 interrupted"), "{e}");
+    assert!(!d.exists("later-ran"));
+    let report = d.read(".forkgraph/g/last-run.json");
+    assert!(report.contains("\"status\": \"interrupted\""), "{report}");
+    assert!(report.contains("\"status\": \"not_run\""), "{report}");
+    assert_no_process_left(&m, 10);
+}
+
+#[test]
+fn a_second_runner_on_the_same_state_folder_is_refused_with_the_holders_pid() {
+    let d = TempDir::new("lock");
+    let m = marker("lock");
+    d.write(
+        "g.toml",
+        r#"
+[[task]]
+key = "long"
+cmd = "touch started; sleep 1000"
+"#,
+    );
+    let g = d.path().join("g.toml");
+    let first = forkgraph(&["run", g.to_str().unwrap()], &m).spawn().unwrap();
+    let pid = first.id();
+    wait_for("the first run's command", 60, || d.exists("started"));
+    let o = run_watched(forkgraph(&["run", g.to_str().unwrap()], &m), 60);
+    assert_code(&o, 3);
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("another forkgraph run (pid {pid}) is using this state folder")),
+        "{e}"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+    let o = wait_watched(first, 60);
+    assert_code(&o, 130);
+    assert_no_process_left(&m, 10);
+    // The lock went with the first runner.
+    std::fs::remove_file(d.path().join("started")).unwrap();
+    d.write(
+        "g.toml",
+        r#"
+[[task]]
+key = "short"
+cmd = "true"
+"#,
+    );
+    assert_code(&run_watched(forkgraph(&["run", g.to_str().unwrap()], &m), 60), 0);
+}
+
+#[test]
+fn a_crash_between_the_renames_of_two_outputs_is_finished_by_the_next_run() {
+    let d = TempDir::new("midcommit");
+    let m = marker("midcommit");
+    d.write("in.txt", "x\n");
+    d.write(
+        "g.toml",
+        r#"
+[[task]]
+key = "pair"
+inputs = ["in.txt"]
+outputs = ["a.txt", "b.txt"]
+cmd = "n=$(cat counter 2>/dev/null || echo 0); n=$((n+1)); echo $n > counter; echo $n > {out0}; echo $n > {out1}"
+"#,
+    );
+    let g = d.path().join("g.toml");
+    let g = g.to_str().unwrap();
+    assert_code(&run_watched(forkgraph(&["run", g], &m), 60), 0);
+    assert_eq!((d.read("a.txt"), d.read("b.txt")), ("1\n".into(), "1\n".into()));
+    // Forced rerun; the runner and the worker are SIGKILLed after the first rename.
+    let mut cmd = forkgraph(&["run", "--force", g], &m);
+    cmd.env("FORKGRAPH_TEST_CRASH_MID_COMMIT", "pair");
+    let o = run_watched(cmd, 60);
+    assert_eq!(o.status.code(), None, "killed: {}", stderr(&o));
+    assert_no_process_left(&m, 10);
+    assert_eq!(
+        (d.read("a.txt"), d.read("b.txt")),
+        ("2\n".into(), "1\n".into()),
+        "the crash came between the two renames"
+    );
+    // The next run finishes the commit before it judges what is up to date: both outputs are
+    // the second run's, and the task is not run again.
+    let o = run_watched(forkgraph(&["run", g], &m), 60);
+    assert_code(&o, 0);
+    assert!(stderr(&o).contains("0 ran, 1 skipped"), "{}", stderr(&o));
+    assert_eq!((d.read("a.txt"), d.read("b.txt")), ("2\n".into(), "2\n".into()));
+    assert_eq!(d.read("counter"), "2\n");
+    assert!(temporaries(d.path()).is_empty());
+    assert_no_process_left(&m, 10);
+}
