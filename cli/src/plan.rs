@@ -50,6 +50,20 @@ pub struct PlannedTask {
     pub memory_limit: Option<u64>,
     /// Outputs written to temporary paths and renamed on success.
     pub atomic: bool,
+    /// Where each field of its entry is (TOML; shared by the tasks of one template).
+    pub fields: std::sync::Arc<BTreeMap<String, (usize, usize)>>,
+}
+
+impl PlannedTask {
+    /// Where `field` of its entry is (the entry itself when unknown, or in JSON).
+    pub fn at_field(&self, field: Option<&str>) -> Location {
+        Location {
+            line_col: field
+                .and_then(|f| self.fields.get(f).copied())
+                .or(self.at.line_col),
+            ..self.at.clone()
+        }
+    }
 }
 
 /// Run-wide settings from `[pool]`, resolved.
@@ -387,14 +401,25 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
     let mut tasks: Vec<PlannedTask> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut dep_names: Vec<Vec<String>> = Vec::new();
+    // Per task: where its `deps` and `outputs` fields are (for link's errors).
+    let mut field_at: Vec<(Location, Location)> = Vec::new();
     for (i, entry) in parsed.file.tasks.iter().enumerate() {
         let at = Location {
             file: file.clone(),
             line_col: parsed.entry_positions.get(i).copied().flatten(),
             entry: i,
         };
+        let fields = parsed.field_positions.get(i);
+        let shared_fields = std::sync::Arc::new(fields.cloned().unwrap_or_default());
+        // Where the field a message names is (the entry when it names none, or in JSON).
+        let at_field = |field: Option<&str>| Location {
+            line_col: field
+                .and_then(|f| fields.and_then(|fs| fs.get(f)).copied())
+                .or(at.line_col),
+            ..at.clone()
+        };
         let bad = |key: &str, message: String| InputError::Task {
-            at: at.clone(),
+            at: at_field(field_of(&message)),
             key: key.to_string(),
             message,
         };
@@ -411,13 +436,14 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
                 .expand(&entry.key, false, None)
                 .map(|k| unescape(&k))
                 .map_err(|m| bad(&entry.key, format!("key: {m}")))?;
-            let (task, deps) = expand_entry(entry, &local, &key, &at, &base, &settings)
+            let (mut task, deps) = expand_entry(entry, &local, &key, &at, &base, &settings)
                 .map_err(|m| bad(&key, m))?;
+            task.fields = shared_fields.clone();
             if let Some(&first) = index.get(&key) {
                 return Err(InputError::DuplicateKey {
                     key,
                     first: Box::new(tasks[first].at.clone()),
-                    second: at.clone(),
+                    second: at_field(Some("key")),
                 });
             }
             if tasks.len() >= MAX_TASKS {
@@ -429,9 +455,10 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
             index.insert(key, tasks.len());
             tasks.push(task);
             dep_names.push(deps);
+            field_at.push((at_field(Some("deps")), at_field(Some("outputs"))));
         }
     }
-    link(&mut tasks, &index, &dep_names)?;
+    link(&mut tasks, &index, &dep_names, &field_at)?;
     Ok(Plan {
         file,
         base,
@@ -643,9 +670,34 @@ fn expand_entry(
             retries: entry.retries.unwrap_or(0),
             memory_limit,
             atomic: entry.atomic.unwrap_or(true),
+            fields: Default::default(),
         },
         deps,
     ))
+}
+
+/// The field of a task entry that an error message of `expand_entry` or `bindings` is about
+/// (messages start with the field's name).
+pub fn field_of(message: &str) -> Option<&'static str> {
+    const FIELDS: &[&str] = &[
+        "key",
+        "for_each",
+        "cmd",
+        "argv",
+        "env",
+        "cwd",
+        "inputs",
+        "outputs",
+        "deps",
+        "timeout",
+        "retries",
+        "memory_limit",
+        "atomic",
+    ];
+    let first = message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .next()?;
+    FIELDS.iter().copied().find(|f| *f == first)
 }
 
 /// Resolves dependencies by key and by file, and refuses duplicate outputs and cycles.
@@ -653,13 +705,14 @@ fn link(
     tasks: &mut [PlannedTask],
     index: &HashMap<String, usize>,
     dep_names: &[Vec<String>],
+    field_at: &[(Location, Location)],
 ) -> Result<(), InputError> {
     let mut producer: HashMap<PathBuf, usize> = HashMap::new();
     for (i, t) in tasks.iter().enumerate() {
         for o in &t.outputs {
             if let Some(&first) = producer.get(o) {
                 return Err(InputError::DuplicateOutput {
-                    at: t.at.clone(),
+                    at: field_at[i].1.clone(),
                     output: o.clone(),
                     first: tasks[first].key.clone(),
                     second: t.key.clone(),
@@ -675,7 +728,7 @@ fn link(
                 Some(&j) => deps.push(j),
                 None => {
                     return Err(InputError::MissingDependency {
-                        at: tasks[i].at.clone(),
+                        at: field_at[i].0.clone(),
                         key: tasks[i].key.clone(),
                         dependency: d.clone(),
                         suggestion: nearest_key(index.keys().map(String::as_str), d),

@@ -293,7 +293,7 @@ pub fn render_all(
         };
         let r = command::render(t, &plan.settings.shell, &outs).map_err(|message| {
             InputError::Task {
-                at: t.at.clone(),
+                at: t.at_field(crate::plan::field_of(&message)),
                 key: t.key.clone(),
                 message,
             }
@@ -370,7 +370,7 @@ pub fn check_inputs(plan: &Plan, mask: &[bool]) -> Result<(), InputError> {
         for inp in &t.inputs {
             if !produced.contains(inp) && std::fs::metadata(inp).is_err() {
                 return Err(InputError::Task {
-                    at: t.at.clone(),
+                    at: t.at_field(Some("inputs")),
                     key: t.key.clone(),
                     message: format!(
                         "input {} does not exist and no task declares it as an output",
@@ -532,9 +532,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             tasks: Vec::new(),
         });
     }
+    let display = render_all(plan, &mask, true)?;
     check_inputs(plan, &mask)?;
     let rendered = render_all(plan, &mask, false)?;
-    let display = render_all(plan, &mask, true)?;
     let st = &plan.settings;
     let order = plan.order(&mask);
     let jobs = opts

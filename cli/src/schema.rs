@@ -252,6 +252,8 @@ pub struct Parsed {
     pub file: GraphFile,
     /// Per task entry: its 1-based line and column, where known (TOML).
     pub entry_positions: Vec<Option<(usize, usize)>>,
+    /// Per task entry: the line and column of each of its fields (TOML; empty for JSON).
+    pub field_positions: Vec<BTreeMap<String, (usize, usize)>>,
 }
 
 /// The 1-based line and column of a byte offset.
@@ -293,6 +295,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Parsed, InputError> {
             path: path.to_path_buf(),
             file,
             entry_positions: vec![None; n],
+            field_positions: vec![BTreeMap::new(); n],
         });
     }
     let file: GraphFile = toml::from_str(text).map_err(|e| {
@@ -300,12 +303,20 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Parsed, InputError> {
         syntax(line, column, e.message().trim().to_string())
     })?;
     let mut entry_positions = vec![None; file.tasks.len()];
+    let mut field_positions = vec![BTreeMap::new(); file.tasks.len()];
     if let Ok(table) = toml::de::DeTable::parse(text) {
         if let Some(v) = table.get_ref().get("task") {
             if let toml::de::DeValue::Array(items) = v.get_ref() {
                 for (i, item) in items.iter().enumerate() {
                     if let Some(slot) = entry_positions.get_mut(i) {
                         *slot = Some(line_col(text, item.span().start));
+                    }
+                    if let (Some(fields), toml::de::DeValue::Table(t)) =
+                        (field_positions.get_mut(i), item.get_ref())
+                    {
+                        for (k, _) in t.iter() {
+                            fields.insert(k.get_ref().to_string(), line_col(text, k.span().start));
+                        }
                     }
                 }
             }
@@ -315,6 +326,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Parsed, InputError> {
         path: path.to_path_buf(),
         file,
         entry_positions,
+        field_positions,
     })
 }
 

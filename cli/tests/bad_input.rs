@@ -82,7 +82,7 @@ fn missing_dependency_is_reported() {
         &format!("{OK}\n[[task]]\nkey = \"x\"\ndeps = [\"nope\"]\ncmd = \"y\"\n"),
     );
     assert!(
-        e.contains("g.toml:5:1: task `x` depends on `nope`, which no task declares"),
+        e.contains("g.toml:7:1: task `x` depends on `nope`, which no task declares"),
         "{e}"
     );
     assert!(!e.contains("did you mean"), "{e}");
@@ -105,7 +105,7 @@ fn duplicate_outputs_are_reported() {
         ),
     );
     assert!(
-        e.contains("g.toml:10:1: tasks `x` and `z` both declare the output"),
+        e.contains("g.toml:12:1: tasks `x` and `z` both declare the output"),
         "{e}"
     );
 }
@@ -117,7 +117,7 @@ fn duplicate_keys_from_templates_are_reported() {
         &format!("{OK}\n[[task]]\nkey = \"ok\"\nfor_each = {{ s = [1] }}\ncmd = \"y\"\n"),
     );
     assert!(
-        e.contains("g.toml:5:1: task `ok` is declared twice (first at"),
+        e.contains("g.toml:6:1: task `ok` is declared twice (first at"),
         "{e}"
     );
 }
@@ -236,4 +236,31 @@ fn values_of_the_wrong_shape_say_what_is_expected_not_a_rust_type_name() {
         e.contains("g.toml:1:1:") && e.contains("write [[task]]"),
         "{e}"
     );
+}
+
+#[test]
+fn errors_in_a_field_point_at_that_field_not_at_the_task() {
+    let e = refused(
+        "g.toml",
+        &format!("{OK}\n[[task]]\nkey = \"x\"\ncmd = \"y\"\n  timeout = -1\n"),
+    );
+    assert!(
+        e.contains("g.toml:8:3: task `x`: timeout must be a positive number"),
+        "{e}"
+    );
+    let e = refused(
+        "g.toml",
+        &format!("{OK}\n[[task]]\nkey = \"x\"\nmemory_limit = \"12Q\"\ncmd = \"y\"\n"),
+    );
+    assert!(e.contains("g.toml:7:1: task `x`: memory_limit:"), "{e}");
+    let e = refused(
+        "g.toml",
+        &format!("{OK}\n[[task]]\nkey = \"x\"\n\ninputs = [\"a\"]\ncmd = \"cat {{in3}}\"\n"),
+    );
+    assert!(e.contains("g.toml:9:1: task `x`: cmd:"), "{e}");
+    let e = refused(
+        "g.toml",
+        &format!("{OK}\n[[task]]\nkey = \"x-{{s}}\"\ncmd = \"y\"\nfor_each = {{ s = \"nolist\" }}\n"),
+    );
+    assert!(e.contains("g.toml:8:1: task `x-{s}`: for_each:"), "{e}");
 }
