@@ -52,6 +52,9 @@ pub struct PlannedTask {
     pub atomic: bool,
     /// Where each field of its entry is (TOML; shared by the tasks of one template).
     pub fields: std::sync::Arc<BTreeMap<String, (usize, usize)>>,
+    /// Its sandbox (its own `sandbox` over `[pool.sandbox]`), if any; shared by the tasks of
+    /// one template.
+    pub sandbox: Option<std::sync::Arc<SandboxSettings>>,
 }
 
 impl PlannedTask {
@@ -81,10 +84,12 @@ pub struct Settings {
     pub kill_grace: Duration,
     /// `[pool.sandbox]`, paths resolved and sizes checked.
     pub sandbox: Option<SandboxSettings>,
+    /// `[pool.sandbox]` as written (a task's `sandbox` is read over it).
+    pub sandbox_section: Option<crate::schema::SandboxSection>,
 }
 
 /// A checked `[pool.sandbox]` (see `crate::schema::SandboxSection` for the defaults).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SandboxSettings {
     /// Extra readable paths.
     pub read_only: Vec<PathBuf>,
@@ -423,6 +428,26 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
             key: key.to_string(),
             message,
         };
+        let entry_sandbox = match &entry.sandbox {
+            None => settings.sandbox.clone().map(std::sync::Arc::new),
+            Some(own) => {
+                let merged = match &settings.sandbox_section {
+                    Some(pool) => own.over(pool),
+                    None => own.clone(),
+                };
+                if merged.enabled == Some(false) {
+                    None
+                } else {
+                    Some(std::sync::Arc::new(
+                        sandbox_settings(&merged, &base).map_err(|m| InputError::Task {
+                            at: at_field(Some("sandbox")),
+                            key: entry.key.clone(),
+                            message: m,
+                        })?,
+                    ))
+                }
+            }
+        };
         for binding in bindings(entry, &scope).map_err(|m| bad(&entry.key, m))? {
             let mut local = Scope {
                 scalars: scope.scalars.clone(),
@@ -439,6 +464,7 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
             let (mut task, deps) = expand_entry(entry, &local, &key, &at, &base, &settings)
                 .map_err(|m| bad(&key, m))?;
             task.fields = shared_fields.clone();
+            task.sandbox = entry_sandbox.clone();
             if let Some(&first) = index.get(&key) {
                 return Err(InputError::DuplicateKey {
                     key,
@@ -503,9 +529,11 @@ fn settings(parsed: &Parsed, base: &Path, abs_file: &Path) -> Result<Settings, I
         sandbox: p
             .sandbox
             .as_ref()
+            .filter(|s| s.enabled != Some(false))
             .map(|s| sandbox_settings(s, base))
             .transpose()
             .map_err(bad)?,
+        sandbox_section: p.sandbox.clone(),
     })
 }
 
@@ -671,6 +699,7 @@ fn expand_entry(
             memory_limit,
             atomic: entry.atomic.unwrap_or(true),
             fields: Default::default(),
+            sandbox: None,
         },
         deps,
     ))
@@ -693,6 +722,7 @@ pub fn field_of(message: &str) -> Option<&'static str> {
         "retries",
         "memory_limit",
         "atomic",
+        "sandbox",
     ];
     let first = message
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

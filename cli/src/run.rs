@@ -185,7 +185,7 @@ pub const SYSTEM_READ_ONLY: &[&str] = &[
 /// folders read-write.
 fn sandbox(
     plan: &Plan,
-    order: &[usize],
+    tasks: &[usize],
     sb: &crate::plan::SandboxSettings,
 ) -> Result<forkgraph::Sandbox, RunError> {
     use std::collections::BTreeSet;
@@ -203,9 +203,14 @@ fn sandbox(
     if Path::new("/dev/null").exists() {
         rw.insert(PathBuf::from("/dev/null"));
     }
+    // Landlock rules need existing paths: the folders are made now (on every rank of an MPI
+    // run too; making them is idempotent).
+    for d in [&st.log_dir, &st.state_dir] {
+        std::fs::create_dir_all(d).map_err(io_err(format!("creating {}", d.display())))?;
+    }
     rw.insert(st.log_dir.clone());
     rw.insert(st.state_dir.clone());
-    for &i in order {
+    for &i in tasks {
         let t = &plan.tasks[i];
         for inp in t.inputs.iter().filter(|p| p.exists()) {
             ro.insert(inp.clone());
@@ -470,11 +475,59 @@ impl Callbacks for Recorder {
 }
 
 /// The scheduler of a run: this machine's process pool or, built with the `mpi` feature and
-/// launched by `mpirun`/`srun`, the MPI cluster (every rank runs commands in its own pool).
+/// launched by `mpirun`/`srun`, the MPI cluster (every rank runs commands in its own pool);
+/// or, when the selected tasks have several sandbox settings, one process pool per setting
+/// fed by a thread pool of `-j` threads (so `-j` bounds the commands of all of them).
 enum Runner {
     Local(ProcessPool),
+    Split(forkgraph::ThreadPool),
     #[cfg(feature = "mpi")]
     Mpi(forkgraph::MpiCluster),
+}
+
+/// The pools of a split run (one per sandbox setting), for [`dispatch`].
+static POOLS: Mutex<Option<Arc<Vec<ProcessPool>>>> = Mutex::new(None);
+
+/// Clears [`POOLS`] when the run ends, whatever way (their workers stop when the last
+/// reference goes).
+struct PoolsGuard;
+
+impl Drop for PoolsGuard {
+    fn drop(&mut self) {
+        POOLS.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+fn split_pools() -> Option<Arc<Vec<ProcessPool>>> {
+    POOLS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A task of a split run, on a thread of the thread pool: runs `forkgraph.command` on the
+/// process pool of its sandbox setting and passes its outcome on unchanged.
+#[forkgraph::task(name = "forkgraph.dispatch")]
+fn dispatch(group: i64, spec: &str, deps: Vec<bool>) -> Result<bool, String> {
+    let pools = split_pools().ok_or("the run's process pools are gone")?;
+    let pool = pools
+        .get(usize::try_from(group).unwrap_or(usize::MAX))
+        .ok_or_else(|| format!("no process pool {group}"))?;
+    let mut g = Graph::with_capacity(1);
+    g.task(
+        "command",
+        command::FUNCTION,
+        vec![
+            Arg::Value(Value::Str(spec.to_string())),
+            Arg::List(deps.into_iter().map(|b| Arg::Value(Value::Bool(b))).collect()),
+        ],
+    );
+    match pool.get(&g, "command") {
+        Ok(forkgraph::Output::Value(Value::Bool(ran))) => Ok(ran),
+        Ok(other) => Err(format!("the command task returned {other:?}")),
+        Err(forkgraph::Error::Task(t)) => Err(match &t.kind {
+            TaskErrorKind::Call(forkgraph::CallError::Returned(r)) => r.message().to_string(),
+            other => other.to_string(),
+        }),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Whether this process was started by an MPI launcher (the variables OpenMPI, PMIx and
@@ -485,33 +538,86 @@ pub fn mpi_launched() -> bool {
         .any(|v| std::env::var_os(v).is_some())
 }
 
+/// The distinct sandbox settings of the selected tasks (`None`: no sandbox), in order of
+/// first use, and each plan task's group (index into them).
+type Groups = (Vec<Option<Arc<crate::plan::SandboxSettings>>>, Vec<usize>);
+
+fn sandbox_groups(plan: &Plan, order: &[usize]) -> Groups {
+    let mut groups: Vec<Option<Arc<crate::plan::SandboxSettings>>> = Vec::new();
+    let mut seen: HashMap<Option<Arc<crate::plan::SandboxSettings>>, usize> = HashMap::new();
+    let mut of = vec![0; plan.tasks.len()];
+    for &i in order {
+        let sb = plan.tasks[i].sandbox.clone();
+        let g = *seen.entry(sb.clone()).or_insert_with(|| {
+            groups.push(sb);
+            groups.len() - 1
+        });
+        of[i] = g;
+    }
+    (groups, of)
+}
+
 /// Starts the scheduler. Under an MPI launcher (feature `mpi`) every rank comes here with the
 /// same plan; ranks other than 0 serve tasks inside this call until rank 0 is done, then
 /// exit: what follows it runs on rank 0 only.
-fn start(plan: &Plan, order: &[usize], jobs: usize) -> Result<Runner, RunError> {
-    let st = &plan.settings;
-    let mut builder = ProcessPool::builder()
-        .workers(jobs)
-        .retries(0)
-        .max_queue(1)
-        .handle_ctrl_c(false);
-    if let Some(sb) = &st.sandbox {
-        builder = builder.sandbox(sandbox(plan, order, sb)?);
-    }
-    let build_error = |e: forkgraph::BuildError| match &st.sandbox {
-        Some(_) => RunError::Sandbox(e.to_string()),
-        None => RunError::Pool(e.to_string()),
+fn start(plan: &Plan, order: &[usize], jobs: usize, groups: &Groups) -> Result<Runner, RunError> {
+    let builder = |sb: Option<&crate::plan::SandboxSettings>,
+                   tasks: &[usize],
+                   workers: usize|
+     -> Result<forkgraph::ProcessPoolBuilder, RunError> {
+        let mut b = ProcessPool::builder()
+            .workers(workers)
+            .retries(0)
+            .max_queue(1)
+            .handle_ctrl_c(false);
+        if let Some(sb) = sb {
+            b = b.sandbox(sandbox(plan, tasks, sb)?);
+        }
+        Ok(b)
     };
+    let build_error = |sandboxed: bool| {
+        move |e: forkgraph::BuildError| {
+            if sandboxed {
+                RunError::Sandbox(e.to_string())
+            } else {
+                RunError::Pool(e.to_string())
+            }
+        }
+    };
+    let (sets, of) = groups;
+    if sets.len() > 1 {
+        if mpi_launched() {
+            return Err(RunError::Sandbox(
+                "the selected tasks have several sandbox settings, which an MPI run cannot \
+                 give (one pool per rank): use one setting ([pool.sandbox]) under mpirun"
+                    .into(),
+            ));
+        }
+        let mut pools = Vec::with_capacity(sets.len());
+        for (g, sb) in sets.iter().enumerate() {
+            let tasks: Vec<usize> = order.iter().copied().filter(|&i| of[i] == g).collect();
+            let b = builder(sb.as_deref(), &tasks, jobs.min(tasks.len()).max(1))?;
+            pools.push(b.build().map_err(build_error(sb.is_some()))?);
+        }
+        *POOLS.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(pools));
+        let threads = forkgraph::ThreadPool::builder()
+            .threads(jobs)
+            .build()
+            .map_err(build_error(false))?;
+        return Ok(Runner::Split(threads));
+    }
+    let sb = sets.first().cloned().flatten();
+    let b = builder(sb.as_deref(), order, jobs)?;
     #[cfg(feature = "mpi")]
     if mpi_launched() {
         let cluster = forkgraph::MpiCluster::builder()
             .workers_per_rank(Some(jobs))
-            .pool(move |_| builder)
+            .pool(move |_| b)
             .init()
-            .map_err(build_error)?;
+            .map_err(build_error(sb.is_some()))?;
         return Ok(Runner::Mpi(cluster));
     }
-    builder.build().map(Runner::Local).map_err(build_error)
+    b.build().map(Runner::Local).map_err(build_error(sb.is_some()))
 }
 
 /// Runs the selected tasks of a plan. Returns the report (also written to `last-run.json`
@@ -544,13 +650,16 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         .clamp(1, order.len().max(1));
     // Under MPI every rank starts its pool here (and only rank 0 returns); without it, no
     // pool for an empty selection or a run interrupted before it started.
+    let groups = sandbox_groups(plan, &order);
+    let _pools = PoolsGuard;
     let runner = if (cfg!(feature = "mpi") && mpi_launched())
         || (!order.is_empty() && sys::interrupted().is_none())
     {
-        Some(start(plan, &order, jobs)?)
+        Some(start(plan, &order, jobs, &groups)?)
     } else {
         None
     };
+    let split = matches!(runner, Some(Runner::Split(_)));
     // From here on: rank 0 (or the only process).
     let _lock = state::lock(&st.state_dir).map_err(|e| match e {
         state::LockError::Held { pid } => RunError::Locked {
@@ -602,7 +711,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             command_hash,
             journal: state::journal_path(&st.state_dir),
             force: opts.force,
-            sandboxed: st.sandbox.is_some(),
+            sandboxed: t.sandbox.is_some(),
             stop: Some(stop.clone()),
             commits: Some(commits.clone()),
             runner_pid: std::process::id(),
@@ -613,11 +722,23 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             .iter()
             .map(|&d| Arg::Key(Key::from(plan.tasks[d].key.as_str())))
             .collect();
-        graph.task(
-            t.key.as_str(),
-            command::FUNCTION,
-            vec![Arg::Value(Value::Str(json)), Arg::List(deps)],
-        );
+        if split {
+            graph.task(
+                t.key.as_str(),
+                "forkgraph.dispatch",
+                vec![
+                    Arg::Value(Value::Int(groups.1[i] as i64)),
+                    Arg::Value(Value::Str(json)),
+                    Arg::List(deps),
+                ],
+            );
+        } else {
+            graph.task(
+                t.key.as_str(),
+                command::FUNCTION,
+                vec![Arg::Value(Value::Str(json)), Arg::List(deps)],
+            );
+        }
         index.insert(Key::from(t.key.as_str()), i);
     }
     let recorder = Arc::new(Recorder {
@@ -661,6 +782,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         if !order.is_empty() && sys::interrupted().is_none() {
             let res = match runner {
                 Runner::Local(pool) => pool.get_with(&graph, &keys, &gopts),
+                Runner::Split(threads) => threads.get_with(&graph, &keys, &gopts),
                 #[cfg(feature = "mpi")]
                 Runner::Mpi(c) => c.get_with(&graph, &keys, &gopts),
             };
@@ -674,17 +796,22 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     if sys::interrupted().is_some() {
         // `get` returned at the first interrupted task; let the others' commands end within
         // their grace period before the pool's teardown kills them.
-        if let Some(Runner::Local(pool)) = &runner {
-            let grace = opts.kill_grace.unwrap_or(st.kill_grace);
-            let until = Instant::now() + grace + std::time::Duration::from_secs(2);
-            while Instant::now() < until && pool.worker_pids().into_iter().any(sys::has_children)
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+        let workers: Vec<i32> = match &runner {
+            Some(Runner::Local(pool)) => pool.worker_pids(),
+            Some(Runner::Split(_)) => split_pools()
+                .map(|p| p.iter().flat_map(|p| p.worker_pids()).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let grace = opts.kill_grace.unwrap_or(st.kill_grace);
+        let until = Instant::now() + grace + std::time::Duration::from_secs(2);
+        while Instant::now() < until && workers.iter().copied().any(sys::has_children) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
     // Dropping the pool (or the cluster) stops its workers and whatever they started.
     drop(runner);
+    drop(_pools);
     sys::wake_interrupt_waiter();
     let _ = watcher.join();
     command::remove_any(&stop);

@@ -76,6 +76,9 @@ pub struct PoolSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxSection {
+    /// In a task's `sandbox`: `false` runs it unsandboxed even under `[pool.sandbox]`
+    /// (default true).
+    pub enabled: Option<bool>,
     /// Paths commands may read, beyond the defaults and each task's inputs.
     #[serde(default)]
     pub read_only: Vec<String>,
@@ -241,6 +244,34 @@ pub struct TaskEntry {
     pub memory_limit: Option<Size>,
     /// Whether outputs go through temporary paths (default true).
     pub atomic: Option<bool>,
+    /// This task's sandbox: its values replace `[pool.sandbox]`'s, its lists add to them
+    /// (`enabled = false`: no sandbox).
+    pub sandbox: Option<SandboxSection>,
+}
+
+impl SandboxSection {
+    /// A task's settings over the pool's: values given here replace the pool's, lists add.
+    pub fn over(&self, pool: &SandboxSection) -> SandboxSection {
+        let cat = |a: &Vec<String>, b: &Vec<String>| a.iter().chain(b).cloned().collect();
+        SandboxSection {
+            enabled: self.enabled.or(pool.enabled),
+            read_only: cat(&pool.read_only, &self.read_only),
+            read_write: cat(&pool.read_write, &self.read_write),
+            system_paths: self.system_paths.or(pool.system_paths),
+            network: self.network.or(pool.network),
+            max_processes: self.max_processes.or(pool.max_processes),
+            memory_limit: self.memory_limit.clone().or(pool.memory_limit.clone()),
+            file_size_limit: self.file_size_limit.clone().or(pool.file_size_limit.clone()),
+            max_open_files: self.max_open_files.or(pool.max_open_files),
+            keep_env: match (&self.keep_env, &pool.keep_env) {
+                (Some(a), Some(b)) => Some(cat(b, a)),
+                (a, b) => a.clone().or(b.clone()),
+            },
+            allow_syscalls: cat(&pool.allow_syscalls, &self.allow_syscalls),
+            namespaces: self.namespaces.or(pool.namespaces),
+            best_effort: self.best_effort.or(pool.best_effort),
+        }
+    }
 }
 
 /// A parsed file and where its task entries are in the text (for later errors).

@@ -232,3 +232,85 @@ fn bad_sandbox_settings_are_refused_before_anything_runs() {
     assert_code(&o, 2);
     assert!(stderr(&o).contains("g.json:1:"), "{}", stderr(&o));
 }
+
+/// Per-task `sandbox`: each distinct setting runs in its own pool; a task's values replace
+/// `[pool.sandbox]`'s and its lists add to them; `enabled = false` runs it unsandboxed; `-j`
+/// bounds the commands of all the pools together.
+#[test]
+fn per_task_sandboxes_run_in_their_own_pools_and_j_bounds_them_all() {
+    let d = TempDir::new("sbx-task");
+    let outside = TempDir::new("sbx-task-outside");
+    let extra = TempDir::new("sbx-task-extra");
+    // (`mkdir -p` and `rmdir` make system calls outside the sandbox's allow-list; `mkdir` and
+    // `rm -r` do not.)
+    let slot = "if mkdir {slots}/0 2>/dev/null; then :; else echo {i} >> {over}; fi; sleep 0.05; rm -r {slots}/0; ";
+    let slots = d.path().join("slots");
+    let over = d.path().join("overflow");
+    let slot = slot
+        .replace("{slots}", slots.to_str().unwrap())
+        .replace("{over}", over.to_str().unwrap());
+    d.write(
+        "g.toml",
+        &format!(
+            r#"
+[pool.sandbox]
+read_write = ["{slots}", "{dir}"]
+
+[[task]]
+key = "boxed{{i}}"
+for_each = {{ i = [1, 2, 3] }}
+cmd = "{slot}echo x > {outside}/boxed{{i}} || echo > boxed-refused{{i}}"
+
+[[task]]
+key = "open{{i}}"
+for_each = {{ i = [1, 2, 3] }}
+sandbox = {{ enabled = false }}
+cmd = "{slot}echo x > {outside}/open{{i}}"
+
+[[task]]
+key = "extra{{i}}"
+for_each = {{ i = [1, 2, 3] }}
+sandbox = {{ read_write = ["{extra}"] }}
+cmd = "{slot}echo x > {extra}/extra{{i}} && (echo x > {outside}/extra{{i}} || echo > extra-refused{{i}})"
+"#,
+            slots = slots.display(),
+            dir = d.path().display(),
+            outside = outside.path().display(),
+            extra = extra.path().display(),
+            slot = slot,
+        ),
+    );
+    std::fs::create_dir_all(&slots).unwrap();
+    let o = run_file(&d, "g.toml", &["-j", "1"], "sbx-task");
+    if !sandbox_available() {
+        assert_code(&o, 3);
+        return;
+    }
+    assert_code(&o, 0);
+    assert!(stderr(&o).contains("9 ran"), "{}", stderr(&o));
+    for i in 1..=3 {
+        assert!(outside.exists(&format!("open{i}")), "unsandboxed task {i}");
+        assert!(!outside.exists(&format!("boxed{i}")), "[pool.sandbox] task {i}");
+        assert!(d.exists(&format!("boxed-refused{i}")));
+        assert!(extra.exists(&format!("extra{i}")), "its own read_write");
+        assert!(!outside.exists(&format!("extra{i}")));
+        assert!(d.exists(&format!("extra-refused{i}")), "the pool's rules still hold");
+    }
+    assert!(!d.exists("overflow"), "-j 1 exceeded: {}", d.read("overflow"));
+}
+
+#[test]
+fn a_bad_task_sandbox_points_at_its_sandbox_field() {
+    let d = TempDir::new("sbx-task-bad");
+    d.write(
+        "g.toml",
+        "[[task]]\nkey = \"a\"\ncmd = \"true\"\nsandbox = { max_processes = 1 }\n",
+    );
+    let o = run_file(&d, "g.toml", &[], "sbx-task-bad");
+    assert_code(&o, 2);
+    assert!(
+        stderr(&o).contains("g.toml:4:1: task `a`: sandbox.max_processes must be at least 2"),
+        "{}",
+        stderr(&o)
+    );
+}
