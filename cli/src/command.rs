@@ -64,7 +64,8 @@ pub struct Spec {
     pub previous: Option<Record>,
     /// Hash of the command line, environment and working directory.
     pub command_hash: String,
-    /// The journal to append a record to after success.
+    /// The runner's journal (the worker does not write it: it returns the record, which the
+    /// runner appends on rank 0).
     pub journal: PathBuf,
     /// Run even when up to date.
     pub force: bool,
@@ -671,11 +672,12 @@ fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
 }
 
 /// Runs a task in this (worker) process: checks whether it is up to date, runs its command
-/// with retries, publishes its outputs. `Ok(true)`: it ran; `Ok(false)`: it was up to date.
+/// with retries, publishes its outputs. `Ok(Ran(None))`: it ran; `Ok(UpToDate)`: it was up
+/// to date; with `--checksum`, `Ok(Ran(Some(record)))` carries what the runner records.
 ///
 /// # Errors
 /// A message with how the command ended, the log's path and its last lines.
-pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
+pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<Outcome, String> {
     let checksum = spec
         .checksum
         .then_some((spec.command_hash.as_str(), spec.previous.as_ref()));
@@ -689,7 +691,7 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
         false,
     )?;
     if fresh == Freshness::UpToDate {
-        return Ok(false);
+        return Ok(Outcome::UpToDate);
     }
     if stopping(spec) {
         return Err(format!("{INTERRUPTED}not started"));
@@ -753,16 +755,11 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
         if matches!(ended, Ended::Exited(0)) {
             match publish(spec, &before) {
                 Ok(()) => {
-                    if let Some(inputs) = hashes {
-                        let rec = Record {
-                            key: spec.key.clone(),
-                            command: spec.command_hash.clone(),
-                            inputs,
-                        };
-                        state::append(&spec.journal, &rec)
-                            .map_err(|e| format!("recording its checksums: {e}"))?;
-                    }
-                    return Ok(true);
+                    return Ok(Outcome::Ran(hashes.map(|inputs| Record {
+                        key: spec.key.clone(),
+                        command: spec.command_hash.clone(),
+                        inputs,
+                    })));
                 }
                 Err(m) => {
                     last = m;
@@ -796,9 +793,38 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<bool, String> {
     ))
 }
 
-/// The registered task: decodes the spec and runs it.
+/// What [`execute`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The task was up to date.
+    UpToDate,
+    /// Its command ran (and, with `--checksum`, what to record).
+    Ran(Option<Record>),
+}
+
+impl Outcome {
+    /// As the task's result: `false` (up to date), `true` (ran), or the record's JSON.
+    pub fn to_value(&self) -> forkgraph::Value {
+        match self {
+            Outcome::UpToDate => forkgraph::Value::Bool(false),
+            Outcome::Ran(None) => forkgraph::Value::Bool(true),
+            Outcome::Ran(Some(r)) => forkgraph::Value::Str(
+                serde_json::to_string(r).expect("a record serializes"),
+            ),
+        }
+    }
+}
+
+/// Whether a dependency's result (see [`Outcome::to_value`]) says it ran.
+pub fn ran(v: &forkgraph::Value) -> bool {
+    !matches!(v, forkgraph::Value::Bool(false))
+}
+
+/// The registered task: decodes the spec and runs it. Its result: `false` (up to date),
+/// `true` (ran), or the checksum record's JSON (ran, with `--checksum`), which the runner
+/// appends to its journal on rank 0.
 #[forkgraph::task(name = "forkgraph.command")]
-fn run_command(spec: &str, deps: Vec<bool>) -> Result<bool, String> {
+fn run_command(spec: &str, deps: Vec<forkgraph::Value>) -> Result<forkgraph::Value, String> {
     let spec: Spec = serde_json::from_str(spec).map_err(|e| format!("bad task spec: {e}"))?;
-    execute(&spec, deps.iter().any(|&r| r))
+    execute(&spec, deps.iter().any(ran)).map(|o| o.to_value())
 }

@@ -393,6 +393,8 @@ struct Recorder {
     index: HashMap<Key, usize>,
     state: Mutex<RecorderState>,
     print_failures: bool,
+    /// The `--checksum` journal, appended to here (rank 0) with each record a task returns.
+    journal: Mutex<Option<std::fs::File>>,
 }
 
 struct RecorderState {
@@ -426,6 +428,18 @@ impl Callbacks for Recorder {
             Value::Bool(false) => Status::Skipped,
             _ => Status::Ran { secs: secs(task) },
         };
+        if let Value::Str(record) = value {
+            // One write per line (O_APPEND); synced at the end of the run. A line lost or
+            // torn by a crash only makes its task run again.
+            let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = j.as_mut() {
+                let mut line = record.clone().into_bytes();
+                line.push(b'\n');
+                if let Err(e) = f.write_all(&line) {
+                    eprintln!("forkgraph: recording the checksums of `{}`: {e}", task.key);
+                }
+            }
+        }
         self.set(task.key, s);
     }
 
@@ -505,7 +519,7 @@ fn split_pools() -> Option<Arc<Vec<ProcessPool>>> {
 /// A task of a split run, on a thread of the thread pool: runs `forkgraph.command` on the
 /// process pool of its sandbox setting and passes its outcome on unchanged.
 #[forkgraph::task(name = "forkgraph.dispatch")]
-fn dispatch(group: i64, spec: &str, deps: Vec<bool>) -> Result<bool, String> {
+fn dispatch(group: i64, spec: &str, deps: Vec<Value>) -> Result<Value, String> {
     let pools = split_pools().ok_or("the run's process pools are gone")?;
     let pool = pools
         .get(usize::try_from(group).unwrap_or(usize::MAX))
@@ -516,11 +530,11 @@ fn dispatch(group: i64, spec: &str, deps: Vec<bool>) -> Result<bool, String> {
         command::FUNCTION,
         vec![
             Arg::Value(Value::Str(spec.to_string())),
-            Arg::List(deps.into_iter().map(|b| Arg::Value(Value::Bool(b))).collect()),
+            Arg::List(deps.into_iter().map(Arg::Value).collect()),
         ],
     );
     match pool.get(&g, "command") {
-        Ok(forkgraph::Output::Value(Value::Bool(ran))) => Ok(ran),
+        Ok(forkgraph::Output::Value(v)) => Ok(v),
         Ok(other) => Err(format!("the command task returned {other:?}")),
         Err(forkgraph::Error::Task(t)) => Err(match &t.kind {
             TaskErrorKind::Call(forkgraph::CallError::Returned(r)) => r.message().to_string(),
@@ -748,6 +762,20 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             dispatched: vec![false; plan.tasks.len()],
         }),
         print_failures: true,
+        journal: Mutex::new(if opts.checksum {
+            Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(state::journal_path(&st.state_dir))
+                    .map_err(io_err(format!(
+                        "opening {}",
+                        state::journal_path(&st.state_dir).display()
+                    )))?,
+            )
+        } else {
+            None
+        }),
     });
     let profiler = opts.profile.as_ref().map(|_| Arc::new(Profiler::new()));
     let mut gopts = GetOptions::new()
@@ -822,6 +850,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         for t in temps(plan, i) {
             command::remove_any(&t);
         }
+    }
+    if let Some(f) = recorder
+        .journal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        let _ = f.sync_data();
     }
     let interrupted = sys::interrupted();
     let st_rec = recorder.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -3,8 +3,8 @@
 //!
 //! Two files in the state folder: `state.json`, the records at the start of the last run,
 //! always replaced whole (written to a temporary file, synced, renamed), and `journal.jsonl`,
-//! to which each worker appends one line per task that succeeded, after the task's outputs were
-//! renamed into place. A run starts by folding the journal into `state.json` (atomically) and
+//! to which the runner (rank 0 of an MPI run) appends one line per task that succeeded, once
+//! the worker that ran it has renamed its outputs into place and returned the record. A run starts by folding the journal into `state.json` (atomically) and
 //! emptying the journal. A line torn by a crash does not parse and is ignored: that task is
 //! redone, never wrongly skipped.
 
