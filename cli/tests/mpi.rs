@@ -313,6 +313,46 @@ cmd = "printf partial > {out}; if [ -e go ]; then echo complete >> {out}; else m
     assert_no_process_left(&m, 30);
 }
 
+/// SIGINT to mpirun while a command runs on every rank: rank 0's runner makes the stop
+/// marker (shared folder), and every rank's worker sends SIGTERM to its command's group (the
+/// commands trap it and say so) before the launcher ends the job; nothing is left.
+fn case_interrupt(mpirun: &str) {
+    let d = TempDir::new("mpi-int");
+    let m = marker("mpi-int");
+    d.write(
+        "g.toml",
+        r#"
+[pool]
+kill_grace = 30
+
+[[task]]
+key = "t{i}"
+for_each = { i = [1, 2, 3] }
+cmd = "trap 'echo $OMPI_COMM_WORLD_RANK > term{i}; exit 3' TERM; mkdir -p started; touch started/{i}; sleep 1000 & wait"
+"#,
+    );
+    let g = d.path().join("g.toml");
+    let dir = d.path().to_path_buf();
+    let r = run(
+        job(mpirun, &["run", "-j", "1", g.to_str().unwrap()], &m),
+        300,
+        move |pid| {
+            wait_for("a command running on every rank", 120, || {
+                std::fs::read_dir(dir.join("started")).map_or(0, |r| r.count()) == 3
+            });
+            // SAFETY: kill(2) on the mpirun this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        },
+    );
+    let mut ranks: Vec<String> = (1..=3)
+        .filter_map(|i| std::fs::read_to_string(d.path().join(format!("term{i}"))).ok())
+        .collect();
+    ranks.sort();
+    let ok = r.code.is_some_and(|c| c != 0) && ranks == ["0\n", "1\n", "2\n"];
+    check("interrupt", ok, &r);
+    assert_no_process_left(&m, 30);
+}
+
 fn main() {
     let Some(mpirun) = mpirun() else {
         if std::env::var("FORKGRAPH_REQUIRE_MPI").as_deref() == Ok("1") {
@@ -328,6 +368,9 @@ fn main() {
     }
     if want("timeout") {
         case_timeout(&mpirun);
+    }
+    if want("interrupt") {
+        case_interrupt(&mpirun);
     }
     if want("lost") {
         case_lost_node(&mpirun);
