@@ -644,7 +644,12 @@ fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
                 dir,
                 &state::Commit {
                     key: spec.key.clone(),
-                    renames: spec.temps.iter().cloned().zip(spec.outputs.clone()).collect(),
+                    renames: spec
+                        .temps
+                        .iter()
+                        .cloned()
+                        .zip(spec.outputs.clone())
+                        .collect(),
                 },
             )
             .map_err(|e| format!("writing its commit journal in {}: {e}", dir.display()))?,
@@ -808,9 +813,9 @@ impl Outcome {
         match self {
             Outcome::UpToDate => forkgraph::Value::Bool(false),
             Outcome::Ran(None) => forkgraph::Value::Bool(true),
-            Outcome::Ran(Some(r)) => forkgraph::Value::Str(
-                serde_json::to_string(r).expect("a record serializes"),
-            ),
+            Outcome::Ran(Some(r)) => {
+                forkgraph::Value::Str(serde_json::to_string(r).expect("a record serializes"))
+            }
         }
     }
 }

@@ -631,7 +631,9 @@ fn start(plan: &Plan, order: &[usize], jobs: usize, groups: &Groups) -> Result<R
             .map_err(build_error(sb.is_some()))?;
         return Ok(Runner::Mpi(cluster));
     }
-    b.build().map(Runner::Local).map_err(build_error(sb.is_some()))
+    b.build()
+        .map(Runner::Local)
+        .map_err(build_error(sb.is_some()))
 }
 
 /// Runs the selected tasks of a plan. Returns the report (also written to `last-run.json`

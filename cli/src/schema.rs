@@ -52,8 +52,8 @@ fn task_array<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TaskEntry>, 
     d.deserialize_seq(Tasks)
 }
 
-/// `[pool]`: how the run is carried out. Reserved for the cluster (`mpi`) settings once the
-/// library has them; until then that name is refused as an unknown field.
+/// `[pool]`: how the run is carried out (across machines, the launcher and `-j` say how; see
+/// the README's "Across machines").
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSection {
@@ -261,7 +261,10 @@ impl SandboxSection {
             network: self.network.or(pool.network),
             max_processes: self.max_processes.or(pool.max_processes),
             memory_limit: self.memory_limit.clone().or(pool.memory_limit.clone()),
-            file_size_limit: self.file_size_limit.clone().or(pool.file_size_limit.clone()),
+            file_size_limit: self
+                .file_size_limit
+                .clone()
+                .or(pool.file_size_limit.clone()),
             max_open_files: self.max_open_files.or(pool.max_open_files),
             keep_env: match (&self.keep_env, &pool.keep_env) {
                 (Some(a), Some(b)) => Some(cat(b, a)),

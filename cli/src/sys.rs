@@ -96,8 +96,7 @@ pub fn has_children(pid: i32) -> bool {
         return false;
     };
     tasks.flatten().any(|t| {
-        std::fs::read_to_string(t.path().join("children"))
-            .is_ok_and(|s| !s.trim().is_empty())
+        std::fs::read_to_string(t.path().join("children")).is_ok_and(|s| !s.trim().is_empty())
     })
 }
 

@@ -260,7 +260,9 @@ fn errors_in_a_field_point_at_that_field_not_at_the_task() {
     assert!(e.contains("g.toml:9:1: task `x`: cmd:"), "{e}");
     let e = refused(
         "g.toml",
-        &format!("{OK}\n[[task]]\nkey = \"x-{{s}}\"\ncmd = \"y\"\nfor_each = {{ s = \"nolist\" }}\n"),
+        &format!(
+            "{OK}\n[[task]]\nkey = \"x-{{s}}\"\ncmd = \"y\"\nfor_each = {{ s = \"nolist\" }}\n"
+        ),
     );
     assert!(e.contains("g.toml:8:1: task `x-{s}`: for_each:"), "{e}");
 }

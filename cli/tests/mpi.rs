@@ -187,12 +187,20 @@ cmd = "cat {in} | sort > {out}"
     );
     let g = d.path().join("g.toml");
     let g = g.to_str().unwrap();
-    let r = run(job(mpirun, &["run", "-j", "1", "--checksum", g], &m), 300, |_| {});
+    let r = run(
+        job(mpirun, &["run", "-j", "1", "--checksum", g], &m),
+        300,
+        |_| {},
+    );
     let ok = r.code == Some(0)
         && d.read("ranks.txt") == "0\n1\n2\n"
         && r.stderr.contains("4 ran, 0 skipped");
     check("spread", ok, &r);
-    let r = run(job(mpirun, &["run", "-j", "1", "--checksum", g], &m), 300, |_| {});
+    let r = run(
+        job(mpirun, &["run", "-j", "1", "--checksum", g], &m),
+        300,
+        |_| {},
+    );
     let ok = r.code == Some(0)
         && r.stderr.contains("0 ran, 4 skipped")
         && r.stderr.matches("forkgraph: done").count() == 1;
@@ -260,11 +268,15 @@ cmd = "printf partial > {out}; if [ -e go ]; then echo complete >> {out}; else m
     let seen2 = seen.clone();
     let dir = d.path().to_path_buf();
     let r = run(job(mpirun, &["run", "-j", "2", g], &m), 300, move |pid| {
-        wait_for("the quick commands done and the slow ones running", 120, || {
-            std::fs::read_dir(dir.join("started")).map_or(0, |r| r.count()) == 3
-                && std::fs::read_to_string(dir.join("runs.log"))
-                    .is_ok_and(|s| s.lines().count() == 3)
-        });
+        wait_for(
+            "the quick commands done and the slow ones running",
+            120,
+            || {
+                std::fs::read_dir(dir.join("started")).map_or(0, |r| r.count()) == 3
+                    && std::fs::read_to_string(dir.join("runs.log"))
+                        .is_ok_and(|s| s.lines().count() == 3)
+            },
+        );
         let ranks: Vec<String> = (1..=3)
             .filter_map(|i| std::fs::read_to_string(dir.join(format!("started/{i}"))).ok())
             .collect();

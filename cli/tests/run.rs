@@ -877,14 +877,18 @@ cmd = "touch started; sleep 1000"
 "#,
     );
     let g = d.path().join("g.toml");
-    let first = forkgraph(&["run", g.to_str().unwrap()], &m).spawn().unwrap();
+    let first = forkgraph(&["run", g.to_str().unwrap()], &m)
+        .spawn()
+        .unwrap();
     let pid = first.id();
     wait_for("the first run's command", 60, || d.exists("started"));
     let o = run_watched(forkgraph(&["run", g.to_str().unwrap()], &m), 60);
     assert_code(&o, 3);
     let e = stderr(&o);
     assert!(
-        e.contains(&format!("another forkgraph run (pid {pid}) is using this state folder")),
+        e.contains(&format!(
+            "another forkgraph run (pid {pid}) is using this state folder"
+        )),
         "{e}"
     );
     let _ = std::process::Command::new("kill")
@@ -903,7 +907,10 @@ key = "short"
 cmd = "true"
 "#,
     );
-    assert_code(&run_watched(forkgraph(&["run", g.to_str().unwrap()], &m), 60), 0);
+    assert_code(
+        &run_watched(forkgraph(&["run", g.to_str().unwrap()], &m), 60),
+        0,
+    );
 }
 
 #[test]
@@ -924,7 +931,10 @@ cmd = "n=$(cat counter 2>/dev/null || echo 0); n=$((n+1)); echo $n > counter; ec
     let g = d.path().join("g.toml");
     let g = g.to_str().unwrap();
     assert_code(&run_watched(forkgraph(&["run", g], &m), 60), 0);
-    assert_eq!((d.read("a.txt"), d.read("b.txt")), ("1\n".into(), "1\n".into()));
+    assert_eq!(
+        (d.read("a.txt"), d.read("b.txt")),
+        ("1\n".into(), "1\n".into())
+    );
     // Forced rerun; the runner and the worker are SIGKILLed after the first rename.
     let mut cmd = forkgraph(&["run", "--force", g], &m);
     cmd.env("FORKGRAPH_TEST_CRASH_MID_COMMIT", "pair");
@@ -941,7 +951,10 @@ cmd = "n=$(cat counter 2>/dev/null || echo 0); n=$((n+1)); echo $n > counter; ec
     let o = run_watched(forkgraph(&["run", g], &m), 60);
     assert_code(&o, 0);
     assert!(stderr(&o).contains("0 ran, 1 skipped"), "{}", stderr(&o));
-    assert_eq!((d.read("a.txt"), d.read("b.txt")), ("2\n".into(), "2\n".into()));
+    assert_eq!(
+        (d.read("a.txt"), d.read("b.txt")),
+        ("2\n".into(), "2\n".into())
+    );
     assert_eq!(d.read("counter"), "2\n");
     assert!(temporaries(d.path()).is_empty());
     assert_no_process_left(&m, 10);

@@ -290,13 +290,23 @@ cmd = "{slot}echo x > {extra}/extra{{i}} && (echo x > {outside}/extra{{i}} || ec
     assert!(stderr(&o).contains("9 ran"), "{}", stderr(&o));
     for i in 1..=3 {
         assert!(outside.exists(&format!("open{i}")), "unsandboxed task {i}");
-        assert!(!outside.exists(&format!("boxed{i}")), "[pool.sandbox] task {i}");
+        assert!(
+            !outside.exists(&format!("boxed{i}")),
+            "[pool.sandbox] task {i}"
+        );
         assert!(d.exists(&format!("boxed-refused{i}")));
         assert!(extra.exists(&format!("extra{i}")), "its own read_write");
         assert!(!outside.exists(&format!("extra{i}")));
-        assert!(d.exists(&format!("extra-refused{i}")), "the pool's rules still hold");
+        assert!(
+            d.exists(&format!("extra-refused{i}")),
+            "the pool's rules still hold"
+        );
     }
-    assert!(!d.exists("overflow"), "-j 1 exceeded: {}", d.read("overflow"));
+    assert!(
+        !d.exists("overflow"),
+        "-j 1 exceeded: {}",
+        d.read("overflow")
+    );
 }
 
 #[test]
