@@ -196,6 +196,7 @@ impl<'a> MpiExec<'a> {
                     .collect(),
                 retries: j.options.retries,
                 timeout_ms: j.options.timeout.map(|d| d.as_millis() as u64),
+                send_back: j.send_back,
             });
         }
         let unit = self.next_unit;
@@ -270,6 +271,7 @@ impl<'a> MpiExec<'a> {
                     }
                     Ok(self.keep(Arc::new(Value::Null), handle))
                 }
+                WireResult::Unsent => Ok(Arc::clone(crate::engine::placeholder())),
                 WireResult::Failed { function, kind } => Err(Box::new(Failure {
                     function,
                     kind: kind.into_kind(|n| self.plan.keys[n as usize].clone()),

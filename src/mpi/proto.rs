@@ -34,6 +34,9 @@ pub(crate) struct WireTask {
     pub(crate) inputs: Vec<Input>,
     pub(crate) retries: Option<u32>,
     pub(crate) timeout_ms: Option<u64>,
+    /// Whether rank 0 needs to know its result (false only for chain links whose one reader
+    /// is the next link: the value stays in the worker).
+    pub(crate) send_back: bool,
 }
 
 /// A finished task's result: where it is kept, or why there is none.
@@ -41,6 +44,8 @@ pub(crate) struct WireTask {
 pub(crate) enum WireResult {
     /// Kept on the rank that ran it under `id`; `bytes` estimates its size.
     Held { id: u64, bytes: u64 },
+    /// A chain link whose value stayed in its worker (it was not to be sent back).
+    Unsent,
     /// The task failed.
     Failed { function: String, kind: WireKind },
     /// The rank could not run the unit at all (the rank's pool failed).

@@ -437,7 +437,7 @@ impl ProcessPool {
         ProcessPool::builder().build()
     }
 
-    fn shared(&self) -> &Arc<shared::Shared> {
+    pub(crate) fn shared(&self) -> &Arc<shared::Shared> {
         &self.inner.shared
     }
 
