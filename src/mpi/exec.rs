@@ -14,7 +14,7 @@ use std::sync::Arc;
 use forkgraph_worker::Value;
 
 use super::node::{Event, Node};
-use super::proto::{Input, Msg, WireResult, WireTask};
+use super::proto::{self, Input, InputRef, Msg, WireResult, WireTask, WireTaskRef};
 use super::{Backoff, Counters};
 use crate::callbacks::WorkerId;
 use crate::engine::{Done, Executor, Failure, Job, Ran};
@@ -45,6 +45,75 @@ struct Unit {
     sent: u64,
 }
 
+/// Where a staged task finds one input: `None` the previous task, else a held result or
+/// (`Err`) the job's own input value, sent along.
+type StagedInput = Option<Result<Handle, ()>>;
+
+/// A unit submitted and not yet sent: the engine's jobs and where each input is.
+struct Staged {
+    unit: u64,
+    jobs: Vec<Job>,
+    inputs: Vec<Vec<StagedInput>>,
+}
+
+impl Staged {
+    fn borrowed(&self) -> (u64, Vec<WireTaskRef<'_>>) {
+        let tasks = self
+            .jobs
+            .iter()
+            .zip(&self.inputs)
+            .map(|(j, ins)| WireTaskRef {
+                node: j.node,
+                spec: &j.spec,
+                inputs: ins
+                    .iter()
+                    .zip(&j.inputs)
+                    .map(|(i, v)| match i {
+                        None => InputRef::Prev,
+                        Some(Ok(h)) => InputRef::Held {
+                            rank: h.rank as u32,
+                            id: h.id,
+                        },
+                        Some(Err(())) => InputRef::Inline(v),
+                    })
+                    .collect(),
+                retries: j.options.retries,
+                timeout_ms: j.options.timeout.map(|d| d.as_millis() as u64),
+                send_back: j.send_back,
+            })
+            .collect();
+        (self.unit, tasks)
+    }
+
+    fn owned(self) -> (u64, Vec<WireTask>) {
+        let tasks = self
+            .jobs
+            .into_iter()
+            .zip(self.inputs)
+            .map(|(j, ins)| WireTask {
+                node: j.node,
+                spec: (*j.spec).clone(),
+                inputs: ins
+                    .into_iter()
+                    .zip(&j.inputs)
+                    .map(|(i, v)| match i {
+                        None => Input::Prev,
+                        Some(Ok(h)) => Input::Held {
+                            rank: h.rank as u32,
+                            id: h.id,
+                        },
+                        Some(Err(())) => Input::Inline(Value::clone(v)),
+                    })
+                    .collect(),
+                retries: j.options.retries,
+                timeout_ms: j.options.timeout.map(|d| d.as_millis() as u64),
+                send_back: j.send_back,
+            })
+            .collect();
+        (self.unit, tasks)
+    }
+}
+
 /// A finished task whose value is on its way to rank 0.
 struct Fetching {
     node: u32,
@@ -64,6 +133,8 @@ pub(crate) struct MpiExec<'a> {
     /// Results kept on ranks, by the address of their stand-in.
     handles: HashMap<usize, Handle>,
     kept: Vec<Arc<Value>>,
+    /// Results kept since `kept` was last scanned for released ones.
+    kept_since_scan: usize,
     units: HashMap<u64, Unit>,
     next_unit: u64,
     fetching: HashMap<u64, Fetching>,
@@ -72,7 +143,7 @@ pub(crate) struct MpiExec<'a> {
     error: Option<String>,
     events: Vec<Event>,
     /// Units submitted since the last wait, by rank: sent as one message per rank.
-    outbox: Vec<Vec<(u64, Vec<WireTask>)>>,
+    outbox: Vec<Vec<Staged>>,
 }
 
 impl<'a> MpiExec<'a> {
@@ -107,6 +178,7 @@ impl<'a> MpiExec<'a> {
             load: vec![0; ranks],
             handles: HashMap::new(),
             kept: Vec::new(),
+            kept_since_scan: 0,
             units: HashMap::new(),
             next_unit: 0,
             fetching: HashMap::new(),
@@ -140,16 +212,12 @@ impl<'a> MpiExec<'a> {
             .unwrap_or(0)
     }
 
-    fn input(&self, v: &Arc<Value>) -> Result<Handle, Value> {
-        match self.handles.get(&(Arc::as_ptr(v) as usize)) {
-            Some(h) => Ok(*h),
-            None => Err(Value::clone(v)),
-        }
+    fn input(&self, v: &Arc<Value>) -> Result<Handle, ()> {
+        self.handles.get(&(Arc::as_ptr(v) as usize)).copied().ok_or(())
     }
 
     fn submit_unit(&mut self, jobs: Vec<Job>) -> Result<(), String> {
         let fetch_all = jobs.iter().any(|j| j.timed);
-        let mut tasks = Vec::with_capacity(jobs.len());
         let mut held = Vec::new();
         let mut wire_inputs = Vec::with_capacity(jobs.len());
         for j in &jobs {
@@ -179,26 +247,6 @@ impl<'a> MpiExec<'a> {
                 self.counters.moves += 1;
             }
         }
-        for (j, inputs) in jobs.iter().zip(wire_inputs) {
-            tasks.push(WireTask {
-                node: j.node,
-                spec: (*j.spec).clone(),
-                inputs: inputs
-                    .into_iter()
-                    .map(|i| match i {
-                        None => Input::Prev,
-                        Some(Ok(h)) => Input::Held {
-                            rank: h.rank as u32,
-                            id: h.id,
-                        },
-                        Some(Err(v)) => Input::Inline(v),
-                    })
-                    .collect(),
-                retries: j.options.retries,
-                timeout_ms: j.options.timeout.map(|d| d.as_millis() as u64),
-                send_back: j.send_back,
-            });
-        }
         let unit = self.next_unit;
         self.next_unit += 1;
         self.units.insert(
@@ -215,16 +263,28 @@ impl<'a> MpiExec<'a> {
             },
         );
         self.load[rank] += 1;
-        self.outbox[rank].push((unit, tasks));
+        self.outbox[rank].push(Staged {
+            unit,
+            jobs,
+            inputs: wire_inputs,
+        });
         Ok(())
     }
 
-    /// Sends the units submitted since the last call.
+    /// Sends the units submitted since the last call: to another rank encoded from the jobs
+    /// as they are (no copy of specs or literals), to this rank as owned tasks.
     fn flush(&mut self) -> Result<(), String> {
         for rank in 0..self.outbox.len() {
-            if !self.outbox[rank].is_empty() {
-                let units = std::mem::take(&mut self.outbox[rank]);
+            if self.outbox[rank].is_empty() {
+                continue;
+            }
+            let staged = std::mem::take(&mut self.outbox[rank]);
+            if rank == self.node.world.rank {
+                let units = staged.into_iter().map(Staged::owned).collect();
                 self.node.send(rank, Msg::Run { units })?;
+            } else {
+                let units: Vec<_> = staged.iter().map(Staged::borrowed).collect();
+                self.node.send_bytes(rank, proto::encode_run(&units))?;
             }
         }
         Ok(())
@@ -286,11 +346,19 @@ impl<'a> MpiExec<'a> {
     fn keep(&mut self, v: Arc<Value>, h: Handle) -> Arc<Value> {
         self.handles.insert(Arc::as_ptr(&v) as usize, h);
         self.kept.push(Arc::clone(&v));
+        self.kept_since_scan += 1;
         v
     }
 
     /// Frees, on their ranks, the results the engine no longer holds (`all`: every one).
+    /// Unless `all`, it looks only once results kept since the last look are an eighth of
+    /// those kept (each look costs one step per kept result; so a result costs at most eight
+    /// steps however many are kept, and a released one is freed within that many results).
     fn release(&mut self, all: bool) -> Result<(), String> {
+        if !all && self.kept_since_scan.saturating_mul(8) < self.kept.len() {
+            return Ok(());
+        }
+        self.kept_since_scan = 0;
         let mut free: Vec<Vec<u64>> = vec![Vec::new(); self.workers.len()];
         let handles = &mut self.handles;
         self.kept.retain(|v| {

@@ -217,6 +217,21 @@ impl Node {
         Ok(())
     }
 
+    /// Sends a message already encoded (see [`proto::encode`]) to another rank.
+    ///
+    /// # Errors
+    /// When MPI fails.
+    pub(crate) fn send_bytes(&mut self, dest: usize, bytes: Vec<u8>) -> Result<(), String> {
+        self.messages += 1;
+        self.sending.push(Sending::start(
+            Owned::Bytes(bytes),
+            dest,
+            proto::TAG,
+            proto::TAG + 1,
+        )?);
+        Ok(())
+    }
+
     /// Answers a `Want`: each large array as a header and its raw bytes (sent from where they
     /// lie), the other values in one message.
     fn answer(&mut self, dest: usize, items: Vec<(u64, u64)>) -> Result<(), String> {

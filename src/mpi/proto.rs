@@ -25,6 +25,42 @@ pub(crate) enum Input {
     Prev,
 }
 
+/// [`Input`] borrowed, for encoding without cloning (same wire form).
+#[derive(Serialize)]
+pub(crate) enum InputRef<'a> {
+    Inline(&'a Value),
+    Held { rank: u32, id: u64 },
+    Prev,
+}
+
+/// [`WireTask`] borrowed, for encoding without cloning (same wire form).
+#[derive(Serialize)]
+pub(crate) struct WireTaskRef<'a> {
+    pub(crate) node: u32,
+    pub(crate) spec: &'a TaskSpec,
+    pub(crate) inputs: Vec<InputRef<'a>>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) send_back: bool,
+}
+
+/// [`Msg::Run`] borrowed (its variant index must stay that of `Msg::Run`: the first).
+#[derive(Serialize)]
+enum RunRef<'a> {
+    Run {
+        units: &'a [(u64, Vec<WireTaskRef<'a>>)],
+    },
+}
+
+/// A [`Msg::Run`] of borrowed tasks as bytes (as [`encode`] would write the owned message).
+pub(crate) fn encode_run(units: &[(u64, Vec<WireTaskRef<'_>>)]) -> Vec<u8> {
+    let buf = vec![0u8; 8];
+    let mut buf = postcard::to_extend(&RunRef::Run { units }, buf).expect("encodable message");
+    let len = (buf.len() - 8) as u64;
+    buf[..8].copy_from_slice(&len.to_le_bytes());
+    buf
+}
+
 /// One task of a unit.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WireTask {
@@ -218,4 +254,46 @@ pub(crate) fn bytes(v: &Value) -> u64 {
         };
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_run_decodes_as_the_owned_one() {
+        let spec = TaskSpec {
+            func: 3,
+            args: vec![forkgraph_worker::SpecArg::Input(0)],
+        };
+        let v = Value::Int(7);
+        let borrowed = vec![(
+            5u64,
+            vec![WireTaskRef {
+                node: 9,
+                spec: &spec,
+                inputs: vec![
+                    InputRef::Inline(&v),
+                    InputRef::Held { rank: 2, id: 11 },
+                    InputRef::Prev,
+                ],
+                retries: Some(1),
+                timeout_ms: None,
+                send_back: false,
+            }],
+        )];
+        let bytes = encode_run(&borrowed);
+        let Msg::Run { units } = decode(&bytes).expect("a message") else {
+            panic!("not a Run message");
+        };
+        assert_eq!(units.len(), 1);
+        let (unit, tasks) = &units[0];
+        assert_eq!(*unit, 5);
+        let t = &tasks[0];
+        assert_eq!((t.node, t.spec.func, t.retries, t.send_back), (9, 3, Some(1), false));
+        assert!(matches!(t.inputs[0], Input::Inline(Value::Int(7))));
+        assert!(matches!(t.inputs[1], Input::Held { rank: 2, id: 11 }));
+        assert!(matches!(t.inputs[2], Input::Prev));
+        assert_eq!(bytes.len(), announced(&bytes).expect("a length"));
+    }
 }
