@@ -8,7 +8,7 @@
 //! result is freed on its rank. Requested outputs (and, with callbacks, every result) are
 //! fetched to rank 0 when they finish, so that the engine collects real values.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use forkgraph_worker::Value;
@@ -176,12 +176,12 @@ impl<'a> MpiExec<'a> {
             needed,
             workers,
             load: vec![0; ranks],
-            handles: HashMap::new(),
+            handles: HashMap::default(),
             kept: Vec::new(),
             kept_since_scan: 0,
-            units: HashMap::new(),
+            units: HashMap::default(),
             next_unit: 0,
-            fetching: HashMap::new(),
+            fetching: HashMap::default(),
             next_fetch: 0,
             done: Vec::new(),
             error: None,

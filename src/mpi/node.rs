@@ -7,7 +7,7 @@
 //! as a `get` would) so that this thread keeps serving MPI. Each task gets a local tag that
 //! maps its result back to its unit.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,16 +178,16 @@ impl Node {
     pub(crate) fn new(world: World, pool: ProcessPool) -> Node {
         Node {
             world,
-            held: HashMap::new(),
+            held: HashMap::default(),
             next_id: 0,
-            pending: HashMap::new(),
-            tickets: HashMap::new(),
+            pending: HashMap::default(),
+            tickets: HashMap::default(),
             next_ticket: 0,
             inbox: Vec::new(),
             sending: Vec::new(),
             local: Local::new(pool),
-            running: HashMap::new(),
-            tags: HashMap::new(),
+            running: HashMap::default(),
+            tags: HashMap::default(),
             next_tag: 0,
             messages: 0,
         }
@@ -538,7 +538,7 @@ impl Node {
         }
         p.tasks = tasks;
         // One request per holding rank.
-        let mut by_rank: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
+        let mut by_rank: HashMap<usize, Vec<(u64, u64)>> = HashMap::default();
         for (rank, id, task, input) in wants {
             let ticket = self.ticket(Ticket::Input { unit, task, input });
             by_rank.entry(rank).or_default().push((id, ticket));
