@@ -59,6 +59,37 @@ fn sum_two(a: &[u8], b: &[u8]) -> u64 {
     a.iter().chain(b).map(|&b| u64::from(b)).sum()
 }
 
+/// A 2 MiB result that marks itself alive (a file in `dir`) and records how many are alive
+/// now (a line in `dir/peaks`).
+#[forkgraph::task]
+fn produce_marked(i: i64, dir: String) -> Vec<u8> {
+    use std::io::Write;
+    std::fs::write(format!("{dir}/alive-{i}"), b"").unwrap();
+    let alive = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("alive-"))
+        })
+        .count();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(format!("{dir}/peaks"))
+        .unwrap();
+    writeln!(f, "{alive}").unwrap();
+    vec![i as u8; 2 * MIB]
+}
+
+/// Consumes two marked results (their marks go).
+#[forkgraph::task]
+fn consume_pair(a: &[u8], b: &[u8], i: i64, j: i64, dir: String) -> u64 {
+    for x in [i, j] {
+        std::fs::remove_file(format!("{dir}/alive-{x}")).unwrap();
+    }
+    a.iter().chain(b).map(|&b| u64::from(b)).sum()
+}
+
 /// Aborts its worker when it runs on MPI rank `rank` (workers inherit the rank's environment).
 #[forkgraph::task]
 fn abort_on_rank(x: i64, rank: i64) -> i64 {
@@ -342,6 +373,80 @@ fn case_locality() {
     );
     assert_eq!(end.moves - after.moves, 1, "{end:?}");
     assert_clean(&c, "after two 64 MiB results");
+    // Two dependents on one rank read the same result of another rank: it moves once.
+    let mut g2 = Graph::new();
+    g2.insert("p4", Task::new("pattern", vec![lit(4), lit(1)]));
+    g2.insert("q8", Task::new("pattern", vec![lit(8), lit(2)]));
+    g2.insert("c1", Task::new("sum_two", vec![k("p4"), k("q8")]));
+    g2.insert("c2", Task::new("sum_two", vec![k("q8"), k("p4")]));
+    let keys = || Keys::List(vec![Keys::One("c1".into()), Keys::One("c2".into())]);
+    let want = SyncScheduler.get(&g2, keys()).unwrap();
+    let before = c.stats().unwrap();
+    assert_eq!(c.get(&g2, keys()).unwrap(), want);
+    let s = c.stats().unwrap();
+    assert_eq!(
+        (s.moved_bytes - before.moved_bytes, s.moves - before.moves),
+        (4 * MIB as u64, 1),
+        "the 4 MiB result moves once to the rank holding the 8 MiB one: {s:?}"
+    );
+    let received = |s: &forkgraph::MpiStats| s.received.iter().sum::<u64>();
+    assert_eq!(
+        received(&s) - received(&before),
+        4 * MIB as u64,
+        "the rank running both dependents fetched the result once: {s:?}"
+    );
+    assert_clean(&c, "after a result read twice on another rank");
+    // Results kept on ranks count with their size: producers of 2 MiB results are not run
+    // ahead of the consumers that free them (the engine's large-result gating).
+    let dir = std::env::var("FORKGRAPH_MPI_SCRATCH").unwrap() + "/gate";
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g2 = Graph::new();
+    let mut sums = Vec::new();
+    for i in 0..8i64 {
+        for j in [2 * i, 2 * i + 1] {
+            g2.insert(
+                format!("m-{j}"),
+                Task::new(
+                    "produce_marked",
+                    vec![lit(j), Arg::Value(dir.clone().into())],
+                ),
+            );
+        }
+        g2.insert(
+            format!("s-{i}"),
+            Task::new(
+                "consume_pair",
+                vec![
+                    k(format!("m-{}", 2 * i)),
+                    k(format!("m-{}", 2 * i + 1)),
+                    lit(2 * i),
+                    lit(2 * i + 1),
+                    Arg::Value(dir.clone().into()),
+                ],
+            ),
+        );
+        sums.push(Keys::One(Key::from(format!("s-{i}"))));
+    }
+    assert_eq!(
+        c.get(&g2, Keys::List(sums))
+            .unwrap()
+            .as_list()
+            .unwrap()
+            .len(),
+        8
+    );
+    let peaks = std::fs::read_to_string(format!("{dir}/peaks")).unwrap();
+    let peak = peaks
+        .lines()
+        .map(|l| l.parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    println!("gating: at most {peak} of 16 large results alive");
+    assert!(
+        peak <= 8,
+        "{peak} of 16 large results alive at once on 3 workers"
+    );
+    assert_clean(&c, "after the gated producers");
     // A requested 64 MiB result comes back whole.
     let got = c.get(&g, "p").unwrap();
     assert_eq!(got, SyncScheduler.get(&g, "p").unwrap());

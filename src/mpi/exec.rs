@@ -133,6 +133,9 @@ pub(crate) struct MpiExec<'a> {
     /// Results kept on ranks, by the address of their stand-in.
     handles: HashMap<usize, Handle>,
     kept: Vec<Arc<Value>>,
+    /// Ranks that received a copy of a result held elsewhere, by (holder, id): a rank fetches
+    /// a result once and keeps the copy until the result is freed.
+    copies: HashMap<(usize, u64), Vec<usize>>,
     /// Results kept since `kept` was last scanned for released ones.
     kept_since_scan: usize,
     units: HashMap<u64, Unit>,
@@ -179,6 +182,7 @@ impl<'a> MpiExec<'a> {
             handles: HashMap::default(),
             kept: Vec::new(),
             kept_since_scan: 0,
+            copies: HashMap::default(),
             units: HashMap::default(),
             next_unit: 0,
             fetching: HashMap::default(),
@@ -213,7 +217,10 @@ impl<'a> MpiExec<'a> {
     }
 
     fn input(&self, v: &Arc<Value>) -> Result<Handle, ()> {
-        self.handles.get(&(Arc::as_ptr(v) as usize)).copied().ok_or(())
+        self.handles
+            .get(&(Arc::as_ptr(v) as usize))
+            .copied()
+            .ok_or(())
     }
 
     fn submit_unit(&mut self, jobs: Vec<Job>) -> Result<(), String> {
@@ -243,8 +250,12 @@ impl<'a> MpiExec<'a> {
         let rank = self.place(&held);
         for h in &held {
             if h.rank != rank {
-                self.counters.moved_bytes += h.bytes;
-                self.counters.moves += 1;
+                let have = self.copies.entry((h.rank, h.id)).or_default();
+                if !have.contains(&rank) {
+                    have.push(rank);
+                    self.counters.moved_bytes += h.bytes;
+                    self.counters.moves += 1;
+                }
             }
         }
         let unit = self.next_unit;
@@ -359,21 +370,26 @@ impl<'a> MpiExec<'a> {
             return Ok(());
         }
         self.kept_since_scan = 0;
-        let mut free: Vec<Vec<u64>> = vec![Vec::new(); self.workers.len()];
+        let ranks = self.workers.len();
+        let mut free: Vec<(Vec<u64>, Vec<(u32, u64)>)> = vec![(Vec::new(), Vec::new()); ranks];
         let handles = &mut self.handles;
+        let copies = &mut self.copies;
         self.kept.retain(|v| {
             if all || Arc::strong_count(v) == 1 {
                 if let Some(h) = handles.remove(&(Arc::as_ptr(v) as usize)) {
-                    free[h.rank].push(h.id);
+                    free[h.rank].0.push(h.id);
+                    for r in copies.remove(&(h.rank, h.id)).unwrap_or_default() {
+                        free[r].1.push((h.rank as u32, h.id));
+                    }
                 }
                 false
             } else {
                 true
             }
         });
-        for (rank, ids) in free.into_iter().enumerate() {
-            if !ids.is_empty() {
-                self.node.send(rank, Msg::Free { ids })?;
+        for (rank, (ids, copies)) in free.into_iter().enumerate() {
+            if !ids.is_empty() || !copies.is_empty() {
+                self.node.send(rank, Msg::Free { ids, copies })?;
             }
         }
         Ok(())
@@ -468,6 +484,14 @@ impl Executor for MpiExec<'_> {
                 return Err(Error::Scheduler(e));
             }
         }
+    }
+
+    fn stand_in_bytes(&self, v: &Arc<Value>) -> Option<usize> {
+        if !matches!(**v, Value::Null) {
+            return None; // A fetched value: the engine sizes it itself.
+        }
+        let h = self.handles.get(&(Arc::as_ptr(v) as usize))?;
+        Some(usize::try_from(h.bytes).unwrap_or(usize::MAX))
     }
 
     fn workers(&self) -> Vec<WorkerId> {

@@ -41,6 +41,7 @@ pub(crate) enum Event {
         rank: usize,
         held: u64,
         segments: u64,
+        received: u64,
     },
     /// Rank 0 asked this rank to stop.
     Stop,
@@ -56,10 +57,10 @@ struct Pending {
 
 /// What an incoming `Data` is for.
 enum Ticket {
-    Input {
-        unit: u64,
-        task: usize,
-        input: usize,
+    /// A copy of result `id` of `rank`, for the units waiting in `inbound`.
+    Copy {
+        rank: usize,
+        id: u64,
     },
     Fetch(u64),
 }
@@ -157,6 +158,13 @@ impl Local {
 pub(crate) struct Node {
     pub(crate) world: World,
     held: HashMap<u64, Arc<Value>>,
+    /// Copies of results held by other ranks, by (holder, id): fetched once for every unit
+    /// here that reads them, kept until rank 0 frees the result.
+    copies: HashMap<(usize, u64), Arc<Value>>,
+    /// Copies on their way, and the (unit, task, input) slots waiting for each.
+    inbound: HashMap<(usize, u64), Vec<(u64, usize, usize)>>,
+    /// Bytes of inputs fetched from other ranks so far.
+    pub(crate) received: u64,
     next_id: u64,
     pending: HashMap<u64, Pending>,
     tickets: HashMap<u64, Ticket>,
@@ -179,6 +187,9 @@ impl Node {
         Node {
             world,
             held: HashMap::default(),
+            copies: HashMap::default(),
+            inbound: HashMap::default(),
+            received: 0,
             next_id: 0,
             pending: HashMap::default(),
             tickets: HashMap::default(),
@@ -193,9 +204,9 @@ impl Node {
         }
     }
 
-    /// Results held here now.
+    /// Results held here now (copies of other ranks' results included).
     pub(crate) fn held(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.copies.len()
     }
 
     /// Sends `msg` to `dest` (to itself through the inbox).
@@ -449,22 +460,31 @@ impl Node {
                     self.deliver(source, ticket, value, events)?;
                 }
             }
-            Msg::Free { ids } => {
+            Msg::Free { ids, copies } => {
                 for id in ids {
                     self.held.remove(&id);
+                }
+                for (rank, id) in copies {
+                    self.copies.remove(&(rank as usize, id));
                 }
             }
             Msg::Count => {
                 let counts = Msg::Counts {
-                    held: self.held.len() as u64,
+                    held: self.held() as u64,
                     segments: forkgraph_worker::segments::stats().0,
+                    received: self.received,
                 };
                 self.send(source, counts)?;
             }
-            Msg::Counts { held, segments } => events.push(Event::Counts {
+            Msg::Counts {
+                held,
+                segments,
+                received,
+            } => events.push(Event::Counts {
                 rank: source,
                 held,
                 segments,
+                received,
             }),
             Msg::Done { units, pid } => {
                 events.extend(units.into_iter().map(|(unit, results)| Event::Done {
@@ -489,18 +509,23 @@ impl Node {
     ) -> Result<(), String> {
         match self.tickets.remove(&ticket) {
             Some(Ticket::Fetch(tag)) => events.push(Event::Fetched { tag, value }),
-            Some(Ticket::Input { unit, task, input }) => {
-                let v = value
-                    .ok_or_else(|| format!("rank {source} no longer holds an input of a unit"))?;
-                let p = self
-                    .pending
-                    .get_mut(&unit)
-                    .ok_or("an input for an unknown unit")?;
-                p.values[task][input] = Some(Arc::new(v));
-                p.missing -= 1;
-                if p.missing == 0 {
-                    let p = self.pending.remove(&unit).expect("pending unit");
-                    self.ready(unit, p)?;
+            Some(Ticket::Copy { rank, id }) => {
+                let v = Arc::new(value.ok_or_else(|| {
+                    format!("rank {source} no longer holds result {id}, an input of a unit")
+                })?);
+                self.received += proto::bytes(&v);
+                self.copies.insert((rank, id), Arc::clone(&v));
+                for (unit, task, input) in self.inbound.remove(&(rank, id)).unwrap_or_default() {
+                    let p = self
+                        .pending
+                        .get_mut(&unit)
+                        .ok_or("an input for an unknown unit")?;
+                    p.values[task][input] = Some(Arc::clone(&v));
+                    p.missing -= 1;
+                    if p.missing == 0 {
+                        let p = self.pending.remove(&unit).expect("pending unit");
+                        self.ready(unit, p)?;
+                    }
                 }
             }
             None => return Err(format!("an answer from rank {source} nobody asked for")),
@@ -528,19 +553,28 @@ impl Node {
                         })?)
                     }
                     Input::Held { rank, id } => {
-                        p.missing += 1;
-                        wants.push((*rank as usize, *id, ti, ii));
-                        None
+                        let key = (*rank as usize, *id);
+                        if let Some(v) = self.copies.get(&key) {
+                            Some(Arc::clone(v))
+                        } else {
+                            p.missing += 1;
+                            let waiting = self.inbound.entry(key).or_default();
+                            if waiting.is_empty() {
+                                wants.push(key);
+                            }
+                            waiting.push((unit, ti, ii));
+                            None
+                        }
                     }
                 });
             }
             p.values.push(vals);
         }
         p.tasks = tasks;
-        // One request per holding rank.
+        // One request per holding rank, one item per result not already on its way.
         let mut by_rank: HashMap<usize, Vec<(u64, u64)>> = HashMap::default();
-        for (rank, id, task, input) in wants {
-            let ticket = self.ticket(Ticket::Input { unit, task, input });
+        for (rank, id) in wants {
+            let ticket = self.ticket(Ticket::Copy { rank, id });
             by_rank.entry(rank).or_default().push((id, ticket));
         }
         for (rank, items) in by_rank {
@@ -567,7 +601,10 @@ impl Node {
             return self.send(0, done);
         }
         let first = self.next_tag;
-        let jobs = run_tasks(p.tasks.into_iter().zip(p.values).collect(), &mut self.next_tag);
+        let jobs = run_tasks(
+            p.tasks.into_iter().zip(p.values).collect(),
+            &mut self.next_tag,
+        );
         for i in 0..n as u32 {
             self.tags.insert(first.wrapping_add(i), (unit, i));
         }
@@ -579,9 +616,11 @@ impl Node {
             },
         );
         self.local.staged_tasks += n;
-        self.local
-            .staged
-            .push(PUnit::new(self.local.caller, Arc::clone(&self.local.labels), jobs));
+        self.local.staged.push(PUnit::new(
+            self.local.caller,
+            Arc::clone(&self.local.labels),
+            jobs,
+        ));
         Ok(())
     }
 

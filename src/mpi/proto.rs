@@ -197,12 +197,21 @@ pub(crate) enum Msg {
         dtype: forkgraph_worker::DType,
         len: u64,
     },
-    /// Rank 0 to a rank: drop these results.
-    Free { ids: Vec<u64> },
+    /// Rank 0 to a rank: drop these results, and the copies of results held elsewhere, by
+    /// (holder rank, id).
+    Free {
+        ids: Vec<u64>,
+        copies: Vec<(u32, u64)>,
+    },
     /// Rank 0 to a rank: report [`Msg::Counts`].
     Count,
-    /// Results held and shared segments mapped on the sender now.
-    Counts { held: u64, segments: u64 },
+    /// Results held and shared segments mapped on the sender now, and the bytes of inputs
+    /// it has fetched from other ranks so far.
+    Counts {
+        held: u64,
+        segments: u64,
+        received: u64,
+    },
     /// Rank 0 to a rank: stop serving, finalize and exit.
     Stop,
 }
@@ -290,7 +299,10 @@ mod tests {
         let (unit, tasks) = &units[0];
         assert_eq!(*unit, 5);
         let t = &tasks[0];
-        assert_eq!((t.node, t.spec.func, t.retries, t.send_back), (9, 3, Some(1), false));
+        assert_eq!(
+            (t.node, t.spec.func, t.retries, t.send_back),
+            (9, 3, Some(1), false)
+        );
         assert!(matches!(t.inputs[0], Input::Inline(Value::Int(7))));
         assert!(matches!(t.inputs[1], Input::Held { rank: 2, id: 11 }));
         assert!(matches!(t.inputs[2], Input::Prev));
