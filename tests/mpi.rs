@@ -550,6 +550,21 @@ fn case_panic() {
     panic!("a deliberate panic on rank 0");
 }
 
+/// Rank 1 runs a thread of the user's that panics once the driver says so (a marker file),
+/// during a long `get`: the job must end, not hang.
+fn case_panic_rank() {
+    if my_rank() == Some(1) {
+        let marker = std::env::var("FORKGRAPH_MPI_SCRATCH").unwrap() + "/panic-now";
+        std::thread::spawn(move || {
+            while !std::path::Path::new(&marker).exists() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("a deliberate panic on rank 1");
+        });
+    }
+    case_long();
+}
+
 fn case_local() {
     let c = cluster();
     assert_eq!(c.ranks(), 1);
@@ -757,47 +772,30 @@ fn driver() {
     }
 
     if want("kill") {
-        // SIGKILL rank 1 once the long get runs; record every process of the job first.
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i32>::new()));
-        let seen2 = seen.clone();
-        let r = run(mpi_command(&mpirun, "long", &s), 120, move |line, pid| {
-            if line.contains("long get starting") {
-                // Let the units reach the ranks' workers (a watchdog bounds the test anyway).
-                let mut pids = Vec::new();
-                for _ in 0..200 {
-                    pids = descendants(pid as i32);
-                    // mpirun, 3 ranks, each with a fork server and a worker.
-                    if pids.len() >= 9 {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let victim = pids.iter().copied().find(|&p| rank_of(p) == Some(1));
-                *seen2.lock().unwrap() = pids;
-                if let Some(v) = victim {
-                    // SAFETY: kill(2) on a process of the job this test started.
-                    unsafe { libc::kill(v, libc::SIGKILL) };
-                }
+        // SIGKILL rank 1 once the long get runs.
+        let (r, pids) = long_get_ended_by(&mpirun, "long", &s, |pids, _| {
+            let victim = pids.iter().copied().find(|&p| rank_of(p) == Some(1));
+            if let Some(v) = victim {
+                // SAFETY: kill(2) on a process of the job this test started.
+                unsafe { libc::kill(v, libc::SIGKILL) };
             }
         });
-        let pids = seen.lock().unwrap().clone();
-        let mut ok = r.code.is_some_and(|c| c != 0) && pids.len() >= 9;
-        // No process of the job remains (bounded wait: fork servers notice their rank's end).
-        for p in &pids {
-            let mut gone = false;
-            for _ in 0..200 {
-                if !alive(*p) {
-                    gone = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if !gone {
-                eprintln!("process {p} of the job is still running");
-                ok = false;
-            }
-        }
+        let ok = r.code.is_some_and(|c| c != 0) && pids.len() >= 9 && all_gone(&pids);
         check("kill", &r, ok);
+    }
+
+    if want("panic_rank") {
+        // A thread on rank 1 panics once the long get runs.
+        let (r, pids) = long_get_ended_by(&mpirun, "panic_rank", &s, |_, scratch| {
+            std::fs::write(format!("{scratch}/panic-now"), b"").unwrap();
+        });
+        let ok = r.code.is_some_and(|c| c != 0)
+            && r.stderr.contains("a deliberate panic on rank 1")
+            && r.stderr.contains("MPI_Abort")
+            && !r.stdout.contains("long get returned")
+            && pids.len() >= 9
+            && all_gone(&pids);
+        check("panic_rank", &r, ok);
     }
 
     if want("mismatch") {
@@ -823,6 +821,57 @@ fn driver() {
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Runs `case` (which prints "long get starting" and then waits long on every rank) and calls
+/// `end` with every process of the job once they are all up (mpirun, 3 ranks, each with a
+/// fork server and a worker) and the scratch dir; the run and those processes.
+fn long_get_ended_by(
+    mpirun: &str,
+    case: &str,
+    scratch: &str,
+    end: impl Fn(&[i32], &str) + Send + 'static,
+) -> (Run, Vec<i32>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i32>::new()));
+    let seen2 = seen.clone();
+    let dir = scratch.to_owned();
+    let r = run(mpi_command(mpirun, case, scratch), 120, move |line, pid| {
+        if line.contains("long get starting") {
+            // Let the units reach the ranks' workers (a watchdog bounds the test anyway).
+            let mut pids = Vec::new();
+            for _ in 0..200 {
+                pids = descendants(pid as i32);
+                if pids.len() >= 9 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            *seen2.lock().unwrap() = pids.clone();
+            end(&pids, &dir);
+        }
+    });
+    let pids = seen.lock().unwrap().clone();
+    (r, pids)
+}
+
+/// Whether every process in `pids` ends (bounded wait: fork servers notice their rank's end).
+fn all_gone(pids: &[i32]) -> bool {
+    let mut ok = true;
+    for p in pids {
+        let mut gone = false;
+        for _ in 0..200 {
+            if !alive(*p) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !gone {
+            eprintln!("process {p} of the job is still running");
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// The `mpi_peer` example: another executable with another function table (built, or brought
@@ -854,6 +903,7 @@ fn main() {
         Ok("crash") => case_crash(),
         Ok("long") => case_long(),
         Ok("panic") => case_panic(),
+        Ok("panic_rank") => case_panic_rank(),
         Ok("local") => case_local(),
         Ok("mismatch") => case_mismatch(),
         Ok(other) => panic!("unknown case {other}"),
