@@ -97,6 +97,9 @@ struct Local {
     staged_tasks: usize,
     /// The pool's failure, once it failed: every later unit fails with it.
     broken: Option<String>,
+    /// Whether the pool recycles segments (arrays from other ranks then land in recycled
+    /// buffers).
+    recycles: bool,
 }
 
 impl Local {
@@ -115,6 +118,7 @@ impl Local {
                 .expect("spawn the rank's pool thread")
         };
         Local {
+            recycles: pool.recycles_segments(),
             _pool: pool,
             shared,
             caller,
@@ -277,20 +281,37 @@ impl Node {
         }
     }
 
-    /// Receives the raw bytes announced by a [`Msg::RawData`] into a new shared segment.
+    /// Receives the raw bytes announced by a [`Msg::RawData`] straight into shared memory the
+    /// rank's workers map: a recycled landing buffer when the pool recycles segments (its
+    /// pages are already faulted in, and it is reused once nobody maps it), else a new sealed
+    /// segment.
     fn recv_array(
+        &self,
         source: usize,
         dtype: forkgraph_worker::DType,
         len: u64,
     ) -> Result<Value, String> {
-        use forkgraph_worker::IntoValue;
-        let mut seg = forkgraph_worker::SharedVec::<u8>::zeroed(len as usize)
-            .map_err(|e| format!("cannot make a {len}-byte segment for an input: {e}"))?;
-        comm::recv_parts(source, proto::RAW_TAG, &mut seg)?;
-        let Value::Array(a) = seg.into_value() else {
-            return Err("a shared vector that is not an array".into());
+        use forkgraph_worker::segments::landing::Landing;
+        use forkgraph_worker::{Array, Buffer, IntoValue};
+        let n = usize::try_from(len).map_err(|_| format!("an array of {len} bytes"))?;
+        let buffer = if self.local.recycles {
+            let mut landing = Landing::new(n)
+                .map_err(|e| format!("cannot make a {len}-byte segment for an input: {e}"))?;
+            comm::recv_parts(source, proto::RAW_TAG, landing.bytes_mut())?;
+            let seg = landing
+                .finish()
+                .map_err(|e| format!("cannot share a {len}-byte input: {e}"))?;
+            Buffer::from_storage(Arc::new(seg))
+        } else {
+            let mut seg = forkgraph_worker::SharedVec::<u8>::zeroed(n)
+                .map_err(|e| format!("cannot make a {len}-byte segment for an input: {e}"))?;
+            comm::recv_parts(source, proto::RAW_TAG, &mut seg)?;
+            let Value::Array(a) = seg.into_value() else {
+                return Err("a shared vector that is not an array".into());
+            };
+            a.buffer().clone()
         };
-        forkgraph_worker::Array::from_buffer(dtype, a.buffer().clone())
+        Array::from_buffer(dtype, buffer)
             .map(Value::Array)
             .map_err(|e| format!("an array from rank {source}: {e}"))
     }
@@ -452,7 +473,7 @@ impl Node {
             }
             Msg::Want { items } => self.answer(source, items)?,
             Msg::RawData { ticket, dtype, len } => {
-                let value = Node::recv_array(source, dtype, len)?;
+                let value = self.recv_array(source, dtype, len)?;
                 self.deliver(source, ticket, Some(value), events)?;
             }
             Msg::Data { items } => {

@@ -441,6 +441,11 @@ impl ProcessPool {
         &self.inner.shared
     }
 
+    /// Whether the pool recycles shared segments (its workers then map recyclable ones).
+    pub(crate) fn recycles_segments(&self) -> bool {
+        self.cfg.limits.recycle_segments
+    }
+
     /// Process ids of the current workers (waits while a call drives the workers).
     pub fn worker_pids(&self) -> Vec<i32> {
         self.shared().with_runner(|r| r.pool.pids())
