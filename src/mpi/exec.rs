@@ -20,6 +20,7 @@ use crate::callbacks::WorkerId;
 use crate::engine::{Done, Executor, Failure, Job, Ran};
 use crate::error::Error;
 use crate::plan::{Kind, Plan};
+use crate::process::runner::RunTask;
 
 /// Units a rank with `workers` workers may have queued or running: enough that each batch of
 /// its pool amortizes the message and planning costs over many small tasks.
@@ -83,6 +84,35 @@ impl Staged {
             })
             .collect();
         (self.unit, tasks)
+    }
+
+    /// The tasks as this rank's pool takes them, every held input being here.
+    fn run_tasks(self, node: &Node) -> Result<Vec<RunTask>, String> {
+        self.jobs
+            .into_iter()
+            .zip(self.inputs)
+            .map(|(j, ins)| {
+                let inputs = ins
+                    .iter()
+                    .zip(j.inputs)
+                    .map(|(i, v)| match i {
+                        None => Ok(Arc::clone(crate::engine::placeholder())),
+                        Some(Ok(h)) => node
+                            .held_value(h.id)
+                            .ok_or_else(|| format!("result {} is not held on rank 0", h.id)),
+                        Some(Err(())) => Ok(v),
+                    })
+                    .collect::<Result<_, String>>()?;
+                Ok(RunTask {
+                    spec: j.spec,
+                    inputs,
+                    prev: j.prev,
+                    send_back: j.send_back,
+                    options: j.options,
+                    tag: 0,
+                })
+            })
+            .collect()
     }
 
     fn owned(self) -> (u64, Vec<WireTask>) {
@@ -291,8 +321,22 @@ impl<'a> MpiExec<'a> {
             }
             let staged = std::mem::take(&mut self.outbox[rank]);
             if rank == self.node.world.rank {
-                let units = staged.into_iter().map(Staged::owned).collect();
-                self.node.send(rank, Msg::Run { units })?;
+                let me = rank;
+                let mut units = Vec::new();
+                for s in staged {
+                    // Inputs all here: straight to this rank's pool, nothing copied.
+                    let here = |i: &StagedInput| !matches!(i, Some(Ok(h)) if h.rank != me);
+                    if s.inputs.iter().flatten().all(here) {
+                        let unit = s.unit;
+                        let tasks = s.run_tasks(self.node)?;
+                        self.node.run_here(unit, tasks)?;
+                    } else {
+                        units.push(s.owned());
+                    }
+                }
+                if !units.is_empty() {
+                    self.node.send(rank, Msg::Run { units })?;
+                }
             } else {
                 let units: Vec<_> = staged.iter().map(Staged::borrowed).collect();
                 self.node.send_bytes(rank, proto::encode_run(&units))?;

@@ -612,7 +612,19 @@ impl Node {
     /// Stages a unit whose inputs are all here for the local pool (handed over at the end of
     /// this poll).
     fn ready(&mut self, unit: u64, p: Pending) -> Result<(), String> {
-        let n = p.tasks.len();
+        let jobs = run_tasks(p.tasks.into_iter().zip(p.values).collect());
+        self.run_here(unit, jobs)
+    }
+
+    /// A result held here (for rank 0's executor: inputs of units it runs here).
+    pub(crate) fn held_value(&self, id: u64) -> Option<Arc<Value>> {
+        self.held.get(&id).cloned()
+    }
+
+    /// Stages a unit whose inputs are all here for the local pool (handed over at the end of
+    /// this poll); its tasks' tags are assigned here.
+    pub(crate) fn run_here(&mut self, unit: u64, mut jobs: Vec<RunTask>) -> Result<(), String> {
+        let n = jobs.len();
         if let Some(e) = &self.local.broken {
             let results = (0..n).map(|_| WireResult::Broken(e.clone())).collect();
             let done = Msg::Done {
@@ -621,13 +633,10 @@ impl Node {
             };
             return self.send(0, done);
         }
-        let first = self.next_tag;
-        let jobs = run_tasks(
-            p.tasks.into_iter().zip(p.values).collect(),
-            &mut self.next_tag,
-        );
-        for i in 0..n as u32 {
-            self.tags.insert(first.wrapping_add(i), (unit, i));
+        for (i, j) in jobs.iter_mut().enumerate() {
+            j.tag = self.next_tag;
+            self.next_tag = self.next_tag.wrapping_add(1);
+            self.tags.insert(j.tag, (unit, i as u32));
         }
         self.running.insert(
             unit,
@@ -692,14 +701,12 @@ fn pool_loop(
     shared.leave(caller);
 }
 
-/// A unit's tasks as the runner takes them: local tags from `next_tag`, inputs in order (the
+/// A unit's tasks as the runner takes them (tags assigned later), inputs in order (the
 /// previous task's slot holds the engine's placeholder).
-fn run_tasks(tasks: Vec<(WireTask, Vec<Option<Arc<Value>>>)>, next_tag: &mut u32) -> Vec<RunTask> {
+fn run_tasks(tasks: Vec<(WireTask, Vec<Option<Arc<Value>>>)>) -> Vec<RunTask> {
     tasks
         .into_iter()
         .map(|(t, vals)| {
-            let tag = *next_tag;
-            *next_tag = next_tag.wrapping_add(1);
             let prev = t
                 .inputs
                 .iter()
@@ -717,7 +724,7 @@ fn run_tasks(tasks: Vec<(WireTask, Vec<Option<Arc<Value>>>)>, next_tag: &mut u32
                 prev,
                 send_back: t.send_back,
                 options,
-                tag,
+                tag: 0,
             }
         })
         .collect()
