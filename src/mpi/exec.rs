@@ -415,7 +415,9 @@ impl<'a> MpiExec<'a> {
         }
         self.kept_since_scan = 0;
         let ranks = self.workers.len();
-        let mut free: Vec<(Vec<u64>, Vec<(u32, u64)>)> = vec![(Vec::new(), Vec::new()); ranks];
+        // Per rank: results to drop, and copies to drop by (holder, id).
+        type Frees = (Vec<u64>, Vec<(u32, u64)>);
+        let mut free: Vec<Frees> = vec![(Vec::new(), Vec::new()); ranks];
         let handles = &mut self.handles;
         let copies = &mut self.copies;
         self.kept.retain(|v| {

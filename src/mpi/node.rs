@@ -65,6 +65,9 @@ enum Ticket {
     Fetch(u64),
 }
 
+/// Where a unit waits for an input: (unit, task, input).
+type Slot = (u64, usize, usize);
+
 /// A unit in the local pool: its tasks' results so far.
 struct Running {
     results: Vec<Option<WireResult>>,
@@ -166,7 +169,7 @@ pub(crate) struct Node {
     /// here that reads them, kept until rank 0 frees the result.
     copies: HashMap<(usize, u64), Arc<Value>>,
     /// Copies on their way, and the (unit, task, input) slots waiting for each.
-    inbound: HashMap<(usize, u64), Vec<(u64, usize, usize)>>,
+    inbound: HashMap<(usize, u64), Vec<Slot>>,
     /// Bytes of inputs fetched from other ranks so far.
     pub(crate) received: u64,
     next_id: u64,

@@ -442,6 +442,7 @@ impl ProcessPool {
     }
 
     /// Whether the pool recycles shared segments (its workers then map recyclable ones).
+    #[cfg(feature = "mpi")]
     pub(crate) fn recycles_segments(&self) -> bool {
         self.cfg.limits.recycle_segments
     }
