@@ -244,6 +244,13 @@ pub(crate) fn announced(first: &[u8]) -> Result<usize, String> {
 
 /// An estimate of a value's size for placement: array and string bytes, 8 per scalar.
 pub(crate) fn bytes(v: &Value) -> u64 {
+    match v {
+        Value::Array(a) => return a.as_bytes().len() as u64,
+        Value::Encoded(_, b) => return b.len() as u64,
+        Value::Str(s) => return s.len() as u64,
+        Value::List(_) | Value::Map(_) => {}
+        _ => return 8,
+    }
     let mut n = 0u64;
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
