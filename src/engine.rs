@@ -101,6 +101,12 @@ pub(crate) trait Executor {
     fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error>;
     /// Where jobs may run.
     fn workers(&self) -> Vec<WorkerId>;
+    /// The size of a result this executor handed back as a stand-in for a value kept
+    /// elsewhere (the MPI cluster's results on other ranks), for the large-result gating;
+    /// `None`: `v` is the value itself.
+    fn stand_in_bytes(&self, _v: &Arc<Value>) -> Option<usize> {
+        None
+    }
     /// Appends what happened to workers since the last call (process pools).
     fn worker_events(&mut self, out: &mut Vec<WorkerEvent>) {
         let _ = out;
@@ -772,7 +778,8 @@ fn drive(
                 Ok(v) => {
                     // A chain link's result that stayed in its worker says nothing of its size.
                     if gated && !Arc::ptr_eq(&v, placeholder()) {
-                        sizes.learn(plan, d.node, &v);
+                        let bytes = exec.stand_in_bytes(&v).unwrap_or_else(|| result_bytes(&v));
+                        sizes.learn(plan, d.node, bytes);
                     }
                     let key = &plan.keys[d.node as usize];
                     if !callbacks.is_empty() {
@@ -909,11 +916,10 @@ impl ResultSizes {
     }
 
     /// Records the size of `node`'s result (see [`result_bytes`]).
-    fn learn(&mut self, plan: &Plan, node: u32, v: &Value) {
+    fn learn(&mut self, plan: &Plan, node: u32, bytes: usize) {
         let Some(f) = Self::func(plan, node) else {
             return;
         };
-        let bytes = result_bytes(v);
         if self.0.len() <= f {
             self.0.resize(f + 1, usize::MAX);
         }

@@ -59,6 +59,37 @@ fn sum_two(a: &[u8], b: &[u8]) -> u64 {
     a.iter().chain(b).map(|&b| u64::from(b)).sum()
 }
 
+/// A 2 MiB result that marks itself alive (a file in `dir`) and records how many are alive
+/// now (a line in `dir/peaks`).
+#[forkgraph::task]
+fn produce_marked(i: i64, dir: String) -> Vec<u8> {
+    use std::io::Write;
+    std::fs::write(format!("{dir}/alive-{i}"), b"").unwrap();
+    let alive = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("alive-"))
+        })
+        .count();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(format!("{dir}/peaks"))
+        .unwrap();
+    writeln!(f, "{alive}").unwrap();
+    vec![i as u8; 2 * MIB]
+}
+
+/// Consumes two marked results (their marks go).
+#[forkgraph::task]
+fn consume_pair(a: &[u8], b: &[u8], i: i64, j: i64, dir: String) -> u64 {
+    for x in [i, j] {
+        std::fs::remove_file(format!("{dir}/alive-{x}")).unwrap();
+    }
+    a.iter().chain(b).map(|&b| u64::from(b)).sum()
+}
+
 /// Aborts its worker when it runs on MPI rank `rank` (workers inherit the rank's environment).
 #[forkgraph::task]
 fn abort_on_rank(x: i64, rank: i64) -> i64 {
@@ -342,6 +373,80 @@ fn case_locality() {
     );
     assert_eq!(end.moves - after.moves, 1, "{end:?}");
     assert_clean(&c, "after two 64 MiB results");
+    // Two dependents on one rank read the same result of another rank: it moves once.
+    let mut g2 = Graph::new();
+    g2.insert("p4", Task::new("pattern", vec![lit(4), lit(1)]));
+    g2.insert("q8", Task::new("pattern", vec![lit(8), lit(2)]));
+    g2.insert("c1", Task::new("sum_two", vec![k("p4"), k("q8")]));
+    g2.insert("c2", Task::new("sum_two", vec![k("q8"), k("p4")]));
+    let keys = || Keys::List(vec![Keys::One("c1".into()), Keys::One("c2".into())]);
+    let want = SyncScheduler.get(&g2, keys()).unwrap();
+    let before = c.stats().unwrap();
+    assert_eq!(c.get(&g2, keys()).unwrap(), want);
+    let s = c.stats().unwrap();
+    assert_eq!(
+        (s.moved_bytes - before.moved_bytes, s.moves - before.moves),
+        (4 * MIB as u64, 1),
+        "the 4 MiB result moves once to the rank holding the 8 MiB one: {s:?}"
+    );
+    let received = |s: &forkgraph::MpiStats| s.received.iter().sum::<u64>();
+    assert_eq!(
+        received(&s) - received(&before),
+        4 * MIB as u64,
+        "the rank running both dependents fetched the result once: {s:?}"
+    );
+    assert_clean(&c, "after a result read twice on another rank");
+    // Results kept on ranks count with their size: producers of 2 MiB results are not run
+    // ahead of the consumers that free them (the engine's large-result gating).
+    let dir = std::env::var("FORKGRAPH_MPI_SCRATCH").unwrap() + "/gate";
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g2 = Graph::new();
+    let mut sums = Vec::new();
+    for i in 0..8i64 {
+        for j in [2 * i, 2 * i + 1] {
+            g2.insert(
+                format!("m-{j}"),
+                Task::new(
+                    "produce_marked",
+                    vec![lit(j), Arg::Value(dir.clone().into())],
+                ),
+            );
+        }
+        g2.insert(
+            format!("s-{i}"),
+            Task::new(
+                "consume_pair",
+                vec![
+                    k(format!("m-{}", 2 * i)),
+                    k(format!("m-{}", 2 * i + 1)),
+                    lit(2 * i),
+                    lit(2 * i + 1),
+                    Arg::Value(dir.clone().into()),
+                ],
+            ),
+        );
+        sums.push(Keys::One(Key::from(format!("s-{i}"))));
+    }
+    assert_eq!(
+        c.get(&g2, Keys::List(sums))
+            .unwrap()
+            .as_list()
+            .unwrap()
+            .len(),
+        8
+    );
+    let peaks = std::fs::read_to_string(format!("{dir}/peaks")).unwrap();
+    let peak = peaks
+        .lines()
+        .map(|l| l.parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    println!("gating: at most {peak} of 16 large results alive");
+    assert!(
+        peak <= 8,
+        "{peak} of 16 large results alive at once on 3 workers"
+    );
+    assert_clean(&c, "after the gated producers");
     // A requested 64 MiB result comes back whole.
     let got = c.get(&g, "p").unwrap();
     assert_eq!(got, SyncScheduler.get(&g, "p").unwrap());
@@ -443,6 +548,21 @@ fn case_panic() {
     g.insert("x", Task::new("inc", vec![lit(1)]));
     assert_eq!(c.get(&g, "x").unwrap(), Output::Value(2i64.into()));
     panic!("a deliberate panic on rank 0");
+}
+
+/// Rank 1 runs a thread of the user's that panics once the driver says so (a marker file),
+/// during a long `get`: the job must end, not hang.
+fn case_panic_rank() {
+    if my_rank() == Some(1) {
+        let marker = std::env::var("FORKGRAPH_MPI_SCRATCH").unwrap() + "/panic-now";
+        std::thread::spawn(move || {
+            while !std::path::Path::new(&marker).exists() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("a deliberate panic on rank 1");
+        });
+    }
+    case_long();
 }
 
 fn case_local() {
@@ -652,47 +772,30 @@ fn driver() {
     }
 
     if want("kill") {
-        // SIGKILL rank 1 once the long get runs; record every process of the job first.
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i32>::new()));
-        let seen2 = seen.clone();
-        let r = run(mpi_command(&mpirun, "long", &s), 120, move |line, pid| {
-            if line.contains("long get starting") {
-                // Let the units reach the ranks' workers (a watchdog bounds the test anyway).
-                let mut pids = Vec::new();
-                for _ in 0..200 {
-                    pids = descendants(pid as i32);
-                    // mpirun, 3 ranks, each with a fork server and a worker.
-                    if pids.len() >= 9 {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let victim = pids.iter().copied().find(|&p| rank_of(p) == Some(1));
-                *seen2.lock().unwrap() = pids;
-                if let Some(v) = victim {
-                    // SAFETY: kill(2) on a process of the job this test started.
-                    unsafe { libc::kill(v, libc::SIGKILL) };
-                }
+        // SIGKILL rank 1 once the long get runs.
+        let (r, pids) = long_get_ended_by(&mpirun, "long", &s, |pids, _| {
+            let victim = pids.iter().copied().find(|&p| rank_of(p) == Some(1));
+            if let Some(v) = victim {
+                // SAFETY: kill(2) on a process of the job this test started.
+                unsafe { libc::kill(v, libc::SIGKILL) };
             }
         });
-        let pids = seen.lock().unwrap().clone();
-        let mut ok = r.code.is_some_and(|c| c != 0) && pids.len() >= 9;
-        // No process of the job remains (bounded wait: fork servers notice their rank's end).
-        for p in &pids {
-            let mut gone = false;
-            for _ in 0..200 {
-                if !alive(*p) {
-                    gone = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if !gone {
-                eprintln!("process {p} of the job is still running");
-                ok = false;
-            }
-        }
+        let ok = r.code.is_some_and(|c| c != 0) && pids.len() >= 9 && all_gone(&pids);
         check("kill", &r, ok);
+    }
+
+    if want("panic_rank") {
+        // A thread on rank 1 panics once the long get runs.
+        let (r, pids) = long_get_ended_by(&mpirun, "panic_rank", &s, |_, scratch| {
+            std::fs::write(format!("{scratch}/panic-now"), b"").unwrap();
+        });
+        let ok = r.code.is_some_and(|c| c != 0)
+            && r.stderr.contains("a deliberate panic on rank 1")
+            && r.stderr.contains("MPI_Abort")
+            && !r.stdout.contains("long get returned")
+            && pids.len() >= 9
+            && all_gone(&pids);
+        check("panic_rank", &r, ok);
     }
 
     if want("mismatch") {
@@ -718,6 +821,57 @@ fn driver() {
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Runs `case` (which prints "long get starting" and then waits long on every rank) and calls
+/// `end` with every process of the job once they are all up (mpirun, 3 ranks, each with a
+/// fork server and a worker) and the scratch dir; the run and those processes.
+fn long_get_ended_by(
+    mpirun: &str,
+    case: &str,
+    scratch: &str,
+    end: impl Fn(&[i32], &str) + Send + 'static,
+) -> (Run, Vec<i32>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i32>::new()));
+    let seen2 = seen.clone();
+    let dir = scratch.to_owned();
+    let r = run(mpi_command(mpirun, case, scratch), 120, move |line, pid| {
+        if line.contains("long get starting") {
+            // Let the units reach the ranks' workers (a watchdog bounds the test anyway).
+            let mut pids = Vec::new();
+            for _ in 0..200 {
+                pids = descendants(pid as i32);
+                if pids.len() >= 9 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            *seen2.lock().unwrap() = pids.clone();
+            end(&pids, &dir);
+        }
+    });
+    let pids = seen.lock().unwrap().clone();
+    (r, pids)
+}
+
+/// Whether every process in `pids` ends (bounded wait: fork servers notice their rank's end).
+fn all_gone(pids: &[i32]) -> bool {
+    let mut ok = true;
+    for p in pids {
+        let mut gone = false;
+        for _ in 0..200 {
+            if !alive(*p) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !gone {
+            eprintln!("process {p} of the job is still running");
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// The `mpi_peer` example: another executable with another function table (built, or brought
@@ -749,6 +903,7 @@ fn main() {
         Ok("crash") => case_crash(),
         Ok("long") => case_long(),
         Ok("panic") => case_panic(),
+        Ok("panic_rank") => case_panic_rank(),
         Ok("local") => case_local(),
         Ok("mismatch") => case_mismatch(),
         Ok(other) => panic!("unknown case {other}"),

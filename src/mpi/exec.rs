@@ -8,18 +8,19 @@
 //! result is freed on its rank. Requested outputs (and, with callbacks, every result) are
 //! fetched to rank 0 when they finish, so that the engine collects real values.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use forkgraph_worker::Value;
 
 use super::node::{Event, Node};
-use super::proto::{Input, Msg, WireResult, WireTask};
+use super::proto::{self, Input, InputRef, Msg, WireResult, WireTask, WireTaskRef};
 use super::{Backoff, Counters};
 use crate::callbacks::WorkerId;
 use crate::engine::{Done, Executor, Failure, Job, Ran};
 use crate::error::Error;
 use crate::plan::{Kind, Plan};
+use crate::process::runner::RunTask;
 
 /// Units a rank with `workers` workers may have queued or running: enough that each batch of
 /// its pool amortizes the message and planning costs over many small tasks.
@@ -45,6 +46,104 @@ struct Unit {
     sent: u64,
 }
 
+/// Where a staged task finds one input: `None` the previous task, else a held result or
+/// (`Err`) the job's own input value, sent along.
+type StagedInput = Option<Result<Handle, ()>>;
+
+/// A unit submitted and not yet sent: the engine's jobs and where each input is.
+struct Staged {
+    unit: u64,
+    jobs: Vec<Job>,
+    inputs: Vec<Vec<StagedInput>>,
+}
+
+impl Staged {
+    fn borrowed(&self) -> (u64, Vec<WireTaskRef<'_>>) {
+        let tasks = self
+            .jobs
+            .iter()
+            .zip(&self.inputs)
+            .map(|(j, ins)| WireTaskRef {
+                node: j.node,
+                spec: &j.spec,
+                inputs: ins
+                    .iter()
+                    .zip(&j.inputs)
+                    .map(|(i, v)| match i {
+                        None => InputRef::Prev,
+                        Some(Ok(h)) => InputRef::Held {
+                            rank: h.rank as u32,
+                            id: h.id,
+                        },
+                        Some(Err(())) => InputRef::Inline(v),
+                    })
+                    .collect(),
+                retries: j.options.retries,
+                timeout_ms: j.options.timeout.map(|d| d.as_millis() as u64),
+                send_back: j.send_back,
+            })
+            .collect();
+        (self.unit, tasks)
+    }
+
+    /// The tasks as this rank's pool takes them, every held input being here.
+    fn run_tasks(self, node: &Node) -> Result<Vec<RunTask>, String> {
+        self.jobs
+            .into_iter()
+            .zip(self.inputs)
+            .map(|(j, ins)| {
+                let inputs = ins
+                    .iter()
+                    .zip(j.inputs)
+                    .map(|(i, v)| match i {
+                        None => Ok(Arc::clone(crate::engine::placeholder())),
+                        Some(Ok(h)) => node
+                            .held_value(h.id)
+                            .ok_or_else(|| format!("result {} is not held on rank 0", h.id)),
+                        Some(Err(())) => Ok(v),
+                    })
+                    .collect::<Result<_, String>>()?;
+                Ok(RunTask {
+                    spec: j.spec,
+                    inputs,
+                    prev: j.prev,
+                    send_back: j.send_back,
+                    options: j.options,
+                    tag: 0,
+                })
+            })
+            .collect()
+    }
+
+    fn owned(self) -> (u64, Vec<WireTask>) {
+        let tasks = self
+            .jobs
+            .into_iter()
+            .zip(self.inputs)
+            .map(|(j, ins)| WireTask {
+                node: j.node,
+                spec: (*j.spec).clone(),
+                inputs: ins
+                    .into_iter()
+                    .zip(&j.inputs)
+                    .map(|(i, v)| match i {
+                        None => Input::Prev,
+                        Some(Ok(h)) => Input::Held {
+                            rank: h.rank as u32,
+                            id: h.id,
+                        },
+                        Some(Err(())) => Input::Inline(Value::clone(v)),
+                    })
+                    .collect(),
+                retries: j.options.retries,
+                timeout_ms: j.options.timeout.map(|d| d.as_millis() as u64),
+                send_back: j.send_back,
+            })
+            .collect();
+        (self.unit, tasks)
+    }
+}
+
 /// A finished task whose value is on its way to rank 0.
 struct Fetching {
     node: u32,
@@ -64,6 +163,11 @@ pub(crate) struct MpiExec<'a> {
     /// Results kept on ranks, by the address of their stand-in.
     handles: HashMap<usize, Handle>,
     kept: Vec<Arc<Value>>,
+    /// Ranks that received a copy of a result held elsewhere, by (holder, id): a rank fetches
+    /// a result once and keeps the copy until the result is freed.
+    copies: HashMap<(usize, u64), Vec<usize>>,
+    /// Results kept since `kept` was last scanned for released ones.
+    kept_since_scan: usize,
     units: HashMap<u64, Unit>,
     next_unit: u64,
     fetching: HashMap<u64, Fetching>,
@@ -72,7 +176,7 @@ pub(crate) struct MpiExec<'a> {
     error: Option<String>,
     events: Vec<Event>,
     /// Units submitted since the last wait, by rank: sent as one message per rank.
-    outbox: Vec<Vec<(u64, Vec<WireTask>)>>,
+    outbox: Vec<Vec<Staged>>,
 }
 
 impl<'a> MpiExec<'a> {
@@ -105,11 +209,13 @@ impl<'a> MpiExec<'a> {
             needed,
             workers,
             load: vec![0; ranks],
-            handles: HashMap::new(),
+            handles: HashMap::default(),
             kept: Vec::new(),
-            units: HashMap::new(),
+            kept_since_scan: 0,
+            copies: HashMap::default(),
+            units: HashMap::default(),
             next_unit: 0,
-            fetching: HashMap::new(),
+            fetching: HashMap::default(),
             next_fetch: 0,
             done: Vec::new(),
             error: None,
@@ -140,16 +246,15 @@ impl<'a> MpiExec<'a> {
             .unwrap_or(0)
     }
 
-    fn input(&self, v: &Arc<Value>) -> Result<Handle, Value> {
-        match self.handles.get(&(Arc::as_ptr(v) as usize)) {
-            Some(h) => Ok(*h),
-            None => Err(Value::clone(v)),
-        }
+    fn input(&self, v: &Arc<Value>) -> Result<Handle, ()> {
+        self.handles
+            .get(&(Arc::as_ptr(v) as usize))
+            .copied()
+            .ok_or(())
     }
 
     fn submit_unit(&mut self, jobs: Vec<Job>) -> Result<(), String> {
         let fetch_all = jobs.iter().any(|j| j.timed);
-        let mut tasks = Vec::with_capacity(jobs.len());
         let mut held = Vec::new();
         let mut wire_inputs = Vec::with_capacity(jobs.len());
         for j in &jobs {
@@ -175,28 +280,13 @@ impl<'a> MpiExec<'a> {
         let rank = self.place(&held);
         for h in &held {
             if h.rank != rank {
-                self.counters.moved_bytes += h.bytes;
-                self.counters.moves += 1;
+                let have = self.copies.entry((h.rank, h.id)).or_default();
+                if !have.contains(&rank) {
+                    have.push(rank);
+                    self.counters.moved_bytes += h.bytes;
+                    self.counters.moves += 1;
+                }
             }
-        }
-        for (j, inputs) in jobs.iter().zip(wire_inputs) {
-            tasks.push(WireTask {
-                node: j.node,
-                spec: (*j.spec).clone(),
-                inputs: inputs
-                    .into_iter()
-                    .map(|i| match i {
-                        None => Input::Prev,
-                        Some(Ok(h)) => Input::Held {
-                            rank: h.rank as u32,
-                            id: h.id,
-                        },
-                        Some(Err(v)) => Input::Inline(v),
-                    })
-                    .collect(),
-                retries: j.options.retries,
-                timeout_ms: j.options.timeout.map(|d| d.as_millis() as u64),
-            });
         }
         let unit = self.next_unit;
         self.next_unit += 1;
@@ -214,16 +304,42 @@ impl<'a> MpiExec<'a> {
             },
         );
         self.load[rank] += 1;
-        self.outbox[rank].push((unit, tasks));
+        self.outbox[rank].push(Staged {
+            unit,
+            jobs,
+            inputs: wire_inputs,
+        });
         Ok(())
     }
 
-    /// Sends the units submitted since the last call.
+    /// Sends the units submitted since the last call: to another rank encoded from the jobs
+    /// as they are (no copy of specs or literals), to this rank as owned tasks.
     fn flush(&mut self) -> Result<(), String> {
         for rank in 0..self.outbox.len() {
-            if !self.outbox[rank].is_empty() {
-                let units = std::mem::take(&mut self.outbox[rank]);
-                self.node.send(rank, Msg::Run { units })?;
+            if self.outbox[rank].is_empty() {
+                continue;
+            }
+            let staged = std::mem::take(&mut self.outbox[rank]);
+            if rank == self.node.world.rank {
+                let me = rank;
+                let mut units = Vec::new();
+                for s in staged {
+                    // Inputs all here: straight to this rank's pool, nothing copied.
+                    let here = |i: &StagedInput| !matches!(i, Some(Ok(h)) if h.rank != me);
+                    if s.inputs.iter().flatten().all(here) {
+                        let unit = s.unit;
+                        let tasks = s.run_tasks(self.node)?;
+                        self.node.run_here(unit, tasks)?;
+                    } else {
+                        units.push(s.owned());
+                    }
+                }
+                if !units.is_empty() {
+                    self.node.send(rank, Msg::Run { units })?;
+                }
+            } else {
+                let units: Vec<_> = staged.iter().map(Staged::borrowed).collect();
+                self.node.send_bytes(rank, proto::encode_run(&units))?;
             }
         }
         Ok(())
@@ -270,6 +386,7 @@ impl<'a> MpiExec<'a> {
                     }
                     Ok(self.keep(Arc::new(Value::Null), handle))
                 }
+                WireResult::Unsent => Ok(Arc::clone(crate::engine::placeholder())),
                 WireResult::Failed { function, kind } => Err(Box::new(Failure {
                     function,
                     kind: kind.into_kind(|n| self.plan.keys[n as usize].clone()),
@@ -284,26 +401,41 @@ impl<'a> MpiExec<'a> {
     fn keep(&mut self, v: Arc<Value>, h: Handle) -> Arc<Value> {
         self.handles.insert(Arc::as_ptr(&v) as usize, h);
         self.kept.push(Arc::clone(&v));
+        self.kept_since_scan += 1;
         v
     }
 
     /// Frees, on their ranks, the results the engine no longer holds (`all`: every one).
+    /// Unless `all`, it looks only once results kept since the last look are an eighth of
+    /// those kept (each look costs one step per kept result; so a result costs at most eight
+    /// steps however many are kept, and a released one is freed within that many results).
     fn release(&mut self, all: bool) -> Result<(), String> {
-        let mut free: Vec<Vec<u64>> = vec![Vec::new(); self.workers.len()];
+        if !all && self.kept_since_scan.saturating_mul(8) < self.kept.len() {
+            return Ok(());
+        }
+        self.kept_since_scan = 0;
+        let ranks = self.workers.len();
+        // Per rank: results to drop, and copies to drop by (holder, id).
+        type Frees = (Vec<u64>, Vec<(u32, u64)>);
+        let mut free: Vec<Frees> = vec![(Vec::new(), Vec::new()); ranks];
         let handles = &mut self.handles;
+        let copies = &mut self.copies;
         self.kept.retain(|v| {
             if all || Arc::strong_count(v) == 1 {
                 if let Some(h) = handles.remove(&(Arc::as_ptr(v) as usize)) {
-                    free[h.rank].push(h.id);
+                    free[h.rank].0.push(h.id);
+                    for r in copies.remove(&(h.rank, h.id)).unwrap_or_default() {
+                        free[r].1.push((h.rank as u32, h.id));
+                    }
                 }
                 false
             } else {
                 true
             }
         });
-        for (rank, ids) in free.into_iter().enumerate() {
-            if !ids.is_empty() {
-                self.node.send(rank, Msg::Free { ids })?;
+        for (rank, (ids, copies)) in free.into_iter().enumerate() {
+            if !ids.is_empty() || !copies.is_empty() {
+                self.node.send(rank, Msg::Free { ids, copies })?;
             }
         }
         Ok(())
@@ -398,6 +530,14 @@ impl Executor for MpiExec<'_> {
                 return Err(Error::Scheduler(e));
             }
         }
+    }
+
+    fn stand_in_bytes(&self, v: &Arc<Value>) -> Option<usize> {
+        if !matches!(**v, Value::Null) {
+            return None; // A fetched value: the engine sizes it itself.
+        }
+        let h = self.handles.get(&(Arc::as_ptr(v) as usize))?;
+        Some(usize::try_from(h.bytes).unwrap_or(usize::MAX))
     }
 
     fn workers(&self) -> Vec<WorkerId> {

@@ -323,6 +323,9 @@ pub struct MpiStats {
     pub held: Vec<u64>,
     /// Shared segments each rank's process maps now (by rank).
     pub segments: Vec<u64>,
+    /// Bytes of inputs each rank has fetched from other ranks since the cluster started (by
+    /// rank; a rank fetches a result once however many of its tasks read it).
+    pub received: Vec<u64>,
 }
 
 impl MpiCluster {
@@ -354,6 +357,7 @@ impl MpiCluster {
                     messages: 0,
                     held: vec![0],
                     segments: vec![crate::segment_stats().count],
+                    received: vec![0],
                 })
             }
             Inner::Mpi(r) => r,
@@ -361,11 +365,13 @@ impl MpiCluster {
         let n = r.workers.len();
         let mut held = vec![0u64; n];
         let mut segments = vec![0u64; n];
+        let mut received = vec![0u64; n];
         let mut events = Vec::new();
         // Handle what rank 0 sent itself (frees of its own results) first.
         r.node.poll(&mut events).map_err(Error::Scheduler)?;
         held[0] = r.node.held() as u64;
         segments[0] = crate::segment_stats().count;
+        received[0] = r.node.received;
         for rank in 1..n {
             r.node.send(rank, Msg::Count).map_err(Error::Scheduler)?;
         }
@@ -380,10 +386,12 @@ impl MpiCluster {
                     rank,
                     held: h,
                     segments: s,
+                    received: b,
                 } = e
                 {
                     held[rank] = h;
                     segments[rank] = s;
+                    received[rank] = b;
                     left -= 1;
                 }
             }
@@ -398,6 +406,7 @@ impl MpiCluster {
             messages: r.node.messages,
             held,
             segments,
+            received,
         })
     }
 }

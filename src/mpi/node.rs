@@ -1,21 +1,28 @@
 //! One rank's side of the cluster: the results it holds, the units it runs in its local
-//! process pool (a thread waits on the pool so that this thread keeps serving MPI), and the
-//! messages it answers. Rank 0 has one too: it runs tasks like every other rank.
+//! process pool, and the messages it answers. Rank 0 has one too: it runs tasks like every
+//! other rank.
+//!
+//! Units go straight to the pool's unit runner as one caller of the pool (no graph, no plan):
+//! this thread submits them, and a pool thread waits for their tasks (leading the runner,
+//! as a `get` would) so that this thread keeps serving MPI. Each task gets a local tag that
+//! maps its result back to its unit.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use forkgraph_worker::{Registry, SpecArg, TaskSpec, Value};
+use forkgraph_worker::Value;
 
 use super::comm::{self, Owned, Sending, World};
 use super::proto::{self, Input, Msg, WireKind, WireResult, WireTask};
-use crate::engine::Output;
-use crate::error::Error;
-use crate::graph::{Arg, Graph, Task, TaskOptions};
-use crate::key::{Key, Keys};
+use crate::engine::placeholder;
+use crate::graph::TaskOptions;
+use crate::key::Key;
+use crate::process::runner::{Finished, Labels, PUnit, RunTask};
+use crate::process::shared::Shared;
 use crate::process::ProcessPool;
-use crate::scheduler::{GetOptions, Scheduler};
 
 /// What the node hands to its owner (rank 0's executor).
 #[derive(Debug)]
@@ -34,6 +41,7 @@ pub(crate) enum Event {
         rank: usize,
         held: u64,
         segments: u64,
+        received: u64,
     },
     /// Rank 0 asked this rank to stop.
     Stop,
@@ -43,36 +51,127 @@ pub(crate) enum Event {
 struct Pending {
     tasks: Vec<WireTask>,
     /// Per task, per input: its value once here (`None` for `Prev` and for inputs in flight).
-    values: Vec<Vec<Option<Value>>>,
+    values: Vec<Vec<Option<Arc<Value>>>>,
     missing: usize,
 }
 
 /// What an incoming `Data` is for.
 enum Ticket {
-    Input {
-        unit: u64,
-        task: usize,
-        input: usize,
+    /// A copy of result `id` of `rank`, for the units waiting in `inbound`.
+    Copy {
+        rank: usize,
+        id: u64,
     },
     Fetch(u64),
 }
 
-/// A unit ready to run: its tasks and their input values (`None`: the previous task's result).
-struct Ready {
-    unit: u64,
-    tasks: Vec<(WireTask, Vec<Option<Value>>)>,
+/// Where a unit waits for an input: (unit, task, input).
+type Slot = (u64, usize, usize);
+
+/// A unit in the local pool: its tasks' results so far.
+struct Running {
+    results: Vec<Option<WireResult>>,
+    left: usize,
 }
 
-/// A unit the pool thread finished: per task, its value or the wire failure.
-struct Finished {
-    unit: u64,
-    results: Vec<Result<Value, WireResult>>,
+/// Log records of the rank's tasks carry no key (rank 0 holds the keys).
+struct NoLabels;
+
+impl Labels for NoLabels {
+    fn label(&self, _tag: u32) -> Option<&Key> {
+        None
+    }
+}
+
+/// The rank's process pool, driven as one caller of its unit runner.
+struct Local {
+    /// Keeps the pool (and its workers) alive.
+    _pool: ProcessPool,
+    shared: Arc<Shared>,
+    caller: u64,
+    labels: Arc<dyn Labels>,
+    /// Tasks submitted and not yet back (the pool thread sleeps while there are none).
+    outstanding: Arc<AtomicUsize>,
+    kicks: Option<Sender<()>>,
+    from_pool: Receiver<Result<Vec<Finished>, String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Units staged since the last poll (handed over in one go).
+    staged: Vec<PUnit>,
+    staged_tasks: usize,
+    /// The pool's failure, once it failed: every later unit fails with it.
+    broken: Option<String>,
+    /// Whether the pool recycles segments (arrays from other ranks then land in recycled
+    /// buffers).
+    recycles: bool,
+}
+
+impl Local {
+    fn new(pool: ProcessPool) -> Local {
+        let shared = Arc::clone(pool.shared());
+        let caller = shared.register(false);
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        let (kicks, kicked) = crossbeam_channel::unbounded::<()>();
+        let (tx, from_pool) = crossbeam_channel::unbounded();
+        let thread = {
+            let shared = Arc::clone(&shared);
+            let outstanding = Arc::clone(&outstanding);
+            std::thread::Builder::new()
+                .name("forkgraph-mpi-pool".into())
+                .spawn(move || pool_loop(&shared, caller, &kicked, &outstanding, &tx))
+                .expect("spawn the rank's pool thread")
+        };
+        Local {
+            recycles: pool.recycles_segments(),
+            _pool: pool,
+            shared,
+            caller,
+            labels: Arc::new(NoLabels),
+            outstanding,
+            kicks: Some(kicks),
+            from_pool,
+            thread: Some(thread),
+            staged: Vec::new(),
+            staged_tasks: 0,
+            broken: None,
+        }
+    }
+
+    /// Hands the staged units to the runner and wakes the pool thread.
+    fn flush(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        self.outstanding
+            .fetch_add(self.staged_tasks, Ordering::AcqRel);
+        self.staged_tasks = 0;
+        self.shared
+            .submit(self.caller, std::mem::take(&mut self.staged));
+        if let Some(k) = &self.kicks {
+            let _ = k.send(());
+        }
+    }
+
+    fn stop(&mut self) {
+        self.kicks = None;
+        if let Some(t) = self.thread.take() {
+            // A thread still waiting for tasks returns at once.
+            self.shared.cancel(self.caller);
+            let _ = t.join();
+        }
+    }
 }
 
 /// One rank's state.
 pub(crate) struct Node {
     pub(crate) world: World,
-    held: HashMap<u64, Value>,
+    held: HashMap<u64, Arc<Value>>,
+    /// Copies of results held by other ranks, by (holder, id): fetched once for every unit
+    /// here that reads them, kept until rank 0 frees the result.
+    copies: HashMap<(usize, u64), Arc<Value>>,
+    /// Copies on their way, and the (unit, task, input) slots waiting for each.
+    inbound: HashMap<(usize, u64), Vec<Slot>>,
+    /// Bytes of inputs fetched from other ranks so far.
+    pub(crate) received: u64,
     next_id: u64,
     pending: HashMap<u64, Pending>,
     tickets: HashMap<u64, Ticket>,
@@ -80,10 +179,11 @@ pub(crate) struct Node {
     /// Messages to this rank itself, not yet handled.
     inbox: Vec<Msg>,
     sending: Vec<Sending>,
-    to_pool: Option<Sender<Ready>>,
-    /// Batches the pool finished.
-    from_pool: Receiver<Vec<Finished>>,
-    pool_thread: Option<std::thread::JoinHandle<()>>,
+    local: Local,
+    /// Units in the local pool, and the unit and task of each local tag.
+    running: HashMap<u64, Running>,
+    tags: HashMap<u32, (u64, u32)>,
+    next_tag: u32,
     /// Messages sent to other ranks (this rank's count).
     pub(crate) messages: u64,
 }
@@ -91,31 +191,29 @@ pub(crate) struct Node {
 impl Node {
     /// A node running tasks in `pool`.
     pub(crate) fn new(world: World, pool: ProcessPool) -> Node {
-        let (to_pool, rx) = crossbeam_channel::unbounded::<Ready>();
-        let (tx, from_pool) = crossbeam_channel::unbounded();
-        let pool_thread = std::thread::Builder::new()
-            .name("forkgraph-mpi-pool".into())
-            .spawn(move || pool_loop(&pool, &rx, &tx))
-            .expect("spawn the rank's pool thread");
         Node {
             world,
-            held: HashMap::new(),
+            held: HashMap::default(),
+            copies: HashMap::default(),
+            inbound: HashMap::default(),
+            received: 0,
             next_id: 0,
-            pending: HashMap::new(),
-            tickets: HashMap::new(),
+            pending: HashMap::default(),
+            tickets: HashMap::default(),
             next_ticket: 0,
             inbox: Vec::new(),
             sending: Vec::new(),
-            to_pool: Some(to_pool),
-            from_pool,
-            pool_thread: Some(pool_thread),
+            local: Local::new(pool),
+            running: HashMap::default(),
+            tags: HashMap::default(),
+            next_tag: 0,
             messages: 0,
         }
     }
 
-    /// Results held here now.
+    /// Results held here now (copies of other ranks' results included).
     pub(crate) fn held(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.copies.len()
     }
 
     /// Sends `msg` to `dest` (to itself through the inbox).
@@ -137,12 +235,28 @@ impl Node {
         Ok(())
     }
 
+    /// Sends a message already encoded (see [`proto::encode`]) to another rank.
+    ///
+    /// # Errors
+    /// When MPI fails.
+    pub(crate) fn send_bytes(&mut self, dest: usize, bytes: Vec<u8>) -> Result<(), String> {
+        self.messages += 1;
+        self.sending.push(Sending::start(
+            Owned::Bytes(bytes),
+            dest,
+            proto::TAG,
+            proto::TAG + 1,
+        )?);
+        Ok(())
+    }
+
     /// Answers a `Want`: each large array as a header and its raw bytes (sent from where they
     /// lie), the other values in one message.
     fn answer(&mut self, dest: usize, items: Vec<(u64, u64)>) -> Result<(), String> {
         let mut small = Vec::new();
         for (id, ticket) in items {
-            match self.held.get(&id).cloned() {
+            let value = self.held.get(&id).cloned();
+            match value.as_deref() {
                 Some(Value::Array(a)) if a.as_bytes().len() >= proto::RAW_MIN => {
                     let len = a.as_bytes().len() as u64;
                     self.send(
@@ -160,7 +274,7 @@ impl Node {
                         proto::RAW_TAG,
                     )?);
                 }
-                value => small.push((ticket, value)),
+                _ => small.push((ticket, value.map(|v| Value::clone(&v)))),
             }
         }
         if small.is_empty() {
@@ -170,20 +284,37 @@ impl Node {
         }
     }
 
-    /// Receives the raw bytes announced by a [`Msg::RawData`] into a new shared segment.
+    /// Receives the raw bytes announced by a [`Msg::RawData`] straight into shared memory the
+    /// rank's workers map: a recycled landing buffer when the pool recycles segments (its
+    /// pages are already faulted in, and it is reused once nobody maps it), else a new sealed
+    /// segment.
     fn recv_array(
+        &self,
         source: usize,
         dtype: forkgraph_worker::DType,
         len: u64,
     ) -> Result<Value, String> {
-        use forkgraph_worker::IntoValue;
-        let mut seg = forkgraph_worker::SharedVec::<u8>::zeroed(len as usize)
-            .map_err(|e| format!("cannot make a {len}-byte segment for an input: {e}"))?;
-        comm::recv_parts(source, proto::RAW_TAG, &mut seg)?;
-        let Value::Array(a) = seg.into_value() else {
-            return Err("a shared vector that is not an array".into());
+        use forkgraph_worker::segments::landing::Landing;
+        use forkgraph_worker::{Array, Buffer, IntoValue};
+        let n = usize::try_from(len).map_err(|_| format!("an array of {len} bytes"))?;
+        let buffer = if self.local.recycles {
+            let mut landing = Landing::new(n)
+                .map_err(|e| format!("cannot make a {len}-byte segment for an input: {e}"))?;
+            comm::recv_parts(source, proto::RAW_TAG, landing.bytes_mut())?;
+            let seg = landing
+                .finish()
+                .map_err(|e| format!("cannot share a {len}-byte input: {e}"))?;
+            Buffer::from_storage(Arc::new(seg))
+        } else {
+            let mut seg = forkgraph_worker::SharedVec::<u8>::zeroed(n)
+                .map_err(|e| format!("cannot make a {len}-byte segment for an input: {e}"))?;
+            comm::recv_parts(source, proto::RAW_TAG, &mut seg)?;
+            let Value::Array(a) = seg.into_value() else {
+                return Err("a shared vector that is not an array".into());
+            };
+            a.buffer().clone()
         };
-        forkgraph_worker::Array::from_buffer(dtype, a.buffer().clone())
+        Array::from_buffer(dtype, buffer)
             .map(Value::Array)
             .map_err(|e| format!("an array from rank {source}: {e}"))
     }
@@ -194,7 +325,7 @@ impl Node {
     /// When MPI fails.
     pub(crate) fn fetch(&mut self, rank: usize, id: u64, tag: u64) -> Result<(), String> {
         if rank == self.world.rank {
-            let value = self.held.get(&id).cloned();
+            let value = self.held.get(&id).map(|v| Value::clone(v));
             let ticket = self.ticket(Ticket::Fetch(tag));
             self.inbox.push(Msg::Data {
                 items: vec![(ticket, value)],
@@ -253,7 +384,8 @@ impl Node {
                 self.handle(me, m, events)?;
             }
         }
-        while let Ok(f) = self.from_pool.try_recv() {
+        self.local.flush();
+        while let Ok(f) = self.local.from_pool.try_recv() {
             progress = true;
             self.finished(f)?;
         }
@@ -262,7 +394,8 @@ impl Node {
 
     /// Waits up to `d` for the local pool (the idle back-off: no busy polling).
     pub(crate) fn idle(&mut self, d: Duration) -> Result<(), String> {
-        if let Ok(f) = self.from_pool.recv_timeout(d) {
+        self.local.flush();
+        if let Ok(f) = self.local.from_pool.recv_timeout(d) {
             self.finished(f)?;
         }
         Ok(())
@@ -273,25 +406,57 @@ impl Node {
         !self.sending.is_empty()
     }
 
-    /// Keeps a finished batch's results and reports them to rank 0 in one message.
-    fn finished(&mut self, batch: Vec<Finished>) -> Result<(), String> {
-        let mut units = Vec::with_capacity(batch.len());
-        for f in batch {
-            let results = f
-                .results
-                .into_iter()
-                .map(|r| match r {
-                    Ok(v) => {
-                        let id = self.next_id;
-                        self.next_id += 1;
-                        let bytes = proto::bytes(&v);
-                        self.held.insert(id, v);
-                        WireResult::Held { id, bytes }
+    /// Keeps the results of finished tasks and reports the units they complete to rank 0 in
+    /// one message.
+    fn finished(&mut self, batch: Result<Vec<Finished>, String>) -> Result<(), String> {
+        let mut units = Vec::new();
+        match batch {
+            Ok(batch) => {
+                for f in batch {
+                    let Some((unit, i)) = self.tags.remove(&f.tag) else {
+                        continue;
+                    };
+                    let r = match f.result {
+                        Ok(v) if Arc::ptr_eq(&v, placeholder()) => WireResult::Unsent,
+                        Ok(v) => {
+                            let id = self.next_id;
+                            self.next_id += 1;
+                            let bytes = proto::bytes(&v);
+                            self.held.insert(id, v);
+                            WireResult::Held { id, bytes }
+                        }
+                        Err(e) => WireResult::Failed {
+                            function: e.function,
+                            kind: WireKind::from_kind(e.kind, |_| u32::MAX),
+                        },
+                    };
+                    let Some(run) = self.running.get_mut(&unit) else {
+                        continue;
+                    };
+                    run.results[i as usize] = Some(r);
+                    run.left -= 1;
+                    if run.left == 0 {
+                        let run = self.running.remove(&unit).expect("a running unit");
+                        units.push((unit, run.results.into_iter().flatten().collect()));
                     }
-                    Err(w) => w,
-                })
-                .collect();
-            units.push((f.unit, results));
+                }
+            }
+            Err(e) => {
+                // The pool failed: every unit in it fails, and so does every later one.
+                self.tags.clear();
+                for (unit, run) in self.running.drain() {
+                    let results = run
+                        .results
+                        .iter()
+                        .map(|_| WireResult::Broken(e.clone()))
+                        .collect();
+                    units.push((unit, results));
+                }
+                self.local.broken = Some(e);
+            }
+        }
+        if units.is_empty() {
+            return Ok(());
         }
         self.send(
             0,
@@ -311,7 +476,7 @@ impl Node {
             }
             Msg::Want { items } => self.answer(source, items)?,
             Msg::RawData { ticket, dtype, len } => {
-                let value = Node::recv_array(source, dtype, len)?;
+                let value = self.recv_array(source, dtype, len)?;
                 self.deliver(source, ticket, Some(value), events)?;
             }
             Msg::Data { items } => {
@@ -319,22 +484,31 @@ impl Node {
                     self.deliver(source, ticket, value, events)?;
                 }
             }
-            Msg::Free { ids } => {
+            Msg::Free { ids, copies } => {
                 for id in ids {
                     self.held.remove(&id);
+                }
+                for (rank, id) in copies {
+                    self.copies.remove(&(rank as usize, id));
                 }
             }
             Msg::Count => {
                 let counts = Msg::Counts {
-                    held: self.held.len() as u64,
+                    held: self.held() as u64,
                     segments: forkgraph_worker::segments::stats().0,
+                    received: self.received,
                 };
                 self.send(source, counts)?;
             }
-            Msg::Counts { held, segments } => events.push(Event::Counts {
+            Msg::Counts {
+                held,
+                segments,
+                received,
+            } => events.push(Event::Counts {
                 rank: source,
                 held,
                 segments,
+                received,
             }),
             Msg::Done { units, pid } => {
                 events.extend(units.into_iter().map(|(unit, results)| Event::Done {
@@ -359,18 +533,23 @@ impl Node {
     ) -> Result<(), String> {
         match self.tickets.remove(&ticket) {
             Some(Ticket::Fetch(tag)) => events.push(Event::Fetched { tag, value }),
-            Some(Ticket::Input { unit, task, input }) => {
-                let v = value
-                    .ok_or_else(|| format!("rank {source} no longer holds an input of a unit"))?;
-                let p = self
-                    .pending
-                    .get_mut(&unit)
-                    .ok_or("an input for an unknown unit")?;
-                p.values[task][input] = Some(v);
-                p.missing -= 1;
-                if p.missing == 0 {
-                    let p = self.pending.remove(&unit).expect("pending unit");
-                    self.ready(unit, p)?;
+            Some(Ticket::Copy { rank, id }) => {
+                let v = Arc::new(value.ok_or_else(|| {
+                    format!("rank {source} no longer holds result {id}, an input of a unit")
+                })?);
+                self.received += proto::bytes(&v);
+                self.copies.insert((rank, id), Arc::clone(&v));
+                for (unit, task, input) in self.inbound.remove(&(rank, id)).unwrap_or_default() {
+                    let p = self
+                        .pending
+                        .get_mut(&unit)
+                        .ok_or("an input for an unknown unit")?;
+                    p.values[task][input] = Some(Arc::clone(&v));
+                    p.missing -= 1;
+                    if p.missing == 0 {
+                        let p = self.pending.remove(&unit).expect("pending unit");
+                        self.ready(unit, p)?;
+                    }
                 }
             }
             None => return Err(format!("an answer from rank {source} nobody asked for")),
@@ -390,7 +569,7 @@ impl Node {
             let mut vals = Vec::with_capacity(t.inputs.len());
             for (ii, inp) in t.inputs.iter().enumerate() {
                 vals.push(match inp {
-                    Input::Inline(v) => Some(v.clone()),
+                    Input::Inline(v) => Some(Arc::new(v.clone())),
                     Input::Prev => None,
                     Input::Held { rank, id } if *rank as usize == self.world.rank => {
                         Some(self.held.get(id).cloned().ok_or_else(|| {
@@ -398,19 +577,28 @@ impl Node {
                         })?)
                     }
                     Input::Held { rank, id } => {
-                        p.missing += 1;
-                        wants.push((*rank as usize, *id, ti, ii));
-                        None
+                        let key = (*rank as usize, *id);
+                        if let Some(v) = self.copies.get(&key) {
+                            Some(Arc::clone(v))
+                        } else {
+                            p.missing += 1;
+                            let waiting = self.inbound.entry(key).or_default();
+                            if waiting.is_empty() {
+                                wants.push(key);
+                            }
+                            waiting.push((unit, ti, ii));
+                            None
+                        }
                     }
                 });
             }
             p.values.push(vals);
         }
         p.tasks = tasks;
-        // One request per holding rank.
-        let mut by_rank: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
-        for (rank, id, task, input) in wants {
-            let ticket = self.ticket(Ticket::Input { unit, task, input });
+        // One request per holding rank, one item per result not already on its way.
+        let mut by_rank: HashMap<usize, Vec<(u64, u64)>> = HashMap::default();
+        for (rank, id) in wants {
+            let ticket = self.ticket(Ticket::Copy { rank, id });
             by_rank.entry(rank).or_default().push((id, ticket));
         }
         for (rank, items) in by_rank {
@@ -424,23 +612,54 @@ impl Node {
         Ok(())
     }
 
+    /// Stages a unit whose inputs are all here for the local pool (handed over at the end of
+    /// this poll).
     fn ready(&mut self, unit: u64, p: Pending) -> Result<(), String> {
-        let ready = Ready {
+        let jobs = run_tasks(p.tasks.into_iter().zip(p.values).collect());
+        self.run_here(unit, jobs)
+    }
+
+    /// A result held here (for rank 0's executor: inputs of units it runs here).
+    pub(crate) fn held_value(&self, id: u64) -> Option<Arc<Value>> {
+        self.held.get(&id).cloned()
+    }
+
+    /// Stages a unit whose inputs are all here for the local pool (handed over at the end of
+    /// this poll); its tasks' tags are assigned here.
+    pub(crate) fn run_here(&mut self, unit: u64, mut jobs: Vec<RunTask>) -> Result<(), String> {
+        let n = jobs.len();
+        if let Some(e) = &self.local.broken {
+            let results = (0..n).map(|_| WireResult::Broken(e.clone())).collect();
+            let done = Msg::Done {
+                units: vec![(unit, results)],
+                pid: std::process::id(),
+            };
+            return self.send(0, done);
+        }
+        for (i, j) in jobs.iter_mut().enumerate() {
+            j.tag = self.next_tag;
+            self.next_tag = self.next_tag.wrapping_add(1);
+            self.tags.insert(j.tag, (unit, i as u32));
+        }
+        self.running.insert(
             unit,
-            tasks: p.tasks.into_iter().zip(p.values).collect(),
-        };
-        self.to_pool
-            .as_ref()
-            .and_then(|t| t.send(ready).ok())
-            .ok_or_else(|| "the rank's pool thread is gone".to_owned())
+            Running {
+                results: (0..n).map(|_| None).collect(),
+                left: n,
+            },
+        );
+        self.local.staged_tasks += n;
+        self.local.staged.push(PUnit::new(
+            self.local.caller,
+            Arc::clone(&self.local.labels),
+            jobs,
+        ));
+        Ok(())
     }
 
     /// Stops the pool thread (the pool itself stops when its last handle drops).
     pub(crate) fn shut_down(&mut self) {
-        self.to_pool = None;
-        if let Some(t) = self.pool_thread.take() {
-            let _ = t.join();
-        }
+        self.local.stop();
     }
 }
 
@@ -450,126 +669,66 @@ impl Drop for Node {
     }
 }
 
-/// The pool thread: runs every ready unit queued at the moment as one sub-graph of the rank's
-/// pool (`keep_going`, so one task's failure is that task's alone).
-fn pool_loop(pool: &ProcessPool, rx: &Receiver<Ready>, tx: &Sender<Vec<Finished>>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        if tx.send(run_batch(pool, batch)).is_err() {
-            return;
-        }
-    }
-}
-
-fn task_key(node: u32) -> Key {
-    Key::from(("\u{1}forkgraph-mpi", i64::from(node)))
-}
-
-fn run_batch(pool: &ProcessPool, batch: Vec<Ready>) -> Vec<Finished> {
-    let mut g = Graph::new();
-    let mut requested = Vec::new();
-    let mut inputs = 0i64;
-    let mut node_of: HashMap<Key, u32> = HashMap::new();
-    let mut sizes = Vec::new();
-    for r in &batch {
-        sizes.push(r.tasks.len());
-        let mut prev: Option<Key> = None;
-        for (t, vals) in &r.tasks {
-            let keys: Vec<Key> = vals
-                .iter()
-                .map(|v| match v {
-                    Some(v) => {
-                        let k = Key::from(("\u{1}forkgraph-mpi-input", inputs));
-                        inputs += 1;
-                        g.insert(k.clone(), v.clone());
-                        k
-                    }
-                    None => prev.clone().expect("a chain link after the first"),
-                })
-                .collect();
-            let key = task_key(t.node);
-            g.insert(key.clone(), to_task(&t.spec, &keys));
-            if t.retries.is_some() || t.timeout_ms.is_some() {
-                let mut o = TaskOptions::new();
-                o.retries = t.retries;
-                o.timeout = t.timeout_ms.map(Duration::from_millis);
-                g.set_options(key.clone(), o);
+/// The pool thread: waits for the rank's units in the local pool (leading its runner while
+/// they run, as a `get` does) and hands finished tasks to the MPI thread; sleeps on `kicks`
+/// while nothing is outstanding.
+fn pool_loop(
+    shared: &Shared,
+    caller: u64,
+    kicks: &Receiver<()>,
+    outstanding: &AtomicUsize,
+    tx: &Sender<Result<Vec<Finished>, String>>,
+) {
+    let mut out = Vec::new();
+    loop {
+        if outstanding.load(Ordering::Acquire) == 0 {
+            if kicks.recv().is_err() {
+                break;
             }
-            node_of.insert(key.clone(), t.node);
-            requested.push(Keys::One(key.clone()));
-            prev = Some(key);
+            continue;
+        }
+        while kicks.try_recv().is_ok() {}
+        match shared.wait(caller, &mut out, None) {
+            Ok(_) => {
+                outstanding.fetch_sub(out.len(), Ordering::AcqRel);
+                if tx.send(Ok(std::mem::take(&mut out))).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                break;
+            }
         }
     }
-    let out = pool.get_with(
-        &g,
-        &Keys::List(requested),
-        &GetOptions::new().keep_going(true),
-    );
-    let mut flat: Vec<Result<Value, WireResult>> = match out {
-        Ok(Output::List(l)) => l
-            .into_iter()
-            .map(|o| match o {
-                Output::Value(v) => Ok(v),
-                Output::Failed(e) => Err(WireResult::Failed {
-                    function: e.function.clone(),
-                    kind: WireKind::from_kind(e.kind.clone(), |k| {
-                        node_of.get(k).copied().unwrap_or(u32::MAX)
-                    }),
-                }),
-                Output::List(_) => Err(WireResult::Broken("a nested output".into())),
-            })
-            .collect(),
-        Ok(_) => vec![],
-        Err(Error::Task(e)) => sizes
-            .iter()
-            .flat_map(|&n| std::iter::repeat_n((), n))
-            .map(|()| {
-                Err(WireResult::Failed {
-                    function: e.function.clone(),
-                    kind: WireKind::from_kind(e.kind.clone(), |k| {
-                        node_of.get(k).copied().unwrap_or(u32::MAX)
-                    }),
-                })
-            })
-            .collect(),
-        Err(e) => sizes
-            .iter()
-            .flat_map(|&n| std::iter::repeat_n((), n))
-            .map(|()| Err(WireResult::Broken(e.to_string())))
-            .collect(),
-    };
-    let mut out = Vec::with_capacity(batch.len());
-    let mut rest = flat.drain(..);
-    for (r, n) in batch.iter().zip(sizes) {
-        let results: Vec<_> = rest.by_ref().take(n).collect();
-        out.push(Finished {
-            unit: r.unit,
-            results,
-        });
-    }
-    out
+    shared.leave(caller);
 }
 
-/// The task of `spec` with input `i` read from key `inputs[i]`.
-fn to_task(spec: &TaskSpec, inputs: &[Key]) -> Task {
-    let name = Registry::global()
-        .get(spec.func)
-        .map_or("?", |f| f.name)
-        .to_owned();
-    Task::new(name, spec.args.iter().map(|a| to_arg(a, inputs)).collect())
-}
-
-fn to_arg(a: &SpecArg, inputs: &[Key]) -> Arg {
-    match a {
-        SpecArg::Lit(v) => Arg::Value(v.clone()),
-        SpecArg::Input(i) => Arg::Key(inputs[*i as usize].clone()),
-        SpecArg::List(l) => Arg::List(l.iter().map(|a| to_arg(a, inputs)).collect()),
-        SpecArg::Map(m) => Arg::Map(
-            m.iter()
-                .map(|(k, a)| (k.clone(), to_arg(a, inputs)))
-                .collect(),
-        ),
-        SpecArg::Task(t) => Arg::Task(to_task(t, inputs)),
-    }
+/// A unit's tasks as the runner takes them (tags assigned later), inputs in order (the
+/// previous task's slot holds the engine's placeholder).
+fn run_tasks(tasks: Vec<(WireTask, Vec<Option<Arc<Value>>>)>) -> Vec<RunTask> {
+    tasks
+        .into_iter()
+        .map(|(t, vals)| {
+            let prev = t
+                .inputs
+                .iter()
+                .position(|i| matches!(i, Input::Prev))
+                .map(|i| i as u32);
+            let mut options = TaskOptions::new();
+            options.retries = t.retries;
+            options.timeout = t.timeout_ms.map(Duration::from_millis);
+            RunTask {
+                spec: Arc::new(t.spec),
+                inputs: vals
+                    .into_iter()
+                    .map(|v| v.unwrap_or_else(|| Arc::clone(placeholder())))
+                    .collect(),
+                prev,
+                send_back: t.send_back,
+                options,
+                tag: 0,
+            }
+        })
+        .collect()
 }

@@ -25,6 +25,42 @@ pub(crate) enum Input {
     Prev,
 }
 
+/// [`Input`] borrowed, for encoding without cloning (same wire form).
+#[derive(Serialize)]
+pub(crate) enum InputRef<'a> {
+    Inline(&'a Value),
+    Held { rank: u32, id: u64 },
+    Prev,
+}
+
+/// [`WireTask`] borrowed, for encoding without cloning (same wire form).
+#[derive(Serialize)]
+pub(crate) struct WireTaskRef<'a> {
+    pub(crate) node: u32,
+    pub(crate) spec: &'a TaskSpec,
+    pub(crate) inputs: Vec<InputRef<'a>>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) send_back: bool,
+}
+
+/// [`Msg::Run`] borrowed (its variant index must stay that of `Msg::Run`: the first).
+#[derive(Serialize)]
+enum RunRef<'a> {
+    Run {
+        units: &'a [(u64, Vec<WireTaskRef<'a>>)],
+    },
+}
+
+/// A [`Msg::Run`] of borrowed tasks as bytes (as [`encode`] would write the owned message).
+pub(crate) fn encode_run(units: &[(u64, Vec<WireTaskRef<'_>>)]) -> Vec<u8> {
+    let buf = vec![0u8; 8];
+    let mut buf = postcard::to_extend(&RunRef::Run { units }, buf).expect("encodable message");
+    let len = (buf.len() - 8) as u64;
+    buf[..8].copy_from_slice(&len.to_le_bytes());
+    buf
+}
+
 /// One task of a unit.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WireTask {
@@ -34,6 +70,9 @@ pub(crate) struct WireTask {
     pub(crate) inputs: Vec<Input>,
     pub(crate) retries: Option<u32>,
     pub(crate) timeout_ms: Option<u64>,
+    /// Whether rank 0 needs to know its result (false only for chain links whose one reader
+    /// is the next link: the value stays in the worker).
+    pub(crate) send_back: bool,
 }
 
 /// A finished task's result: where it is kept, or why there is none.
@@ -41,6 +80,8 @@ pub(crate) struct WireTask {
 pub(crate) enum WireResult {
     /// Kept on the rank that ran it under `id`; `bytes` estimates its size.
     Held { id: u64, bytes: u64 },
+    /// A chain link whose value stayed in its worker (it was not to be sent back).
+    Unsent,
     /// The task failed.
     Failed { function: String, kind: WireKind },
     /// The rank could not run the unit at all (the rank's pool failed).
@@ -156,12 +197,21 @@ pub(crate) enum Msg {
         dtype: forkgraph_worker::DType,
         len: u64,
     },
-    /// Rank 0 to a rank: drop these results.
-    Free { ids: Vec<u64> },
+    /// Rank 0 to a rank: drop these results, and the copies of results held elsewhere, by
+    /// (holder rank, id).
+    Free {
+        ids: Vec<u64>,
+        copies: Vec<(u32, u64)>,
+    },
     /// Rank 0 to a rank: report [`Msg::Counts`].
     Count,
-    /// Results held and shared segments mapped on the sender now.
-    Counts { held: u64, segments: u64 },
+    /// Results held and shared segments mapped on the sender now, and the bytes of inputs
+    /// it has fetched from other ranks so far.
+    Counts {
+        held: u64,
+        segments: u64,
+        received: u64,
+    },
     /// Rank 0 to a rank: stop serving, finalize and exit.
     Stop,
 }
@@ -194,6 +244,13 @@ pub(crate) fn announced(first: &[u8]) -> Result<usize, String> {
 
 /// An estimate of a value's size for placement: array and string bytes, 8 per scalar.
 pub(crate) fn bytes(v: &Value) -> u64 {
+    match v {
+        Value::Array(a) => return a.as_bytes().len() as u64,
+        Value::Encoded(_, b) => return b.len() as u64,
+        Value::Str(s) => return s.len() as u64,
+        Value::List(_) | Value::Map(_) => {}
+        _ => return 8,
+    }
     let mut n = 0u64;
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
@@ -213,4 +270,49 @@ pub(crate) fn bytes(v: &Value) -> u64 {
         };
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_run_decodes_as_the_owned_one() {
+        let spec = TaskSpec {
+            func: 3,
+            args: vec![forkgraph_worker::SpecArg::Input(0)],
+        };
+        let v = Value::Int(7);
+        let borrowed = vec![(
+            5u64,
+            vec![WireTaskRef {
+                node: 9,
+                spec: &spec,
+                inputs: vec![
+                    InputRef::Inline(&v),
+                    InputRef::Held { rank: 2, id: 11 },
+                    InputRef::Prev,
+                ],
+                retries: Some(1),
+                timeout_ms: None,
+                send_back: false,
+            }],
+        )];
+        let bytes = encode_run(&borrowed);
+        let Msg::Run { units } = decode(&bytes).expect("a message") else {
+            panic!("not a Run message");
+        };
+        assert_eq!(units.len(), 1);
+        let (unit, tasks) = &units[0];
+        assert_eq!(*unit, 5);
+        let t = &tasks[0];
+        assert_eq!(
+            (t.node, t.spec.func, t.retries, t.send_back),
+            (9, 3, Some(1), false)
+        );
+        assert!(matches!(t.inputs[0], Input::Inline(Value::Int(7))));
+        assert!(matches!(t.inputs[1], Input::Held { rank: 2, id: 11 }));
+        assert!(matches!(t.inputs[2], Input::Prev));
+        assert_eq!(bytes.len(), announced(&bytes).expect("a length"));
+    }
 }

@@ -437,8 +437,14 @@ impl ProcessPool {
         ProcessPool::builder().build()
     }
 
-    fn shared(&self) -> &Arc<shared::Shared> {
+    pub(crate) fn shared(&self) -> &Arc<shared::Shared> {
         &self.inner.shared
+    }
+
+    /// Whether the pool recycles shared segments (its workers then map recyclable ones).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn recycles_segments(&self) -> bool {
+        self.cfg.limits.recycle_segments
     }
 
     /// Process ids of the current workers (waits while a call drives the workers).

@@ -12,6 +12,8 @@
 //!   segments it has found free.
 //! - `recycler`: a worker's recyclable segments, free and in use, its mappings of recycled
 //!   inputs, and its count of the recyclable inputs it still maps.
+//! - [`landing`]: buffers a parent receives bytes into (an MPI rank), handed to its workers as
+//!   recyclable segments it produced, and reused once nobody maps them.
 //!
 //! # Who may write a recyclable segment, and when
 //!
@@ -37,6 +39,7 @@
 //! fault per 4 KiB.
 
 pub(crate) mod codec;
+pub mod landing;
 pub mod ledger;
 pub(crate) mod recycler;
 
