@@ -16,7 +16,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use forkgraph_worker::{TaskSpec, Value};
+use forkgraph_worker::{SpecRef, Value};
 
 use crate::callbacks::{
     value_bytes, Callbacks, Dependencies, RunInfo, TaskEvent, WorkerEvent, WorkerId,
@@ -31,7 +31,7 @@ use crate::spill::{Budget, Spilled, MIN_SPILL};
 pub(crate) struct Job {
     /// The node id in the plan.
     pub(crate) node: u32,
-    pub(crate) spec: Arc<TaskSpec>,
+    pub(crate) spec: SpecRef,
     /// Values of the node's dependencies, in dependency order.
     pub(crate) inputs: Vec<Arc<Value>>,
     /// In a chain: which input is the previous job's result (its slot in `inputs` holds a
@@ -872,7 +872,7 @@ fn report_worker_events(exec: &mut dyn Executor, callbacks: &[Arc<dyn Callbacks>
 
 /// The name of a task node's (outermost) function.
 fn function_of(plan: &Plan, node: u32) -> &'static str {
-    plan.funcs.get(node as usize).copied().unwrap_or("?")
+    plan.function(node)
 }
 
 /// Results at least this large are "large" for handing out jobs (see `drive`).
@@ -888,10 +888,7 @@ impl ResultSizes {
     }
 
     fn func(plan: &Plan, node: u32) -> Option<usize> {
-        match &plan.kinds[node as usize] {
-            Kind::Task(spec) => Some(spec.func as usize),
-            _ => None,
-        }
+        plan.spec(node).map(|s| s.func as usize)
     }
 
     /// Whether `node`'s result may be at least `from` bytes.
@@ -963,9 +960,7 @@ fn make_job(
     prev: Option<u32>,
     callbacks: &[Arc<dyn Callbacks>],
 ) -> Job {
-    let Kind::Task(spec) = &plan.kinds[node as usize] else {
-        unreachable!("only tasks are queued")
-    };
+    let spec = plan.spec_ref(node).expect("only tasks are queued");
     let inputs = plan
         .deps
         .get(node)
@@ -988,7 +983,7 @@ fn make_job(
     }
     Job {
         node,
-        spec: spec.clone(),
+        spec,
         inputs,
         prev,
         send_back: true,
@@ -1001,6 +996,26 @@ fn make_job(
 pub(crate) fn placeholder() -> &'static Arc<Value> {
     static NULL: std::sync::OnceLock<Arc<Value>> = std::sync::OnceLock::new();
     NULL.get_or_init(|| Arc::new(Value::Null))
+}
+
+/// A result as the engine holds it: `null` and the booleans (what tasks run for their effect
+/// return) share one allocation each, everything else gets its own.
+pub(crate) fn shared_value(v: Value) -> Arc<Value> {
+    static SMALL: std::sync::OnceLock<[Arc<Value>; 3]> = std::sync::OnceLock::new();
+    let small = || {
+        SMALL.get_or_init(|| {
+            [
+                Arc::new(Value::Null),
+                Arc::new(Value::Bool(false)),
+                Arc::new(Value::Bool(true)),
+            ]
+        })
+    };
+    match v {
+        Value::Null => Arc::clone(&small()[0]),
+        Value::Bool(b) => Arc::clone(&small()[1 + usize::from(b)]),
+        v => Arc::new(v),
+    }
 }
 
 fn task_error(key: &Key, f: Failure) -> Error {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use forkgraph_worker::{FnId, Registry, SpecArg, TaskSpec, Value};
+use forkgraph_worker::{FnId, Registry, SpecArg, SpecRef, TaskSpec, Value};
 
 use crate::csr::Csr;
 use crate::error::GraphError;
@@ -18,8 +18,9 @@ use crate::order;
 /// What a planned node is.
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
-    /// Run this spec; `SpecArg::Input(i)` is the value of the node's `i`-th dependency.
-    Task(Arc<TaskSpec>),
+    /// Run the spec at this index of [`Plan::specs`]; `SpecArg::Input(i)` is the value of the
+    /// node's `i`-th dependency.
+    Task(u32),
     /// A literal value, available at once.
     Value(Arc<Value>),
     /// The value of the node's only dependency.
@@ -47,8 +48,9 @@ impl OutSpec {
 pub(crate) struct Plan {
     pub(crate) keys: Vec<Key>,
     pub(crate) kinds: Vec<Kind>,
-    /// Function name per node (tasks only), for errors and callbacks.
-    pub(crate) funcs: Vec<&'static str>,
+    /// The compiled tasks, in one allocation that jobs share ([`SpecRef`]); `Kind::Task`
+    /// indexes it. Unshared until the plan runs (the optimizations edit it in place).
+    pub(crate) specs: Arc<Vec<TaskSpec>>,
     pub(crate) deps: Csr,
     pub(crate) dependents: Csr,
     pub(crate) requested: Vec<bool>,
@@ -69,6 +71,34 @@ pub(crate) struct PlanOptions {
 impl Plan {
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// The compiled task of a task node.
+    pub(crate) fn spec(&self, node: u32) -> Option<&TaskSpec> {
+        match self.kinds[node as usize] {
+            Kind::Task(s) => Some(&self.specs[s as usize]),
+            _ => None,
+        }
+    }
+
+    /// A shared reference to the compiled task of a task node (no copy, no allocation).
+    pub(crate) fn spec_ref(&self, node: u32) -> Option<SpecRef> {
+        match self.kinds[node as usize] {
+            Kind::Task(s) => Some(SpecRef::in_arena(&self.specs, s)),
+            _ => None,
+        }
+    }
+
+    /// The name of a task node's (outermost) function; `""` for literals and aliases.
+    pub(crate) fn function(&self, node: u32) -> &'static str {
+        self.spec(node).map_or("", |s| {
+            Registry::global().get(s.func).map_or("?", |f| f.name)
+        })
+    }
+
+    /// The specs for editing, while planning.
+    pub(crate) fn specs_mut(&mut self) -> &mut Vec<TaskSpec> {
+        Arc::get_mut(&mut self.specs).expect("specs are unshared while planning")
     }
 
     pub(crate) fn options(&self, node: u32) -> TaskOptions {
@@ -130,7 +160,7 @@ impl Plan {
         }
         let mut keys: Vec<Key> = Vec::with_capacity(cap);
         let mut kinds: Vec<Kind> = Vec::with_capacity(cap);
-        let mut funcs: Vec<&'static str> = Vec::with_capacity(cap);
+        let mut specs: Vec<TaskSpec> = Vec::with_capacity(cap);
         let mut dep_offsets: Vec<u32> = Vec::with_capacity(cap + 1);
         dep_offsets.push(0);
         // Dependencies of every node, by discovery number; turned into ids at the end. Most
@@ -191,19 +221,13 @@ impl Plan {
             match node {
                 Node::Task(t) => match compile_task(&mut functions, key, t, &mut locals.iter()) {
                     Ok(spec) => {
-                        funcs.push(functions.name(spec.func));
-                        kinds.push(Kind::Task(Arc::new(spec)));
+                        kinds.push(Kind::Task(specs.len() as u32));
+                        specs.push(spec);
                     }
                     Err(e) => compile_error = Some(e),
                 },
-                Node::Value(v) => {
-                    funcs.push("");
-                    kinds.push(Kind::Value(Arc::new(v.clone())));
-                }
-                Node::Alias(_) => {
-                    funcs.push("");
-                    kinds.push(Kind::Alias);
-                }
+                Node::Value(v) => kinds.push(Kind::Value(Arc::new(v.clone()))),
+                Node::Alias(_) => kinds.push(Kind::Alias),
             }
         }
         if let Some(e) = compile_error {
@@ -234,7 +258,7 @@ impl Plan {
         let mut plan = Plan {
             keys,
             kinds,
-            funcs,
+            specs: Arc::new(specs),
             deps,
             dependents: Csr::default(),
             requested,
@@ -454,10 +478,6 @@ impl<'g> Functions<'g> {
                 Ok(id)
             }
         }
-    }
-
-    fn name(&self, id: FnId) -> &'static str {
-        self.reg.get(id).map_or("?", |f| f.name)
     }
 }
 

@@ -358,7 +358,9 @@ fn compile_init(
         .position(|k| *k == Key::from("worker_init"))
         .expect("the requested key is planned");
     match &plan.kinds[node] {
-        crate::plan::Kind::Task(spec) if plan.deps.get(node as u32).is_empty() => Ok(spec.clone()),
+        crate::plan::Kind::Task(s) if plan.deps.get(node as u32).is_empty() => {
+            Ok(Arc::new(plan.specs[*s as usize].clone()))
+        }
         _ => Err(BuildError::new(format!(
             "worker_init `{function}`: its arguments must be values, not keys"
         ))),
