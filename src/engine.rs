@@ -32,8 +32,9 @@ pub(crate) struct Job {
     /// The node id in the plan.
     pub(crate) node: u32,
     pub(crate) spec: SpecRef,
-    /// Values of the node's dependencies, in dependency order.
-    pub(crate) inputs: Vec<Arc<Value>>,
+    /// Values of the node's dependencies, in dependency order (up to two without an
+    /// allocation: most tasks read one or two).
+    pub(crate) inputs: Inputs,
     /// In a chain: which input is the previous job's result (its slot in `inputs` holds a
     /// placeholder).
     pub(crate) prev: Option<u32>,
@@ -46,6 +47,9 @@ pub(crate) struct Job {
     /// clock around it only then).
     pub(crate) timed: bool,
 }
+
+/// A job's inputs.
+pub(crate) type Inputs = smallvec::SmallVec<[Arc<Value>; 2]>;
 
 /// Why an executor could not produce a job's value.
 #[derive(Debug)]

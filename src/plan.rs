@@ -144,15 +144,15 @@ impl Plan {
         let cap = graph.len();
         let mut seen: HashMap<usize, Seen, BuildAddrHasher> =
             HashMap::with_capacity_and_hasher(cap, BuildAddrHasher::default());
-        // Per discovery number: the node (with its key, cloned while the lookup has it in cache,
-        // until the visit moves it into `keys`), and its id once visited.
-        let mut found: Vec<(Option<Key>, &Node)> = Vec::with_capacity(cap);
+        // Per discovery number: the node and its key as the graph stores them (cloned into
+        // `keys` when visited), and its id once visited.
+        let mut found: Vec<(&Key, &Node)> = Vec::with_capacity(cap);
         let mut found_id: Vec<u32> = Vec::with_capacity(cap);
         let mut stack: Vec<u32> = Vec::with_capacity(wanted.len());
         for k in wanted.iter().rev() {
             let (k, node) = graph.entry(k).expect("checked above");
             let s = seen.entry(addr(k)).or_insert_with(|| {
-                found.push((Some(k.clone()), node));
+                found.push((k, node));
                 found_id.push(UNSET);
                 Seen::new(found.len() - 1)
             });
@@ -179,9 +179,8 @@ impl Plan {
             }
             let id = keys.len() as u32;
             found_id[f as usize] = id;
-            let (key, node) = &mut found[f as usize];
-            let node = *node;
-            keys.push(key.take().expect("each node is visited once"));
+            let (key, node) = found[f as usize];
+            keys.push(key.clone());
             let key = &keys[id as usize];
             locals.clear();
             let first = dep_items.len();
@@ -189,7 +188,7 @@ impl Plan {
             let walked = nesting::for_each_dep(node, &mut levels, &mut |r| {
                 let (dk, dn) = graph.entry(r).ok_or(())?;
                 let d = seen.entry(addr(dk)).or_insert_with(|| {
-                    found.push((Some(dk.clone()), dn));
+                    found.push((dk, dn));
                     found_id.push(UNSET);
                     Seen::new(found.len() - 1)
                 });
