@@ -279,18 +279,50 @@ impl Memory {
     fn add(&mut self, i: usize, b: u64) {
         self.bytes[i] += b;
         self.held += b;
+        self.budget.ledger.add_held(b);
         self.report();
     }
 
     fn remove(&mut self, i: usize) {
-        self.held -= std::mem::take(&mut self.bytes[i]);
+        let b = std::mem::take(&mut self.bytes[i]);
+        self.held -= b;
+        self.budget.ledger.sub_held(b);
         self.report();
+    }
+
+    /// Counts `b` more expected bytes of units in flight.
+    fn reserve(&mut self, b: u64) {
+        self.in_flight += b;
+        self.budget.ledger.add_in_flight(b);
+    }
+
+    /// Counts `b` fewer expected bytes of units in flight.
+    fn unreserve(&mut self, b: u64) {
+        self.in_flight -= b;
+        self.budget.ledger.sub_in_flight(b);
+    }
+
+    /// Whether `more` bytes fit beside what every run sharing the budget holds and expects.
+    fn fits(&self, more: u64) -> bool {
+        self.budget.ledger.committed() + more <= self.budget.limit
     }
 
     fn report(&self) {
         if let Some(s) = &self.budget.stats {
             s.set_held(self.held);
         }
+    }
+}
+
+impl Drop for Memory {
+    /// Everything this run held or expected leaves the shared ledger with it (also on an
+    /// error or a panic).
+    fn drop(&mut self) {
+        self.budget.ledger.sub_held(self.held);
+        self.budget.ledger.sub_in_flight(self.in_flight);
+        self.held = 0;
+        self.in_flight = 0;
+        self.report();
     }
 }
 
@@ -375,6 +407,7 @@ impl State<'_> {
                 e,
             )
         })?;
+        m.budget.ledger.restored(need);
         let b = value_bytes(&v);
         m.remove(i);
         m.add(i, b);
@@ -391,7 +424,7 @@ impl State<'_> {
         let Some(m) = self.mem.as_deref_mut() else {
             return Ok(());
         };
-        while m.held + m.in_flight + need > m.budget.limit {
+        while !m.fits(need) {
             let mut best: Option<(u32, u32, u64)> = None; // (next use, node, bytes)
             let mut k = 0;
             while k < m.large.len() {
@@ -433,7 +466,10 @@ impl State<'_> {
                     .as_deref()
                     .expect("a budget with a limit has a directory");
                 match crate::spill::spill(&v, dir, m.budget.stats.as_deref()) {
-                    Ok(Some(s)) => m.spilled[i] = Some(s),
+                    Ok(Some(s)) => {
+                        m.budget.ledger.spilled(s.bytes());
+                        m.spilled[i] = Some(s);
+                    }
                     Ok(None) => {
                         // Large only as a whole (many small parts): it stays.
                         self.values[i] = Some(v);
@@ -491,7 +527,7 @@ impl State<'_> {
     fn fits(&self, expected: u64) -> bool {
         self.mem
             .as_deref()
-            .is_none_or(|m| m.held + m.in_flight + expected <= m.budget.limit)
+            .is_none_or(|m| m.fits(expected))
     }
 
     /// With `keep_going`: records that `node` failed, releases its inputs, and fails (as
@@ -708,7 +744,7 @@ fn drive(
                 // Counted before its inputs are read back, so that reading them back spills
                 // enough for its result too.
                 if let Some(m) = &mut st.mem {
-                    m.in_flight += expected;
+                    m.reserve(expected);
                 }
                 if !chains {
                     let job = match st.job(node, None, callbacks) {
@@ -745,7 +781,7 @@ fn drive(
                             .map(|j| sizes.expected(plan, j.node))
                             .sum();
                         let total = links.max(expected);
-                        m.in_flight += total - expected;
+                        m.reserve(total - expected);
                         m.expected[last.node as usize] = total;
                     }
                 }
@@ -769,7 +805,8 @@ fn drive(
             if std::mem::take(&mut unit_end[d.node as usize]) {
                 units -= 1;
                 if let Some(m) = &mut st.mem {
-                    m.in_flight -= std::mem::take(&mut m.expected[d.node as usize]);
+                    let e = std::mem::take(&mut m.expected[d.node as usize]);
+                    m.unreserve(e);
                 }
             }
             match d.result {
@@ -856,11 +893,8 @@ fn drive(
         Some(e) => Err(e),
         None => Ok(collect(&plan.outputs, &st.values, &st.failed)),
     };
-    if let Some(m) = &mut st.mem {
-        // Everything this run held is dropped on return.
-        m.held = 0;
-        m.report();
-    }
+    // Everything this run held is dropped on return (`Memory`'s drop settles the ledger).
+    drop(st.mem.take());
     out
 }
 

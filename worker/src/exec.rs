@@ -26,18 +26,20 @@ pub struct TaskSpec {
 /// plan (one allocation for all of them; cloning a reference counts, never copies), or a spec
 /// of its own. Dereferences to the [`TaskSpec`]; on the wire it is the spec itself.
 #[derive(Clone)]
-pub struct SpecRef {
-    arena: Arc<Vec<TaskSpec>>,
-    index: u32,
+pub struct SpecRef(SpecIn);
+
+#[derive(Clone)]
+enum SpecIn {
+    /// A spec of its own (as a worker decodes it).
+    Own(Arc<TaskSpec>),
+    /// The spec at an index of a plan's arena.
+    Arena(Arc<Vec<TaskSpec>>, u32),
 }
 
 impl SpecRef {
-    /// A reference to a spec of its own (an arena of one).
+    /// A reference to a spec of its own.
     pub fn new(spec: TaskSpec) -> SpecRef {
-        SpecRef {
-            arena: Arc::new(vec![spec]),
-            index: 0,
-        }
+        SpecRef(SpecIn::Own(Arc::new(spec)))
     }
 
     /// The spec at `index` of `arena`.
@@ -50,17 +52,17 @@ impl SpecRef {
             "spec {index} of an arena of {}",
             arena.len()
         );
-        SpecRef {
-            arena: Arc::clone(arena),
-            index,
-        }
+        SpecRef(SpecIn::Arena(Arc::clone(arena), index))
     }
 }
 
 impl std::ops::Deref for SpecRef {
     type Target = TaskSpec;
     fn deref(&self) -> &TaskSpec {
-        &self.arena[self.index as usize]
+        match &self.0 {
+            SpecIn::Own(s) => s,
+            SpecIn::Arena(a, i) => &a[*i as usize],
+        }
     }
 }
 
