@@ -525,9 +525,7 @@ impl State<'_> {
     /// With a budget: whether a task that may return a large result can start now (what is
     /// held, what runs and what it is expected to add fit the budget).
     fn fits(&self, expected: u64) -> bool {
-        self.mem
-            .as_deref()
-            .is_none_or(|m| m.fits(expected))
+        self.mem.as_deref().is_none_or(|m| m.fits(expected))
     }
 
     /// With `keep_going`: records that `node` failed, releases its inputs, and fails (as

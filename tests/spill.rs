@@ -471,6 +471,10 @@ fn concurrent_gets_share_the_pools_budget() {
             2 * CALLS as u64,
             "processes, 3 gets at once",
         );
-        assert!(ThreadPool::builder().build().unwrap().memory_stats().is_none());
+        assert!(ThreadPool::builder()
+            .build()
+            .unwrap()
+            .memory_stats()
+            .is_none());
     });
 }
