@@ -132,30 +132,28 @@ impl Plan {
         }
 
         // Cull: depth-first from the requested keys, ids in visiting order. Each key reference
-        // is looked up in the graph once (hashing the key); the first lookup of a node gives it a
-        // discovery number, and from then on it is found through `seen`, a map keyed by the
-        // address of the key stored in the graph (stable while the graph is borrowed, and cheap
-        // to hash), or by indexing with its number. Tasks are compiled when visited; a compile
-        // error is reported only once the whole graph was walked without a missing dependency
-        // (which takes precedence, as before any task is compiled).
+        // is looked up in the graph once (hashing the key), which gives the node's index in the
+        // graph; `seen` (by that index) gives it a discovery number when first reached, and from
+        // then on it is found by indexing with its number. Tasks are compiled when visited; a
+        // compile error is reported only once the whole graph was walked without a missing
+        // dependency (which takes precedence, as before any task is compiled).
         //
-        // Sized for the whole graph, as a `get` usually needs most of it; memory reserved for
-        // nodes a smaller cull never reaches is never touched.
+        // Sized for the whole graph, as a `get` usually needs most of it.
         let cap = graph.len();
-        let mut seen: HashMap<usize, Seen, BuildAddrHasher> =
-            HashMap::with_capacity_and_hasher(cap, BuildAddrHasher::default());
+        let mut seen: Vec<Seen> = vec![Seen::UNSEEN; cap];
         // Per discovery number: the node and its key as the graph stores them (cloned into
         // `keys` when visited), and its id once visited.
         let mut found: Vec<(&Key, &Node)> = Vec::with_capacity(cap);
         let mut found_id: Vec<u32> = Vec::with_capacity(cap);
         let mut stack: Vec<u32> = Vec::with_capacity(wanted.len());
         for k in wanted.iter().rev() {
-            let (k, node) = graph.entry(k).expect("checked above");
-            let s = seen.entry(addr(k)).or_insert_with(|| {
+            let (g, k, node) = graph.entry(k).expect("checked above");
+            let s = &mut seen[g];
+            if s.found == UNSET {
                 found.push((k, node));
                 found_id.push(UNSET);
-                Seen::new(found.len() - 1)
-            });
+                s.found = (found.len() - 1) as u32;
+            }
             stack.push(s.found);
         }
         let mut keys: Vec<Key> = Vec::with_capacity(cap);
@@ -186,12 +184,13 @@ impl Plan {
             let first = dep_items.len();
             // Also checks the node's nesting: compiling it (and everything after) recurses.
             let walked = nesting::for_each_dep(node, &mut levels, &mut |r| {
-                let (dk, dn) = graph.entry(r).ok_or(())?;
-                let d = seen.entry(addr(dk)).or_insert_with(|| {
+                let (g, dk, dn) = graph.entry(r).ok_or(())?;
+                let d = &mut seen[g];
+                if d.found == UNSET {
                     found.push((dk, dn));
                     found_id.push(UNSET);
-                    Seen::new(found.len() - 1)
-                });
+                    d.found = (found.len() - 1) as u32;
+                }
                 if d.parent != id {
                     // The first reference to it from this node: a new input.
                     d.parent = id;
@@ -239,9 +238,9 @@ impl Plan {
         let deps = Csr::from_parts(dep_offsets, dep_items);
         // The id of a key of the graph, if the cull reached it.
         let id_of = |k: &Key| {
-            let (k, _) = graph.entry(k)?;
-            let s = seen.get(&addr(k))?;
-            Some(found_id[s.found as usize])
+            let (g, _, _) = graph.entry(k)?;
+            let s = seen[g];
+            (s.found != UNSET).then(|| found_id[s.found as usize])
         };
         let mut requested = vec![false; n];
         for k in &wanted {
@@ -393,12 +392,10 @@ struct Seen {
 const UNSET: u32 = u32::MAX;
 
 impl Seen {
-    fn new(found: usize) -> Seen {
-        Seen {
-            found: found as u32,
-            parent: UNSET,
-        }
-    }
+    const UNSEEN: Seen = Seen {
+        found: UNSET,
+        parent: UNSET,
+    };
 }
 
 /// Input indices of a node referring to the same dependency more than once (rare): a scan of
@@ -430,32 +427,6 @@ impl Repeats {
         self.index[&found]
     }
 }
-
-/// The identity of a key stored in the graph (the graph is borrowed while the plan is built).
-fn addr(k: &Key) -> usize {
-    k as *const Key as usize
-}
-
-/// A hasher for addresses: one multiplication, both halves folded.
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl std::hash::Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_usize(self.0 as usize ^ usize::from(b));
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        let m = u128::from(n as u64 ^ self.0) * 0x9E37_79B9_7F4A_7C15;
-        self.0 = (m as u64) ^ ((m >> 64) as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type BuildAddrHasher = std::hash::BuildHasherDefault<AddrHasher>;
 
 /// Function lookups, remembering the last one (graphs call the same function many times).
 struct Functions<'g> {
