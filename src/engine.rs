@@ -16,7 +16,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use forkgraph_worker::{TaskSpec, Value};
+use forkgraph_worker::{SpecRef, Value};
 
 use crate::callbacks::{
     value_bytes, Callbacks, Dependencies, RunInfo, TaskEvent, WorkerEvent, WorkerId,
@@ -31,9 +31,10 @@ use crate::spill::{Budget, Spilled, MIN_SPILL};
 pub(crate) struct Job {
     /// The node id in the plan.
     pub(crate) node: u32,
-    pub(crate) spec: Arc<TaskSpec>,
-    /// Values of the node's dependencies, in dependency order.
-    pub(crate) inputs: Vec<Arc<Value>>,
+    pub(crate) spec: SpecRef,
+    /// Values of the node's dependencies, in dependency order (up to two without an
+    /// allocation: most tasks read one or two).
+    pub(crate) inputs: Inputs,
     /// In a chain: which input is the previous job's result (its slot in `inputs` holds a
     /// placeholder).
     pub(crate) prev: Option<u32>,
@@ -46,6 +47,9 @@ pub(crate) struct Job {
     /// clock around it only then).
     pub(crate) timed: bool,
 }
+
+/// A job's inputs.
+pub(crate) type Inputs = smallvec::SmallVec<[Arc<Value>; 2]>;
 
 /// Why an executor could not produce a job's value.
 #[derive(Debug)]
@@ -281,18 +285,50 @@ impl Memory {
     fn add(&mut self, i: usize, b: u64) {
         self.bytes[i] += b;
         self.held += b;
+        self.budget.ledger.add_held(b);
         self.report();
     }
 
     fn remove(&mut self, i: usize) {
-        self.held -= std::mem::take(&mut self.bytes[i]);
+        let b = std::mem::take(&mut self.bytes[i]);
+        self.held -= b;
+        self.budget.ledger.sub_held(b);
         self.report();
+    }
+
+    /// Counts `b` more expected bytes of units in flight.
+    fn reserve(&mut self, b: u64) {
+        self.in_flight += b;
+        self.budget.ledger.add_in_flight(b);
+    }
+
+    /// Counts `b` fewer expected bytes of units in flight.
+    fn unreserve(&mut self, b: u64) {
+        self.in_flight -= b;
+        self.budget.ledger.sub_in_flight(b);
+    }
+
+    /// Whether `more` bytes fit beside what every run sharing the budget holds and expects.
+    fn fits(&self, more: u64) -> bool {
+        self.budget.ledger.committed() + more <= self.budget.limit
     }
 
     fn report(&self) {
         if let Some(s) = &self.budget.stats {
             s.set_held(self.held);
         }
+    }
+}
+
+impl Drop for Memory {
+    /// Everything this run held or expected leaves the shared ledger with it (also on an
+    /// error or a panic).
+    fn drop(&mut self) {
+        self.budget.ledger.sub_held(self.held);
+        self.budget.ledger.sub_in_flight(self.in_flight);
+        self.held = 0;
+        self.in_flight = 0;
+        self.report();
     }
 }
 
@@ -377,6 +413,7 @@ impl State<'_> {
                 e,
             )
         })?;
+        m.budget.ledger.restored(need);
         let b = value_bytes(&v);
         m.remove(i);
         m.add(i, b);
@@ -393,7 +430,7 @@ impl State<'_> {
         let Some(m) = self.mem.as_deref_mut() else {
             return Ok(());
         };
-        while m.held + m.in_flight + need > m.budget.limit {
+        while !m.fits(need) {
             let mut best: Option<(u32, u32, u64)> = None; // (next use, node, bytes)
             let mut k = 0;
             while k < m.large.len() {
@@ -435,7 +472,10 @@ impl State<'_> {
                     .as_deref()
                     .expect("a budget with a limit has a directory");
                 match crate::spill::spill(&v, dir, m.budget.stats.as_deref()) {
-                    Ok(Some(s)) => m.spilled[i] = Some(s),
+                    Ok(Some(s)) => {
+                        m.budget.ledger.spilled(s.bytes());
+                        m.spilled[i] = Some(s);
+                    }
                     Ok(None) => {
                         // Large only as a whole (many small parts): it stays.
                         self.values[i] = Some(v);
@@ -491,9 +531,7 @@ impl State<'_> {
     /// With a budget: whether a task that may return a large result can start now (what is
     /// held, what runs and what it is expected to add fit the budget).
     fn fits(&self, expected: u64) -> bool {
-        self.mem
-            .as_deref()
-            .is_none_or(|m| m.held + m.in_flight + expected <= m.budget.limit)
+        self.mem.as_deref().is_none_or(|m| m.fits(expected))
     }
 
     /// With `keep_going`: records that `node` failed, releases its inputs, and fails (as
@@ -710,7 +748,7 @@ fn drive(
                 // Counted before its inputs are read back, so that reading them back spills
                 // enough for its result too.
                 if let Some(m) = &mut st.mem {
-                    m.in_flight += expected;
+                    m.reserve(expected);
                 }
                 if !chains {
                     let job = match st.job(node, None, callbacks) {
@@ -747,7 +785,7 @@ fn drive(
                             .map(|j| sizes.expected(plan, j.node))
                             .sum();
                         let total = links.max(expected);
-                        m.in_flight += total - expected;
+                        m.reserve(total - expected);
                         m.expected[last.node as usize] = total;
                     }
                 }
@@ -771,7 +809,8 @@ fn drive(
             if std::mem::take(&mut unit_end[d.node as usize]) {
                 units -= 1;
                 if let Some(m) = &mut st.mem {
-                    m.in_flight -= std::mem::take(&mut m.expected[d.node as usize]);
+                    let e = std::mem::take(&mut m.expected[d.node as usize]);
+                    m.unreserve(e);
                 }
             }
             match d.result {
@@ -859,11 +898,8 @@ fn drive(
         Some(e) => Err(e),
         None => Ok(collect(&plan.outputs, &st.values, &st.failed)),
     };
-    if let Some(m) = &mut st.mem {
-        // Everything this run held is dropped on return.
-        m.held = 0;
-        m.report();
-    }
+    // Everything this run held is dropped on return (`Memory`'s drop settles the ledger).
+    drop(st.mem.take());
     out
 }
 
@@ -879,7 +915,7 @@ fn report_worker_events(exec: &mut dyn Executor, callbacks: &[Arc<dyn Callbacks>
 
 /// The name of a task node's (outermost) function.
 fn function_of(plan: &Plan, node: u32) -> &'static str {
-    plan.funcs.get(node as usize).copied().unwrap_or("?")
+    plan.function(node)
 }
 
 /// Results at least this large are "large" for handing out jobs (see `drive`).
@@ -895,10 +931,7 @@ impl ResultSizes {
     }
 
     fn func(plan: &Plan, node: u32) -> Option<usize> {
-        match &plan.kinds[node as usize] {
-            Kind::Task(spec) => Some(spec.func as usize),
-            _ => None,
-        }
+        plan.spec(node).map(|s| s.func as usize)
     }
 
     /// Whether `node`'s result may be at least `from` bytes.
@@ -969,9 +1002,7 @@ fn make_job(
     prev: Option<u32>,
     callbacks: &[Arc<dyn Callbacks>],
 ) -> Job {
-    let Kind::Task(spec) = &plan.kinds[node as usize] else {
-        unreachable!("only tasks are queued")
-    };
+    let spec = plan.spec_ref(node).expect("only tasks are queued");
     let inputs = plan
         .deps
         .get(node)
@@ -994,7 +1025,7 @@ fn make_job(
     }
     Job {
         node,
-        spec: spec.clone(),
+        spec,
         inputs,
         prev,
         send_back: true,
@@ -1007,6 +1038,26 @@ fn make_job(
 pub(crate) fn placeholder() -> &'static Arc<Value> {
     static NULL: std::sync::OnceLock<Arc<Value>> = std::sync::OnceLock::new();
     NULL.get_or_init(|| Arc::new(Value::Null))
+}
+
+/// A result as the engine holds it: `null` and the booleans (what tasks run for their effect
+/// return) share one allocation each, everything else gets its own.
+pub(crate) fn shared_value(v: Value) -> Arc<Value> {
+    static SMALL: std::sync::OnceLock<[Arc<Value>; 3]> = std::sync::OnceLock::new();
+    let small = || {
+        SMALL.get_or_init(|| {
+            [
+                Arc::new(Value::Null),
+                Arc::new(Value::Bool(false)),
+                Arc::new(Value::Bool(true)),
+            ]
+        })
+    };
+    match v {
+        Value::Null => Arc::clone(&small()[0]),
+        Value::Bool(b) => Arc::clone(&small()[1 + usize::from(b)]),
+        v => Arc::new(v),
+    }
 }
 
 fn task_error(key: &Key, f: Failure) -> Error {

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use rustc_hash::FxHashMap;
+use indexmap::IndexMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use forkgraph_worker::Value;
 
@@ -213,7 +214,9 @@ impl TaskOptions {
 pub struct Graph {
     // Fx hashing: keys are hashed once per reference while planning, and SipHash was a
     // noticeable share of the per-task overhead.
-    nodes: FxHashMap<Key, Node>,
+    // Indexed: planning finds a node's index with the lookup and keeps what it knows of the
+    // node in a vector by that index instead of a second hash map.
+    nodes: IndexMap<Key, Node, FxBuildHasher>,
     options: FxHashMap<Key, TaskOptions>,
 }
 
@@ -226,7 +229,7 @@ impl Graph {
     /// An empty graph with room for `n` nodes.
     pub fn with_capacity(n: usize) -> Graph {
         Graph {
-            nodes: FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            nodes: IndexMap::with_capacity_and_hasher(n, Default::default()),
             options: FxHashMap::default(),
         }
     }
@@ -263,9 +266,9 @@ impl Graph {
         self.nodes.get(key)
     }
 
-    /// The stored key and node of `key`.
-    pub(crate) fn entry(&self, key: &Key) -> Option<(&Key, &Node)> {
-        self.nodes.get_key_value(key)
+    /// The index (in `0..len()`), stored key and node of `key`.
+    pub(crate) fn entry(&self, key: &Key) -> Option<(usize, &Key, &Node)> {
+        self.nodes.get_full(key)
     }
 
     /// Whether the graph has `key`.

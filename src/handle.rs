@@ -61,11 +61,7 @@ impl Call {
     }
 
     fn function(&self) -> &'static str {
-        self.plan
-            .funcs
-            .get(self.node as usize)
-            .copied()
-            .unwrap_or("?")
+        self.plan.function(self.node)
     }
 
     /// The call's result from what the pool returned, reported to the callbacks.

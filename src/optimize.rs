@@ -1,8 +1,6 @@
 //! Optional graph optimizations applied to a plan: inlining literal nodes and fusing linear
 //! chains. Requested keys are never inlined or fused away.
 
-use std::sync::Arc;
-
 use forkgraph_worker::{SpecArg, TaskSpec};
 
 use crate::csr::Csr;
@@ -20,7 +18,7 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
     let mut keep = vec![true; n];
     let mut deps: Vec<Vec<u32>> = (0..n as u32).map(|i| plan.deps.get(i).to_vec()).collect();
     for (i, ds) in deps.iter_mut().enumerate() {
-        let Kind::Task(spec) = &plan.kinds[i] else {
+        let Kind::Task(s) = plan.kinds[i] else {
             continue;
         };
         let literal = |d: u32| {
@@ -43,7 +41,7 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
                 kept.push(d);
             }
         }
-        let mut spec = TaskSpec::clone(spec);
+        let mut spec = plan.specs[s as usize].clone();
         for a in &mut spec.args {
             renumber(a, &|j| match &map[j as usize] {
                 Ok(k) => SpecArg::Input(*k),
@@ -53,7 +51,7 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
         if spec_depth(&spec.args) > MAX_NESTING {
             continue;
         }
-        plan.kinds[i] = Kind::Task(Arc::new(spec));
+        plan.specs_mut()[s as usize] = spec;
         *ds = kept;
     }
     for (i, k) in keep.iter_mut().enumerate() {
@@ -104,9 +102,10 @@ pub(crate) fn fuse_chains(plan: &mut Plan) {
             continue;
         }
         let a = deps[b][0] as usize;
-        let (Kind::Task(sa), Kind::Task(sb)) = (&plan.kinds[a], &plan.kinds[b]) else {
+        let (&Kind::Task(ia), &Kind::Task(ib)) = (&plan.kinds[a], &plan.kinds[b]) else {
             continue;
         };
+        let (sa, sb) = (&plan.specs[ia as usize], &plan.specs[ib as usize]);
         if plan.requested[a]
             || plan.dependents.get(a as u32).len() != 1
             || depth[a] + depth[b] > MAX_FUSED
@@ -122,7 +121,7 @@ pub(crate) fn fuse_chains(plan: &mut Plan) {
         if spec_depth(&spec.args) > MAX_NESTING {
             continue;
         }
-        plan.kinds[b] = Kind::Task(Arc::new(spec));
+        plan.specs_mut()[ib as usize] = spec;
         depth[b] += depth[a];
         deps[b] = std::mem::take(&mut deps[a]);
         keep[a] = false;
@@ -143,7 +142,6 @@ fn compact(plan: &mut Plan, deps: Vec<Vec<u32>>, keep: &[bool]) {
     }
     retain_kept(&mut plan.keys, keep);
     retain_kept(&mut plan.kinds, keep);
-    retain_kept(&mut plan.funcs, keep);
     retain_kept(&mut plan.requested, keep);
     let lists = deps
         .into_iter()

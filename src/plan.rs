@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use forkgraph_worker::{FnId, Registry, SpecArg, TaskSpec, Value};
+use forkgraph_worker::{FnId, Registry, SpecArg, SpecRef, TaskSpec, Value};
 
 use crate::csr::Csr;
 use crate::error::GraphError;
@@ -18,8 +18,9 @@ use crate::order;
 /// What a planned node is.
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
-    /// Run this spec; `SpecArg::Input(i)` is the value of the node's `i`-th dependency.
-    Task(Arc<TaskSpec>),
+    /// Run the spec at this index of [`Plan::specs`]; `SpecArg::Input(i)` is the value of the
+    /// node's `i`-th dependency.
+    Task(u32),
     /// A literal value, available at once.
     Value(Arc<Value>),
     /// The value of the node's only dependency.
@@ -47,8 +48,9 @@ impl OutSpec {
 pub(crate) struct Plan {
     pub(crate) keys: Vec<Key>,
     pub(crate) kinds: Vec<Kind>,
-    /// Function name per node (tasks only), for errors and callbacks.
-    pub(crate) funcs: Vec<&'static str>,
+    /// The compiled tasks, in one allocation that jobs share ([`SpecRef`]); `Kind::Task`
+    /// indexes it. Unshared until the plan runs (the optimizations edit it in place).
+    pub(crate) specs: Arc<Vec<TaskSpec>>,
     pub(crate) deps: Csr,
     pub(crate) dependents: Csr,
     pub(crate) requested: Vec<bool>,
@@ -69,6 +71,34 @@ pub(crate) struct PlanOptions {
 impl Plan {
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// The compiled task of a task node.
+    pub(crate) fn spec(&self, node: u32) -> Option<&TaskSpec> {
+        match self.kinds[node as usize] {
+            Kind::Task(s) => Some(&self.specs[s as usize]),
+            _ => None,
+        }
+    }
+
+    /// A shared reference to the compiled task of a task node (no copy, no allocation).
+    pub(crate) fn spec_ref(&self, node: u32) -> Option<SpecRef> {
+        match self.kinds[node as usize] {
+            Kind::Task(s) => Some(SpecRef::in_arena(&self.specs, s)),
+            _ => None,
+        }
+    }
+
+    /// The name of a task node's (outermost) function; `""` for literals and aliases.
+    pub(crate) fn function(&self, node: u32) -> &'static str {
+        self.spec(node).map_or("", |s| {
+            Registry::global().get(s.func).map_or("?", |f| f.name)
+        })
+    }
+
+    /// The specs for editing, while planning.
+    pub(crate) fn specs_mut(&mut self) -> &mut Vec<TaskSpec> {
+        Arc::get_mut(&mut self.specs).expect("specs are unshared while planning")
     }
 
     pub(crate) fn options(&self, node: u32) -> TaskOptions {
@@ -102,35 +132,33 @@ impl Plan {
         }
 
         // Cull: depth-first from the requested keys, ids in visiting order. Each key reference
-        // is looked up in the graph once (hashing the key); the first lookup of a node gives it a
-        // discovery number, and from then on it is found through `seen`, a map keyed by the
-        // address of the key stored in the graph (stable while the graph is borrowed, and cheap
-        // to hash), or by indexing with its number. Tasks are compiled when visited; a compile
-        // error is reported only once the whole graph was walked without a missing dependency
-        // (which takes precedence, as before any task is compiled).
+        // is looked up in the graph once (hashing the key), which gives the node's index in the
+        // graph; `seen` (by that index) gives it a discovery number when first reached, and from
+        // then on it is found by indexing with its number. Tasks are compiled when visited; a
+        // compile error is reported only once the whole graph was walked without a missing
+        // dependency (which takes precedence, as before any task is compiled).
         //
-        // Sized for the whole graph, as a `get` usually needs most of it; memory reserved for
-        // nodes a smaller cull never reaches is never touched.
+        // Sized for the whole graph, as a `get` usually needs most of it.
         let cap = graph.len();
-        let mut seen: HashMap<usize, Seen, BuildAddrHasher> =
-            HashMap::with_capacity_and_hasher(cap, BuildAddrHasher::default());
-        // Per discovery number: the node (with its key, cloned while the lookup has it in cache,
-        // until the visit moves it into `keys`), and its id once visited.
-        let mut found: Vec<(Option<Key>, &Node)> = Vec::with_capacity(cap);
+        let mut seen: Vec<Seen> = vec![Seen::UNSEEN; cap];
+        // Per discovery number: the node and its key as the graph stores them (cloned into
+        // `keys` when visited), and its id once visited.
+        let mut found: Vec<(&Key, &Node)> = Vec::with_capacity(cap);
         let mut found_id: Vec<u32> = Vec::with_capacity(cap);
         let mut stack: Vec<u32> = Vec::with_capacity(wanted.len());
         for k in wanted.iter().rev() {
-            let (k, node) = graph.entry(k).expect("checked above");
-            let s = seen.entry(addr(k)).or_insert_with(|| {
-                found.push((Some(k.clone()), node));
+            let (g, k, node) = graph.entry(k).expect("checked above");
+            let s = &mut seen[g];
+            if s.found == UNSET {
+                found.push((k, node));
                 found_id.push(UNSET);
-                Seen::new(found.len() - 1)
-            });
+                s.found = (found.len() - 1) as u32;
+            }
             stack.push(s.found);
         }
         let mut keys: Vec<Key> = Vec::with_capacity(cap);
         let mut kinds: Vec<Kind> = Vec::with_capacity(cap);
-        let mut funcs: Vec<&'static str> = Vec::with_capacity(cap);
+        let mut specs: Vec<TaskSpec> = Vec::with_capacity(cap);
         let mut dep_offsets: Vec<u32> = Vec::with_capacity(cap + 1);
         dep_offsets.push(0);
         // Dependencies of every node, by discovery number; turned into ids at the end. Most
@@ -149,20 +177,20 @@ impl Plan {
             }
             let id = keys.len() as u32;
             found_id[f as usize] = id;
-            let (key, node) = &mut found[f as usize];
-            let node = *node;
-            keys.push(key.take().expect("each node is visited once"));
+            let (key, node) = found[f as usize];
+            keys.push(key.clone());
             let key = &keys[id as usize];
             locals.clear();
             let first = dep_items.len();
             // Also checks the node's nesting: compiling it (and everything after) recurses.
             let walked = nesting::for_each_dep(node, &mut levels, &mut |r| {
-                let (dk, dn) = graph.entry(r).ok_or(())?;
-                let d = seen.entry(addr(dk)).or_insert_with(|| {
-                    found.push((Some(dk.clone()), dn));
+                let (g, dk, dn) = graph.entry(r).ok_or(())?;
+                let d = &mut seen[g];
+                if d.found == UNSET {
+                    found.push((dk, dn));
                     found_id.push(UNSET);
-                    Seen::new(found.len() - 1)
-                });
+                    d.found = (found.len() - 1) as u32;
+                }
                 if d.parent != id {
                     // The first reference to it from this node: a new input.
                     d.parent = id;
@@ -191,19 +219,13 @@ impl Plan {
             match node {
                 Node::Task(t) => match compile_task(&mut functions, key, t, &mut locals.iter()) {
                     Ok(spec) => {
-                        funcs.push(functions.name(spec.func));
-                        kinds.push(Kind::Task(Arc::new(spec)));
+                        kinds.push(Kind::Task(specs.len() as u32));
+                        specs.push(spec);
                     }
                     Err(e) => compile_error = Some(e),
                 },
-                Node::Value(v) => {
-                    funcs.push("");
-                    kinds.push(Kind::Value(Arc::new(v.clone())));
-                }
-                Node::Alias(_) => {
-                    funcs.push("");
-                    kinds.push(Kind::Alias);
-                }
+                Node::Value(v) => kinds.push(Kind::Value(Arc::new(v.clone()))),
+                Node::Alias(_) => kinds.push(Kind::Alias),
             }
         }
         if let Some(e) = compile_error {
@@ -216,9 +238,9 @@ impl Plan {
         let deps = Csr::from_parts(dep_offsets, dep_items);
         // The id of a key of the graph, if the cull reached it.
         let id_of = |k: &Key| {
-            let (k, _) = graph.entry(k)?;
-            let s = seen.get(&addr(k))?;
-            Some(found_id[s.found as usize])
+            let (g, _, _) = graph.entry(k)?;
+            let s = seen[g];
+            (s.found != UNSET).then(|| found_id[s.found as usize])
         };
         let mut requested = vec![false; n];
         for k in &wanted {
@@ -234,7 +256,7 @@ impl Plan {
         let mut plan = Plan {
             keys,
             kinds,
-            funcs,
+            specs: Arc::new(specs),
             deps,
             dependents: Csr::default(),
             requested,
@@ -370,12 +392,10 @@ struct Seen {
 const UNSET: u32 = u32::MAX;
 
 impl Seen {
-    fn new(found: usize) -> Seen {
-        Seen {
-            found: found as u32,
-            parent: UNSET,
-        }
-    }
+    const UNSEEN: Seen = Seen {
+        found: UNSET,
+        parent: UNSET,
+    };
 }
 
 /// Input indices of a node referring to the same dependency more than once (rare): a scan of
@@ -408,32 +428,6 @@ impl Repeats {
     }
 }
 
-/// The identity of a key stored in the graph (the graph is borrowed while the plan is built).
-fn addr(k: &Key) -> usize {
-    k as *const Key as usize
-}
-
-/// A hasher for addresses: one multiplication, both halves folded.
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl std::hash::Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_usize(self.0 as usize ^ usize::from(b));
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        let m = u128::from(n as u64 ^ self.0) * 0x9E37_79B9_7F4A_7C15;
-        self.0 = (m as u64) ^ ((m >> 64) as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type BuildAddrHasher = std::hash::BuildHasherDefault<AddrHasher>;
-
 /// Function lookups, remembering the last one (graphs call the same function many times).
 struct Functions<'g> {
     reg: &'static Registry,
@@ -454,10 +448,6 @@ impl<'g> Functions<'g> {
                 Ok(id)
             }
         }
-    }
-
-    fn name(&self, id: FnId) -> &'static str {
-        self.reg.get(id).map_or("?", |f| f.name)
     }
 }
 

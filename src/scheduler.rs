@@ -59,8 +59,9 @@ impl GetOptions {
         self
     }
 
-    /// Bounds the bytes of results held at once (for this `get`, overriding the scheduler's
-    /// `memory_budget`; the only way on [`SyncScheduler`](crate::SyncScheduler)). Above it, tasks
+    /// Bounds the bytes of results held at once (for this `get` alone, overriding the
+    /// scheduler's `memory_budget`, which concurrent `get`s share; the only way on
+    /// [`SyncScheduler`](crate::SyncScheduler)). Above it, tasks
     /// that may return large results are held back while others run, and then held results
     /// needed latest are spilled to unnamed files in the spill directory and read back when a
     /// dependent starts. A budget smaller than what one task needs (its inputs and its result)

@@ -47,6 +47,8 @@ pub struct MemoryStats {
     spills: AtomicU64,
     restored_bytes: AtomicU64,
     restores: AtomicU64,
+    /// In a pool's ledger: expected bytes of the large results of units in flight.
+    in_flight: AtomicU64,
 }
 
 impl MemoryStats {
@@ -90,12 +92,38 @@ impl MemoryStats {
         self.peak_held.fetch_max(held, Ordering::Relaxed);
     }
 
-    fn spilled(&self, bytes: u64) {
+    /// In a ledger: `b` more bytes held (and the peak).
+    pub(crate) fn add_held(&self, b: u64) {
+        let now = self.held.fetch_add(b, Ordering::Relaxed) + b;
+        self.peak_held.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// In a ledger: `b` fewer bytes held.
+    pub(crate) fn sub_held(&self, b: u64) {
+        self.held.fetch_sub(b, Ordering::Relaxed);
+    }
+
+    /// In a ledger: `b` more expected bytes of units in flight.
+    pub(crate) fn add_in_flight(&self, b: u64) {
+        self.in_flight.fetch_add(b, Ordering::Relaxed);
+    }
+
+    /// In a ledger: `b` fewer expected bytes of units in flight.
+    pub(crate) fn sub_in_flight(&self, b: u64) {
+        self.in_flight.fetch_sub(b, Ordering::Relaxed);
+    }
+
+    /// In a ledger: bytes held plus bytes expected from units in flight.
+    pub(crate) fn committed(&self) -> u64 {
+        self.held.load(Ordering::Relaxed) + self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn spilled(&self, bytes: u64) {
         self.spilled_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.spills.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn restored(&self, bytes: u64) {
+    pub(crate) fn restored(&self, bytes: u64) {
         self.restored_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.restores.fetch_add(1, Ordering::Relaxed);
     }
@@ -198,7 +226,11 @@ fn sweep(base: &Path) {
 pub(crate) struct Budget {
     pub(crate) limit: u64,
     pub(crate) dir: Option<Arc<SpillDir>>,
+    /// This run's own statistics ([`GetOptions::memory_stats`]).
     pub(crate) stats: Option<Arc<MemoryStats>>,
+    /// What every run under this budget holds and expects together: the pool's ledger for a
+    /// pool's budget (all its calls share it), else one of the run's own. `limit` bounds it.
+    pub(crate) ledger: Arc<MemoryStats>,
 }
 
 /// A scheduler's memory budget and spill directory, set up at build.
@@ -206,6 +238,8 @@ pub(crate) struct Budget {
 pub(crate) struct PoolMemory {
     pub(crate) budget: u64,
     pub(crate) dir: Arc<SpillDir>,
+    /// What all the pool's calls hold together (the budget is the pool's, not each call's).
+    pub(crate) ledger: Arc<MemoryStats>,
 }
 
 impl PoolMemory {
@@ -218,13 +252,15 @@ impl PoolMemory {
         Ok(PoolMemory {
             budget,
             dir: Arc::new(dir),
+            ledger: MemoryStats::new(),
         })
     }
 }
 
-/// The budget of one `get`: its options' budget, or the scheduler's; `reserved` bytes of it are
-/// set aside for what worker processes cache. A `spill_dir` in the options gets a directory of
-/// its own for this `get`.
+/// The budget of one `get`: its options' budget (bounding this `get` alone), or the
+/// scheduler's (shared with every call of the scheduler through its ledger); `reserved` bytes
+/// of it are set aside for what worker processes cache. A `spill_dir` in the options gets a
+/// directory of its own for this `get`.
 ///
 /// # Errors
 /// When the options' spill directory cannot be used.
@@ -233,13 +269,23 @@ pub(crate) fn budget_for(
     pool: Option<&PoolMemory>,
     reserved: u64,
 ) -> Result<Option<Budget>, Error> {
-    let Some(budget) = opts.memory_budget.or(pool.map(|p| p.budget)) else {
-        return Ok(opts.memory_stats.as_ref().map(|s| Budget {
-            limit: u64::MAX,
-            dir: None,
-            stats: Some(s.clone()),
-        }));
+    let (budget, ledger) = match (opts.memory_budget, pool) {
+        (Some(b), _) => (b, MemoryStats::new()),
+        (None, Some(p)) => (p.budget, p.ledger.clone()),
+        (None, None) => {
+            return Ok(opts.memory_stats.as_ref().map(|s| Budget {
+                limit: u64::MAX,
+                dir: None,
+                stats: Some(s.clone()),
+                ledger: MemoryStats::new(),
+            }))
+        }
     };
+    // The pool's own statistics passed as a call's: the ledger already counts that call.
+    let stats = opts
+        .memory_stats
+        .clone()
+        .filter(|s| !Arc::ptr_eq(s, &ledger));
     let dir = match (opts.spill_dir.as_deref(), pool) {
         (None, Some(p)) => p.dir.clone(),
         (base, _) => {
@@ -249,7 +295,8 @@ pub(crate) fn budget_for(
     Ok(Some(Budget {
         limit: budget.saturating_sub(reserved),
         dir: Some(dir),
-        stats: opts.memory_stats.clone(),
+        stats,
+        ledger,
     }))
 }
 

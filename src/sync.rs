@@ -35,7 +35,7 @@ pub(crate) fn run_job(job: &Job, worker: WorkerId) -> Done {
     };
     let start = clock();
     let result = forkgraph_worker::run(&job.spec, job.inputs.as_slice())
-        .map(Arc::new)
+        .map(engine::shared_value)
         .map_err(|f| {
             Box::new(Failure {
                 function: f.function,

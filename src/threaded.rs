@@ -87,8 +87,11 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// Bounds the bytes of results a `get` holds at once; above it, results needed latest are
-    /// spilled to disk (see [`GetOptions::memory_budget`], which overrides it per `get`).
+    /// Bounds the bytes of results the pool's `get`s hold at once, together (concurrent
+    /// `get`s share it; each also may start one task when it has nothing running); above it,
+    /// results needed latest are spilled to disk (see [`GetOptions::memory_budget`], which
+    /// overrides it per `get`, bounding that `get` on its own). [`ThreadPool::memory_stats`]
+    /// reports the pool-wide figures.
     #[must_use]
     pub fn memory_budget(mut self, bytes: u64) -> ThreadPoolBuilder {
         self.memory_budget = Some(bytes);
@@ -157,6 +160,13 @@ impl ThreadPool {
     /// A builder.
     pub fn builder() -> ThreadPoolBuilder {
         ThreadPoolBuilder::default()
+    }
+
+    /// What the `get`s under the pool's [`memory_budget`](ThreadPoolBuilder::memory_budget)
+    /// hold together (held now, the peak, spilled and read back, over all calls since the
+    /// pool was built); `None` without a budget.
+    pub fn memory_stats(&self) -> Option<Arc<crate::MemoryStats>> {
+        self.inner.memory.as_ref().map(|m| m.ledger.clone())
     }
 
     /// A pool with the default number of threads.

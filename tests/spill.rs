@@ -391,3 +391,90 @@ fn a_sigkilled_parent_leaves_no_spill_file() {
     });
     std::fs::remove_dir(&base).unwrap();
 }
+
+/// The mean, once `calls` such tasks (one per concurrent `get`) are running at the same time:
+/// every call then holds what its budget lets it hold.
+#[forkgraph::task]
+fn mean_when_all_meet(totals: Vec<f64>, n: usize, dir: &str, calls: i64) -> Result<f64, String> {
+    common::rendezvous_in(dir, calls)?;
+    Ok(totals.iter().sum::<f64>() / n as f64)
+}
+
+/// `standardize` whose mean waits for the means of `calls` concurrent gets (they meet in `dir`).
+fn standardize_meeting(dir: &str, calls: i64) -> (Graph, Keys) {
+    let (mut g, keys) = standardize(CHUNKS);
+    let totals = (0..CHUNKS).map(|i| Arg::Key(("total", i).into())).collect();
+    let elements = (CHUNKS as usize * CHUNK) as i64;
+    g.task(
+        "mean",
+        "mean_when_all_meet",
+        vec![
+            Arg::List(totals),
+            Arg::Value(elements.into()),
+            Arg::Value(dir.into()),
+            Arg::Value(calls.into()),
+        ],
+    );
+    (g, keys)
+}
+
+/// Runs `calls` gets of the meeting graph at once on `pool`; each result is checked.
+fn concurrent_gets(pool: &(dyn Scheduler2 + Sync), calls: i64, what: &str) {
+    let dir = scratch_dir(&format!("spill-meet-{what}"));
+    let expected = reference();
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..calls)
+            .map(|_| {
+                let dir = dir.to_str().unwrap();
+                s.spawn(move || {
+                    let (g, keys) = standardize_meeting(dir, calls);
+                    pool.run(&g, &keys, &GetOptions::new())
+                })
+            })
+            .collect();
+        for r in runs {
+            assert_eq!(r.join().unwrap(), expected, "{what}: results intact");
+        }
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Concurrent gets on one pool share its budget: what they hold together stays within it,
+/// plus one task's input and result (two chunks) per call: a call with nothing running starts
+/// one task anyway, after spilling what it can of its own. Each call alone would hold up to
+/// the whole budget (8 chunks of its 12) while the three meet: 24 chunks.
+#[test]
+fn concurrent_gets_share_the_pools_budget() {
+    const CALLS: i64 = 3;
+    watchdog(240, || {
+        let budget = 8 * CHUNK_BYTES;
+        let threads = ThreadPool::builder()
+            .threads(CALLS as usize)
+            .memory_budget(budget)
+            .build()
+            .unwrap();
+        concurrent_gets(&threads, CALLS, "threads");
+        let stats = threads.memory_stats().expect("a budget");
+        assert_spilled_within(&stats, budget, 2 * CALLS as u64, "threads, 3 gets at once");
+
+        let procs = ProcessPool::builder()
+            .workers(CALLS as usize)
+            .memory_budget(budget)
+            .build()
+            .unwrap();
+        concurrent_gets(&procs, CALLS, "processes");
+        let stats = procs.memory_stats().expect("a budget");
+        // A quarter of the budget is set aside for the workers' caches.
+        assert_spilled_within(
+            &stats,
+            budget / 4 * 3,
+            2 * CALLS as u64,
+            "processes, 3 gets at once",
+        );
+        assert!(ThreadPool::builder()
+            .build()
+            .unwrap()
+            .memory_stats()
+            .is_none());
+    });
+}

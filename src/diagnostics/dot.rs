@@ -126,7 +126,7 @@ fn plan_dot(plan: &Plan, color: DotColor, states: Option<&HashMap<&Key, &Outcome
     let n = plan.len();
     let mut functions: Vec<&str> = (0..n)
         .filter(|&i| matches!(plan.kinds[i], Kind::Task(_)))
-        .map(|i| plan.funcs[i])
+        .map(|i| plan.function(i as u32))
         .collect();
     functions.sort_unstable();
     functions.dedup();
@@ -144,7 +144,7 @@ fn plan_dot(plan: &Plan, color: DotColor, states: Option<&HashMap<&Key, &Outcome
         let key = plan.keys[i].to_string();
         let (shape, label, fill) = match &plan.kinds[i] {
             Kind::Task(_) => {
-                let f = plan.funcs[i];
+                let f = plan.function(i as u32);
                 let idx = functions.binary_search(&f).unwrap_or(0);
                 let fill = match color {
                     DotColor::Function => PALETTE[idx % PALETTE.len()].to_owned(),

@@ -94,11 +94,11 @@ fn item_units(plan: &Arc<Plan>, caller: u64, nodes: &[u32]) -> Result<Vec<PUnit>
     nodes
         .iter()
         .map(|&node| match &plan.kinds[node as usize] {
-            Kind::Task(spec) if plan.deps.get(node).is_empty() => Ok(PUnit::new(
+            Kind::Task(_) if plan.deps.get(node).is_empty() => Ok(PUnit::new(
                 caller,
                 Arc::clone(&labels),
                 vec![RunTask {
-                    spec: spec.clone(),
+                    spec: plan.spec_ref(node).expect("a task"),
                     inputs: Vec::new(),
                     prev: None,
                     send_back: true,

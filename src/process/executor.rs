@@ -68,7 +68,7 @@ impl Drop for ProcExec {
 fn task(job: Job) -> RunTask {
     RunTask {
         spec: job.spec,
-        inputs: job.inputs,
+        inputs: job.inputs.into_vec(),
         prev: job.prev,
         send_back: job.send_back,
         options: job.options,

@@ -256,12 +256,16 @@ impl ProcessPoolBuilder {
     /// Bounds the memory results take, in this process and in the workers together. Each
     /// worker's caches (free recyclable segments, and mappings of recycled inputs) are capped
     /// at `bytes / (8 * workers)` each (at most 256 MiB, the default), and those caps come off
-    /// the budget; the rest bounds the results the pool holds for a `get`. Above it, tasks
+    /// the budget; the rest bounds the results the pool holds for all its `get`s together. Above it, tasks
     /// that may return large results are held back while others run, then held results needed
     /// latest are spilled to disk and read back into shared segments when a dependent starts
-    /// (see [`GetOptions::memory_budget`], which overrides it per `get`). The budget applies
-    /// to each `get` (and `map`, `get_async`) on its own: calls running at the same time on one
-    /// pool each have the whole budget.
+    /// (see [`GetOptions::memory_budget`], which overrides it per `get`). The budget is the
+    /// pool's: `get`s and `get_async`s running at the same time share it (one ledger of held
+    /// and expected bytes; each call spills its own results when the total is over, and a
+    /// call with nothing running still starts one task, so together they stay within the
+    /// budget plus about one task's inputs and result per call). A `get` with a budget of its
+    /// own is bounded on its own. `map` and `submit` results go straight to their caller and
+    /// are not counted. [`ProcessPool::memory_stats`] reports the pool-wide figures.
     #[must_use]
     pub fn memory_budget(mut self, bytes: u64) -> ProcessPoolBuilder {
         self.cfg.memory_budget = Some(bytes);
@@ -358,7 +362,9 @@ fn compile_init(
         .position(|k| *k == Key::from("worker_init"))
         .expect("the requested key is planned");
     match &plan.kinds[node] {
-        crate::plan::Kind::Task(spec) if plan.deps.get(node as u32).is_empty() => Ok(spec.clone()),
+        crate::plan::Kind::Task(s) if plan.deps.get(node as u32).is_empty() => {
+            Ok(Arc::new(plan.specs[*s as usize].clone()))
+        }
         _ => Err(BuildError::new(format!(
             "worker_init `{function}`: its arguments must be values, not keys"
         ))),
@@ -495,6 +501,14 @@ impl Drop for InGet {
 }
 
 impl ProcessPool {
+    /// What the `get`s under the pool's [`memory_budget`](ProcessPoolBuilder::memory_budget)
+    /// hold together (held now, the peak, spilled and read back, over all calls since the
+    /// pool was built); `None` without a budget. A `get` with a budget of its own
+    /// ([`GetOptions::memory_budget`]) is not counted here.
+    pub fn memory_stats(&self) -> Option<Arc<crate::MemoryStats>> {
+        self.cfg.memory.as_ref().map(|m| m.ledger.clone())
+    }
+
     /// The memory budget of one `get`: its own or the pool's, less what the workers' caches
     /// may hold.
     pub(crate) fn budget(&self, opts: &GetOptions) -> Result<Option<crate::spill::Budget>, Error> {

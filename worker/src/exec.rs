@@ -22,6 +22,74 @@ pub struct TaskSpec {
     pub args: Vec<SpecArg>,
 }
 
+/// A compiled task held by reference count: one spec of an arena that holds every spec of a
+/// plan (one allocation for all of them; cloning a reference counts, never copies), or a spec
+/// of its own. Dereferences to the [`TaskSpec`]; on the wire it is the spec itself.
+#[derive(Clone)]
+pub struct SpecRef(SpecIn);
+
+#[derive(Clone)]
+enum SpecIn {
+    /// A spec of its own (as a worker decodes it).
+    Own(Arc<TaskSpec>),
+    /// The spec at an index of a plan's arena.
+    Arena(Arc<Vec<TaskSpec>>, u32),
+}
+
+impl SpecRef {
+    /// A reference to a spec of its own.
+    pub fn new(spec: TaskSpec) -> SpecRef {
+        SpecRef(SpecIn::Own(Arc::new(spec)))
+    }
+
+    /// The spec at `index` of `arena`.
+    ///
+    /// # Panics
+    /// When `index` is not an index of `arena`.
+    pub fn in_arena(arena: &Arc<Vec<TaskSpec>>, index: u32) -> SpecRef {
+        assert!(
+            (index as usize) < arena.len(),
+            "spec {index} of an arena of {}",
+            arena.len()
+        );
+        SpecRef(SpecIn::Arena(Arc::clone(arena), index))
+    }
+}
+
+impl std::ops::Deref for SpecRef {
+    type Target = TaskSpec;
+    fn deref(&self) -> &TaskSpec {
+        match &self.0 {
+            SpecIn::Own(s) => s,
+            SpecIn::Arena(a, i) => &a[*i as usize],
+        }
+    }
+}
+
+impl std::fmt::Debug for SpecRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        TaskSpec::fmt(self, f)
+    }
+}
+
+impl PartialEq for SpecRef {
+    fn eq(&self, other: &SpecRef) -> bool {
+        **self == **other
+    }
+}
+
+impl Serialize for SpecRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TaskSpec::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpecRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SpecRef, D::Error> {
+        TaskSpec::deserialize(d).map(SpecRef::new)
+    }
+}
+
 /// One argument of a [`TaskSpec`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SpecArg {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::exec::{TaskFailure, TaskSpec};
+use crate::exec::{SpecRef, TaskFailure, TaskSpec};
 use crate::sys::Exit;
 use crate::value::Value;
 
@@ -102,7 +102,7 @@ pub enum Input {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UnitTask {
     /// What to run.
-    pub spec: Arc<TaskSpec>,
+    pub spec: SpecRef,
     /// Its inputs, in dependency order.
     pub inputs: Vec<Input>,
     /// Whether the parent needs the result back.

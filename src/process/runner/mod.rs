@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use forkgraph_worker::host::{self, CtrlC, PollSet};
-use forkgraph_worker::{CallError, Registry, TaskSpec, Value};
+use forkgraph_worker::{CallError, Registry, SpecRef, Value};
 
 use super::Config;
 use crate::callbacks::{WorkerEvent, WorkerId};
@@ -90,7 +90,7 @@ enum Suspect {
 /// One task of a unit, as the runner takes it.
 pub(crate) struct RunTask {
     /// What to run.
-    pub(crate) spec: Arc<TaskSpec>,
+    pub(crate) spec: SpecRef,
     /// Its inputs, in dependency order.
     pub(crate) inputs: Vec<Arc<Value>>,
     /// In a chain: which input is the previous task's result (its slot holds a placeholder).
