@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use forkgraph_worker::exec::SpecRef;
 use forkgraph_worker::Value;
 
 use super::comm::{self, Owned, Sending, World};
@@ -719,7 +720,7 @@ fn run_tasks(tasks: Vec<(WireTask, Vec<Option<Arc<Value>>>)>) -> Vec<RunTask> {
             options.retries = t.retries;
             options.timeout = t.timeout_ms.map(Duration::from_millis);
             RunTask {
-                spec: Arc::new(t.spec),
+                spec: SpecRef::new(t.spec),
                 inputs: vals
                     .into_iter()
                     .map(|v| v.unwrap_or_else(|| Arc::clone(placeholder())))
