@@ -172,7 +172,10 @@ fn a_logger_that_cancels_another_call_while_the_pool_cancels_one() {
         let p = |n: &str| s(&dir.join(n));
         // Another call, running on a worker of its own until the logger cancels it.
         let other: Other = pool
-            .imap_unordered("after", [Args::new([p("other-started"), p("never")]).with(0)])
+            .imap_unordered(
+                "after",
+                [Args::new([p("other-started"), p("never")]).with(0)],
+            )
             .unwrap();
         let other = Arc::new(Mutex::new(Some(other)));
         std::fs::write(dir.join("go-fast"), b"").unwrap();
