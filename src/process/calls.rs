@@ -13,13 +13,12 @@ use forkgraph_worker::{Mismatch, Value};
 
 use super::executor::ProcExec;
 use super::runner::{Finished, PUnit, RunTask};
-use super::shared::Shared;
 use super::{InGet, ProcessPool};
 use crate::call::Callable;
 use crate::engine::{self, Output};
 use crate::error::{Error, TaskError, TaskErrorKind};
 use crate::graph::{Graph, Task};
-use crate::handle::{Call, GetFuture, Submitted};
+use crate::handle::{Call, Calls, GetFuture, Submitted};
 use crate::key::{Key, Keys};
 use crate::plan::{Kind, OutSpec, Plan};
 use crate::scheduler::{plan, GetOptions, Scheduler};
@@ -257,16 +256,7 @@ impl ProcessPool {
         };
         let remaining = units.len();
         shared.submit(caller, units);
-        Ok(Unordered {
-            shared,
-            caller,
-            f,
-            plan,
-            item_of,
-            remaining,
-            buf: VecDeque::new(),
-            _item: PhantomData,
-        })
+        Ok(Unordered::new(shared as Arc<dyn Calls>, caller, f, plan, item_of, remaining))
     }
 
     /// Runs one call of `f` (keyed `"submit"`) in the background (on the pool's driver thread when nobody else
@@ -303,7 +293,7 @@ impl ProcessPool {
         };
         let workers = shared.layout(false).2;
         let call = Call::new(
-            Arc::clone(&shared),
+            Arc::clone(&shared) as Arc<dyn Calls>,
             caller,
             plan,
             node,
@@ -334,7 +324,8 @@ impl ProcessPool {
         };
         let shared = Arc::clone(self.shared());
         let caller = shared.register(false);
-        let fut = GetFuture::new(Arc::clone(&shared), caller);
+        let canceller = Arc::clone(&shared);
+        let fut = GetFuture::new(move || canceller.cancel(caller));
         let done = fut.completer();
         let opts = opts.clone();
         let me = Arc::as_ptr(&self.inner) as usize;
@@ -363,7 +354,7 @@ pub struct Unordered<F, A>
 where
     F: Callable<A>,
 {
-    shared: Arc<Shared>,
+    shared: Arc<dyn Calls>,
     caller: u64,
     f: F,
     plan: Arc<Plan>,
@@ -371,6 +362,30 @@ where
     remaining: usize,
     buf: VecDeque<Finished>,
     _item: PhantomData<fn(A)>,
+}
+
+impl<F: Callable<A>, A> Unordered<F, A> {
+    /// The iterator over `caller`'s `remaining` results; `item_of` maps a plan node to its
+    /// item's index.
+    pub(crate) fn new(
+        shared: Arc<dyn Calls>,
+        caller: u64,
+        f: F,
+        plan: Arc<Plan>,
+        item_of: Vec<usize>,
+        remaining: usize,
+    ) -> Unordered<F, A> {
+        Unordered {
+            shared,
+            caller,
+            f,
+            plan,
+            item_of,
+            remaining,
+            buf: VecDeque::new(),
+            _item: PhantomData,
+        }
+    }
 }
 
 impl<F: Callable<A>, A> std::fmt::Debug for Unordered<F, A> {

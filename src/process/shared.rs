@@ -227,9 +227,11 @@ impl Shared {
         };
         c.open_tasks += tasks;
         let detached = c.detached;
-        if detached && c.open_tasks == tasks {
+        // The driver thread needs waking only when it may be idle: no detached call was open.
+        let wake_driver = detached && c.open_tasks == tasks && {
             st.detached_open += 1;
-        }
+            st.detached_open == 1
+        };
         match st.runner.as_mut() {
             Some(r) => {
                 for u in units {
@@ -237,11 +239,18 @@ impl Shared {
                 }
             }
             None => {
+                // One write of the pipe per take-in: while `incoming` is not empty, the
+                // leader has not taken it in since the write that made it non-empty (it
+                // clears the pipe before it takes in).
+                let was_empty = st.incoming.is_empty();
                 st.incoming.extend(units);
-                self.wake.wake();
+                if was_empty {
+                    self.wake.wake();
+                }
             }
         }
-        if detached {
+        drop(st);
+        if wake_driver {
             self.cond.notify_all();
         }
     }
@@ -697,5 +706,32 @@ impl Leading {
 impl Drop for Leading {
     fn drop(&mut self) {
         LEADING.with(|l| l.set(self.0));
+    }
+}
+
+impl crate::handle::Calls for Shared {
+    fn poll_caller(
+        &self,
+        caller: u64,
+        waker: Option<&Waker>,
+    ) -> Option<Result<Vec<Finished>, Error>> {
+        Shared::poll_caller(self, caller, waker)
+    }
+
+    fn wait(
+        &self,
+        caller: u64,
+        out: &mut Vec<Finished>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<bool, Error> {
+        Shared::wait(self, caller, out, deadline)
+    }
+
+    fn wait_any(&self, callers: &[u64], timeout: Option<std::time::Duration>) -> Option<usize> {
+        Shared::wait_any(self, callers, timeout)
+    }
+
+    fn leave(&self, caller: u64) {
+        Shared::leave(self, caller)
     }
 }
