@@ -442,9 +442,14 @@ impl GetFuture {
     }
 
     pub(crate) fn failed(e: Error) -> GetFuture {
+        GetFuture::finished(Err(e))
+    }
+
+    /// A future that is ready with `r`.
+    pub(crate) fn finished(r: Result<Output, Error>) -> GetFuture {
         GetFuture {
             slot: Arc::new(Mutex::new(Slot {
-                result: Some(Err(e)),
+                result: Some(r),
                 ..Slot::default()
             })),
             running: None,

@@ -37,7 +37,7 @@ where
 }
 
 /// The graph of one task per item, keyed by `key`, and the list of its keys.
-fn keyed_graph<F, A>(
+pub(crate) fn keyed_graph<F, A>(
     f: &F,
     items: impl IntoIterator<Item = A>,
     key: impl Fn(usize) -> Key,
@@ -74,7 +74,7 @@ pub(crate) fn unshare(v: Arc<Value>) -> Value {
 }
 
 /// The plan nodes of a list request, in request order.
-fn output_nodes(plan: &Plan) -> Vec<u32> {
+pub(crate) fn output_nodes(plan: &Plan) -> Vec<u32> {
     match &plan.outputs {
         OutSpec::List(l) => l
             .iter()
@@ -111,6 +111,60 @@ fn item_units(plan: &Arc<Plan>, caller: u64, nodes: &[u32]) -> Result<Vec<PUnit>
             ))),
         })
         .collect()
+}
+
+/// `map_with` on any scheduler: a `get` of one task per item.
+pub(crate) fn map_with_on<S, F, A, I>(
+    s: &S,
+    f: F,
+    items: I,
+    opts: &GetOptions,
+) -> Result<Vec<F::Output>, Error>
+where
+    S: Scheduler + ?Sized,
+    F: Callable<A>,
+    I: IntoIterator<Item = A>,
+{
+    let opts = opts.clone().keep_going(false);
+    map_results_with_on(s, f, items, &opts)?
+        .into_iter()
+        .map(|r| r.map_err(|e| Error::Task(Box::new(e))))
+        .collect()
+}
+
+/// `map_results_with` on any scheduler: a `get` of one task per item.
+#[allow(clippy::result_large_err)] // A `TaskError` per item, to match on as it is.
+pub(crate) fn map_results_with_on<S, F, A, I>(
+    s: &S,
+    f: F,
+    items: I,
+    opts: &GetOptions,
+) -> Result<Vec<Result<F::Output, TaskError>>, Error>
+where
+    S: Scheduler + ?Sized,
+    F: Callable<A>,
+    I: IntoIterator<Item = A>,
+{
+    let (g, keys, n) = item_graph(&f, items);
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let out = s.get_with(&g, &keys, opts)?;
+    let list = match out {
+        Output::List(l) => l,
+        o => vec![o],
+    };
+    Ok(list
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| match o {
+            Output::Value(v) => f
+                .output(v)
+                .map_err(|m| output_error(item_key(i), f.function(), m)),
+            Output::Failed(e) => Err(*e),
+            Output::List(_) => unreachable!("items are single keys"),
+        })
+        .collect())
 }
 
 /// A finished task as the caller's result, converted by `f`.
@@ -162,11 +216,7 @@ impl ProcessPool {
         F: Callable<A>,
         I: IntoIterator<Item = A>,
     {
-        let opts = opts.clone().keep_going(false);
-        self.map_results_with(f, items, &opts)?
-            .into_iter()
-            .map(|r| r.map_err(|e| Error::Task(Box::new(e))))
-            .collect()
+        map_with_on(self, f, items, opts)
     }
 
     /// [`ProcessPool::map`] that keeps going past failures: one result per item, its value or
@@ -203,26 +253,7 @@ impl ProcessPool {
         F: Callable<A>,
         I: IntoIterator<Item = A>,
     {
-        let (g, keys, n) = item_graph(&f, items);
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let out = self.get_with(&g, &keys, opts)?;
-        let list = match out {
-            Output::List(l) => l,
-            o => vec![o],
-        };
-        Ok(list
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| match o {
-                Output::Value(v) => f
-                    .output(v)
-                    .map_err(|m| output_error(item_key(i), f.function(), m)),
-                Output::Failed(e) => Err(*e),
-                Output::List(_) => unreachable!("items are single keys"),
-            })
-            .collect())
+        map_results_with_on(self, f, items, opts)
     }
 
     /// Calls `f` on every item, in parallel, and yields `(index, result)` as each finishes
@@ -256,7 +287,14 @@ impl ProcessPool {
         };
         let remaining = units.len();
         shared.submit(caller, units);
-        Ok(Unordered::new(shared as Arc<dyn Calls>, caller, f, plan, item_of, remaining))
+        Ok(Unordered::new(
+            shared as Arc<dyn Calls>,
+            caller,
+            f,
+            plan,
+            item_of,
+            remaining,
+        ))
     }
 
     /// Runs one call of `f` (keyed `"submit"`) in the background (on the pool's driver thread when nobody else
