@@ -92,6 +92,12 @@ impl Call {
         }
     }
 
+    /// The call, once registered as `caller` (a call made before its caller id).
+    pub(crate) fn with_caller(mut self, caller: u64) -> Call {
+        self.caller = caller;
+        self
+    }
+
     fn key(&self) -> &Key {
         &self.plan.keys[self.node as usize]
     }

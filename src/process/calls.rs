@@ -321,25 +321,26 @@ impl ProcessPool {
         };
         let node = output_nodes(&plan)[0];
         let shared = Arc::clone(self.shared());
-        let caller = shared.register(true);
-        let units = match item_units(&plan, caller, &[node]) {
+        // Its caller id is set when it is registered, together with its unit.
+        let units = match item_units(&plan, 0, &[node]) {
             Ok(u) => u,
-            Err(e) => {
-                shared.leave(caller);
-                return Submitted::failed(e);
-            }
+            Err(e) => return Submitted::failed(e),
         };
-        let workers = shared.layout(false).2;
+        let workers = match opts.callbacks.is_empty() {
+            true => Vec::new(), // Only callbacks are told the workers.
+            false => shared.layout(false).2,
+        };
+        // The callbacks' `start` and `pretask` come before the call can start.
         let call = Call::new(
             Arc::clone(&shared) as Arc<dyn Calls>,
-            caller,
+            0,
             plan,
             node,
             opts.callbacks.clone(),
             &workers,
         );
-        shared.submit(caller, units);
-        Submitted::new(call, move |v| f.output(v))
+        let caller = shared.register_with(true, units);
+        Submitted::new(call.with_caller(caller), move |v| f.output(v))
     }
 
     /// `get` as a future, for async code: the graph runs in a thread of the pool's own (the

@@ -187,6 +187,10 @@ impl Shared {
     /// Registers a caller; `detached` when the driver thread drives it.
     pub(crate) fn register(self: &Arc<Self>, detached: bool) -> u64 {
         let mut st = self.lock();
+        self.add_caller(&mut st, detached)
+    }
+
+    fn add_caller(self: &Arc<Self>, st: &mut State, detached: bool) -> u64 {
         let id = st.next_caller;
         st.next_caller += 1;
         st.callers.insert(
@@ -215,20 +219,45 @@ impl Shared {
         id
     }
 
+    /// Registers a caller and hands it `units` (whose caller is set to it), under one lock
+    /// (a submitted call's way in).
+    pub(crate) fn register_with(self: &Arc<Self>, detached: bool, mut units: Vec<PUnit>) -> u64 {
+        let mut st = self.lock();
+        let caller = self.add_caller(&mut st, detached);
+        for u in &mut units {
+            u.caller = caller;
+        }
+        let wake_driver = self.hand_over(&mut st, caller, units);
+        drop(st);
+        if wake_driver {
+            self.cond.notify_all();
+        }
+        caller
+    }
+
     /// Hands units to the runner (or to the leader).
     pub(crate) fn submit(&self, caller: u64, units: Vec<PUnit>) {
         if units.is_empty() {
             return;
         }
-        let tasks: usize = units.iter().map(PUnit::tasks).sum();
         let mut st = self.lock();
+        let wake_driver = self.hand_over(&mut st, caller, units);
+        drop(st);
+        if wake_driver {
+            self.cond.notify_all();
+        }
+    }
+
+    /// `submit` under the lock; whether the driver thread must be woken (after it).
+    fn hand_over(&self, st: &mut State, caller: u64, units: Vec<PUnit>) -> bool {
+        let tasks: usize = units.iter().map(PUnit::tasks).sum();
         let Some(c) = st.callers.get_mut(&caller) else {
-            return;
+            return false;
         };
         c.open_tasks += tasks;
         let detached = c.detached;
         // The driver thread needs waking only when it may be idle: no detached call was open.
-        let wake_driver = detached && c.open_tasks == tasks && {
+        let wake_driver = detached && tasks > 0 && c.open_tasks == tasks && {
             st.detached_open += 1;
             st.detached_open == 1
         };
@@ -249,10 +278,7 @@ impl Shared {
                 }
             }
         }
-        drop(st);
-        if wake_driver {
-            self.cond.notify_all();
-        }
+        wake_driver
     }
 
     /// Asks a waiting caller to stop: its next (or current) wait returns
