@@ -490,6 +490,8 @@ fn runs(counter: &Path) -> usize {
     std::fs::read(counter).map_or(0, |b| b.len())
 }
 
+type ByName = forkgraph::Unordered<&'static str, Args>;
+
 /// On a one-worker pool: the call `first` (registered first) and the call `second` are both
 /// handed to the worker in one message, ahead of a `map` that a thread of its own drives.
 /// Returns the two iterators and that thread.
@@ -499,8 +501,8 @@ fn two_calls_on_one_worker<'p>(
     second: Args,
     sc: &'p std::thread::Scope<'p, '_>,
 ) -> (
-    forkgraph::Unordered<&'static str, Args>,
-    forkgraph::Unordered<&'static str, Args>,
+    ByName,
+    ByName,
     std::thread::ScopedJoinHandle<'p, Vec<Value>>,
 ) {
     let a = pool.imap_unordered("count_after", [first]).unwrap();

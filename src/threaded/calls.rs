@@ -391,7 +391,7 @@ fn get_async_on(pool: ThreadPool, graph: &Graph, keys: &Keys, opts: &GetOptions)
 }
 
 macro_rules! executor_api {
-    ($ty:ty, $runs:expr, $doc:literal) => {
+    ($ty:ty, $doc:literal) => {
         impl $ty {
             #[doc = concat!("Calls `f` on every item, in parallel; results in item order (",
                 $doc, "). As [`ProcessPool::map`](crate::ProcessPool::map): `f` is a \
@@ -480,8 +480,7 @@ macro_rules! executor_api {
                 F: Callable<A>,
                 I: IntoIterator<Item = A>,
             {
-                #[allow(clippy::redundant_closure_call)]
-                ($runs)(self).imap_unordered(f, items)
+                self.runs().imap_unordered(f, items)
             }
 
             /// Runs one call of `f` (keyed `"submit"`) in the background, as
@@ -492,8 +491,7 @@ macro_rules! executor_api {
             where
                 F: Callable<A> + Send + Sync + 'static,
             {
-                #[allow(clippy::redundant_closure_call)]
-                ($runs)(self).submit_with(f, item, &GetOptions::default())
+                self.runs().submit_with(f, item, &GetOptions::default())
             }
 
             /// `submit` with options: callbacks see the call as a `get` of one task.
@@ -501,19 +499,26 @@ macro_rules! executor_api {
             where
                 F: Callable<A> + Send + Sync + 'static,
             {
-                #[allow(clippy::redundant_closure_call)]
-                ($runs)(self).submit_with(f, item, opts)
+                self.runs().submit_with(f, item, opts)
             }
         }
     };
 }
 
-executor_api!(ThreadPool, |p| Runs::Threads(p), "on the pool's threads");
-executor_api!(
-    SyncScheduler,
-    |_| Runs::Here,
-    "one after the other, in the calling thread"
-);
+executor_api!(ThreadPool, "on the pool's threads");
+executor_api!(SyncScheduler, "one after the other, in the calling thread");
+
+impl ThreadPool {
+    fn runs(&self) -> Runs<'_> {
+        Runs::Threads(self)
+    }
+}
+
+impl SyncScheduler {
+    fn runs(&self) -> Runs<'static> {
+        Runs::Here
+    }
+}
 
 impl ThreadPool {
     /// `get` as a future, as [`ProcessPool::get_async`](crate::ProcessPool::get_async): the
