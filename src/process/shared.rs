@@ -316,7 +316,18 @@ impl Shared {
         let unfinished = c.open_tasks > 0;
         let last = st.callers.is_empty();
         match st.runner.take() {
-            Some(r) if unfinished || last => {
+            Some(mut r) if !unfinished => {
+                // Nothing to cancel: no worker is killed, nothing it logged is forwarded.
+                // Settling frees segments and forwards workers' stderr, both without
+                // callbacks, so it stays under the lock (no hand-off of the runner: this is
+                // every call's end on a pool with one caller).
+                if last {
+                    r.arm_ctrl_c(false);
+                    r.settle();
+                }
+                st.runner = Some(r);
+            }
+            Some(r) => {
                 // Applied outside the lock, with the runner held as by a leader: cancelling
                 // kills and replaces workers, and what they logged reaches the program's
                 // logger, which may call into the pool.
@@ -327,16 +338,13 @@ impl Shared {
                 drop(st);
                 let _leading = Leading::enter(self);
                 let r = lead.runner.as_mut().expect("the runner");
-                if unfinished {
-                    r.cancel(caller);
-                }
+                r.cancel(caller);
                 if last {
                     r.arm_ctrl_c(false);
                     r.settle();
                 }
                 drop(lead);
             }
-            Some(r) => st.runner = Some(r),
             None if unfinished => {
                 st.incoming.retain(|u| u.caller != caller);
                 st.cancelled.push(caller);
