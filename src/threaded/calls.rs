@@ -10,6 +10,7 @@
 //! dropped; a thread cannot be stopped, so a running one finishes and its result is dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -36,6 +37,8 @@ pub(crate) struct CallTask {
     caller: u64,
     tag: u32,
     spec: Arc<TaskSpec>,
+    /// Set when its call is cancelled or dropped: the task is not started.
+    gone: Arc<AtomicBool>,
 }
 
 impl CallTask {
@@ -68,12 +71,16 @@ struct Mailbox {
     done: Vec<Finished>,
     cancelled: bool,
     waker: Option<Waker>,
+    /// Shared with its tasks (see `CallTask::gone`).
+    gone: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
 struct State {
     callers: HashMap<u64, Mailbox>,
     next: u64,
+    /// Threads blocked in `wait` or `wait_any` (the condvar is notified only when some are).
+    waiters: usize,
 }
 
 /// The mailboxes of a thread pool's (or the sync scheduler's) background calls.
@@ -88,24 +95,22 @@ impl Mailboxes {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn register(&self) -> u64 {
+    /// A new caller, and the flag its tasks check before they start.
+    fn register(&self) -> (u64, Arc<AtomicBool>) {
         let mut st = self.lock();
         st.next += 1;
         let id = st.next;
-        st.callers.insert(id, Mailbox::default());
-        id
+        let mailbox = Mailbox::default();
+        let gone = Arc::clone(&mailbox.gone);
+        st.callers.insert(id, mailbox);
+        (id, gone)
     }
 
     /// Runs `tasks` on `worker` (skipping those whose call is gone) and delivers the results.
     pub(crate) fn run(&self, tasks: &[CallTask], worker: WorkerId) {
         let mut done = Vec::with_capacity(tasks.len());
         for t in tasks {
-            let live = self
-                .lock()
-                .callers
-                .get(&t.caller)
-                .is_some_and(|c| !c.cancelled);
-            if live {
+            if !t.gone.load(Ordering::Acquire) {
                 done.push(t.run(worker));
             }
         }
@@ -126,11 +131,34 @@ impl Mailboxes {
                 wakers.extend(c.waker.take());
             }
         }
+        let waiters = st.waiters > 0;
         drop(st);
-        self.cond.notify_all();
+        if waiters {
+            self.cond.notify_all();
+        }
         for w in wakers {
             w.wake();
         }
+    }
+
+    /// Waits on the condvar, counted in `waiters` (for at most `timeout`).
+    fn block<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, State> {
+        st.waiters += 1;
+        let mut st = match timeout {
+            None => self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+            Some(t) => {
+                self.cond
+                    .wait_timeout(st, t)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
+        st.waiters -= 1;
+        st
     }
 
     fn take(c: &mut Mailbox) -> Option<Result<Vec<Finished>, Error>> {
@@ -184,16 +212,13 @@ impl Calls for Mailboxes {
                 None => {}
             }
             st = match deadline {
-                None => self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                None => self.block(st, None),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return Ok(false);
                     }
-                    self.cond
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+                    self.block(st, Some(d - now))
                 }
             };
         }
@@ -212,16 +237,13 @@ impl Calls for Mailboxes {
                 return ready;
             }
             st = match deadline {
-                None => self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                None => self.block(st, None),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return None;
                     }
-                    self.cond
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+                    self.block(st, Some(d - now))
                 }
             };
         }
@@ -230,19 +252,27 @@ impl Calls for Mailboxes {
     fn leave(&self, caller: u64) {
         // Dropped after the lock: a waker's drop may call into the pool.
         let gone = self.lock().callers.remove(&caller);
+        if let Some(c) = &gone {
+            c.gone.store(true, Ordering::Release);
+        }
         drop(gone);
     }
 }
 
 /// The task of each requested node, tagged with its node.
-fn item_tasks(plan: &Plan, caller: u64, nodes: &[u32]) -> Result<Vec<CallTask>, Error> {
+fn item_tasks(
+    plan: &Plan,
+    (caller, gone): &(u64, Arc<AtomicBool>),
+    nodes: &[u32],
+) -> Result<Vec<CallTask>, Error> {
     nodes
         .iter()
         .map(|&node| match &plan.kinds[node as usize] {
             Kind::Task(spec) if plan.deps.get(node).is_empty() => Ok(CallTask {
-                caller,
+                caller: *caller,
                 tag: node,
                 spec: spec.clone(),
+                gone: Arc::clone(gone),
             }),
             _ => Err(Error::Scheduler(format!(
                 "{}: the arguments of a submitted or mapped call must be values, not keys",
@@ -318,12 +348,13 @@ impl Runs<'_> {
         let plan = Arc::new(plan(&g, &keys, &GetOptions::default())?);
         let nodes = output_nodes(&plan);
         let calls = self.mailboxes();
-        let caller = calls.register();
+        let registered = calls.register();
+        let caller = registered.0;
         let mut item_of = vec![0usize; plan.len()];
         for (i, &n) in nodes.iter().enumerate() {
             item_of[n as usize] = i;
         }
-        let tasks = match item_tasks(&plan, caller, &nodes) {
+        let tasks = match item_tasks(&plan, &registered, &nodes) {
             Ok(t) => t,
             Err(e) => {
                 calls.leave(caller);
@@ -353,8 +384,9 @@ impl Runs<'_> {
         };
         let node = output_nodes(&plan)[0];
         let calls = self.mailboxes();
-        let caller = calls.register();
-        let tasks = match item_tasks(&plan, caller, &[node]) {
+        let registered = calls.register();
+        let caller = registered.0;
+        let tasks = match item_tasks(&plan, &registered, &[node]) {
             Ok(t) => t,
             Err(e) => {
                 calls.leave(caller);
