@@ -1233,6 +1233,47 @@ fn pool_calls(quick: bool) {
         threads * n,
         us,
     );
+    // The same calls on a thread pool of as many threads (the executor API is the same).
+    let tp = forkgraph::ThreadPool::builder()
+        .threads(NUM_WORKERS)
+        .build()
+        .expect("thread pool");
+    let us = best(n, &|| {
+        black_box(tp.get(&g, keys.clone()).unwrap());
+    });
+    row(format!("threads: one `get` of {n} tasks (graph)"), n, us);
+    let us = best(n, &|| {
+        black_box(tp.map("inc", 0..n).unwrap());
+    });
+    row(format!("threads: `map` of {n} items"), n, us);
+    let us = best(one_at_a_time, &|| {
+        for i in 0..one_at_a_time {
+            black_box(tp.submit("inc", i).wait().unwrap());
+        }
+    });
+    row(
+        "threads: `submit` + `wait`, one at a time".into(),
+        one_at_a_time,
+        us,
+    );
+    let us = best(threads * n, &|| {
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let tp = &tp;
+                s.spawn(move || {
+                    let hs: Vec<_> = (0..n).map(|i| tp.submit("inc", t * n + i)).collect();
+                    for h in hs {
+                        black_box(h.wait().unwrap());
+                    }
+                });
+            }
+        })
+    });
+    row(
+        format!("threads: {threads} threads x {n} `submit`s, then `wait`s"),
+        threads * n,
+        us,
+    );
 }
 
 fn main() {

@@ -20,11 +20,47 @@ use crate::key::Key;
 use crate::plan::Plan;
 use crate::process::calls::{output_error, unshare};
 use crate::process::runner::Finished;
-use crate::process::shared::Shared;
+
+/// Where the results of calls running in the background come from: a process pool's shared
+/// state (`process::shared`), or the mailboxes of a thread pool or of the sync scheduler
+/// (`thread_calls`). Each call is a caller with an id.
+pub(crate) trait Calls: Send + Sync {
+    /// The caller's finished tasks (or its error), or `None`; `waker` is woken when some
+    /// arrive.
+    fn poll_caller(
+        &self,
+        caller: u64,
+        waker: Option<&Waker>,
+    ) -> Option<Result<Vec<Finished>, Error>>;
+
+    /// Blocks until some of the caller's tasks have finished (appended to `out`), at most
+    /// until `deadline` (`Ok(false)` when it passed).
+    ///
+    /// # Errors
+    /// The pool's own failure, or [`Error::Cancelled`].
+    fn wait(
+        &self,
+        caller: u64,
+        out: &mut Vec<Finished>,
+        deadline: Option<Instant>,
+    ) -> Result<bool, Error>;
+
+    /// Blocks until one of `callers` has something to take, at most `timeout`; its index.
+    fn wait_any(&self, callers: &[u64], timeout: Option<Duration>) -> Option<usize>;
+
+    /// Unregisters the caller: what it has not started is dropped, its results are no
+    /// longer kept.
+    fn leave(&self, caller: u64);
+}
+
+/// Whether two `Calls` are the same pool's.
+fn same(a: &Arc<dyn Calls>, b: &Arc<dyn Calls>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
 
 /// A submitted call still running: its caller in the pool, and what its callbacks need.
 pub(crate) struct Call {
-    shared: Arc<Shared>,
+    shared: Arc<dyn Calls>,
     caller: u64,
     plan: Arc<Plan>,
     node: u32,
@@ -35,7 +71,7 @@ impl Call {
     /// A call of `caller` on `shared` (its units not yet submitted): fires the callbacks'
     /// `start`, `workers` and `pretask`.
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<dyn Calls>,
         caller: u64,
         plan: Arc<Plan>,
         node: u32,
@@ -54,6 +90,12 @@ impl Call {
             node,
             callbacks,
         }
+    }
+
+    /// The call, once registered as `caller` (a call made before its caller id).
+    pub(crate) fn with_caller(mut self, caller: u64) -> Call {
+        self.caller = caller;
+        self
     }
 
     fn key(&self) -> &Key {
@@ -263,7 +305,7 @@ impl<R> Submitted<R> {
     }
 
     /// The caller id and pool of a running call (for [`as_completed`]).
-    fn waiting_on(&self) -> Option<(&Arc<Shared>, u64)> {
+    fn waiting_on(&self) -> Option<(&Arc<dyn Calls>, u64)> {
         match (&self.result, &self.call) {
             (None, Some(c)) => Some((&c.shared, c.caller)),
             _ => None,
@@ -337,7 +379,7 @@ impl<R> Iterator for AsCompleted<R> {
                 .handles
                 .iter()
                 .filter_map(Submitted::waiting_on)
-                .filter(|(s, _)| Arc::ptr_eq(s, &shared))
+                .filter(|(s, _)| same(s, &shared))
                 .map(|(_, c)| c)
                 .collect();
             let others = mine.len() < self.handles.len();
@@ -363,9 +405,12 @@ struct Slot {
 /// ready cancels the `get`.
 pub struct GetFuture {
     slot: Arc<Mutex<Slot>>,
-    /// The running get (to cancel it when dropped early).
-    running: Option<(Arc<Shared>, u64)>,
+    /// Cancels the running get (when the future is dropped early).
+    running: Option<Cancel>,
 }
+
+/// What cancels a running `get_async`.
+type Cancel = Box<dyn FnOnce() + Send + Sync>;
 
 impl std::fmt::Debug for GetFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -390,17 +435,23 @@ impl Completer {
 }
 
 impl GetFuture {
-    pub(crate) fn new(shared: Arc<Shared>, caller: u64) -> GetFuture {
+    /// A future for a get running elsewhere; `cancel` stops it.
+    pub(crate) fn new(cancel: impl FnOnce() + Send + Sync + 'static) -> GetFuture {
         GetFuture {
             slot: Arc::new(Mutex::new(Slot::default())),
-            running: Some((shared, caller)),
+            running: Some(Box::new(cancel)),
         }
     }
 
     pub(crate) fn failed(e: Error) -> GetFuture {
+        GetFuture::finished(Err(e))
+    }
+
+    /// A future that is ready with `r`.
+    pub(crate) fn finished(r: Result<Output, Error>) -> GetFuture {
         GetFuture {
             slot: Arc::new(Mutex::new(Slot {
-                result: Some(Err(e)),
+                result: Some(r),
                 ..Slot::default()
             })),
             running: None,
@@ -441,7 +492,7 @@ impl Future for GetFuture {
 
 impl Drop for GetFuture {
     fn drop(&mut self) {
-        if let Some((shared, caller)) = self.running.take() {
+        if let Some(cancel) = self.running.take() {
             let done = self
                 .slot
                 .lock()
@@ -449,7 +500,7 @@ impl Drop for GetFuture {
                 .result
                 .is_some();
             if !done {
-                shared.cancel(caller);
+                cancel();
             }
         }
     }

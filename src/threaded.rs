@@ -6,6 +6,7 @@
 //! When exactly one task is ready and nothing is running, the calling thread runs it itself: a
 //! chain of tasks never pays a thread hand-off.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -25,9 +26,48 @@ const BATCH: usize = 64;
 /// Jobs in flight per thread.
 const IN_FLIGHT_PER_THREAD: usize = 64;
 
-struct Batch {
-    jobs: Vec<Job>,
-    reply: Sender<Vec<Done>>,
+mod calls;
+
+/// What the pool's threads are sent.
+enum Work {
+    /// Jobs of a `get`, with where their completions go.
+    Batch {
+        jobs: Vec<Job>,
+        reply: Sender<Vec<Done>>,
+    },
+    /// Tasks of submitted calls (or `imap_unordered` items): results go to their mailboxes.
+    Calls {
+        calls: Arc<calls::Mailboxes>,
+        tasks: Vec<calls::CallTask>,
+    },
+}
+
+/// Stops a running `get_async` on a thread pool: its next wait returns [`Error::Cancelled`].
+pub(crate) struct GetCancel {
+    flag: AtomicBool,
+    /// The get's reply channel, once its executor exists (to wake it).
+    wake: Mutex<Option<Sender<Vec<Done>>>>,
+}
+
+impl GetCancel {
+    fn new() -> GetCancel {
+        GetCancel {
+            flag: AtomicBool::new(false),
+            wake: Mutex::new(None),
+        }
+    }
+
+    fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let wake = self.wake.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = wake {
+            let _ = tx.send(Vec::new());
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
 }
 
 // Id of the pool whose thread this is (0: not a pool thread).
@@ -36,8 +76,10 @@ thread_local!(static POOL_OF_THREAD: std::cell::Cell<usize> = const { std::cell:
 struct Inner {
     /// Unique per pool, so that a pool thread knows which pool it belongs to.
     id: usize,
-    tx: Option<Sender<Batch>>,
+    tx: Option<Sender<Work>>,
     threads: usize,
+    /// Mailboxes of submitted calls.
+    calls: Arc<calls::Mailboxes>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     memory: Option<PoolMemory>,
 }
@@ -124,21 +166,27 @@ impl ThreadPoolBuilder {
         };
         static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = crossbeam_channel::unbounded::<Batch>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Work>();
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
-            let rx: Receiver<Batch> = rx.clone();
+            let rx: Receiver<Work> = rx.clone();
             let h = std::thread::Builder::new()
                 .name(format!("forkgraph-{i}"))
                 .spawn(move || {
                     POOL_OF_THREAD.with(|p| p.set(id));
-                    while let Ok(batch) = rx.recv() {
-                        let done: Vec<Done> = batch
-                            .jobs
-                            .iter()
-                            .map(|j| run_job(j, WorkerId::Thread(i)))
-                            .collect();
-                        let _ = batch.reply.send(done);
+                    while let Ok(work) = rx.recv() {
+                        match work {
+                            Work::Batch { jobs, reply } => {
+                                let done: Vec<Done> = jobs
+                                    .iter()
+                                    .map(|j| run_job(j, WorkerId::Thread(i)))
+                                    .collect();
+                                let _ = reply.send(done);
+                            }
+                            Work::Calls { calls, tasks } => {
+                                calls.run(&tasks, WorkerId::Thread(i));
+                            }
+                        }
                     }
                 })
                 .map_err(|e| BuildError::io("cannot spawn a pool thread", e))?;
@@ -149,6 +197,7 @@ impl ThreadPoolBuilder {
                 id,
                 tx: Some(tx),
                 threads,
+                calls: Arc::default(),
                 handles: Mutex::new(handles),
                 memory,
             }),
@@ -189,6 +238,8 @@ struct Threaded<'a> {
     in_flight: usize,
     reply_tx: Sender<Vec<Done>>,
     reply_rx: Receiver<Vec<Done>>,
+    /// Set for a `get_async`: stops the get when its future is dropped.
+    cancel: Option<Arc<GetCancel>>,
 }
 
 impl Executor for Threaded<'_> {
@@ -211,6 +262,10 @@ impl Executor for Threaded<'_> {
     }
 
     fn wait(&mut self, out: &mut Vec<Done>) -> Result<(), Error> {
+        let cancelled = |c: &Option<Arc<GetCancel>>| c.as_ref().is_some_and(|c| c.cancelled());
+        if cancelled(&self.cancel) {
+            return Err(Error::Cancelled);
+        }
         if self.in_flight == 0 && self.pending.len() == 1 {
             let job = self.pending.pop().expect("one pending job");
             out.push(run_job(&job, WorkerId::Caller));
@@ -227,7 +282,7 @@ impl Executor for Threaded<'_> {
             while !jobs.is_empty() {
                 let rest = jobs.split_off(per.min(jobs.len()));
                 self.in_flight += jobs.len();
-                tx.send(Batch {
+                tx.send(Work::Batch {
                     jobs,
                     reply: self.reply_tx.clone(),
                 })
@@ -239,6 +294,9 @@ impl Executor for Threaded<'_> {
             .reply_rx
             .recv()
             .map_err(|_| Error::Scheduler("thread pool stopped".into()))?;
+        if cancelled(&self.cancel) {
+            return Err(Error::Cancelled);
+        }
         self.in_flight -= first.len();
         out.extend(first);
         while let Ok(more) = self.reply_rx.try_recv() {
@@ -251,6 +309,19 @@ impl Executor for Threaded<'_> {
 
 impl Scheduler for ThreadPool {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
+        self.get_cancellable(graph, keys, opts, None)
+    }
+}
+
+impl ThreadPool {
+    /// `get`; with `cancel`, a `get_async` that its future's drop stops.
+    fn get_cancellable(
+        &self,
+        graph: &Graph,
+        keys: &Keys,
+        opts: &GetOptions,
+        cancel: Option<Arc<GetCancel>>,
+    ) -> Result<Output, Error> {
         let plan = plan(graph, keys, opts)?;
         if POOL_OF_THREAD.with(|p| p.get()) == self.inner.id {
             // A task of this pool asks it for more work: waiting for other pool threads could
@@ -258,12 +329,19 @@ impl Scheduler for ThreadPool {
             return crate::sync::run_inline(&plan, &opts.callbacks);
         }
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
+        if let Some(c) = &cancel {
+            *c.wake.lock().unwrap_or_else(|e| e.into_inner()) = Some(reply_tx.clone());
+            if c.cancelled() {
+                return Err(Error::Cancelled);
+            }
+        }
         let mut exec = Threaded {
             pool: &self.inner,
             pending: Vec::new(),
             in_flight: 0,
             reply_tx,
             reply_rx,
+            cancel,
         };
         let budget = crate::spill::budget_for(opts, self.inner.memory.as_ref(), 0)?;
         engine::run_with(&plan, &mut exec, &opts.callbacks, opts.keep_going, budget)

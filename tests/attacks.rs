@@ -339,6 +339,24 @@ fn shift_blame_then_abort(_x: i64) -> i64 {
     std::process::abort()
 }
 
+/// 5c. Lists the next 64 units in the skip list of its progress page (slot 3: how many,
+/// slots 8..72: their sequence numbers), as if the parent had cancelled them, and returns.
+#[forkgraph::task]
+fn forge_skips(_x: i64) -> i64 {
+    let Some(page) = progress_page() else {
+        return -1;
+    };
+    // SAFETY: the page is page-aligned, 4096 bytes, and lives as long as the worker; the
+    // parent accesses its slots only through atomics.
+    let slot = |i: usize| unsafe { &*((page.start as *const AtomicU64).add(i)) };
+    let seq = slot(0).load(Ordering::SeqCst);
+    for k in 0..64u64 {
+        slot(8 + k as usize).store(seq + 1 + k, Ordering::SeqCst);
+    }
+    slot(3).store(64, Ordering::SeqCst);
+    0
+}
+
 /// 6. Writes `bytes` bytes to stderr in small writes; returns how many were written.
 #[forkgraph::task]
 fn shout(bytes: i64) -> i64 {
@@ -1116,6 +1134,32 @@ fn a_task_that_forges_its_unit_number_cannot_shift_the_blame() {
         // The innocents alone all succeed.
         let out = p.get(&g, Keys::List(innocents)).unwrap();
         for (i, o) in out.as_list().unwrap().iter().enumerate() {
+            assert_eq!(o.to::<i64>().unwrap(), i as i64 + 1);
+        }
+    });
+}
+
+#[test]
+fn a_task_that_forges_its_skip_list_cannot_drop_other_tasks() {
+    if in_helper() {
+        return;
+    }
+    watchdog(120, || {
+        // One worker runs the forger first and the innocents queued behind it; the forger
+        // lists them in its page's skip list, which only the parent may do for units it
+        // cancelled. The worker is killed as a protocol breaker and the innocents run again.
+        let p = ProcessPool::builder().workers(1).build().unwrap();
+        let mut g = Graph::new();
+        g.task("a-forger", "forge_skips", vec![Arg::Value(0i64.into())]);
+        let mut all: Vec<Keys> = vec!["a-forger".into()];
+        for i in 0..20i64 {
+            g.task(("b-innocent", i), "innocent", vec![Arg::Value(i.into())]);
+            all.push(("b-innocent", i).into());
+        }
+        let out = p.get(&g, Keys::List(all)).unwrap();
+        let out = out.as_list().unwrap();
+        assert_eq!(out[0].to::<i64>().unwrap(), 0);
+        for (i, o) in out[1..].iter().enumerate() {
             assert_eq!(o.to::<i64>().unwrap(), i as i64 + 1);
         }
     });

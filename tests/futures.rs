@@ -469,3 +469,105 @@ fn many_submits(pool: &ProcessPool) {
         });
     }
 }
+
+/// Appends a byte to `counter` (one per run), leaves `started`, then waits for `go` (at most
+/// 60 s).
+#[forkgraph::task]
+fn count_after(counter: String, started: String, go: String) -> Result<i64, String> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&counter)
+        .map_err(|e| e.to_string())?;
+    f.write_all(b"x").map_err(|e| e.to_string())?;
+    drop(f);
+    after(started, go, 1)
+}
+
+/// How many times a `count_after` with this counter ran.
+fn runs(counter: &Path) -> usize {
+    std::fs::read(counter).map_or(0, |b| b.len())
+}
+
+type ByName = forkgraph::Unordered<&'static str, Args>;
+
+/// On a one-worker pool: the call `first` (registered first) and the call `second` are both
+/// handed to the worker in one message, ahead of a `map` that a thread of its own drives.
+/// Returns the two iterators and that thread.
+fn two_calls_on_one_worker<'p>(
+    pool: &'p ProcessPool,
+    first: Args,
+    second: Args,
+    sc: &'p std::thread::Scope<'p, '_>,
+) -> (
+    ByName,
+    ByName,
+    std::thread::ScopedJoinHandle<'p, Vec<Value>>,
+) {
+    let a = pool.imap_unordered("count_after", [first]).unwrap();
+    let b = pool.imap_unordered("count_after", [second]).unwrap();
+    // Nobody drives the pool until this map does: it hands out every pending unit at once
+    // (round-robin: `first`, `second`, then its own), to the only worker.
+    let map = sc.spawn(move || pool.map("square", [3]).unwrap());
+    (a, b, map)
+}
+
+#[test]
+fn cancelling_a_call_queued_behind_another_spares_the_other() {
+    watchdog(60, || {
+        let pool = ProcessPool::builder().workers(1).build().unwrap();
+        let dir = scratch_dir("futures-cancel-spares-ahead");
+        let p = |n: &str| s(&dir.join(n));
+        std::thread::scope(|sc| {
+            let (mut running, queued, map) = two_calls_on_one_worker(
+                &pool,
+                Args::new([p("a-count"), p("a-started"), p("go")]),
+                Args::new([p("b-count"), p("b-started"), p("go")]),
+                sc,
+            );
+            let pid: i32 = await_file(&dir.join("a-started")).parse().unwrap();
+            // The queued call's unit is in the worker, behind the running one: it is skipped
+            // there, and the running call goes on (before, its worker was killed and its task
+            // ran again).
+            drop(queued);
+            std::fs::write(dir.join("go"), b"").unwrap();
+            assert_eq!(running.next().unwrap().unwrap(), (0, Value::from(1)));
+            assert_eq!(map.join().unwrap(), vec![Value::from(9)]);
+            assert_eq!(runs(&dir.join("a-count")), 1, "the running call ran again");
+            assert_eq!(runs(&dir.join("b-count")), 0, "the cancelled call ran");
+            assert_eq!(pool.worker_pids(), vec![pid], "the worker was replaced");
+        });
+    });
+}
+
+#[test]
+fn cancelling_a_running_call_runs_the_calls_behind_it_once() {
+    watchdog(60, || {
+        let pool = ProcessPool::builder().workers(1).build().unwrap();
+        let dir = scratch_dir("futures-cancel-spares-behind");
+        let p = |n: &str| s(&dir.join(n));
+        std::fs::write(dir.join("go"), b"").unwrap();
+        std::thread::scope(|sc| {
+            let (running, mut behind, map) = two_calls_on_one_worker(
+                &pool,
+                Args::new([p("a-count"), p("a-started"), p("never")]),
+                Args::new([p("b-count"), p("b-started"), p("go")]),
+                sc,
+            );
+            let pid: i32 = await_file(&dir.join("a-started")).parse().unwrap();
+            // Its worker is killed; the units behind it had not started, and run once on the
+            // replacement.
+            drop(running);
+            wait_gone(pid, 30);
+            assert_eq!(behind.next().unwrap().unwrap(), (0, Value::from(1)));
+            assert_eq!(map.join().unwrap(), vec![Value::from(9)]);
+            assert_eq!(runs(&dir.join("a-count")), 1);
+            assert_eq!(
+                runs(&dir.join("b-count")),
+                1,
+                "a call behind the cancelled one ran again"
+            );
+        });
+    });
+}

@@ -13,13 +13,12 @@ use forkgraph_worker::{Mismatch, Value};
 
 use super::executor::ProcExec;
 use super::runner::{Finished, PUnit, RunTask};
-use super::shared::Shared;
 use super::{InGet, ProcessPool};
 use crate::call::Callable;
 use crate::engine::{self, Output};
 use crate::error::{Error, TaskError, TaskErrorKind};
 use crate::graph::{Graph, Task};
-use crate::handle::{Call, GetFuture, Submitted};
+use crate::handle::{Call, Calls, GetFuture, Submitted};
 use crate::key::{Key, Keys};
 use crate::plan::{Kind, OutSpec, Plan};
 use crate::scheduler::{plan, GetOptions, Scheduler};
@@ -38,7 +37,7 @@ where
 }
 
 /// The graph of one task per item, keyed by `key`, and the list of its keys.
-fn keyed_graph<F, A>(
+pub(crate) fn keyed_graph<F, A>(
     f: &F,
     items: impl IntoIterator<Item = A>,
     key: impl Fn(usize) -> Key,
@@ -75,7 +74,7 @@ pub(crate) fn unshare(v: Arc<Value>) -> Value {
 }
 
 /// The plan nodes of a list request, in request order.
-fn output_nodes(plan: &Plan) -> Vec<u32> {
+pub(crate) fn output_nodes(plan: &Plan) -> Vec<u32> {
     match &plan.outputs {
         OutSpec::List(l) => l
             .iter()
@@ -112,6 +111,60 @@ fn item_units(plan: &Arc<Plan>, caller: u64, nodes: &[u32]) -> Result<Vec<PUnit>
             ))),
         })
         .collect()
+}
+
+/// `map_with` on any scheduler: a `get` of one task per item.
+pub(crate) fn map_with_on<S, F, A, I>(
+    s: &S,
+    f: F,
+    items: I,
+    opts: &GetOptions,
+) -> Result<Vec<F::Output>, Error>
+where
+    S: Scheduler + ?Sized,
+    F: Callable<A>,
+    I: IntoIterator<Item = A>,
+{
+    let opts = opts.clone().keep_going(false);
+    map_results_with_on(s, f, items, &opts)?
+        .into_iter()
+        .map(|r| r.map_err(|e| Error::Task(Box::new(e))))
+        .collect()
+}
+
+/// `map_results_with` on any scheduler: a `get` of one task per item.
+#[allow(clippy::result_large_err)] // A `TaskError` per item, to match on as it is.
+pub(crate) fn map_results_with_on<S, F, A, I>(
+    s: &S,
+    f: F,
+    items: I,
+    opts: &GetOptions,
+) -> Result<Vec<Result<F::Output, TaskError>>, Error>
+where
+    S: Scheduler + ?Sized,
+    F: Callable<A>,
+    I: IntoIterator<Item = A>,
+{
+    let (g, keys, n) = item_graph(&f, items);
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let out = s.get_with(&g, &keys, opts)?;
+    let list = match out {
+        Output::List(l) => l,
+        o => vec![o],
+    };
+    Ok(list
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| match o {
+            Output::Value(v) => f
+                .output(v)
+                .map_err(|m| output_error(item_key(i), f.function(), m)),
+            Output::Failed(e) => Err(*e),
+            Output::List(_) => unreachable!("items are single keys"),
+        })
+        .collect())
 }
 
 /// A finished task as the caller's result, converted by `f`.
@@ -163,11 +216,7 @@ impl ProcessPool {
         F: Callable<A>,
         I: IntoIterator<Item = A>,
     {
-        let opts = opts.clone().keep_going(false);
-        self.map_results_with(f, items, &opts)?
-            .into_iter()
-            .map(|r| r.map_err(|e| Error::Task(Box::new(e))))
-            .collect()
+        map_with_on(self, f, items, opts)
     }
 
     /// [`ProcessPool::map`] that keeps going past failures: one result per item, its value or
@@ -204,26 +253,7 @@ impl ProcessPool {
         F: Callable<A>,
         I: IntoIterator<Item = A>,
     {
-        let (g, keys, n) = item_graph(&f, items);
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let out = self.get_with(&g, &keys, opts)?;
-        let list = match out {
-            Output::List(l) => l,
-            o => vec![o],
-        };
-        Ok(list
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| match o {
-                Output::Value(v) => f
-                    .output(v)
-                    .map_err(|m| output_error(item_key(i), f.function(), m)),
-                Output::Failed(e) => Err(*e),
-                Output::List(_) => unreachable!("items are single keys"),
-            })
-            .collect())
+        map_results_with_on(self, f, items, opts)
     }
 
     /// Calls `f` on every item, in parallel, and yields `(index, result)` as each finishes
@@ -257,16 +287,14 @@ impl ProcessPool {
         };
         let remaining = units.len();
         shared.submit(caller, units);
-        Ok(Unordered {
-            shared,
+        Ok(Unordered::new(
+            shared as Arc<dyn Calls>,
             caller,
             f,
             plan,
             item_of,
             remaining,
-            buf: VecDeque::new(),
-            _item: PhantomData,
-        })
+        ))
     }
 
     /// Runs one call of `f` (keyed `"submit"`) in the background (on the pool's driver thread when nobody else
@@ -293,25 +321,26 @@ impl ProcessPool {
         };
         let node = output_nodes(&plan)[0];
         let shared = Arc::clone(self.shared());
-        let caller = shared.register(true);
-        let units = match item_units(&plan, caller, &[node]) {
+        // Its caller id is set when it is registered, together with its unit.
+        let units = match item_units(&plan, 0, &[node]) {
             Ok(u) => u,
-            Err(e) => {
-                shared.leave(caller);
-                return Submitted::failed(e);
-            }
+            Err(e) => return Submitted::failed(e),
         };
-        let workers = shared.layout(false).2;
+        let workers = match opts.callbacks.is_empty() {
+            true => Vec::new(), // Only callbacks are told the workers.
+            false => shared.layout(false).2,
+        };
+        // The callbacks' `start` and `pretask` come before the call can start.
         let call = Call::new(
-            Arc::clone(&shared),
-            caller,
+            Arc::clone(&shared) as Arc<dyn Calls>,
+            0,
             plan,
             node,
             opts.callbacks.clone(),
             &workers,
         );
-        shared.submit(caller, units);
-        Submitted::new(call, move |v| f.output(v))
+        let caller = shared.register_with(true, units);
+        Submitted::new(call.with_caller(caller), move |v| f.output(v))
     }
 
     /// `get` as a future, for async code: the graph runs in a thread of the pool's own (the
@@ -334,7 +363,8 @@ impl ProcessPool {
         };
         let shared = Arc::clone(self.shared());
         let caller = shared.register(false);
-        let fut = GetFuture::new(Arc::clone(&shared), caller);
+        let canceller = Arc::clone(&shared);
+        let fut = GetFuture::new(move || canceller.cancel(caller));
         let done = fut.completer();
         let opts = opts.clone();
         let me = Arc::as_ptr(&self.inner) as usize;
@@ -363,7 +393,7 @@ pub struct Unordered<F, A>
 where
     F: Callable<A>,
 {
-    shared: Arc<Shared>,
+    shared: Arc<dyn Calls>,
     caller: u64,
     f: F,
     plan: Arc<Plan>,
@@ -371,6 +401,30 @@ where
     remaining: usize,
     buf: VecDeque<Finished>,
     _item: PhantomData<fn(A)>,
+}
+
+impl<F: Callable<A>, A> Unordered<F, A> {
+    /// The iterator over `caller`'s `remaining` results; `item_of` maps a plan node to its
+    /// item's index.
+    pub(crate) fn new(
+        shared: Arc<dyn Calls>,
+        caller: u64,
+        f: F,
+        plan: Arc<Plan>,
+        item_of: Vec<usize>,
+        remaining: usize,
+    ) -> Unordered<F, A> {
+        Unordered {
+            shared,
+            caller,
+            f,
+            plan,
+            item_of,
+            remaining,
+            buf: VecDeque::new(),
+            _item: PhantomData,
+        }
+    }
 }
 
 impl<F: Callable<A>, A> std::fmt::Debug for Unordered<F, A> {

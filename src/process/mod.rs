@@ -455,19 +455,37 @@ impl ProcessPool {
 
     /// Process ids of the current workers (waits while a call drives the workers).
     pub fn worker_pids(&self) -> Vec<i32> {
-        self.shared().with_runner(|r| r.pool.pids())
+        let shared = self.shared();
+        shared.with_runner(|r| r.pool.pids()).unwrap_or_else(|| {
+            // Asked from a waker or log callback of this pool's own leader: the workers as
+            // of the last time the pool was free.
+            shared
+                .last_workers()
+                .1
+                .iter()
+                .filter_map(|w| match w {
+                    crate::callbacks::WorkerId::Process { pid, .. } => Some(*pid),
+                    _ => None,
+                })
+                .collect()
+        })
     }
 
     /// Process id of the fork server.
     #[doc(hidden)]
     pub fn fork_server_pid(&self) -> i32 {
-        self.shared().with_runner(|r| r.pool.server_pid())
+        self.shared()
+            .with_runner(|r| r.pool.server_pid())
+            .unwrap_or(0)
     }
 
     /// How many workers were started since the pool was built (initial ones included).
     #[doc(hidden)]
     pub fn workers_started(&self) -> u64 {
-        self.shared().with_runner(|r| r.pool.started())
+        let shared = self.shared();
+        shared
+            .with_runner(|r| r.pool.started())
+            .unwrap_or_else(|| shared.last_workers().0)
     }
 
     /// Kills one worker (SIGKILL) and waits until its replacement is ready; returns the new
@@ -479,6 +497,9 @@ impl ProcessPool {
     pub fn restart_worker(&self, index: usize) -> Result<i32, Error> {
         self.shared()
             .with_runner(|r| r.pool.restart(index))
+            .ok_or_else(|| {
+                Error::Scheduler("restart_worker from a waker or log callback of the pool".into())
+            })?
             .map_err(scheduler_error)
     }
 }

@@ -30,6 +30,11 @@ use forkgraph_worker::host::Wake;
 use super::runner::{Finished, PUnit, Runner};
 use crate::error::Error;
 
+/// The error of a wait on a pool from code its own leader runs (a waker, a log callback).
+const REENTRANT_WAIT: &str = "waiting for a process pool's call from inside a waker or a log \
+     callback that the pool itself runs would wait for itself: hand the wait to another \
+     thread (or await the call) instead";
+
 /// How long the driver thread leaves free workers to a thread that may be about to wait for
 /// its own submitted call, before it drives them itself.
 const DRIVER_GRACE: std::time::Duration = std::time::Duration::from_micros(200);
@@ -62,6 +67,8 @@ struct State {
     incoming: Vec<PUnit>,
     /// Callers cancelled while a leader held the runner.
     cancelled: Vec<u64>,
+    /// Cancellations the leader has taken from `cancelled` and is applying (outside the lock).
+    applying: Vec<u64>,
     /// Detached callers with tasks still to come back.
     detached_open: usize,
     /// Whether the driver thread runs.
@@ -105,6 +112,7 @@ impl Shared {
                 next_caller: 1,
                 incoming: Vec::new(),
                 cancelled: Vec::new(),
+                applying: Vec::new(),
                 detached_open: 0,
                 driver: false,
                 closed: false,
@@ -122,15 +130,33 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the runner once nobody leads (for pool-wide operations: pids, restarts).
-    pub(crate) fn with_runner<R>(&self, f: impl FnOnce(&mut Runner) -> R) -> R {
+    /// Runs `f` on the runner once nobody leads (for pool-wide operations: pids, restarts),
+    /// outside the lock (a restart forwards what the new worker logs to the program's logger,
+    /// which may call into the pool); `None` when this thread leads the pool itself (from a
+    /// waker or a log callback), where waiting for the runner would wait for itself.
+    pub(crate) fn with_runner<R>(&self, f: impl FnOnce(&mut Runner) -> R) -> Option<R> {
+        if leading(self) {
+            return None;
+        }
         let mut st = self.lock();
         loop {
-            if let Some(r) = st.runner.as_mut() {
-                return f(r);
+            if let Some(r) = st.runner.take() {
+                let mut lead = Lead {
+                    shared: self,
+                    runner: Some(r),
+                };
+                drop(st);
+                let _leading = Leading::enter(self);
+                return Some(f(lead.runner.as_mut().expect("the runner")));
             }
             st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// The workers as of the last time the runner was put back (for a thread that cannot
+    /// wait for the runner).
+    pub(crate) fn last_workers(&self) -> (u64, Vec<crate::callbacks::WorkerId>) {
+        self.lock().workers.clone()
     }
 
     /// Runs `f` on the runner if nobody leads right now.
@@ -161,6 +187,10 @@ impl Shared {
     /// Registers a caller; `detached` when the driver thread drives it.
     pub(crate) fn register(self: &Arc<Self>, detached: bool) -> u64 {
         let mut st = self.lock();
+        self.add_caller(&mut st, detached)
+    }
+
+    fn add_caller(self: &Arc<Self>, st: &mut State, detached: bool) -> u64 {
         let id = st.next_caller;
         st.next_caller += 1;
         st.callers.insert(
@@ -189,21 +219,48 @@ impl Shared {
         id
     }
 
+    /// Registers a caller and hands it `units` (whose caller is set to it), under one lock
+    /// (a submitted call's way in).
+    pub(crate) fn register_with(self: &Arc<Self>, detached: bool, mut units: Vec<PUnit>) -> u64 {
+        let mut st = self.lock();
+        let caller = self.add_caller(&mut st, detached);
+        for u in &mut units {
+            u.caller = caller;
+        }
+        let wake_driver = self.hand_over(&mut st, caller, units);
+        drop(st);
+        if wake_driver {
+            self.cond.notify_all();
+        }
+        caller
+    }
+
     /// Hands units to the runner (or to the leader).
     pub(crate) fn submit(&self, caller: u64, units: Vec<PUnit>) {
         if units.is_empty() {
             return;
         }
-        let tasks: usize = units.iter().map(PUnit::tasks).sum();
         let mut st = self.lock();
+        let wake_driver = self.hand_over(&mut st, caller, units);
+        drop(st);
+        if wake_driver {
+            self.cond.notify_all();
+        }
+    }
+
+    /// `submit` under the lock; whether the driver thread must be woken (after it).
+    fn hand_over(&self, st: &mut State, caller: u64, units: Vec<PUnit>) -> bool {
+        let tasks: usize = units.iter().map(PUnit::tasks).sum();
         let Some(c) = st.callers.get_mut(&caller) else {
-            return;
+            return false;
         };
         c.open_tasks += tasks;
         let detached = c.detached;
-        if detached && c.open_tasks == tasks {
+        // The driver thread needs waking only when it may be idle: no detached call was open.
+        let wake_driver = detached && tasks > 0 && c.open_tasks == tasks && {
             st.detached_open += 1;
-        }
+            st.detached_open == 1
+        };
         match st.runner.as_mut() {
             Some(r) => {
                 for u in units {
@@ -211,57 +268,88 @@ impl Shared {
                 }
             }
             None => {
+                // One write of the pipe per take-in: while `incoming` is not empty, the
+                // leader has not taken it in since the write that made it non-empty (it
+                // clears the pipe before it takes in).
+                let was_empty = st.incoming.is_empty();
                 st.incoming.extend(units);
-                self.wake.wake();
+                if was_empty {
+                    self.wake.wake();
+                }
             }
         }
-        if detached {
-            self.cond.notify_all();
-        }
+        wake_driver
     }
 
     /// Asks a waiting caller to stop: its next (or current) wait returns
     /// [`Error::Cancelled`].
     pub(crate) fn cancel(&self, caller: u64) {
         let mut st = self.lock();
+        let mut waker = None;
         if let Some(c) = st.callers.get_mut(&caller) {
             c.cancelled = true;
-            if let Some(w) = c.waker.take() {
-                w.wake();
-            }
+            waker = c.waker.take();
         }
         drop(st);
         self.cond.notify_all();
         self.wake.wake();
+        // Woken outside the lock: a waker may call into the pool.
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Unregisters a caller: its units still pending or running are dropped (see
     /// `Runner::cancel`), its results are no longer routed.
     pub(crate) fn leave(&self, caller: u64) {
+        // The caller's waker and results are dropped after the lock (declared before the
+        // guard): a waker's drop may run code that calls into the pool.
+        let mut gone = None;
         let mut st = self.lock();
         let Some(c) = st.callers.remove(&caller) else {
             return;
         };
+        let c: &Caller = gone.insert(c);
         if c.detached && c.open_tasks > 0 {
             st.detached_open -= 1;
         }
         let unfinished = c.open_tasks > 0;
         let last = st.callers.is_empty();
-        match st.runner.as_mut() {
-            Some(r) => {
-                if unfinished {
-                    r.cancel(caller);
-                }
+        match st.runner.take() {
+            Some(mut r) if !unfinished => {
+                // Nothing to cancel: no worker is killed, nothing it logged is forwarded.
+                // Settling frees segments and forwards workers' stderr, both without
+                // callbacks, so it stays under the lock (no hand-off of the runner: this is
+                // every call's end on a pool with one caller).
                 if last {
                     r.arm_ctrl_c(false);
                     r.settle();
                 }
+                st.runner = Some(r);
+            }
+            Some(r) => {
+                // Applied outside the lock, with the runner held as by a leader: cancelling
+                // kills and replaces workers, and what they logged reaches the program's
+                // logger, which may call into the pool.
+                let mut lead = Lead {
+                    shared: self,
+                    runner: Some(r),
+                };
+                drop(st);
+                let _leading = Leading::enter(self);
+                let r = lead.runner.as_mut().expect("the runner");
+                r.cancel(caller);
+                if last {
+                    r.arm_ctrl_c(false);
+                    r.settle();
+                }
+                drop(lead);
             }
             None if unfinished => {
                 st.incoming.retain(|u| u.caller != caller);
                 st.cancelled.push(caller);
                 self.wake.wake();
-                if LEADING.with(|l| l.get()) {
+                if leading(self) {
                     // This thread holds the runner: it applies the cancellation when it next
                     // takes in what others handed over.
                     return;
@@ -269,7 +357,7 @@ impl Shared {
                 // Wait until the leader has applied it: a worker that holds one of the
                 // caller's units is killed before `cancel` returns, so the unit cannot start
                 // after it (the leader is woken through the pipe and takes it in at once).
-                while st.cancelled.contains(&caller) {
+                while st.cancelled.contains(&caller) || st.applying.contains(&caller) {
                     st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
             }
@@ -289,12 +377,15 @@ impl Shared {
         if let Some(r) = Self::take(c) {
             return Some(r);
         }
+        let mut old = None;
         if let Some(w) = waker {
             match &mut c.waker {
                 Some(old) if old.will_wake(w) => {}
-                slot => *slot = Some(w.clone()),
+                slot => old = slot.replace(w.clone()),
             }
         }
+        drop(st);
+        drop(old);
         None
     }
 
@@ -335,6 +426,14 @@ impl Shared {
                 }
                 Some(Err(e)) => return Err(e),
                 None => {}
+            }
+            if leading(self) {
+                // A waker or log callback of this pool's own leader: the results it would wait
+                // for can only come from this thread, once the callback has returned.
+                return match deadline {
+                    Some(_) => Ok(false),
+                    None => Err(Error::Scheduler(REENTRANT_WAIT.into())),
+                };
             }
             if deadline.is_none() {
                 if let Some(runner) = st.runner.take() {
@@ -452,8 +551,7 @@ struct Lead<'s> {
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
         if let Some(mut r) = self.runner.take() {
-            let mut st = self.shared.lock();
-            Lead::take_in(&mut st, &mut r, &self.shared.cond);
+            let mut st = Lead::take_in(self.shared, &mut r);
             st.runner = Some(r);
             drop(st);
             self.shared.cond.notify_all();
@@ -462,38 +560,49 @@ impl Drop for Lead<'_> {
 }
 
 impl Lead<'_> {
-    /// Moves what other threads handed over while the runner was out into it.
-    fn take_in(st: &mut State, r: &mut Runner, cond: &Condvar) {
-        if !st.cancelled.is_empty() {
-            for caller in st.cancelled.drain(..) {
-                r.cancel(caller);
+    /// Moves what other threads handed over while the runner was out into it, and returns
+    /// the lock with nothing left to take in. Cancellations are applied outside the lock (they
+    /// kill workers, and what those logged reaches the program's logger, which may call into
+    /// the pool), so this may take the lock more than once.
+    fn take_in<'a>(shared: &'a Shared, r: &mut Runner) -> MutexGuard<'a, State> {
+        loop {
+            let mut st = shared.lock();
+            if st.cancelled.is_empty() {
+                for u in st.incoming.drain(..) {
+                    r.submit(u);
+                }
+                if st.record_events {
+                    r.record_events(true);
+                }
+                // Armed while any caller is registered (one may have come while a `leave`
+                // that disarmed held the runner).
+                r.arm_ctrl_c(!st.callers.is_empty());
+                return st;
             }
+            let cancels = std::mem::take(&mut st.cancelled);
+            st.applying.extend_from_slice(&cancels);
+            drop(st);
+            {
+                let _leading = Leading::enter(shared);
+                for &caller in &cancels {
+                    r.cancel(caller);
+                }
+            }
+            shared.lock().applying.retain(|c| !cancels.contains(c));
             // `leave` waits for its cancellation to be applied.
-            cond.notify_all();
-        }
-        for u in st.incoming.drain(..) {
-            r.submit(u);
-        }
-        if st.record_events {
-            r.record_events(true);
-        }
-        if st.callers.is_empty() {
-            r.arm_ctrl_c(false);
+            shared.cond.notify_all();
         }
     }
 
     fn run(mut self, me: For, out: &mut Vec<Finished>) -> Result<(), Error> {
-        let _leading = Leading::enter();
+        let _leading = Leading::enter(self.shared);
         let shared = self.shared;
         let runner = self.runner.as_mut().expect("the runner");
-        {
-            let mut st = shared.lock();
-            if runner.idle() {
-                runner.wake_up();
-            }
-            shared.wake.clear();
-            Lead::take_in(&mut st, runner, &shared.cond);
+        if runner.idle() {
+            runner.wake_up();
         }
+        shared.wake.clear();
+        drop(Lead::take_in(shared, runner));
         loop {
             if let Err(e) = runner.step(Some(&shared.wake)) {
                 if matches!(e, Error::Interrupted) {
@@ -506,8 +615,7 @@ impl Lead<'_> {
             }
             if runner.woken() {
                 shared.wake.clear();
-                let mut st = shared.lock();
-                Lead::take_in(&mut st, runner, &shared.cond);
+                let st = Lead::take_in(shared, runner);
                 match me {
                     For::Caller(c) => {
                         if st.callers.get(&c).is_none_or(|c| c.cancelled) {
@@ -553,9 +661,10 @@ fn finished(shared: &Shared, caller: u64, n: usize) {
 impl Shared {
     /// Hands finished tasks to their callers; true when some were `me`'s (in `out`).
     fn route(&self, me: For, done: &mut Vec<Finished>, out: &mut Vec<Finished>) -> bool {
-        let mut st = self.lock();
-        let st = &mut *st;
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let mut mine = false;
+        let mut wakers = Vec::new();
         for f in done.drain(..) {
             let Some(c) = st.callers.get_mut(&f.caller) else {
                 continue; // Its caller is gone.
@@ -571,11 +680,16 @@ impl Shared {
             } else {
                 c.done.push(f);
                 if let Some(w) = c.waker.take() {
-                    w.wake();
+                    wakers.push(w);
                 }
             }
         }
+        drop(guard);
         self.cond.notify_all();
+        // Outside the lock: a waker may call into the pool (submit, cancel, poll).
+        for w in wakers {
+            w.wake();
+        }
         mine
     }
 
@@ -584,6 +698,7 @@ impl Shared {
     fn fail_all(&self, me: For, e: Error) {
         let mut st = self.lock();
         let text = e.to_string();
+        let mut wakers = Vec::new();
         for (&id, c) in st.callers.iter_mut() {
             // Every caller but one already finished (a submitted call whose result waits).
             if me == For::Caller(id) || (c.detached && c.open_tasks == 0) || c.error.is_some() {
@@ -594,27 +709,63 @@ impl Shared {
                 _ => Error::Scheduler(text.clone()),
             });
             if let Some(w) = c.waker.take() {
-                w.wake();
+                wakers.push(w);
             }
         }
         drop(st);
         self.cond.notify_all();
+        for w in wakers {
+            w.wake();
+        }
     }
 }
 
-thread_local!(static LEADING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+thread_local!(static LEADING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
 
-/// Marks the current thread as holding the runner (see `Shared::leave`).
-struct Leading(bool);
+/// Whether this thread holds `shared`'s runner (it leads, or applies a cancellation); code it
+/// runs meanwhile (wakers, log callbacks) must not wait for the runner.
+fn leading(shared: &Shared) -> bool {
+    LEADING.with(|l| l.get()) == shared as *const Shared as usize
+}
+
+/// Marks the current thread as holding a pool's runner (see `Shared::leave`).
+struct Leading(usize);
 
 impl Leading {
-    fn enter() -> Leading {
-        Leading(LEADING.with(|l| l.replace(true)))
+    fn enter(shared: &Shared) -> Leading {
+        Leading(LEADING.with(|l| l.replace(shared as *const Shared as usize)))
     }
 }
 
 impl Drop for Leading {
     fn drop(&mut self) {
         LEADING.with(|l| l.set(self.0));
+    }
+}
+
+impl crate::handle::Calls for Shared {
+    fn poll_caller(
+        &self,
+        caller: u64,
+        waker: Option<&Waker>,
+    ) -> Option<Result<Vec<Finished>, Error>> {
+        Shared::poll_caller(self, caller, waker)
+    }
+
+    fn wait(
+        &self,
+        caller: u64,
+        out: &mut Vec<Finished>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<bool, Error> {
+        Shared::wait(self, caller, out, deadline)
+    }
+
+    fn wait_any(&self, callers: &[u64], timeout: Option<std::time::Duration>) -> Option<usize> {
+        Shared::wait_any(self, callers, timeout)
+    }
+
+    fn leave(&self, caller: u64) {
+        Shared::leave(self, caller)
     }
 }

@@ -107,11 +107,17 @@ fn run_batch(
         let start = sys::monotonic_ns();
         page.set(Slot::Started, start);
         page.set(Slot::Task, 0);
-        page.set(Slot::Unit, unit.seq);
+        // A unit the parent cancelled after sending it is not run: its (empty) result says so.
+        let skipped = page.start_unit(unit.seq);
         logs::set_current(unit.seq, 0);
-        let (results, ends) = run_unit(&unit, page, limits, start);
+        let (results, ends) = match skipped {
+            true => (Vec::new(), Vec::new()),
+            false => run_unit(&unit, page, limits, start),
+        };
         let end = sys::monotonic_ns();
-        costs.record(&unit, end.saturating_sub(start));
+        if !skipped {
+            costs.record(&unit, end.saturating_sub(start));
+        }
         let (seq, timed) = (unit.seq, unit.timed);
         // Drop the unit's inputs before reporting it: whatever still maps them now was kept by
         // a task, and the parent must not let those segments be recycled.

@@ -252,10 +252,14 @@ impl Runner {
         self.pending.push_back(unit);
     }
 
-    /// Drops `caller`'s units: pending ones at once; a worker that has one (running, or
-    /// queued in it: a worker runs what it was sent back to back, so a unit sent is as good
-    /// as started) is killed and replaced at once, and the other callers' units it had run
-    /// again elsewhere, blaming nobody.
+    /// Drops `caller`'s units: pending ones at once. Units already sent to a worker are
+    /// listed in its progress page, so the worker skips those it has not started (their
+    /// results come back empty and are dropped). A worker is killed and replaced only when a
+    /// unit of the caller runs there and every unit ahead of it has reported (or is a
+    /// cancelled caller's too): the units of other callers queued behind it have not started,
+    /// and run once, elsewhere, blaming nobody. When another caller's unit ahead of it has
+    /// not reported yet (its result may sit unsent in the worker), the cancelled unit runs to
+    /// its end instead and its result is dropped, so other callers' tasks run exactly once.
     pub(crate) fn cancel(&mut self, caller: u64) {
         for u in self.pending.remove_caller(caller) {
             if u.suspect != Suspect::No {
@@ -263,14 +267,45 @@ impl Runner {
             }
         }
         let mut killed = false;
-        for w in &mut self.pool.workers {
-            if w.in_flight.iter().any(|f| f.unit.caller == caller) {
-                self.cancelled.insert(caller);
-                if !w.is_dead() {
-                    w.kill();
-                    w.cancel_kill = true;
-                    killed = true;
+        for i in 0..self.pool.workers.len() {
+            let w = &self.pool.workers[i];
+            if !w.in_flight.iter().any(|f| f.unit.caller == caller) {
+                continue;
+            }
+            self.cancelled.insert(caller);
+            if w.is_dead() {
+                continue; // Buried at the next dispatch; its units of the caller are dropped.
+            }
+            let cancelled = &self.cancelled;
+            let skip: Vec<u64> = w
+                .in_flight
+                .iter()
+                .filter(|f| cancelled.contains(&f.unit.caller))
+                .map(|f| f.seq)
+                .collect();
+            let running = w.skip(&skip);
+            // Results the worker sent before it started the unit it runs now are in its
+            // socket: take them, so that `in_flight` starts with what is really unreported.
+            let msgs = self.pool.workers[i].read_messages();
+            if self.handle_all(i, msgs).is_err() {
+                continue; // It broke the protocol: it is dead, and buried below.
+            }
+            let w = &mut self.pool.workers[i];
+            let cancelled = &self.cancelled;
+            let mut ahead_cancelled = true;
+            let mut kill = false;
+            for f in &w.in_flight {
+                let theirs = cancelled.contains(&f.unit.caller);
+                if f.seq == running {
+                    kill = theirs && ahead_cancelled;
+                    break;
                 }
+                ahead_cancelled &= theirs;
+            }
+            if kill && !w.is_dead() {
+                w.kill();
+                w.cancel_kill = true;
+                killed = true;
             }
         }
         if killed {

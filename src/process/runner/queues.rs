@@ -15,7 +15,13 @@ pub(crate) struct Queues {
     /// Callers with units pending, the one whose turn it is first.
     turns: VecDeque<u64>,
     len: usize,
+    /// Emptied queues kept for the next caller (most callers, submitted calls, have one unit:
+    /// no allocation each).
+    spare: Vec<VecDeque<PUnit>>,
 }
+
+/// Most emptied queues kept.
+const SPARE: usize = 64;
 
 impl Queues {
     pub(crate) fn is_empty(&self) -> bool {
@@ -38,7 +44,11 @@ impl Queues {
         let u = q.pop_front().expect("queues are not empty");
         self.len -= 1;
         if q.is_empty() {
-            self.queues.remove(&c);
+            if let Some(q) = self.queues.remove(&c) {
+                if self.spare.len() < SPARE {
+                    self.spare.push(q);
+                }
+            }
         } else {
             self.turns.push_back(c);
         }
@@ -49,9 +59,10 @@ impl Queues {
     pub(crate) fn push_back(&mut self, u: PUnit) {
         self.len += 1;
         let c = u.caller;
+        let spare = &mut self.spare;
         let q = self.queues.entry(c).or_insert_with(|| {
             self.turns.push_back(c);
-            VecDeque::new()
+            spare.pop().unwrap_or_default()
         });
         q.push_back(u);
     }

@@ -104,6 +104,18 @@ impl Runner {
             w.give_up(why);
             return false;
         }
+        let skipped = u.results.is_empty();
+        if skipped && !self.cancelled.contains(&w.in_flight[0].unit.caller) {
+            // Only the parent cancels: the skip list in the page was written by task code.
+            let why = format!(
+                "worker {} skipped unit {} that was not cancelled (a task wrote its progress \
+                 page)",
+                w.pid(),
+                u.seq
+            );
+            w.give_up(why);
+            return false;
+        }
         let f = w.in_flight.pop_front().expect("checked above");
         let caller = f.unit.caller;
         tracing::trace!(
@@ -128,7 +140,9 @@ impl Runner {
             }
         }
         let ns = u.nanos as f64;
-        w.avg_unit_ns = if w.avg_unit_ns <= 0.0 {
+        w.avg_unit_ns = if skipped {
+            w.avg_unit_ns // Skipped (cancelled): says nothing of its speed.
+        } else if w.avg_unit_ns <= 0.0 {
             ns.max(1.0)
         } else {
             0.8 * w.avg_unit_ns + 0.2 * ns.max(1.0)

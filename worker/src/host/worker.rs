@@ -91,6 +91,16 @@ impl WorkerHandle {
         (seq != 0).then(|| (seq, self.page.get(Slot::Task), self.page.get(Slot::Started)))
     }
 
+    /// Tells the worker not to start the units `seqs` (cancelled after they were sent; at
+    /// most 64, the most a worker holds), through its progress page; returns the unit the page
+    /// names as running after the list was written (0: none). A unit the page does not name
+    /// then (nor a later one) is surely skipped: its result comes back empty. The worker's task
+    /// code can rewrite the list, so an empty result is believed only for units the parent
+    /// cancelled.
+    pub fn skip(&self, seqs: &[u64]) -> u64 {
+        self.page.skip(seqs)
+    }
+
     /// The pidfd (for polling: readable once the worker has ended).
     pub fn pidfd(&self) -> BorrowedFd<'_> {
         self.pidfd.as_fd()

@@ -23,7 +23,15 @@ pub(crate) enum Slot {
     Started = 1,
     /// Index of the current task within the unit.
     Task = 2,
+    /// How many entries of the skip list (from [`SKIP_FIRST`]) the parent has written.
+    Skips = 3,
 }
+
+/// The first slot of the skip list: sequence numbers of units the parent cancelled after
+/// sending them, which the worker must not start (see `skip` and `skipped`).
+const SKIP_FIRST: usize = 8;
+/// Most entries of the skip list (a worker never holds more units than this).
+pub(crate) const SKIP_SLOTS: usize = 64;
 
 const PAGE: u64 = 4096;
 
@@ -63,10 +71,36 @@ impl SharedPage {
     }
 
     fn slot(&self, s: Slot) -> &AtomicU64 {
+        self.at(s as usize)
+    }
+
+    fn at(&self, index: usize) -> &AtomicU64 {
+        assert!(index < (PAGE as usize) / 8);
         // SAFETY: the mapping is PAGE bytes long, page-aligned and lives as long as `self`;
-        // slots are at 8-byte offsets within it, and every process accesses them only through
-        // atomics.
-        unsafe { &*(self.map.as_mut_ptr().add(s as usize * 8) as *const AtomicU64) }
+        // slot `index` (checked above) is at an 8-byte offset within it, and every process
+        // accesses slots only through atomics.
+        unsafe { &*(self.map.as_mut_ptr().add(index * 8) as *const AtomicU64) }
+    }
+
+    /// The parent: replaces the skip list with `seqs` (at most [`SKIP_SLOTS`]), then returns
+    /// the unit the worker says it runs. With [`SharedPage::start_unit`] this is a
+    /// store-then-load handshake on both sides (sequentially consistent): either the worker
+    /// sees a unit in the list before it starts it, or the value returned names that unit (or
+    /// a later one).
+    pub(crate) fn skip(&self, seqs: &[u64]) -> u64 {
+        let n = seqs.len().min(SKIP_SLOTS);
+        for (i, &seq) in seqs[..n].iter().enumerate() {
+            self.at(SKIP_FIRST + i).store(seq, Ordering::SeqCst);
+        }
+        self.slot(Slot::Skips).store(n as u64, Ordering::SeqCst);
+        self.slot(Slot::Unit).load(Ordering::SeqCst)
+    }
+
+    /// The worker: says it starts unit `seq`, then whether the parent listed it to be skipped.
+    pub(crate) fn start_unit(&self, seq: u64) -> bool {
+        self.slot(Slot::Unit).store(seq, Ordering::SeqCst);
+        let n = self.slot(Slot::Skips).load(Ordering::SeqCst) as usize;
+        (0..n.min(SKIP_SLOTS)).any(|i| self.at(SKIP_FIRST + i).load(Ordering::SeqCst) == seq)
     }
 
     /// Reads a slot.
