@@ -15,7 +15,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use forkgraph_worker::{TaskSpec, Value};
+use forkgraph_worker::exec::SpecRef;
+use forkgraph_worker::Value;
 
 use super::{ThreadPool, Work, POOL_OF_THREAD};
 use crate::call::Callable;
@@ -36,7 +37,7 @@ use crate::sync::SyncScheduler;
 pub(crate) struct CallTask {
     caller: u64,
     tag: u32,
-    spec: Arc<TaskSpec>,
+    spec: SpecRef,
     /// Set when its call is cancelled or dropped: the task is not started.
     gone: Arc<AtomicBool>,
 }
@@ -268,10 +269,10 @@ fn item_tasks(
     nodes
         .iter()
         .map(|&node| match &plan.kinds[node as usize] {
-            Kind::Task(spec) if plan.deps.get(node).is_empty() => Ok(CallTask {
+            Kind::Task(_) if plan.deps.get(node).is_empty() => Ok(CallTask {
                 caller: *caller,
                 tag: node,
-                spec: spec.clone(),
+                spec: plan.spec_ref(node).expect("a task"),
                 gone: Arc::clone(gone),
             }),
             _ => Err(Error::Scheduler(format!(
