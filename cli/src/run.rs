@@ -366,14 +366,22 @@ pub fn preview(
 /// # Errors
 /// [`InputError::Task`] naming the first such input.
 pub fn check_inputs(plan: &Plan, mask: &[bool]) -> Result<(), InputError> {
-    let produced: std::collections::HashSet<&PathBuf> =
-        plan.tasks.iter().flat_map(|t| t.outputs.iter()).collect();
+    let mut cache = HashMap::new();
+    let produced: std::collections::HashSet<PathBuf> = plan
+        .tasks
+        .iter()
+        .flat_map(|t| t.outputs.iter())
+        .flat_map(|o| [o.clone(), crate::plan::physical(o, &mut cache)])
+        .collect();
     for (i, t) in plan.tasks.iter().enumerate() {
         if !mask[i] {
             continue;
         }
         for inp in &t.inputs {
-            if !produced.contains(inp) && std::fs::metadata(inp).is_err() {
+            if !produced.contains(inp)
+                && std::fs::metadata(inp).is_err()
+                && !produced.contains(&crate::plan::physical(inp, &mut cache))
+            {
                 return Err(InputError::Task {
                     at: t.at_field(Some("inputs")),
                     key: t.key.clone(),

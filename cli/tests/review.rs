@@ -1,0 +1,137 @@
+//! Findings of a review of the runner's promises (bad input, output path tricks, resume after
+//! a SIGKILL with `--checksum`, `clean` during a run), each a case that failed before its fix.
+
+mod common;
+
+use common::*;
+
+/// Runs `forkgraph run` on `text` (as `name`), expects exit code 2 and that nothing ran;
+/// returns stderr with the folder's path removed.
+fn refused(name: &str, text: &str) -> String {
+    let d = TempDir::new("review-bad");
+    let f = d.write(name, text);
+    let m = marker("review-bad");
+    let o = run_watched(forkgraph(&["run", f.to_str().unwrap()], &m), 60);
+    assert_code(&o, forkgraph_cli::EXIT_BAD_INPUT);
+    assert!(!d.exists("ran"), "a command ran: {}", stderr(&o));
+    stderr(&o).replace(&format!("{}/", d.path().display()), "")
+}
+
+const OK: &str = "[[task]]\nkey = \"ok\"\ncmd = \"touch ran\"\n";
+
+#[test]
+fn a_nul_byte_in_a_command_environment_or_path_is_bad_input() {
+    for (field, line) in [
+        ("argv", "argv = [\"echo\", \"a\\u0000b\"]"),
+        ("cmd", "cmd = \"echo a\\u0000b\""),
+        ("env", "cmd = \"true\"\nenv = { X = \"a\\u0000b\" }"),
+        ("cwd", "cmd = \"true\"\ncwd = \"a\\u0000b\""),
+        ("outputs", "cmd = \"true\"\noutputs = [\"a\\u0000b\"]"),
+        ("inputs", "cmd = \"true\"\ninputs = [\"a\\u0000b\"]"),
+    ] {
+        let e = refused("g.toml", &format!("{OK}\n[[task]]\nkey = \"x\"\n{line}\n"));
+        assert!(
+            e.contains("g.toml:") && e.contains(field) && e.contains("NUL"),
+            "{field}: {e}"
+        );
+    }
+    let e = refused("g.toml", &format!("[pool]\nshell = \"\"\n{OK}"));
+    assert!(e.contains("shell"), "{e}");
+}
+
+#[test]
+fn a_json_file_must_be_an_object() {
+    let e = refused(
+        "g.json",
+        "[{}, {}, [{\"key\": \"ok\", \"cmd\": \"touch ran\"}]]",
+    );
+    assert!(e.starts_with("forkgraph: error: g.json:1:1:"), "{e}");
+    // serde_json says column 0 at the start of a line; columns are 1-based here.
+    let e = refused("g.json", "\n");
+    assert!(e.starts_with("forkgraph: error: g.json:2:1:"), "{e}");
+}
+
+#[test]
+fn the_same_output_through_a_symlinked_folder_is_a_duplicate() {
+    let d = TempDir::new("review-symlink");
+    std::fs::create_dir_all(d.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real", d.path().join("link")).unwrap();
+    let f = d.write(
+        "g.toml",
+        &format!(
+            "{OK}\n[[task]]\nkey = \"a\"\noutputs = [\"real/o.txt\"]\ncmd = \"echo a > {{out}}\"\n\
+             [[task]]\nkey = \"b\"\noutputs = [\"link/o.txt\"]\ncmd = \"echo b > {{out}}\"\n"
+        ),
+    );
+    let m = marker("review-symlink");
+    let o = run_watched(forkgraph(&["run", f.to_str().unwrap()], &m), 60);
+    assert_code(&o, forkgraph_cli::EXIT_BAD_INPUT);
+    assert!(!d.exists("ran"));
+    let e = stderr(&o);
+    assert!(
+        e.contains("g.toml:11:1:") && e.contains("`a` and `b`") && e.contains("o.txt"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_output_holding_another_or_the_runners_own_files_is_refused() {
+    // A folder output that holds another task's output: publishing it would remove that one.
+    let e = refused(
+        "g.toml",
+        &format!(
+            "{OK}\n[[task]]\nkey = \"inner\"\noutputs = [\"build/x.txt\"]\ncmd = \"true\"\n\
+             [[task]]\nkey = \"outer\"\noutputs = [\"build\"]\ncmd = \"true\"\n"
+        ),
+    );
+    assert!(
+        e.contains("g.toml:") && e.contains("`outer`") && e.contains("`inner`"),
+        "{e}"
+    );
+    // The state folder (its lock, journal and records), an ancestor of it, a log file, or
+    // the graph file itself.
+    for out in [
+        ".forkgraph",
+        ".forkgraph/g/state.json",
+        ".forkgraph/g/logs/ok.log",
+        "g.toml",
+    ] {
+        let e = refused(
+            "g.toml",
+            &format!("{OK}\n[[task]]\nkey = \"x\"\noutputs = [\"{out}\"]\ncmd = \"true\"\n"),
+        );
+        assert!(
+            e.contains("g.toml:7:1:") && e.contains("outputs"),
+            "{out}: {e}"
+        );
+    }
+}
+
+#[test]
+fn clean_waits_for_no_run_it_refuses_while_one_holds_the_state_folder() {
+    let d = TempDir::new("review-clean");
+    let m = marker("review-clean");
+    let f = d.write(
+        "g.toml",
+        "[[task]]\nkey = \"slow\"\noutputs = [\"o.txt\"]\n\
+         cmd = \"echo part > {out}; touch started; while [ ! -e go ] && [ -e started ]; do sleep 0.05; done; echo end >> {out}\"\n",
+    );
+    let child = forkgraph(&["run", f.to_str().unwrap()], &m)
+        .spawn()
+        .unwrap();
+    wait_for("the command running", 60, || d.exists("started"));
+    let o = run_watched(forkgraph(&["clean", f.to_str().unwrap()], &m), 60);
+    assert_code(&o, forkgraph_cli::EXIT_RUNNER_ERROR);
+    assert!(
+        stderr(&o).contains("another forkgraph run"),
+        "{}",
+        stderr(&o)
+    );
+    d.write("go", "");
+    let o = wait_watched(child, 60);
+    assert_code(&o, 0);
+    assert_eq!(d.read("o.txt"), "part\nend\n");
+    let o = run_watched(forkgraph(&["clean", f.to_str().unwrap()], &m), 60);
+    assert_code(&o, 0);
+    assert!(!d.exists("o.txt"));
+}
