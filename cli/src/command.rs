@@ -601,7 +601,7 @@ fn discard_in_place(spec: &Spec, before: &[Identity]) -> String {
 
 /// Moves each temporary into place after a successful attempt. `before`: each output's
 /// identity before the attempt.
-fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
+fn publish(spec: &Spec, before: &[Identity], record: Option<&Record>) -> Result<(), String> {
     if !spec.atomic {
         for o in &spec.outputs {
             if fs::symlink_metadata(o).is_err() {
@@ -637,23 +637,28 @@ fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
         }
     }
     // Several outputs: journal the renames first, so that a crash between two of them is
-    // finished by the next runner (resume never sees one new output beside an old one).
+    // finished by the next runner (resume never sees one new output beside an old one). With
+    // a record (`--checksum`), journal it too and leave the journal for the runner, which
+    // removes it once it has appended the record.
     let journal = match &spec.commits {
-        Some(dir) if spec.outputs.len() > 1 => Some(
-            state::begin_commit(
-                dir,
-                &state::Commit {
-                    key: spec.key.clone(),
-                    renames: spec
-                        .temps
-                        .iter()
-                        .cloned()
-                        .zip(spec.outputs.clone())
-                        .collect(),
-                },
+        Some(dir) if spec.outputs.len() > 1 || (record.is_some() && !spec.outputs.is_empty()) => {
+            Some(
+                state::begin_commit(
+                    dir,
+                    &state::Commit {
+                        key: spec.key.clone(),
+                        renames: spec
+                            .temps
+                            .iter()
+                            .cloned()
+                            .zip(spec.outputs.clone())
+                            .collect(),
+                        record: record.cloned(),
+                    },
+                )
+                .map_err(|e| format!("writing its commit journal in {}: {e}", dir.display()))?,
             )
-            .map_err(|e| format!("writing its commit journal in {}: {e}", dir.display()))?,
-        ),
+        }
         _ => None,
     };
     let crash_hook = std::env::var_os("FORKGRAPH_TEST_CRASH_MID_COMMIT")
@@ -670,7 +675,15 @@ fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
         fs::rename(t, o)
             .map_err(|e| format!("renaming {} to {}: {e}", t.display(), o.display()))?;
     }
-    if let Some(j) = journal {
+    if std::env::var_os("FORKGRAPH_TEST_CRASH_AFTER_COMMIT")
+        .is_some_and(|k| k.to_string_lossy() == spec.key)
+    {
+        // Test hook: the runner and this worker die after the renames, before the runner
+        // has the record.
+        sys::kill_hard(spec.runner_pid);
+        sys::kill_hard(std::process::id());
+    }
+    if let (Some(j), None) = (journal, record) {
         let _ = fs::remove_file(j);
     }
     Ok(())
@@ -730,6 +743,11 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<Outcome, String> {
                 .map_err(|e| format!("creating {}: {e}", partial_marker(o).display()))?;
         }
     }
+    let record = hashes.map(|inputs| Record {
+        key: spec.key.clone(),
+        command: spec.command_hash.clone(),
+        inputs,
+    });
     let mut last = String::new();
     for attempt in 0..=spec.retries {
         if attempt > 0 {
@@ -758,14 +776,8 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<Outcome, String> {
             ));
         }
         if matches!(ended, Ended::Exited(0)) {
-            match publish(spec, &before) {
-                Ok(()) => {
-                    return Ok(Outcome::Ran(hashes.map(|inputs| Record {
-                        key: spec.key.clone(),
-                        command: spec.command_hash.clone(),
-                        inputs,
-                    })));
-                }
+            match publish(spec, &before, record.as_ref()) {
+                Ok(()) => return Ok(Outcome::Ran(record)),
                 Err(m) => {
                     last = m;
                     for t in &spec.temps {

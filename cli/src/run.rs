@@ -403,6 +403,9 @@ struct Recorder {
     print_failures: bool,
     /// The `--checksum` journal, appended to here (rank 0) with each record a task returns.
     journal: Mutex<Option<std::fs::File>>,
+    /// The commit journals' folder: a task's journal, which carries its record, is removed
+    /// once the record is appended.
+    commits: PathBuf,
 }
 
 struct RecorderState {
@@ -443,8 +446,14 @@ impl Callbacks for Recorder {
             if let Some(f) = j.as_mut() {
                 let mut line = record.clone().into_bytes();
                 line.push(b'\n');
-                if let Err(e) = f.write_all(&line) {
-                    eprintln!("forkgraph: recording the checksums of `{}`: {e}", task.key);
+                match f.write_all(&line) {
+                    Ok(()) => {
+                        let key = task.key.to_string();
+                        let _ = std::fs::remove_file(state::commit_path(&self.commits, &key));
+                    }
+                    Err(e) => {
+                        eprintln!("forkgraph: recording the checksums of `{}`: {e}", task.key)
+                    }
                 }
             }
         }
@@ -700,8 +709,12 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     let stop = state::stop_path(&st.state_dir);
     command::remove_any(&stop);
     let commits = state::commits_dir(&st.state_dir);
-    // Commits a crashed run left half done are finished before anything looks at outputs.
-    state::finish_commits(&commits);
+    // Commits a crashed run left half done are finished before anything looks at outputs,
+    // and the records they carry (a runner killed before it appended them) are kept.
+    append_records(
+        &state::journal_path(&st.state_dir),
+        state::finish_commits(&commits),
+    )?;
     let records: BTreeMap<String, Record> = if opts.checksum {
         state::load_and_compact(&st.state_dir)
             .map_err(io_err(format!("the state in {}", st.state_dir.display())))?
@@ -772,6 +785,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             dispatched: vec![false; plan.tasks.len()],
         }),
         print_failures: true,
+        commits: commits.clone(),
         journal: Mutex::new(if opts.checksum {
             Some(
                 std::fs::OpenOptions::new()
@@ -855,7 +869,10 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     command::remove_any(&stop);
     // A worker killed between two renames left its commit journal: finish it now, before the
     // temporaries of commands that did not finish are removed.
-    state::finish_commits(&commits);
+    let _ = append_records(
+        &state::journal_path(&st.state_dir),
+        state::finish_commits(&commits),
+    );
     for &i in &order {
         for t in temps(plan, i) {
             command::remove_any(&t);
@@ -901,6 +918,15 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         return Err(RunError::Pool(e));
     }
     Ok(report)
+}
+
+/// Appends the records of finished commit journals to the state's journal.
+fn append_records(journal: &Path, records: Vec<Record>) -> Result<(), RunError> {
+    for r in records {
+        state::append(journal, &r)
+            .map_err(io_err(format!("appending to {}", journal.display())))?;
+    }
+    Ok(())
 }
 
 fn write_profile(

@@ -135,3 +135,44 @@ fn clean_waits_for_no_run_it_refuses_while_one_holds_the_state_folder() {
     assert_code(&o, 0);
     assert!(!d.exists("o.txt"));
 }
+
+#[test]
+fn a_sigkill_after_a_task_published_its_outputs_does_not_make_checksum_resume_redo_it() {
+    // The worker renames the outputs, then returns the record that the runner appends to
+    // the journal: a SIGKILL of the runner in between lost the record, and `--checksum` then
+    // redid a task whose outputs were complete (seen in 8 of 25 random SIGKILLs of a
+    // 41-task pipeline). The test hook kills the runner and the worker right after the renames.
+    let d = TempDir::new("review-record");
+    let m = marker("review-record");
+    d.write("in.txt", "x\n");
+    let f = d.write(
+        "g.toml",
+        "[[task]]\nkey = \"one\"\ninputs = [\"in.txt\"]\noutputs = [\"one.txt\"]\n\
+         cmd = \"cat {in} > {out}; echo one >> runs.log\"\n\
+         [[task]]\nkey = \"two\"\ninputs = [\"one.txt\"]\noutputs = [\"a.txt\", \"b.txt\"]\n\
+         cmd = \"cat {in} > {out0}; cat {in} > {out1}; echo two >> runs.log\"\n",
+    );
+    let g = f.to_str().unwrap();
+    for key in ["one", "two"] {
+        let mut cmd = forkgraph(&["run", "--checksum", g], &m);
+        cmd.env("FORKGRAPH_TEST_CRASH_AFTER_COMMIT", key);
+        let o = run_watched(cmd, 60);
+        assert_eq!(o.status.code(), None, "killed: {}", stderr(&o));
+        assert_no_process_left(&m, 10);
+    }
+    assert_eq!(d.read("runs.log"), "one\ntwo\n");
+    let o = run_watched(forkgraph(&["run", "--checksum", g], &m), 60);
+    assert_code(&o, 0);
+    assert!(stderr(&o).contains("0 ran, 2 skipped"), "{}", stderr(&o));
+    assert_eq!(d.read("runs.log"), "one\ntwo\n", "nothing redone");
+    // The records are real: a changed input makes both run again.
+    d.write("in.txt", "y\n");
+    let o = run_watched(forkgraph(&["run", "--checksum", g], &m), 60);
+    assert_code(&o, 0);
+    assert!(stderr(&o).contains("2 ran, 0 skipped"), "{}", stderr(&o));
+    assert!(!d
+        .path()
+        .join(".forkgraph/g/commits")
+        .read_dir()
+        .is_ok_and(|mut r| r.next().is_some()));
+}
