@@ -442,7 +442,32 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let _ = f.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| printable(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Longest line of a log's tail as shown in a failure message (characters).
+const TAIL_LINE_MAX: usize = 400;
+
+/// A log line as it may be printed on a terminal: control characters (escape sequences, bells,
+/// carriage returns) escaped, and cut at [`TAIL_LINE_MAX`] characters.
+fn printable(line: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in line.chars().enumerate() {
+        if n == TAIL_LINE_MAX {
+            out.push_str(" [...]");
+            break;
+        }
+        if c == '\t' || !c.is_control() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
 }
 
 /// How one attempt ended.

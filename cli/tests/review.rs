@@ -176,3 +176,28 @@ fn a_sigkill_after_a_task_published_its_outputs_does_not_make_checksum_resume_re
         .read_dir()
         .is_ok_and(|mut r| r.next().is_some()));
 }
+
+#[test]
+fn a_failing_commands_log_tail_cannot_send_escape_sequences_to_the_terminal() {
+    // The tail of the log is printed on stderr and kept in last-run.json: a command's bytes
+    // (a terminal title, a screen clear, binary junk) went to the user's terminal as they were.
+    let d = TempDir::new("review-tail");
+    let m = marker("review-tail");
+    let f = d.write(
+        "g.toml",
+        "[[task]]\nkey = \"junk\"\n\
+         cmd = \"printf 'title\\\\033]0;pwned\\\\007 clear\\\\033[2J bell\\\\007\\\\n'; \
+         head -c 5000 /dev/zero | tr '\\\\0' x; echo; exit 1\"\n",
+    );
+    let o = run_watched(forkgraph(&["run", f.to_str().unwrap()], &m), 60);
+    assert_code(&o, 1);
+    let e = stderr(&o);
+    assert!(e.contains("exit code 1") && e.contains("title"), "{e}");
+    assert!(
+        !e.contains('\u{1b}') && !e.contains('\u{7}'),
+        "control bytes reached stderr: {e:?}"
+    );
+    assert!(e.lines().all(|l| l.chars().count() < 1200), "{e}");
+    let report = d.read(".forkgraph/g/last-run.json");
+    assert!(!report.contains("\\u001b"), "{report}");
+}
