@@ -259,7 +259,9 @@ pub fn is_io_placeholder(name: &str) -> bool {
 /// Values visible to a template: scalars, and lists for `{*name}`.
 struct Scope<'a> {
     scalars: BTreeMap<&'a str, String>,
-    lists: BTreeMap<&'a str, Vec<String>>,
+    /// Shared: each binding of a template has its own scope, and copying every list into
+    /// each made expanding N tasks over a list of N values take O(N^2).
+    lists: BTreeMap<&'a str, std::sync::Arc<Vec<String>>>,
 }
 
 impl Scope<'_> {
@@ -397,9 +399,10 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
                 scope.scalars.insert(name, s.render());
             }
             VarValue::Many(l) => {
-                scope
-                    .lists
-                    .insert(name, l.iter().map(|s| s.render()).collect());
+                scope.lists.insert(
+                    name,
+                    std::sync::Arc::new(l.iter().map(|s| s.render()).collect()),
+                );
             }
         }
     }
@@ -562,9 +565,13 @@ fn bindings(entry: &TaskEntry, scope: &Scope<'_>) -> Result<Vec<Vec<(String, Str
             ));
         }
         let values: Vec<String> = match range {
-            Range::Var(v) => scope.lists.get(v.as_str()).cloned().ok_or_else(|| {
-                format!("for_each: `{name}` ranges over `{v}`, which is not a list in [vars]")
-            })?,
+            Range::Var(v) => scope
+                .lists
+                .get(v.as_str())
+                .map(|l| l.to_vec())
+                .ok_or_else(|| {
+                    format!("for_each: `{name}` ranges over `{v}`, which is not a list in [vars]")
+                })?,
             Range::List(l) => l.iter().map(|s| s.render()).collect(),
         };
         let total = out.len().saturating_mul(values.len());
@@ -661,6 +668,7 @@ fn expand_entry(
     };
     let paths = |field: &str, items: &[String]| -> Result<Vec<PathBuf>, String> {
         let mut v = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for p in list(field, items, false)? {
             let p = unescape(&p);
             if p.is_empty() {
@@ -668,7 +676,7 @@ fn expand_entry(
             }
             no_nul(field, &p)?;
             let r = resolve(base, &p);
-            if !v.contains(&r) {
+            if seen.insert(r.clone()) {
                 v.push(r);
             }
         }
