@@ -361,11 +361,27 @@ pub fn preview(
     Ok(out)
 }
 
-/// Refuses an input that does not exist and that no task makes.
+/// Refuses an input that does not exist and that no task makes, and a shell given by its
+/// absolute path that does not exist when a selected task has a `cmd`.
 ///
 /// # Errors
-/// [`InputError::Task`] naming the first such input.
+/// [`InputError::Pool`] for the shell; [`InputError::Task`] naming the first such input.
 pub fn check_inputs(plan: &Plan, mask: &[bool]) -> Result<(), InputError> {
+    let shell = Path::new(&plan.settings.shell);
+    let uses_shell = plan
+        .tasks
+        .iter()
+        .enumerate()
+        .any(|(i, t)| mask[i] && matches!(t.command, crate::plan::CommandLine::Shell(_)));
+    if uses_shell && shell.is_absolute() && !shell.is_file() {
+        return Err(InputError::Pool {
+            file: plan.file.clone(),
+            message: format!(
+                "shell {} does not exist (it runs every `cmd`)",
+                shell.display()
+            ),
+        });
+    }
     let mut cache = HashMap::new();
     let produced: std::collections::HashSet<PathBuf> = plan
         .tasks

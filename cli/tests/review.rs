@@ -37,6 +37,14 @@ fn a_nul_byte_in_a_command_environment_or_path_is_bad_input() {
     }
     let e = refused("g.toml", &format!("[pool]\nshell = \"\"\n{OK}"));
     assert!(e.contains("shell"), "{e}");
+    // A shell given by path that does not exist failed each `cmd` task at run time, after
+    // the `argv` tasks had run.
+    let e = refused(
+        "g.toml",
+        "[pool]\nshell = \"/nonexistent/sh\"\n[[task]]\nkey = \"ok\"\nargv = [\"touch\", \"ran\"]\n\
+         [[task]]\nkey = \"x\"\ncmd = \"true\"\n",
+    );
+    assert!(e.contains("shell") && e.contains("/nonexistent/sh"), "{e}");
 }
 
 #[test]
