@@ -442,7 +442,32 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let _ = f.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| printable(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Longest line of a log's tail as shown in a failure message (characters).
+const TAIL_LINE_MAX: usize = 400;
+
+/// A log line as it may be printed on a terminal: control characters (escape sequences, bells,
+/// carriage returns) escaped, and cut at [`TAIL_LINE_MAX`] characters.
+fn printable(line: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in line.chars().enumerate() {
+        if n == TAIL_LINE_MAX {
+            out.push_str(" [...]");
+            break;
+        }
+        if c == '\t' || !c.is_control() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
 }
 
 /// How one attempt ended.
@@ -601,7 +626,7 @@ fn discard_in_place(spec: &Spec, before: &[Identity]) -> String {
 
 /// Moves each temporary into place after a successful attempt. `before`: each output's
 /// identity before the attempt.
-fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
+fn publish(spec: &Spec, before: &[Identity], record: Option<&Record>) -> Result<(), String> {
     if !spec.atomic {
         for o in &spec.outputs {
             if fs::symlink_metadata(o).is_err() {
@@ -637,23 +662,28 @@ fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
         }
     }
     // Several outputs: journal the renames first, so that a crash between two of them is
-    // finished by the next runner (resume never sees one new output beside an old one).
+    // finished by the next runner (resume never sees one new output beside an old one). With
+    // a record (`--checksum`), journal it too and leave the journal for the runner, which
+    // removes it once it has appended the record.
     let journal = match &spec.commits {
-        Some(dir) if spec.outputs.len() > 1 => Some(
-            state::begin_commit(
-                dir,
-                &state::Commit {
-                    key: spec.key.clone(),
-                    renames: spec
-                        .temps
-                        .iter()
-                        .cloned()
-                        .zip(spec.outputs.clone())
-                        .collect(),
-                },
+        Some(dir) if spec.outputs.len() > 1 || (record.is_some() && !spec.outputs.is_empty()) => {
+            Some(
+                state::begin_commit(
+                    dir,
+                    &state::Commit {
+                        key: spec.key.clone(),
+                        renames: spec
+                            .temps
+                            .iter()
+                            .cloned()
+                            .zip(spec.outputs.clone())
+                            .collect(),
+                        record: record.cloned(),
+                    },
+                )
+                .map_err(|e| format!("writing its commit journal in {}: {e}", dir.display()))?,
             )
-            .map_err(|e| format!("writing its commit journal in {}: {e}", dir.display()))?,
-        ),
+        }
         _ => None,
     };
     let crash_hook = std::env::var_os("FORKGRAPH_TEST_CRASH_MID_COMMIT")
@@ -670,7 +700,15 @@ fn publish(spec: &Spec, before: &[Identity]) -> Result<(), String> {
         fs::rename(t, o)
             .map_err(|e| format!("renaming {} to {}: {e}", t.display(), o.display()))?;
     }
-    if let Some(j) = journal {
+    if std::env::var_os("FORKGRAPH_TEST_CRASH_AFTER_COMMIT")
+        .is_some_and(|k| k.to_string_lossy() == spec.key)
+    {
+        // Test hook: the runner and this worker die after the renames, before the runner
+        // has the record.
+        sys::kill_hard(spec.runner_pid);
+        sys::kill_hard(std::process::id());
+    }
+    if let (Some(j), None) = (journal, record) {
         let _ = fs::remove_file(j);
     }
     Ok(())
@@ -730,6 +768,11 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<Outcome, String> {
                 .map_err(|e| format!("creating {}: {e}", partial_marker(o).display()))?;
         }
     }
+    let record = hashes.map(|inputs| Record {
+        key: spec.key.clone(),
+        command: spec.command_hash.clone(),
+        inputs,
+    });
     let mut last = String::new();
     for attempt in 0..=spec.retries {
         if attempt > 0 {
@@ -758,14 +801,8 @@ pub fn execute(spec: &Spec, dependency_ran: bool) -> Result<Outcome, String> {
             ));
         }
         if matches!(ended, Ended::Exited(0)) {
-            match publish(spec, &before) {
-                Ok(()) => {
-                    return Ok(Outcome::Ran(hashes.map(|inputs| Record {
-                        key: spec.key.clone(),
-                        command: spec.command_hash.clone(),
-                        inputs,
-                    })));
-                }
+            match publish(spec, &before, record.as_ref()) {
+                Ok(()) => return Ok(Outcome::Ran(record)),
                 Err(m) => {
                     last = m;
                     for t in &spec.temps {

@@ -196,17 +196,44 @@ fn main_code(cli: Cli) -> i32 {
             }
         }
         Cmd::Clean { file, keys } => {
-            let res = load(&file).and_then(|plan| {
+            let (plan, mask) = match load(&file).and_then(|plan| {
                 let mask = plan.select(&keys)?;
-                for p in clean::clean(&plan, &mask) {
-                    println!("removed {}", p.display());
+                Ok((plan, mask))
+            }) {
+                Ok(x) => x,
+                Err(e) => return bad(&e),
+            };
+            // A run in progress writes temporaries that clean would remove under it: clean
+            // takes the state folder's lock too (when there is a state folder: none, no run).
+            let st = &plan.settings.state_dir;
+            let _lock = if st.is_dir() {
+                match forkgraph_cli::state::lock(st) {
+                    Ok(l) => Some(l),
+                    Err(forkgraph_cli::state::LockError::Held { pid }) => {
+                        eprintln!(
+                            "forkgraph: error: {}",
+                            RunError::Locked {
+                                state_dir: st.clone(),
+                                pid
+                            }
+                        );
+                        return EXIT_RUNNER_ERROR;
+                    }
+                    Err(forkgraph_cli::state::LockError::Io(e)) => {
+                        eprintln!(
+                            "forkgraph: error: locking {}: {e}",
+                            forkgraph_cli::state::lock_path(st).display()
+                        );
+                        return EXIT_RUNNER_ERROR;
+                    }
                 }
-                Ok(())
-            });
-            match res {
-                Ok(()) => EXIT_OK,
-                Err(e) => bad(&e),
+            } else {
+                None
+            };
+            for p in clean::clean(&plan, &mask) {
+                println!("removed {}", p.display());
             }
+            EXIT_OK
         }
     }
 }

@@ -259,7 +259,9 @@ pub fn is_io_placeholder(name: &str) -> bool {
 /// Values visible to a template: scalars, and lists for `{*name}`.
 struct Scope<'a> {
     scalars: BTreeMap<&'a str, String>,
-    lists: BTreeMap<&'a str, Vec<String>>,
+    /// Shared: each binding of a template has its own scope, and copying every list into
+    /// each made expanding N tasks over a list of N values take O(N^2).
+    lists: BTreeMap<&'a str, std::sync::Arc<Vec<String>>>,
 }
 
 impl Scope<'_> {
@@ -397,9 +399,10 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
                 scope.scalars.insert(name, s.render());
             }
             VarValue::Many(l) => {
-                scope
-                    .lists
-                    .insert(name, l.iter().map(|s| s.render()).collect());
+                scope.lists.insert(
+                    name,
+                    std::sync::Arc::new(l.iter().map(|s| s.render()).collect()),
+                );
             }
         }
     }
@@ -484,7 +487,9 @@ pub fn build(parsed: &Parsed) -> Result<Plan, InputError> {
             field_at.push((at_field(Some("deps")), at_field(Some("outputs"))));
         }
     }
-    link(&mut tasks, &index, &dep_names, &field_at)?;
+    link(
+        &mut tasks, &index, &dep_names, &field_at, &settings, &abs_file,
+    )?;
     Ok(Plan {
         file,
         base,
@@ -508,6 +513,13 @@ fn settings(parsed: &Parsed, base: &Path, abs_file: &Path) -> Result<Settings, I
         return Err(bad(format!(
             "kill_grace must be between 0 and 3600 seconds, not {grace}"
         )));
+    }
+    if let Some(sh) = &p.shell {
+        if sh.is_empty() || sh.contains('\0') {
+            return Err(bad(format!(
+                "shell must name a program (such as /bin/sh), not {sh:?}"
+            )));
+        }
     }
     let stem = abs_file
         .file_stem()
@@ -553,9 +565,13 @@ fn bindings(entry: &TaskEntry, scope: &Scope<'_>) -> Result<Vec<Vec<(String, Str
             ));
         }
         let values: Vec<String> = match range {
-            Range::Var(v) => scope.lists.get(v.as_str()).cloned().ok_or_else(|| {
-                format!("for_each: `{name}` ranges over `{v}`, which is not a list in [vars]")
-            })?,
+            Range::Var(v) => scope
+                .lists
+                .get(v.as_str())
+                .map(|l| l.to_vec())
+                .ok_or_else(|| {
+                    format!("for_each: `{name}` ranges over `{v}`, which is not a list in [vars]")
+                })?,
             Range::List(l) => l.iter().map(|s| s.render()).collect(),
         };
         let total = out.len().saturating_mul(values.len());
@@ -589,6 +605,7 @@ fn expand_entry(
     if key.is_empty() {
         return Err("the key is empty".into());
     }
+    no_nul("key", key)?;
     let list = |field: &str, items: &[String], io: bool| -> Result<Vec<String>, String> {
         let mut v = Vec::new();
         for it in items {
@@ -607,6 +624,7 @@ fn expand_entry(
             if c.trim().is_empty() {
                 return Err("cmd is empty".into());
             }
+            no_nul("cmd", c)?;
             CommandLine::Shell(
                 scope
                     .expand(c, true, None)
@@ -615,6 +633,9 @@ fn expand_entry(
         }
         (None, Some(a)) => {
             let a = list("argv", a, true)?;
+            for item in &a {
+                no_nul("argv", item)?;
+            }
             if a.is_empty() || a[0].is_empty() {
                 return Err("argv needs a program as its first item".into());
             }
@@ -626,6 +647,7 @@ fn expand_entry(
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(format!("env: `{k}` is not a variable name"));
         }
+        no_nul("env", v)?;
         env.push((
             k.clone(),
             scope
@@ -646,13 +668,15 @@ fn expand_entry(
     };
     let paths = |field: &str, items: &[String]| -> Result<Vec<PathBuf>, String> {
         let mut v = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for p in list(field, items, false)? {
             let p = unescape(&p);
             if p.is_empty() {
                 return Err(format!("{field}: an empty path"));
             }
+            no_nul(field, &p)?;
             let r = resolve(base, &p);
-            if !v.contains(&r) {
+            if seen.insert(r.clone()) {
                 v.push(r);
             }
         }
@@ -664,6 +688,9 @@ fn expand_entry(
         if o.file_name().is_none() || o == base {
             return Err(format!("outputs: {} is not a file path", o.display()));
         }
+    }
+    if let Some(c) = &entry.cwd {
+        no_nul("cwd", c)?;
     }
     let deps: Vec<String> = list("deps", &entry.deps, false)?
         .into_iter()
@@ -705,6 +732,17 @@ fn expand_entry(
     ))
 }
 
+/// Refuses a NUL byte, which no program, argument, environment value or path can hold (the
+/// spawn would fail only when the task runs, after others had run).
+fn no_nul(field: &str, s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        return Err(format!(
+            "{field}: {s:?} holds a NUL byte, which no command line, environment value or path can hold"
+        ));
+    }
+    Ok(())
+}
+
 /// The field of a task entry that an error message of `expand_entry` or `bindings` is about
 /// (messages start with the field's name).
 pub fn field_of(message: &str) -> Option<&'static str> {
@@ -730,17 +768,88 @@ pub fn field_of(message: &str) -> Option<&'static str> {
     FIELDS.iter().copied().find(|f| *f == first)
 }
 
-/// Resolves dependencies by key and by file, and refuses duplicate outputs and cycles.
+/// A path as the file system sees it: its folder resolved through symbolic links as far as
+/// it exists (the last component is kept: an output that is a symlink is replaced, not written
+/// through). `cache` holds the folders resolved so far.
+pub fn physical(p: &Path, cache: &mut HashMap<PathBuf, PathBuf>) -> PathBuf {
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        return p.to_path_buf();
+    };
+    if let Some(c) = cache.get(parent) {
+        return c.join(name);
+    }
+    let c = match std::fs::canonicalize(parent) {
+        Ok(c) => c,
+        Err(_) => physical(parent, cache),
+    };
+    cache.insert(parent.to_path_buf(), c.clone());
+    c.join(name)
+}
+
+/// Files of the state folder that no output may be (see `crate::state`).
+const STATE_FILES: &[&str] = &[
+    "lock",
+    "state.json",
+    "journal.jsonl",
+    "last-run.json",
+    "stop",
+    "commits",
+];
+
+/// Refuses an output that would overwrite the runner's own files: the graph file, the state or
+/// log folder (or a folder holding them), a file of the state folder, or a task's log.
+fn reserved(
+    o: &Path,
+    settings: &Settings,
+    graph: &Path,
+    logs: &HashMap<PathBuf, &str>,
+) -> Option<String> {
+    if o == graph {
+        return Some("is the graph file itself".into());
+    }
+    for (dir, what) in [
+        (&settings.state_dir, "state folder"),
+        (&settings.log_dir, "log folder"),
+    ] {
+        if dir.starts_with(o) {
+            return Some(format!(
+                "is (or holds) the runner's {what} {}",
+                dir.display()
+            ));
+        }
+    }
+    if let Some(name) = o
+        .strip_prefix(&settings.state_dir)
+        .ok()
+        .and_then(|r| r.components().next())
+    {
+        if STATE_FILES.iter().any(|f| name.as_os_str() == *f) {
+            return Some(format!(
+                "is one of the runner's own files in its state folder {}",
+                settings.state_dir.display()
+            ));
+        }
+    }
+    logs.get(o)
+        .map(|k| format!("is the log file of task `{k}`"))
+}
+
+/// Resolves dependencies by key and by file, and refuses duplicate outputs (also through
+/// symbolic links), an output inside another, outputs over the runner's own files, and cycles.
 fn link(
     tasks: &mut [PlannedTask],
     index: &HashMap<String, usize>,
     dep_names: &[Vec<String>],
     field_at: &[(Location, Location)],
+    settings: &Settings,
+    graph: &Path,
 ) -> Result<(), InputError> {
+    let mut cache = HashMap::new();
     let mut producer: HashMap<PathBuf, usize> = HashMap::new();
     for (i, t) in tasks.iter().enumerate() {
         for o in &t.outputs {
-            if let Some(&first) = producer.get(o) {
+            let p = physical(o, &mut cache);
+            if let Some(&first) = producer.get(o).or_else(|| producer.get(&p)) {
                 return Err(InputError::DuplicateOutput {
                     at: field_at[i].1.clone(),
                     output: o.clone(),
@@ -749,6 +858,51 @@ fn link(
                 });
             }
             producer.insert(o.clone(), i);
+            if p != *o {
+                producer.insert(p, i);
+            }
+        }
+    }
+    let state = Settings {
+        state_dir: physical(&settings.state_dir, &mut cache),
+        log_dir: physical(&settings.log_dir, &mut cache),
+        ..settings.clone()
+    };
+    let graph = physical(graph, &mut cache);
+    let logs: HashMap<PathBuf, &str> = tasks
+        .iter()
+        .map(|t| {
+            (
+                state.log_dir.join(crate::command::log_name(&t.key)),
+                t.key.as_str(),
+            )
+        })
+        .collect();
+    for (i, t) in tasks.iter().enumerate() {
+        for o in &t.outputs {
+            let p = physical(o, &mut cache);
+            let bad = |message: String| InputError::Task {
+                at: field_at[i].1.clone(),
+                key: t.key.clone(),
+                message,
+            };
+            if let Some(why) = reserved(&p, &state, &graph, &logs) {
+                return Err(bad(format!("outputs: {} {why}", o.display())));
+            }
+            if let Some(&j) = p.ancestors().skip(1).find_map(|a| producer.get(a)) {
+                return Err(bad(format!(
+                    "outputs: {} is inside {}, an output of task `{}` (publishing that one \
+                     would replace this one)",
+                    o.display(),
+                    tasks[j]
+                        .outputs
+                        .iter()
+                        .find(|x| p.starts_with(physical(x, &mut HashMap::new())))
+                        .unwrap_or(&tasks[j].outputs[0])
+                        .display(),
+                    tasks[j].key
+                )));
+            }
         }
     }
     for i in 0..tasks.len() {
@@ -767,7 +921,10 @@ fn link(
             }
         }
         for inp in &tasks[i].inputs {
-            if let Some(&j) = producer.get(inp) {
+            if let Some(&j) = producer
+                .get(inp)
+                .or_else(|| producer.get(&physical(inp, &mut cache)))
+            {
                 deps.push(j);
             }
         }

@@ -361,19 +361,43 @@ pub fn preview(
     Ok(out)
 }
 
-/// Refuses an input that does not exist and that no task makes.
+/// Refuses an input that does not exist and that no task makes, and a shell given by its
+/// absolute path that does not exist when a selected task has a `cmd`.
 ///
 /// # Errors
-/// [`InputError::Task`] naming the first such input.
+/// [`InputError::Pool`] for the shell; [`InputError::Task`] naming the first such input.
 pub fn check_inputs(plan: &Plan, mask: &[bool]) -> Result<(), InputError> {
-    let produced: std::collections::HashSet<&PathBuf> =
-        plan.tasks.iter().flat_map(|t| t.outputs.iter()).collect();
+    let shell = Path::new(&plan.settings.shell);
+    let uses_shell = plan
+        .tasks
+        .iter()
+        .enumerate()
+        .any(|(i, t)| mask[i] && matches!(t.command, crate::plan::CommandLine::Shell(_)));
+    if uses_shell && shell.is_absolute() && !shell.is_file() {
+        return Err(InputError::Pool {
+            file: plan.file.clone(),
+            message: format!(
+                "shell {} does not exist (it runs every `cmd`)",
+                shell.display()
+            ),
+        });
+    }
+    let mut cache = HashMap::new();
+    let produced: std::collections::HashSet<PathBuf> = plan
+        .tasks
+        .iter()
+        .flat_map(|t| t.outputs.iter())
+        .flat_map(|o| [o.clone(), crate::plan::physical(o, &mut cache)])
+        .collect();
     for (i, t) in plan.tasks.iter().enumerate() {
         if !mask[i] {
             continue;
         }
         for inp in &t.inputs {
-            if !produced.contains(inp) && std::fs::metadata(inp).is_err() {
+            if !produced.contains(inp)
+                && std::fs::metadata(inp).is_err()
+                && !produced.contains(&crate::plan::physical(inp, &mut cache))
+            {
                 return Err(InputError::Task {
                     at: t.at_field(Some("inputs")),
                     key: t.key.clone(),
@@ -395,6 +419,9 @@ struct Recorder {
     print_failures: bool,
     /// The `--checksum` journal, appended to here (rank 0) with each record a task returns.
     journal: Mutex<Option<std::fs::File>>,
+    /// The commit journals' folder: a task's journal, which carries its record, is removed
+    /// once the record is appended.
+    commits: PathBuf,
 }
 
 struct RecorderState {
@@ -435,8 +462,14 @@ impl Callbacks for Recorder {
             if let Some(f) = j.as_mut() {
                 let mut line = record.clone().into_bytes();
                 line.push(b'\n');
-                if let Err(e) = f.write_all(&line) {
-                    eprintln!("forkgraph: recording the checksums of `{}`: {e}", task.key);
+                match f.write_all(&line) {
+                    Ok(()) => {
+                        let key = task.key.to_string();
+                        let _ = std::fs::remove_file(state::commit_path(&self.commits, &key));
+                    }
+                    Err(e) => {
+                        eprintln!("forkgraph: recording the checksums of `{}`: {e}", task.key)
+                    }
                 }
             }
         }
@@ -692,8 +725,12 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     let stop = state::stop_path(&st.state_dir);
     command::remove_any(&stop);
     let commits = state::commits_dir(&st.state_dir);
-    // Commits a crashed run left half done are finished before anything looks at outputs.
-    state::finish_commits(&commits);
+    // Commits a crashed run left half done are finished before anything looks at outputs,
+    // and the records they carry (a runner killed before it appended them) are kept.
+    append_records(
+        &state::journal_path(&st.state_dir),
+        state::finish_commits(&commits),
+    )?;
     let records: BTreeMap<String, Record> = if opts.checksum {
         state::load_and_compact(&st.state_dir)
             .map_err(io_err(format!("the state in {}", st.state_dir.display())))?
@@ -764,6 +801,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
             dispatched: vec![false; plan.tasks.len()],
         }),
         print_failures: true,
+        commits: commits.clone(),
         journal: Mutex::new(if opts.checksum {
             Some(
                 std::fs::OpenOptions::new()
@@ -847,7 +885,10 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     command::remove_any(&stop);
     // A worker killed between two renames left its commit journal: finish it now, before the
     // temporaries of commands that did not finish are removed.
-    state::finish_commits(&commits);
+    let _ = append_records(
+        &state::journal_path(&st.state_dir),
+        state::finish_commits(&commits),
+    );
     for &i in &order {
         for t in temps(plan, i) {
             command::remove_any(&t);
@@ -893,6 +934,15 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
         return Err(RunError::Pool(e));
     }
     Ok(report)
+}
+
+/// Appends the records of finished commit journals to the state's journal.
+fn append_records(journal: &Path, records: Vec<Record>) -> Result<(), RunError> {
+    for r in records {
+        state::append(journal, &r)
+            .map_err(io_err(format!("appending to {}", journal.display())))?;
+    }
+    Ok(())
 }
 
 fn write_profile(

@@ -322,8 +322,23 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Parsed, InputError> {
         message,
     };
     if is_json(path) {
-        let file: GraphFile = serde_json::from_str(text)
-            .map_err(|e| syntax(e.line(), e.column(), strip_position(&e.to_string())))?;
+        // serde reads a struct from an array too (its fields in order): `[{}, {}, [...]]`
+        // would be a graph. The file is one object.
+        if let Some(at) = text.find(|c: char| !c.is_ascii_whitespace()) {
+            if !text[at..].starts_with('{') {
+                let (line, column) = line_col(text, at);
+                return Err(syntax(
+                    line,
+                    column,
+                    "a graph file in JSON is one object: {\"pool\": {...}, \"vars\": {...}, \"task\": [...]}"
+                        .into(),
+                ));
+            }
+        }
+        let file: GraphFile = serde_json::from_str(text).map_err(|e| {
+            // serde_json counts the column of a position at a line's start as 0.
+            syntax(e.line(), e.column().max(1), strip_position(&e.to_string()))
+        })?;
         let n = file.tasks.len();
         return Ok(Parsed {
             path: path.to_path_buf(),

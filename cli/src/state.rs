@@ -212,6 +212,16 @@ pub struct Commit {
     pub key: String,
     /// Each (temporary, output), in the order they are renamed.
     pub renames: Vec<(PathBuf, PathBuf)>,
+    /// With `--checksum`, the task's record: the journal then stays after the renames until
+    /// the runner has appended the record, so a crash in between does not lose it (the next
+    /// runner appends it) and a finished task is not redone.
+    #[serde(default)]
+    pub record: Option<Record>,
+}
+
+/// The commit journal of task `key` in the folder `dir`.
+pub fn commit_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(format!("{}.json", &hash_strings([key])[..16]))
 }
 
 /// Writes the commit journal of `c` into `dir` (atomically, synced); returns its path.
@@ -220,15 +230,16 @@ pub struct Commit {
 /// When it cannot be written.
 pub fn begin_commit(dir: &Path, c: &Commit) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{}.json", &hash_strings([c.key.as_str()])[..16]));
+    let path = commit_path(dir, &c.key);
     write_atomic(&path, &serde_json::to_vec(c).map_err(io::Error::other)?)?;
     Ok(path)
 }
 
 /// Finishes the commits a crash interrupted: each journal's remaining temporaries are
 /// renamed into place (the command had succeeded, every temporary was complete when the
-/// journal was written), then the journal is removed. Returns the keys finished.
-pub fn finish_commits(dir: &Path) -> Vec<String> {
+/// journal was written), then the journal is removed. Returns the records the journals
+/// carried (`--checksum`), which the caller appends to the state's journal.
+pub fn finish_commits(dir: &Path) -> Vec<Record> {
     let mut done = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {
         return done;
@@ -257,7 +268,7 @@ pub fn finish_commits(dir: &Path) -> Vec<String> {
             }
         }
         let _ = fs::remove_file(&path);
-        done.push(c.key);
+        done.extend(c.record);
     }
     done
 }
