@@ -419,11 +419,22 @@ impl Walk<'_> {
             };
             (head, window, i)
         }));
-        dec.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then(a.1.cmp(&b.1))
-                .then_with(|| self.tie(a.2, b.2))
-        });
+        // Sorted on the two words alone (cheap comparisons), then each run of equal words, if
+        // any, by the keys: the same total order as comparing the keys within the sort.
+        dec.sort_unstable_by_key(|d| (d.0, d.1));
+        let mut start = 0;
+        while start < dec.len() {
+            let (h, w) = (dec[start].0, dec[start].1);
+            let end = start
+                + dec[start..]
+                    .iter()
+                    .take_while(|d| d.0 == h && d.1 == w)
+                    .count();
+            if end - start > 1 {
+                dec[start..end].sort_unstable_by(|a, b| self.tie(a.2, b.2));
+            }
+            start = end;
+        }
         for (slot, d) in ids.iter_mut().zip(&dec) {
             *slot = d.2;
         }
