@@ -522,11 +522,32 @@ fn compile_list<'g>(
     l: &'g [Arg],
     locals: &mut std::slice::Iter<'_, u32>,
 ) -> Result<SpecArg, GraphError> {
+    if let Some(inputs) = consecutive_inputs(l, locals) {
+        return Ok(inputs);
+    }
     let mut out = Vec::with_capacity(l.len());
     for a in l {
         out.push(compile_arg(fns, key, a, locals)?);
     }
     Ok(SpecArg::List(out))
+}
+
+/// A list of at least two key references to consecutive inputs (a list of distinct keys) as
+/// [`SpecArg::Inputs`], taking its indices from `locals`; `None` for any other list.
+fn consecutive_inputs(l: &[Arg], locals: &mut std::slice::Iter<'_, u32>) -> Option<SpecArg> {
+    let ids = locals.as_slice().get(..l.len())?;
+    let first = *ids.first()?;
+    let consecutive = l.len() >= 2
+        && ids.iter().zip(first..).all(|(&i, j)| i == j)
+        && l.iter().all(|a| matches!(a, Arg::Key(_)));
+    if !consecutive {
+        return None;
+    }
+    locals.nth(l.len() - 1);
+    Some(SpecArg::Inputs {
+        first,
+        count: l.len() as u32,
+    })
 }
 
 #[inline(never)]
