@@ -255,9 +255,9 @@ impl Metrics {
         let mut need = vec![1u32; n];
         let mut total = vec![1u32; n];
         let mut waiting: Vec<u32> = (0..n as u32).map(|i| deps.get(i).len() as u32).collect();
-        let mut ready: Vec<u32> = (0..n as u32)
-            .filter(|&i| waiting[i as usize] == 0)
-            .collect();
+        // Sized once: collecting a filter would grow it step by step.
+        let mut ready: Vec<u32> = Vec::with_capacity(n);
+        ready.extend((0..n as u32).filter(|&i| waiting[i as usize] == 0));
         let mut child: Vec<u32> = Vec::new();
         // The topological order, to compute heights in reverse.
         let mut topo: Vec<u32> = Vec::with_capacity(n);
@@ -461,6 +461,7 @@ impl Walk<'_> {
                 self.flags[t] |= EXPANDED;
                 let mut buf = std::mem::take(&mut self.buf);
                 buf.clear();
+                buf.reserve(self.deps.get(top).len());
                 buf.extend(
                     self.deps
                         .get(top)

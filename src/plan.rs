@@ -141,16 +141,16 @@ impl Plan {
         // Sized for the whole graph, as a `get` usually needs most of it.
         let cap = graph.len();
         let mut seen: Vec<Seen> = vec![Seen::UNSEEN; cap];
-        // Per discovery number: the node and its key as the graph stores them (cloned into
-        // `keys` when visited), and its id once visited.
-        let mut found: Vec<(&Key, &Node)> = Vec::with_capacity(cap);
+        // Per discovery number: the node's index in the graph (its key is cloned into `keys`
+        // when visited), and its id once visited.
+        let mut found: Vec<u32> = Vec::with_capacity(cap);
         let mut found_id: Vec<u32> = Vec::with_capacity(cap);
         let mut stack: Vec<u32> = Vec::with_capacity(wanted.len());
         for k in wanted.iter().rev() {
-            let (g, k, node) = graph.entry(k).expect("checked above");
+            let (g, _, _) = graph.entry(k).expect("checked above");
             let s = &mut seen[g];
             if s.found == UNSET {
-                found.push((k, node));
+                found.push(g as u32);
                 found_id.push(UNSET);
                 s.found = (found.len() - 1) as u32;
             }
@@ -177,17 +177,17 @@ impl Plan {
             }
             let id = keys.len() as u32;
             found_id[f as usize] = id;
-            let (key, node) = found[f as usize];
+            let (key, node) = graph.entry_at(found[f as usize] as usize);
             keys.push(key.clone());
             let key = &keys[id as usize];
             locals.clear();
             let first = dep_items.len();
             // Also checks the node's nesting: compiling it (and everything after) recurses.
             let walked = nesting::for_each_dep(node, &mut levels, &mut |r| {
-                let (g, dk, dn) = graph.entry(r).ok_or(())?;
+                let (g, _, _) = graph.entry(r).ok_or(())?;
                 let d = &mut seen[g];
                 if d.found == UNSET {
-                    found.push((dk, dn));
+                    found.push(g as u32);
                     found_id.push(UNSET);
                     d.found = (found.len() - 1) as u32;
                 }
@@ -207,7 +207,9 @@ impl Plan {
                 Err(Walk::TooDeep) => return Err(too_deep(key)),
             }
             dep_offsets.push(dep_items.len() as u32);
-            // Unvisited dependencies, last first, so that the first is visited next.
+            // Unvisited dependencies, last first, so that the first is visited next (room made
+            // at once: a node with many inputs would grow the stack step by step).
+            stack.reserve(dep_items.len() - first);
             for &d in dep_items[first..].iter().rev() {
                 if found_id[d as usize] == UNSET {
                     stack.push(d);
@@ -284,9 +286,9 @@ impl Plan {
         let mut waiting: Vec<u32> = (0..n as u32)
             .map(|i| self.deps.get(i).len() as u32)
             .collect();
-        let mut stack: Vec<u32> = (0..n as u32)
-            .filter(|&i| waiting[i as usize] == 0)
-            .collect();
+        // Sized once: collecting a filter would grow it step by step.
+        let mut stack: Vec<u32> = Vec::with_capacity(n);
+        stack.extend((0..n as u32).filter(|&i| waiting[i as usize] == 0));
         let mut out = Vec::with_capacity(n);
         while let Some(i) = stack.pop() {
             out.push(i);
