@@ -230,7 +230,12 @@ impl Plan {
                 continue;
             }
             match node {
-                Node::Task(t) => match compile_task(&mut functions, key, t, &mut Locals::new(&locals, repeated, refs)) {
+                Node::Task(t) => match compile_task(
+                    &mut functions,
+                    key,
+                    t,
+                    &mut Locals::new(&locals, repeated, refs),
+                ) {
                     Ok(spec) => {
                         kinds.push(Kind::Task(specs.len() as u32));
                         specs.push(spec);
@@ -588,7 +593,10 @@ fn consecutive_inputs(l: &[Arg], locals: &mut Locals<'_>) -> Option<SpecArg> {
         Locals::Listed(it) => {
             let ids = it.as_slice().get(..l.len())?;
             let first = ids[0];
-            ids.iter().zip(first..).all(|(&i, j)| i == j).then_some(first)?
+            ids.iter()
+                .zip(first..)
+                .all(|(&i, j)| i == j)
+                .then_some(first)?
         }
     };
     for _ in l {

@@ -12,10 +12,7 @@ use forkgraph::{
 /// Position-sensitive: any reordering or loss of items changes the result.
 #[forkgraph::task]
 fn weigh(xs: Vec<i64>) -> i64 {
-    xs.iter()
-        .enumerate()
-        .map(|(i, x)| (i as i64 + 1) * x)
-        .sum()
+    xs.iter().enumerate().map(|(i, x)| (i as i64 + 1) * x).sum()
 }
 
 #[forkgraph::task]
@@ -59,7 +56,11 @@ fn graph() -> (Graph, Vec<(&'static str, i64)>) {
     );
     want.push(("shared", (1 + 2 * 2) * 1000 + (2 + 2 * 4)));
     // A key before the list: the list's inputs start at 1.
-    g.task("offset", "after", vec![key("d").into_arg(), keys(&["c", "a"])]);
+    g.task(
+        "offset",
+        "after",
+        vec![key("d").into_arg(), keys(&["c", "a"])],
+    );
     want.push(("offset", 4 * 1000 + (2 + 2)));
     // One item (no range), and a list in another order than the inputs'.
     g.task("single", "weigh", vec![keys(&["d"])]);
