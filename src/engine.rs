@@ -665,6 +665,9 @@ fn drive(
             })
         }),
     };
+    // Room for every source at once (pushing them one by one would grow the heap step by step).
+    let sources = st.waiting.iter().filter(|&&w| w == 0).count();
+    st.ready.reserve(sources);
     for i in 0..n as u32 {
         if st.waiting[i as usize] == 0 {
             st.became_ready(i);

@@ -271,6 +271,11 @@ impl Graph {
         self.nodes.get_full(key)
     }
 
+    /// The key and node at index `i` of the node table (an index [`Graph::entry`] gave).
+    pub(crate) fn entry_at(&self, i: usize) -> (&Key, &Node) {
+        self.nodes.get_index(i).expect("an index of the node table")
+    }
+
     /// Whether the graph has `key`.
     pub fn contains_key(&self, key: &Key) -> bool {
         self.nodes.contains_key(key)

@@ -192,6 +192,8 @@ pub(crate) fn spec_depth(args: &[SpecArg]) -> usize {
             SpecArg::List(l) => Some(L::Args(l.iter())),
             SpecArg::Map(m) => Some(L::Pairs(m.iter())),
             SpecArg::Task(t) => Some(L::Args(t.args.iter())),
+            // A list (one level) of inputs.
+            SpecArg::Inputs { .. } => Some(L::Args([].iter())),
         }
     }
     let mut deepest = 0;

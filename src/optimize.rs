@@ -75,6 +75,9 @@ fn renumber(a: &mut SpecArg, f: &dyn Fn(u32) -> SpecArg) {
         SpecArg::List(l) => l.iter_mut().for_each(|a| renumber(a, f)),
         SpecArg::Map(m) => m.iter_mut().for_each(|(_, a)| renumber(a, f)),
         SpecArg::Task(t) => t.args.iter_mut().for_each(|a| renumber(a, f)),
+        SpecArg::Inputs { first, count } => {
+            *a = SpecArg::List((*first..*first + *count).map(f).collect());
+        }
     }
 }
 
@@ -85,6 +88,7 @@ fn count_inputs(a: &SpecArg, j: u32) -> usize {
         SpecArg::List(l) => l.iter().map(|a| count_inputs(a, j)).sum(),
         SpecArg::Map(m) => m.iter().map(|(_, a)| count_inputs(a, j)).sum(),
         SpecArg::Task(t) => t.args.iter().map(|a| count_inputs(a, j)).sum(),
+        SpecArg::Inputs { first, count } => usize::from((*first..*first + *count).contains(&j)),
     }
 }
 

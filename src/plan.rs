@@ -141,16 +141,16 @@ impl Plan {
         // Sized for the whole graph, as a `get` usually needs most of it.
         let cap = graph.len();
         let mut seen: Vec<Seen> = vec![Seen::UNSEEN; cap];
-        // Per discovery number: the node and its key as the graph stores them (cloned into
-        // `keys` when visited), and its id once visited.
-        let mut found: Vec<(&Key, &Node)> = Vec::with_capacity(cap);
+        // Per discovery number: the node's index in the graph (its key is cloned into `keys`
+        // when visited), and its id once visited.
+        let mut found: Vec<u32> = Vec::with_capacity(cap);
         let mut found_id: Vec<u32> = Vec::with_capacity(cap);
         let mut stack: Vec<u32> = Vec::with_capacity(wanted.len());
         for k in wanted.iter().rev() {
-            let (g, k, node) = graph.entry(k).expect("checked above");
+            let (g, _, _) = graph.entry(k).expect("checked above");
             let s = &mut seen[g];
             if s.found == UNSET {
-                found.push((k, node));
+                found.push(g as u32);
                 found_id.push(UNSET);
                 s.found = (found.len() - 1) as u32;
             }
@@ -164,9 +164,12 @@ impl Plan {
         // Dependencies of every node, by discovery number; turned into ids at the end. Most
         // graphs have about one dependency per node.
         let mut dep_items: Vec<u32> = Vec::with_capacity(cap);
-        // Scratch: the input index of each key reference of the node, in argument order, and
-        // an index of the node's inputs for repeated references when it has many.
+        // Scratch: the input index of each key reference of the node, in argument order, once
+        // a reference repeats (until then reference `k` is input `k`, and nothing is stored),
+        // and an index of the node's inputs for repeated references when it has many.
         let mut locals: Vec<u32> = Vec::new();
+        let mut refs: u32;
+        let mut repeated: bool;
         let mut levels = Vec::new();
         let mut repeats = Repeats::default();
         let mut functions = Functions::new(Registry::global());
@@ -177,28 +180,36 @@ impl Plan {
             }
             let id = keys.len() as u32;
             found_id[f as usize] = id;
-            let (key, node) = found[f as usize];
+            let (key, node) = graph.entry_at(found[f as usize] as usize);
             keys.push(key.clone());
             let key = &keys[id as usize];
             locals.clear();
+            (refs, repeated) = (0, false);
             let first = dep_items.len();
             // Also checks the node's nesting: compiling it (and everything after) recurses.
             let walked = nesting::for_each_dep(node, &mut levels, &mut |r| {
-                let (g, dk, dn) = graph.entry(r).ok_or(())?;
+                let (g, _, _) = graph.entry(r).ok_or(())?;
                 let d = &mut seen[g];
                 if d.found == UNSET {
-                    found.push((dk, dn));
+                    found.push(g as u32);
                     found_id.push(UNSET);
                     d.found = (found.len() - 1) as u32;
                 }
                 if d.parent != id {
                     // The first reference to it from this node: a new input.
                     d.parent = id;
-                    locals.push((dep_items.len() - first) as u32);
+                    if repeated {
+                        locals.push((dep_items.len() - first) as u32);
+                    }
                     dep_items.push(d.found);
                 } else {
+                    if !repeated {
+                        repeated = true;
+                        locals.extend(0..refs);
+                    }
                     locals.push(repeats.local(id, &dep_items[first..], d.found));
                 }
+                refs += 1;
                 Ok::<(), ()>(())
             });
             match walked {
@@ -207,7 +218,9 @@ impl Plan {
                 Err(Walk::TooDeep) => return Err(too_deep(key)),
             }
             dep_offsets.push(dep_items.len() as u32);
-            // Unvisited dependencies, last first, so that the first is visited next.
+            // Unvisited dependencies, last first, so that the first is visited next (room made
+            // at once: a node with many inputs would grow the stack step by step).
+            stack.reserve(dep_items.len() - first);
             for &d in dep_items[first..].iter().rev() {
                 if found_id[d as usize] == UNSET {
                     stack.push(d);
@@ -217,7 +230,12 @@ impl Plan {
                 continue;
             }
             match node {
-                Node::Task(t) => match compile_task(&mut functions, key, t, &mut locals.iter()) {
+                Node::Task(t) => match compile_task(
+                    &mut functions,
+                    key,
+                    t,
+                    &mut Locals::new(&locals, repeated, refs),
+                ) {
                     Ok(spec) => {
                         kinds.push(Kind::Task(specs.len() as u32));
                         specs.push(spec);
@@ -276,20 +294,26 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Kahn's algorithm; on leftovers, walk dependencies until a node repeats.
     /// Kahn's algorithm: the nodes in a dependency-respecting order, and per node the
     /// dependencies left unfinished (non-zero only on and behind cycles).
     pub(crate) fn topological(&self) -> (Vec<u32>, Vec<u32>) {
+        let mut out = Vec::with_capacity(self.len());
+        let waiting = self.kahn(|i| out.push(i));
+        (out, waiting)
+    }
+
+    /// Kahn's algorithm, calling `visit` on each node in a dependency-respecting order; returns
+    /// per node the dependencies left unfinished (non-zero only on and behind cycles).
+    fn kahn(&self, mut visit: impl FnMut(u32)) -> Vec<u32> {
         let n = self.len();
         let mut waiting: Vec<u32> = (0..n as u32)
             .map(|i| self.deps.get(i).len() as u32)
             .collect();
-        let mut stack: Vec<u32> = (0..n as u32)
-            .filter(|&i| waiting[i as usize] == 0)
-            .collect();
-        let mut out = Vec::with_capacity(n);
+        // Sized once: collecting a filter would grow it step by step.
+        let mut stack: Vec<u32> = Vec::with_capacity(n);
+        stack.extend((0..n as u32).filter(|&i| waiting[i as usize] == 0));
         while let Some(i) = stack.pop() {
-            out.push(i);
+            visit(i);
             for &t in self.dependents.get(i) {
                 waiting[t as usize] -= 1;
                 if waiting[t as usize] == 0 {
@@ -297,13 +321,15 @@ impl Plan {
                 }
             }
         }
-        (out, waiting)
+        waiting
     }
 
     fn check_cycles(&self) -> Result<(), GraphError> {
         let n = self.len();
-        let (done, waiting) = self.topological();
-        if done.len() == n {
+        // Counted, not listed: the order itself is not needed here.
+        let mut done = 0;
+        let waiting = self.kahn(|_| done += 1);
+        if done == n {
             return Ok(());
         }
         // Every leftover node waits on some leftover dependency; follow the smallest-keyed one.
@@ -428,6 +454,30 @@ impl Repeats {
     }
 }
 
+/// The input index of each key reference of a node, in argument order: reference `k` is input
+/// `k` unless a reference repeated.
+enum Locals<'a> {
+    Identity(std::ops::Range<u32>),
+    Listed(std::slice::Iter<'a, u32>),
+}
+
+impl<'a> Locals<'a> {
+    fn new(listed: &'a [u32], repeated: bool, refs: u32) -> Locals<'a> {
+        if repeated {
+            Locals::Listed(listed.iter())
+        } else {
+            Locals::Identity(0..refs)
+        }
+    }
+
+    fn next(&mut self) -> Option<u32> {
+        match self {
+            Locals::Identity(r) => r.next(),
+            Locals::Listed(it) => it.next().copied(),
+        }
+    }
+}
+
 /// Function lookups, remembering the last one (graphs call the same function many times).
 struct Functions<'g> {
     reg: &'static Registry,
@@ -461,7 +511,7 @@ fn compile_task<'g>(
     fns: &mut Functions<'g>,
     key: &Key,
     t: &'g Task,
-    locals: &mut std::slice::Iter<'_, u32>,
+    locals: &mut Locals<'_>,
 ) -> Result<TaskSpec, GraphError> {
     let func = match fns.lookup(&t.func) {
         Ok(func) => func,
@@ -502,12 +552,12 @@ fn compile_arg<'g>(
     fns: &mut Functions<'g>,
     key: &Key,
     a: &'g Arg,
-    locals: &mut std::slice::Iter<'_, u32>,
+    locals: &mut Locals<'_>,
 ) -> Result<SpecArg, GraphError> {
     match a {
         Arg::Value(v) => Ok(SpecArg::Lit(v.clone())),
         Arg::Key(_) => Ok(SpecArg::Input(
-            *locals.next().expect("an index per key reference"),
+            locals.next().expect("an index per key reference"),
         )),
         Arg::List(l) => compile_list(fns, key, l, locals),
         Arg::Map(m) => compile_map(fns, key, m, locals),
@@ -520,8 +570,11 @@ fn compile_list<'g>(
     fns: &mut Functions<'g>,
     key: &Key,
     l: &'g [Arg],
-    locals: &mut std::slice::Iter<'_, u32>,
+    locals: &mut Locals<'_>,
 ) -> Result<SpecArg, GraphError> {
+    if let Some(inputs) = consecutive_inputs(l, locals) {
+        return Ok(inputs);
+    }
     let mut out = Vec::with_capacity(l.len());
     for a in l {
         out.push(compile_arg(fns, key, a, locals)?);
@@ -529,12 +582,38 @@ fn compile_list<'g>(
     Ok(SpecArg::List(out))
 }
 
+/// A list of at least two key references to consecutive inputs (a list of distinct keys) as
+/// [`SpecArg::Inputs`], taking its indices from `locals`; `None` for any other list.
+fn consecutive_inputs(l: &[Arg], locals: &mut Locals<'_>) -> Option<SpecArg> {
+    if l.len() < 2 || !l.iter().all(|a| matches!(a, Arg::Key(_))) {
+        return None;
+    }
+    let first = match locals {
+        Locals::Identity(r) => (r.len() >= l.len()).then_some(r.start)?,
+        Locals::Listed(it) => {
+            let ids = it.as_slice().get(..l.len())?;
+            let first = ids[0];
+            ids.iter()
+                .zip(first..)
+                .all(|(&i, j)| i == j)
+                .then_some(first)?
+        }
+    };
+    for _ in l {
+        locals.next();
+    }
+    Some(SpecArg::Inputs {
+        first,
+        count: l.len() as u32,
+    })
+}
+
 #[inline(never)]
 fn compile_map<'g>(
     fns: &mut Functions<'g>,
     key: &Key,
     m: &'g [(String, Arg)],
-    locals: &mut std::slice::Iter<'_, u32>,
+    locals: &mut Locals<'_>,
 ) -> Result<SpecArg, GraphError> {
     let mut out = Vec::with_capacity(m.len());
     for (k, a) in m {

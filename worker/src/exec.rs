@@ -103,6 +103,14 @@ pub enum SpecArg {
     Map(Vec<(String, SpecArg)>),
     /// A nested task, evaluated in place.
     Task(Box<TaskSpec>),
+    /// A list of consecutive inputs, `[Input(first), Input(first + 1), ..]` (`count` of them):
+    /// what a list of distinct keys compiles to, in 8 bytes instead of one argument per key.
+    Inputs {
+        /// The first input's index.
+        first: u32,
+        /// How many inputs the list holds.
+        count: u32,
+    },
 }
 
 /// Inputs of a task, by index.
@@ -317,7 +325,17 @@ fn eval<'a, I: Inputs + ?Sized>(
         SpecArg::List(items) => eval_list(reg, items, inputs),
         SpecArg::Map(items) => eval_map(reg, items, inputs),
         SpecArg::Task(t) => call(reg, t, inputs).map(ArgValue::Owned),
+        SpecArg::Inputs { first, count } => Ok(eval_inputs(*first, *count, inputs)),
     }
+}
+
+#[inline(never)]
+fn eval_inputs<'a, I: Inputs + ?Sized>(first: u32, count: u32, inputs: &'a I) -> ArgValue<'a> {
+    let mut out = Vec::with_capacity(count as usize);
+    for i in first..first.saturating_add(count) {
+        out.push(ArgValue::Ref(inputs.input(i)));
+    }
+    ArgValue::List(out)
 }
 
 #[inline(never)]
