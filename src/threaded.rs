@@ -34,6 +34,8 @@ enum Work {
     Batch {
         jobs: Vec<Job>,
         reply: Sender<Vec<Done>>,
+        /// A `get_async`'s stop flag: once its future is dropped, no job of the batch starts.
+        cancel: Option<Arc<GetCancel>>,
     },
     /// Tasks of submitted calls (or `imap_unordered` items): results go to their mailboxes.
     Calls {
@@ -176,9 +178,16 @@ impl ThreadPoolBuilder {
                     POOL_OF_THREAD.with(|p| p.set(id));
                     while let Ok(work) = rx.recv() {
                         match work {
-                            Work::Batch { jobs, reply } => {
+                            Work::Batch {
+                                jobs,
+                                reply,
+                                cancel,
+                            } => {
+                                // A cancelled get no longer waits for its jobs: the rest of
+                                // the batch is dropped unstarted.
                                 let done: Vec<Done> = jobs
                                     .iter()
+                                    .take_while(|_| !cancel.as_ref().is_some_and(|c| c.cancelled()))
                                     .map(|j| run_job(j, WorkerId::Thread(i)))
                                     .collect();
                                 let _ = reply.send(done);
@@ -285,6 +294,7 @@ impl Executor for Threaded<'_> {
                 tx.send(Work::Batch {
                     jobs,
                     reply: self.reply_tx.clone(),
+                    cancel: self.cancel.clone(),
                 })
                 .map_err(|_| Error::Scheduler("thread pool stopped".into()))?;
                 jobs = rest;

@@ -1,0 +1,81 @@
+//! Acceptance checks of the executor calls on every scheduler (session 4 review): what a new
+//! user writes from README, and Dask's scheduler tests' expectations. Order is forced with
+//! files that tasks wait for, never with sleeps; each test has a watchdog.
+
+mod common;
+
+use std::path::Path;
+
+use common::{scratch_dir, watchdog};
+use forkgraph::{Graph, ThreadPool};
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Waits (polling, under the test's watchdog) until a task has left `path`.
+fn await_file(path: &Path) {
+    while !path.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Leaves `dir/started-i`; task 0 returns at once, the others wait for `dir/go`.
+#[forkgraph::task]
+fn gate(dir: String, i: i64) -> Result<i64, String> {
+    let dir = Path::new(&dir);
+    std::fs::write(dir.join(format!("started-{i}")), b"").map_err(|e| e.to_string())?;
+    if i == 0 {
+        return Ok(0);
+    }
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.join("go").exists() {
+        if std::time::Instant::now() > give_up {
+            return Err("go never appeared".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(i)
+}
+
+#[forkgraph::task]
+fn one() -> i64 {
+    1
+}
+
+fn started(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("started-")
+        })
+        .count()
+}
+
+/// README: "a dropped `get_async` starts no new task". Tasks the get had already handed to a
+/// pool thread in a batch (after `gate` returned once, its small results are batched ahead)
+/// must not start once the future is gone.
+#[test]
+fn a_dropped_get_async_on_threads_starts_no_task_already_batched() {
+    watchdog(60, || {
+        let pool = ThreadPool::builder().threads(1).build().unwrap();
+        let dir = scratch_dir("accept4-drop-batched");
+        let mut g = Graph::new();
+        let keys: Vec<forkgraph::Key> = (0..10)
+            .map(|i| g.add(("g", i), gate.task(s(&dir), i)).key().clone())
+            .collect();
+        let fut = pool.get_async(&g, keys);
+        // ("g", 0) ran alone; ("g", 1) is running, the rest wait in its thread's batch.
+        await_file(&dir.join("started-1"));
+        drop(fut);
+        std::fs::write(dir.join("go"), b"").unwrap();
+        // One thread, one queue: once a later call is done, that batch is done too.
+        assert_eq!(pool.submit(one, ()).wait().unwrap(), 1);
+        assert_eq!(started(&dir), 2, "tasks of a dropped get_async started");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
