@@ -42,6 +42,12 @@ enum Work {
         calls: Arc<calls::Mailboxes>,
         tasks: Vec<calls::CallTask>,
     },
+    /// Many call tasks shared by the threads that get this: each takes a share of what is
+    /// left at a time, so uneven tasks keep every thread busy (`imap_unordered`).
+    Queue {
+        calls: Arc<calls::Mailboxes>,
+        queue: Arc<calls::TaskQueue>,
+    },
 }
 
 /// Stops a running `get_async` on a thread pool: its next wait returns [`Error::Cancelled`].
@@ -194,6 +200,9 @@ impl ThreadPoolBuilder {
                             }
                             Work::Calls { calls, tasks } => {
                                 calls.run(&tasks, WorkerId::Thread(i));
+                            }
+                            Work::Queue { calls, queue } => {
+                                calls.run_queue(&queue, WorkerId::Thread(i));
                             }
                         }
                     }

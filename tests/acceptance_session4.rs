@@ -79,3 +79,39 @@ fn a_dropped_get_async_on_threads_starts_no_task_already_batched() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// Leaves `dir/started-i`; task 0 then waits for `dir/go`, the others return at once.
+#[forkgraph::task]
+fn hold_first(dir: String, i: i64) -> Result<i64, String> {
+    let dir = Path::new(&dir);
+    std::fs::write(dir.join(format!("started-{i}")), b"").map_err(|e| e.to_string())?;
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while i == 0 && !dir.join("go").exists() {
+        if std::time::Instant::now() > give_up {
+            return Err("go never appeared".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(i)
+}
+
+/// `imap_unordered` is for uneven items: while one thread runs a long item, the other
+/// threads run every other item (they were stuck behind it in its thread's fixed batch:
+/// 4 naps of 300, 300, 10, 10 ms on 2 threads took 600 ms instead of 310).
+#[test]
+fn imap_unordered_on_threads_runs_other_items_beside_a_long_one() {
+    watchdog(60, || {
+        let pool = ThreadPool::builder().threads(2).build().unwrap();
+        let dir = scratch_dir("accept4-imap-uneven");
+        let items: Vec<(String, i64)> = (0..4).map(|i| (s(&dir), i)).collect();
+        let mut it = pool.imap_unordered(hold_first, items).unwrap();
+        // Items 1..3 finish while item 0 holds its thread.
+        let mut early: Vec<usize> = (0..3).map(|_| it.next().unwrap().unwrap().0).collect();
+        early.sort_unstable();
+        assert_eq!(early, vec![1, 2, 3]);
+        std::fs::write(dir.join("go"), b"").unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), (0, 0));
+        assert!(it.next().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
