@@ -115,3 +115,39 @@ fn imap_unordered_on_threads_runs_other_items_beside_a_long_one() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+#[forkgraph::task]
+fn total(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
+/// Dask's `{"a": [1, 2, 3], "b": "a"}` (`test_get_with_list_top_level`) written as a porter
+/// writes it: an array literal is a literal node, on every scheduler.
+#[test]
+fn an_array_literal_is_a_literal_node() {
+    watchdog(60, || {
+        let g = forkgraph::graph! {
+            "a" => [1i64, 2, 3],
+            "b" => forkgraph::key("a"),
+            "s" => (total, forkgraph::key("b")),
+            "names" => [String::from("x"), String::from("y")],
+        };
+        let want = forkgraph::Value::from(vec![1i64, 2, 3]);
+        let threads = ThreadPool::builder().threads(2).build().unwrap();
+        for out in [
+            forkgraph::SyncScheduler.get(&g, vec!["a", "b", "s", "names"]),
+            threads.get(&g, vec!["a", "b", "s", "names"]),
+        ] {
+            let forkgraph::Output::List(l) = out.unwrap() else {
+                panic!("a list")
+            };
+            assert_eq!(l[0].clone().into_value(), want);
+            assert_eq!(l[1].clone().into_value(), want);
+            assert_eq!(l[2].clone().into_value().to::<i64>().unwrap(), 6);
+            assert_eq!(
+                l[3].clone().into_value().to::<Vec<String>>().unwrap(),
+                vec!["x".to_string(), "y".to_string()]
+            );
+        }
+    });
+}
