@@ -151,3 +151,23 @@ fn an_array_literal_is_a_literal_node() {
         }
     });
 }
+
+/// `imap_unordered` yields each result as it finishes: a quick item's result is not held
+/// back until a slow item run after it in the same thread has finished too (it was: results
+/// went out per batch of up to 64 items).
+#[test]
+fn imap_unordered_on_threads_yields_a_result_before_the_next_item_finishes() {
+    watchdog(60, || {
+        let pool = ThreadPool::builder().threads(1).build().unwrap();
+        let dir = scratch_dir("accept4-imap-yield");
+        let items: Vec<(String, i64)> = (0..4).map(|i| (s(&dir), i)).collect();
+        let mut it = pool.imap_unordered(gate, items).unwrap();
+        // Item 0 returns at once; items 1..3 wait for `go`, which only comes after.
+        assert_eq!(it.next().unwrap().unwrap(), (0, 0));
+        std::fs::write(dir.join("go"), b"").unwrap();
+        let mut rest: Vec<usize> = it.map(|r| r.unwrap().0).collect();
+        rest.sort_unstable();
+        assert_eq!(rest, vec![1, 2, 3]);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

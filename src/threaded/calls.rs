@@ -10,7 +10,7 @@
 //! dropped; a thread cannot be stopped, so a running one finishes and its result is dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -71,14 +71,27 @@ pub(crate) struct TaskQueue {
     tasks: Mutex<std::collections::VecDeque<CallTask>>,
     /// The threads taking from it.
     takers: usize,
+    /// Time per task of the last share run, in ns (0: none has run yet).
+    per_task_ns: AtomicU64,
 }
+
+/// A share's results are delivered when the whole share has run: shares of tasks this slow
+/// or slower are one task, so each result arrives as it finishes.
+const SHARE_NS: u64 = 1_000_000;
 
 impl TaskQueue {
     /// The next share: half of what is left divided among the takers (at least one), so
-    /// shares shrink towards the end and no thread holds long tasks that others could run.
+    /// shares shrink towards the end and no thread holds long tasks that others could run;
+    /// and no more than `SHARE_NS` of work by the last share's pace (one task until one has
+    /// run), so results of slow tasks are not held back behind others.
     fn take(&self) -> Vec<CallTask> {
+        let pace = self.per_task_ns.load(Ordering::Relaxed);
+        let cap = match pace {
+            0 => 1,
+            ns => (SHARE_NS / ns).clamp(1, super::BATCH as u64) as usize,
+        };
         let mut q = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        let n = q.len().div_ceil(2 * self.takers).min(super::BATCH);
+        let n = q.len().div_ceil(2 * self.takers).min(super::BATCH).min(cap);
         q.drain(..n).collect()
     }
 }
@@ -142,7 +155,10 @@ impl Mailboxes {
             if share.is_empty() {
                 return;
             }
+            let start = Instant::now();
             self.run(&share, worker);
+            let ns = start.elapsed().as_nanos() as u64 / share.len() as u64;
+            queue.per_task_ns.store(ns.max(1), Ordering::Relaxed);
         }
     }
 
@@ -356,6 +372,7 @@ impl Runs<'_> {
             let queue = Arc::new(TaskQueue {
                 tasks: Mutex::new(tasks.into()),
                 takers,
+                per_task_ns: AtomicU64::new(0),
             });
             for _ in 0..takers {
                 let work = Work::Queue {
