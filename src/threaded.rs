@@ -34,11 +34,19 @@ enum Work {
     Batch {
         jobs: Vec<Job>,
         reply: Sender<Vec<Done>>,
+        /// A `get_async`'s stop flag: once its future is dropped, no job of the batch starts.
+        cancel: Option<Arc<GetCancel>>,
     },
     /// Tasks of submitted calls (or `imap_unordered` items): results go to their mailboxes.
     Calls {
         calls: Arc<calls::Mailboxes>,
         tasks: Vec<calls::CallTask>,
+    },
+    /// Many call tasks shared by the threads that get this: each takes a share of what is
+    /// left at a time, so uneven tasks keep every thread busy (`imap_unordered`).
+    Queue {
+        calls: Arc<calls::Mailboxes>,
+        queue: Arc<calls::TaskQueue>,
     },
 }
 
@@ -176,15 +184,25 @@ impl ThreadPoolBuilder {
                     POOL_OF_THREAD.with(|p| p.set(id));
                     while let Ok(work) = rx.recv() {
                         match work {
-                            Work::Batch { jobs, reply } => {
+                            Work::Batch {
+                                jobs,
+                                reply,
+                                cancel,
+                            } => {
+                                // A cancelled get no longer waits for its jobs: the rest of
+                                // the batch is dropped unstarted.
                                 let done: Vec<Done> = jobs
                                     .iter()
+                                    .take_while(|_| !cancel.as_ref().is_some_and(|c| c.cancelled()))
                                     .map(|j| run_job(j, WorkerId::Thread(i)))
                                     .collect();
                                 let _ = reply.send(done);
                             }
                             Work::Calls { calls, tasks } => {
                                 calls.run(&tasks, WorkerId::Thread(i));
+                            }
+                            Work::Queue { calls, queue } => {
+                                calls.run_queue(&queue, WorkerId::Thread(i));
                             }
                         }
                     }
@@ -285,6 +303,7 @@ impl Executor for Threaded<'_> {
                 tx.send(Work::Batch {
                     jobs,
                     reply: self.reply_tx.clone(),
+                    cancel: self.cancel.clone(),
                 })
                 .map_err(|_| Error::Scheduler("thread pool stopped".into()))?;
                 jobs = rest;

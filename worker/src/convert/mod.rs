@@ -474,6 +474,13 @@ impl<T: VecItem> From<Vec<T>> for Value {
     }
 }
 
+/// `[1, 2, 3]` as `vec![1, 2, 3]`: a literal list or array (Dask's `"a": [1, 2, 3]`).
+impl<T: VecItem, const N: usize> From<[T; N]> for Value {
+    fn from(v: [T; N]) -> Value {
+        Vec::from(v).into_value()
+    }
+}
+
 impl Value {
     /// Converts this value into a Rust type, as a task parameter would be.
     ///
