@@ -171,3 +171,75 @@ fn imap_unordered_on_threads_yields_a_result_before_the_next_item_finishes() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+#[forkgraph::task]
+fn sum_i64(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
+#[forkgraph::task]
+fn sum_usize(xs: Vec<usize>) -> usize {
+    xs.iter().sum()
+}
+
+#[forkgraph::task]
+fn sum_f64(xs: Vec<f64>) -> f64 {
+    xs.iter().sum()
+}
+
+#[forkgraph::task]
+fn sum_u8(xs: Vec<u8>) -> u64 {
+    xs.iter().map(|&x| u64::from(x)).sum()
+}
+
+/// `vec![1, 2, 3]` is an array of i32 (Rust's default); a `Vec<i64>`, `Vec<usize>` or
+/// `Vec<f64>` parameter takes it element by element, as it takes an `i32` literal for an `i64`,
+/// and an element that does not fit is an error naming it, not a wrap.
+#[test]
+fn a_vec_parameter_takes_an_array_of_another_number_type() {
+    watchdog(60, || {
+        let g = forkgraph::graph! {
+            "xs" => vec![1, 2, 3],
+            "big" => vec![1i64, 300],
+            "neg" => vec![-1i32],
+            "a" => (sum_i64, forkgraph::key("xs")),
+            "b" => (sum_usize, forkgraph::key("xs")),
+            "c" => (sum_f64, forkgraph::key("xs")),
+            "d" => (sum_u8, forkgraph::key("xs")),
+            "e" => (sum_u8, forkgraph::key("big")),
+            "f" => (sum_usize, forkgraph::key("neg")),
+        };
+        let threads = ThreadPool::builder().threads(2).build().unwrap();
+        let schedulers: [&dyn forkgraph::Scheduler; 2] = [&forkgraph::SyncScheduler, &threads];
+        for sched in schedulers {
+            assert_eq!(
+                sched
+                    .get_typed(&g, &forkgraph::typed_key::<i64>("a"))
+                    .unwrap(),
+                6
+            );
+            assert_eq!(
+                sched
+                    .get_typed(&g, &forkgraph::typed_key::<usize>("b"))
+                    .unwrap(),
+                6
+            );
+            assert_eq!(
+                sched
+                    .get_typed(&g, &forkgraph::typed_key::<f64>("c"))
+                    .unwrap(),
+                6.0
+            );
+            assert_eq!(
+                sched
+                    .get_typed(&g, &forkgraph::typed_key::<u64>("d"))
+                    .unwrap(),
+                6
+            );
+            let e = sched.get(&g, "e").unwrap_err().to_string();
+            assert!(e.contains("u8") && e.contains("300"), "{e}");
+            let f = sched.get(&g, "f").unwrap_err().to_string();
+            assert!(f.contains("usize") && f.contains("-1"), "{f}");
+        }
+    });
+}

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::*;
+use crate::value::DType;
 
 /// Element types of `Vec<T>` parameters and return values.
 ///
@@ -33,8 +34,36 @@ pub(super) fn list_items<T, F: FnMut(&ArgValue<'_>) -> Result<T, Mismatch>>(
         ArgValue::List(items) => items.iter().map(f).collect(),
         _ => match arg.value() {
             Some(Value::List(items)) => items.iter().map(|v| f(&ArgValue::Ref(v))).collect(),
+            // An array of another element type (`vec![1, 2, 3]` is an array of i32): each
+            // element converts as a number of its own would, so widening works and an element
+            // that does not fit is refused, naming it.
+            Some(Value::Array(a)) => array_elements(a, |v| f(&ArgValue::Owned(v))),
             _ => Err(Mismatch::new("a list", arg)),
         },
+    }
+}
+
+/// Calls `f` on each element of an array as a scalar value, collecting the results.
+fn array_elements<T, F: FnMut(Value) -> Result<T, Mismatch>>(
+    a: &Array,
+    mut f: F,
+) -> Result<Vec<T>, Mismatch> {
+    fn each<E: Element, T, F: FnMut(Value) -> Result<T, Mismatch>>(
+        a: &Array,
+        to: impl Fn(E) -> Value,
+        f: &mut F,
+    ) -> Result<Vec<T>, Mismatch> {
+        let items = a.as_slice::<E>().expect("the array's own element type");
+        items.iter().map(|&x| f(to(x))).collect()
+    }
+    match a.dtype() {
+        DType::U8 => each(a, |x: u8| Value::UInt(u64::from(x)), &mut f),
+        DType::I32 => each(a, |x: i32| Value::Int(i64::from(x)), &mut f),
+        DType::I64 => each(a, Value::Int, &mut f),
+        DType::U32 => each(a, |x: u32| Value::UInt(u64::from(x)), &mut f),
+        DType::U64 => each(a, Value::UInt, &mut f),
+        DType::F32 => each(a, |x: f32| Value::Float(f64::from(x)), &mut f),
+        DType::F64 => each(a, Value::Float, &mut f),
     }
 }
 
@@ -46,10 +75,11 @@ macro_rules! array_items {
             }
             fn vec_from_arg(arg: &ArgValue<'_>) -> Result<Vec<Self>, Mismatch> {
                 if let Some(Value::Array(a)) = arg.value() {
-                    return a.as_slice::<$t>().map(<[$t]>::to_vec).ok_or_else(|| {
-                        Mismatch::new(concat!("an array of ", stringify!($t)), arg)
-                    });
+                    if let Some(items) = a.as_slice::<$t>() {
+                        return Ok(items.to_vec());
+                    }
                 }
+                // A list, or an array of another element type, element by element.
                 list_items(arg, |a| <$t>::from_arg(a))
             }
         }
