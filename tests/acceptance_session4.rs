@@ -243,3 +243,36 @@ fn a_vec_parameter_takes_an_array_of_another_number_type() {
         }
     });
 }
+
+/// A key given to `submit`, `map` or `imap_unordered` is refused naming the call's rule (values,
+/// not keys) and the key, not as a key missing from a graph the user never made.
+#[test]
+fn a_key_passed_to_a_call_is_refused_as_a_key() {
+    watchdog(120, || {
+        let threads = ThreadPool::builder().threads(2).build().unwrap();
+        let procs = forkgraph::ProcessPool::builder()
+            .workers(1)
+            .build()
+            .unwrap();
+        let check = |e: forkgraph::Error| {
+            let t = e.to_string();
+            assert!(
+                t.contains("must be values, not keys") && t.contains("got key a"),
+                "{t}"
+            );
+        };
+        let a = || forkgraph::key("a");
+        check(threads.submit("sum_i64", a()).wait().unwrap_err());
+        check(procs.submit("sum_i64", a()).wait().unwrap_err());
+        check(
+            forkgraph::SyncScheduler
+                .submit("sum_i64", a())
+                .wait()
+                .unwrap_err(),
+        );
+        check(threads.map("sum_i64", [a()]).unwrap_err());
+        check(procs.map("sum_i64", [a()]).unwrap_err());
+        check(threads.imap_unordered("sum_i64", [a()]).err().unwrap());
+        check(procs.imap_unordered("sum_i64", [a()]).err().unwrap());
+    });
+}

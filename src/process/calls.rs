@@ -16,12 +16,26 @@ use super::runner::{Finished, PUnit, RunTask};
 use super::{InGet, ProcessPool};
 use crate::call::Callable;
 use crate::engine::{self, Output};
-use crate::error::{Error, TaskError, TaskErrorKind};
+use crate::error::{Error, GraphError, TaskError, TaskErrorKind};
 use crate::graph::{Graph, Task};
 use crate::handle::{Call, Calls, GetFuture, Submitted};
 use crate::key::{Key, Keys};
 use crate::plan::{Kind, OutSpec, Plan};
 use crate::scheduler::{plan, GetOptions, Scheduler};
+
+/// A call's graph holds only its own items, so a task of it that depends on a missing key was
+/// given a key as an argument: say that, rather than that the key is not in the graph.
+pub(crate) fn values_not_keys(e: Error) -> Error {
+    match e {
+        Error::Graph(GraphError::MissingDependency { key, dependency }) => {
+            Error::Scheduler(format!(
+                "{key}: the arguments of a submitted or mapped call must be values, not keys \
+             (got key {dependency}; pass its value, or `get` a graph that has it)"
+            ))
+        }
+        e => e,
+    }
+}
 
 /// The key of item `i` of a map: `("map", i)`.
 fn item_key(i: usize) -> Key {
@@ -149,7 +163,7 @@ where
     if n == 0 {
         return Ok(Vec::new());
     }
-    let out = s.get_with(&g, &keys, opts)?;
+    let out = s.get_with(&g, &keys, opts).map_err(values_not_keys)?;
     let list = match out {
         Output::List(l) => l,
         o => vec![o],
@@ -270,7 +284,7 @@ impl ProcessPool {
         I: IntoIterator<Item = A>,
     {
         let (g, keys, _) = item_graph(&f, items);
-        let plan = Arc::new(plan(&g, &keys, &GetOptions::default())?);
+        let plan = Arc::new(plan(&g, &keys, &GetOptions::default()).map_err(values_not_keys)?);
         let nodes = output_nodes(&plan);
         let shared = Arc::clone(self.shared());
         let caller = shared.register(false);
@@ -315,7 +329,7 @@ impl ProcessPool {
         F: Callable<A> + Send + Sync + 'static,
     {
         let (g, keys, _) = keyed_graph(&f, [item], |_| Key::from("submit"));
-        let plan = match plan(&g, &keys, opts) {
+        let plan = match plan(&g, &keys, opts).map_err(values_not_keys) {
             Ok(p) => Arc::new(p),
             Err(e) => return Submitted::failed(e),
         };

@@ -28,7 +28,7 @@ use crate::graph::Graph;
 use crate::handle::{Call, Calls, GetFuture, Submitted};
 use crate::key::{Key, Keys};
 use crate::plan::{Kind, Plan};
-use crate::process::calls::{keyed_graph, output_nodes, Unordered};
+use crate::process::calls::{keyed_graph, output_nodes, values_not_keys, Unordered};
 use crate::process::runner::{Finished, TaskFailed};
 use crate::scheduler::{plan, GetOptions, Scheduler};
 use crate::sync::SyncScheduler;
@@ -407,7 +407,7 @@ impl Runs<'_> {
         I: IntoIterator<Item = A>,
     {
         let (g, keys, _) = keyed_graph(&f, items, |i| Key::from(("map", i)));
-        let plan = Arc::new(plan(&g, &keys, &GetOptions::default())?);
+        let plan = Arc::new(plan(&g, &keys, &GetOptions::default()).map_err(values_not_keys)?);
         let nodes = output_nodes(&plan);
         let calls = self.mailboxes();
         let registered = calls.register();
@@ -440,7 +440,7 @@ impl Runs<'_> {
         F: Callable<A> + Send + Sync + 'static,
     {
         let (g, keys, _) = keyed_graph(&f, [item], |_| Key::from("submit"));
-        let plan = match plan(&g, &keys, opts) {
+        let plan = match plan(&g, &keys, opts).map_err(values_not_keys) {
             Ok(p) => Arc::new(p),
             Err(e) => return Submitted::failed(e),
         };
