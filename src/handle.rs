@@ -505,3 +505,14 @@ impl Drop for GetFuture {
         }
     }
 }
+
+/// Stores `waker` in `slot` unless the one there already wakes the same task; returns the
+/// waker it replaced, for the caller to drop after releasing its lock (a waker's drop may run
+/// user code).
+pub(crate) fn replace_waker(slot: &mut Option<Waker>, waker: Option<&Waker>) -> Option<Waker> {
+    match (waker, slot.as_ref()) {
+        (None, _) => None,
+        (Some(w), Some(o)) if o.will_wake(w) => None,
+        (Some(w), _) => slot.replace(w.clone()),
+    }
+}

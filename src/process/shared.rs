@@ -377,13 +377,7 @@ impl Shared {
         if let Some(r) = Self::take(c) {
             return Some(r);
         }
-        let mut old = None;
-        if let Some(w) = waker {
-            match &mut c.waker {
-                Some(old) if old.will_wake(w) => {}
-                slot => old = slot.replace(w.clone()),
-            }
-        }
+        let old = crate::handle::replace_waker(&mut c.waker, waker);
         drop(st);
         drop(old);
         None

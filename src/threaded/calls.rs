@@ -225,13 +225,7 @@ impl Calls for Mailboxes {
         if let Some(r) = Mailboxes::take(c) {
             return Some(r);
         }
-        let mut old = None;
-        if let Some(w) = waker {
-            match &mut c.waker {
-                Some(o) if o.will_wake(w) => {}
-                slot => old = slot.replace(w.clone()),
-            }
-        }
+        let old = crate::handle::replace_waker(&mut c.waker, waker);
         drop(st);
         drop(old);
         None
