@@ -727,9 +727,15 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     let commits = state::commits_dir(&st.state_dir);
     // Commits a crashed run left half done are finished before anything looks at outputs,
     // and the records they carry (a runner killed before it appended them) are kept.
+    let outputs_of = |key: &str| {
+        plan.tasks
+            .iter()
+            .find(|t| t.key == key && !t.outputs.is_empty())
+            .map(|t| t.outputs.as_slice())
+    };
     append_records(
         &state::journal_path(&st.state_dir),
-        state::finish_commits(&commits),
+        state::finish_commits(&commits, outputs_of),
     )?;
     let records: BTreeMap<String, Record> = if opts.checksum {
         state::load_and_compact(&st.state_dir)
@@ -887,7 +893,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Report, RunError> {
     // temporaries of commands that did not finish are removed.
     let _ = append_records(
         &state::journal_path(&st.state_dir),
-        state::finish_commits(&commits),
+        state::finish_commits(&commits, outputs_of),
     );
     for &i in &order {
         for t in temps(plan, i) {

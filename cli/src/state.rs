@@ -239,7 +239,16 @@ pub fn begin_commit(dir: &Path, c: &Commit) -> io::Result<PathBuf> {
 /// renamed into place (the command had succeeded, every temporary was complete when the
 /// journal was written), then the journal is removed. Returns the records the journals
 /// carried (`--checksum`), which the caller appends to the state's journal.
-pub fn finish_commits(dir: &Path) -> Vec<Record> {
+///
+/// A journal is a claim read from disk, so it is carried out only when it is one this graph's
+/// runner could have written: its file is `commit_path` of its key, the key is a task whose
+/// declared outputs (`outputs_of`) include every output it names, and each temporary is that
+/// output's runner temporary. Any other journal (a forged or foreign one, or one of a task no
+/// longer in the file) is left alone with a warning naming it: nothing is renamed or deleted.
+pub fn finish_commits<'p>(
+    dir: &Path,
+    outputs_of: impl Fn(&str) -> Option<&'p [PathBuf]>,
+) -> Vec<Record> {
     let mut done = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {
         return done;
@@ -259,9 +268,16 @@ pub fn finish_commits(dir: &Path) -> Vec<Record> {
             let _ = fs::remove_file(&path);
             continue;
         };
+        if let Err(why) = commit_is_ours(&path, &c, &outputs_of) {
+            eprintln!(
+                "forkgraph: warning: left the commit journal {} alone: {why}",
+                path.display()
+            );
+            continue;
+        }
         for (tmp, out) in &c.renames {
-            if fs::symlink_metadata(tmp).is_ok() {
-                if fs::symlink_metadata(out).is_ok_and(|m| m.is_dir()) {
+            if let Ok(t) = fs::symlink_metadata(tmp) {
+                if t.is_dir() && fs::symlink_metadata(out).is_ok_and(|m| m.is_dir()) {
                     let _ = fs::remove_dir_all(out);
                 }
                 let _ = fs::rename(tmp, out);
@@ -271,6 +287,57 @@ pub fn finish_commits(dir: &Path) -> Vec<Record> {
         done.extend(c.record);
     }
     done
+}
+
+/// Why the journal at `path` is not one this graph's runner wrote, if it is not.
+fn commit_is_ours<'p>(
+    path: &Path,
+    c: &Commit,
+    outputs_of: &impl Fn(&str) -> Option<&'p [PathBuf]>,
+) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    if commit_path(dir, &c.key) != path {
+        return Err(format!(
+            "its name is not that of task {:?}'s journal",
+            c.key
+        ));
+    }
+    let Some(outputs) = outputs_of(&c.key) else {
+        return Err(format!("no task {:?} with outputs in this graph", c.key));
+    };
+    if let Some(r) = &c.record {
+        if r.key != c.key {
+            return Err(format!("it carries a record of another task, {:?}", r.key));
+        }
+    }
+    for (tmp, out) in &c.renames {
+        if !outputs.contains(out) {
+            return Err(format!(
+                "{} is not an output of task {:?}",
+                out.display(),
+                c.key
+            ));
+        }
+        let runner_temp = tmp.parent() == out.parent()
+            && tmp
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(".forkgraph-tmp-"))
+                .and_then(|rest| rest.split_once('.'))
+                .is_some_and(|(pid, name)| {
+                    !pid.is_empty()
+                        && pid.bytes().all(|b| b.is_ascii_digit())
+                        && out.file_name().and_then(|n| n.to_str()) == Some(name)
+                });
+        if !runner_temp {
+            return Err(format!(
+                "{} is not a runner temporary of {}",
+                tmp.display(),
+                out.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -239,3 +239,49 @@ fn twenty_thousand_tasks_over_one_list_plan_in_linear_time() {
         stdout(&o).lines().next().unwrap_or_default()
     );
 }
+
+/// A commit journal is a claim read from disk: one the runner could not have written (a
+/// shipped `.forkgraph/<stem>/commits/*.json` renaming files it names, or one whose temporary
+/// is not the output's runner temporary) is left alone with a warning, and nothing it names is
+/// renamed or deleted; before, the next run carried out any journal's renames (deleting a
+/// folder in the way).
+#[test]
+fn a_forged_commit_journal_renames_and_deletes_nothing() {
+    let d = TempDir::new("review-forged");
+    let f = d.write(
+        "g.toml",
+        "[[task]]\nkey = \"k\"\ncmd = \"echo a > {out0}; echo b > {out1}\"\n\
+         outputs = [\"a.txt\", \"b.txt\"]\n",
+    );
+    let victim = d.write("victim.txt", "keep me");
+    std::fs::create_dir_all(d.path().join("precious")).unwrap();
+    d.write("precious/file", "keep me too");
+    let a = d.path().join("a.txt");
+    let commits = d.path().join(".forkgraph/g/commits");
+    std::fs::create_dir_all(&commits).unwrap();
+    let journal = |name: &str, key: &str, tmp: &std::path::Path, out: &std::path::Path| {
+        let text = serde_json::json!({ "key": key, "renames": [[tmp, out]] });
+        std::fs::write(commits.join(name), text.to_string()).unwrap();
+    };
+    let named = |key: &str| format!("{}.json", &forkgraph_cli::state::hash_strings([key])[..16]);
+    // Any name: renames a file of the user's over a folder of the user's.
+    journal("x.json", "k", &victim, &d.path().join("precious"));
+    // The task's own journal name, but the output is not one of its outputs.
+    journal(&named("k"), "k", &victim, &d.path().join("elsewhere"));
+    // A key that is not in the graph.
+    journal(&named("nope"), "nope", &victim, &a);
+    let m = marker("review-forged");
+    let o = run_watched(forkgraph(&["run", f.to_str().unwrap()], &m), 60);
+    assert_code(&o, 0);
+    assert_eq!(d.read("victim.txt"), "keep me", "{}", stderr(&o));
+    assert_eq!(d.read("precious/file"), "keep me too");
+    assert!(!d.exists("elsewhere"));
+    assert!(
+        stderr(&o).contains("left the commit journal"),
+        "{}",
+        stderr(&o)
+    );
+    // The task itself ran and published both outputs.
+    assert_eq!(d.read("a.txt"), "a\n");
+    assert_eq!(d.read("b.txt"), "b\n");
+}
