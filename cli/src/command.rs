@@ -665,23 +665,21 @@ fn publish(spec: &Spec, before: &[Identity], record: Option<&Record>) -> Result<
     // finished by the next runner (resume never sees one new output beside an old one). With
     // a record (`--checksum`), journal it too and leave the journal for the runner, which
     // removes it once it has appended the record.
+    let commit_of = |record| state::Commit {
+        key: spec.key.clone(),
+        renames: spec
+            .temps
+            .iter()
+            .cloned()
+            .zip(spec.outputs.clone())
+            .collect(),
+        record,
+    };
     let journal = match &spec.commits {
         Some(dir) if spec.outputs.len() > 1 || (record.is_some() && !spec.outputs.is_empty()) => {
             Some(
-                state::begin_commit(
-                    dir,
-                    &state::Commit {
-                        key: spec.key.clone(),
-                        renames: spec
-                            .temps
-                            .iter()
-                            .cloned()
-                            .zip(spec.outputs.clone())
-                            .collect(),
-                        record: record.cloned(),
-                    },
-                )
-                .map_err(|e| format!("writing its commit journal in {}: {e}", dir.display()))?,
+                state::begin_commit(dir, &commit_of(record.cloned()))
+                    .map_err(|e| format!("writing its commit journal in {}: {e}", dir.display()))?,
             )
         }
         _ => None,
@@ -697,8 +695,14 @@ fn publish(spec: &Spec, before: &[Identity], record: Option<&Record>) -> Result<
         if fs::symlink_metadata(o).is_ok_and(|m| m.is_dir()) {
             let _ = fs::remove_dir_all(o);
         }
-        fs::rename(t, o)
-            .map_err(|e| format!("renaming {} to {}: {e}", t.display(), o.display()))?;
+        if let Err(e) = fs::rename(t, o) {
+            // The task fails: its journal must not carry its record, or the teardown (or the
+            // next run) would finish the renames and record it as done for `--checksum`.
+            if let (Some(dir), Some(_)) = (&spec.commits, record) {
+                let _ = state::begin_commit(dir, &commit_of(None));
+            }
+            return Err(format!("renaming {} to {}: {e}", t.display(), o.display()));
+        }
     }
     if std::env::var_os("FORKGRAPH_TEST_CRASH_AFTER_COMMIT")
         .is_some_and(|k| k.to_string_lossy() == spec.key)
