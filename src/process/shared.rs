@@ -546,6 +546,10 @@ impl Drop for Lead<'_> {
     fn drop(&mut self) {
         if let Some(mut r) = self.runner.take() {
             let mut st = Lead::take_in(self.shared, &mut r);
+            // What `last_workers` tells a thread that cannot wait for the runner.
+            if r.pool.started() != st.workers.0 {
+                st.workers = (r.pool.started(), r.workers());
+            }
             st.runner = Some(r);
             drop(st);
             self.shared.cond.notify_all();
