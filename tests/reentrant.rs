@@ -136,6 +136,9 @@ fn a_waker_that_waits_on_the_same_pool_gets_an_error() {
 type Action = Box<dyn FnOnce() + Send>;
 static ON_REENTER: Mutex<Option<Action>> = Mutex::new(None);
 
+/// What the logger does when a task logs "nested" (set by the nested-pools test).
+static ON_NESTED: Mutex<Option<Action>> = Mutex::new(None);
+
 struct Reenter;
 
 impl log::Log for Reenter {
@@ -143,6 +146,12 @@ impl log::Log for Reenter {
         m.level() <= log::Level::Info
     }
     fn log(&self, r: &log::Record<'_>) {
+        if r.args().to_string().ends_with("nested") {
+            let action = ON_NESTED.lock().unwrap().take();
+            if let Some(a) = action {
+                a();
+            }
+        }
         if r.args().to_string().ends_with("reenter") {
             let action = ON_REENTER.lock().unwrap().take();
             if let Some(a) = action {
@@ -200,5 +209,41 @@ fn a_logger_that_cancels_another_call_while_the_pool_cancels_one() {
         assert_eq!(h.wait().unwrap(), Value::from(25));
         assert!(other.lock().unwrap().is_none());
         wait_gone(other_pid, 30);
+    });
+}
+
+/// A thread that leads pool A (its waker runs on A's driver thread) and, from there, leads
+/// pool B, whose logger then waits on A: the wait is refused as one that would wait for
+/// itself (before, the thread knew only of the innermost pool it led, and the wait hung).
+#[test]
+fn a_wait_on_a_pool_from_a_lead_of_another_pool_inside_its_lead_gets_an_error() {
+    watchdog(60, || {
+        install_logger();
+        let a = ProcessPool::builder().workers(1).build().unwrap();
+        let b = ProcessPool::builder().workers(1).build().unwrap();
+        let dir = scratch_dir("reentrant-nested");
+        let p = |n: &str| s(&dir.join(n));
+        std::fs::write(dir.join("go"), b"").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (a2, tx) = (a.clone(), Mutex::new(tx));
+        *ON_NESTED.lock().unwrap() = Some(Box::new(move || {
+            let _ = tx.lock().unwrap().send(a2.map("square", [3]));
+        }));
+        let (b_done, b_rx) = mpsc::channel();
+        let b_done = Mutex::new(b_done);
+        let args = Args::new(["nested", &p("go"), &p("logged"), &p("go")]);
+        let waker = Waker::from(Arc::new(OnWake(Box::new(move || {
+            // On A's driver thread, leading A: this map leads B.
+            let r = b.map("log_then_wait", [args.clone()]);
+            let _ = b_done.lock().unwrap().send(r);
+        }))));
+        let (h, go) = pending_call(&a, "reentrant-nested-a", &waker);
+        std::fs::write(&go, b"").unwrap();
+        match rx.recv().unwrap() {
+            Err(Error::Scheduler(m)) => assert!(m.contains("would wait for itself"), "{m}"),
+            other => panic!("expected a scheduler error, got {other:?}"),
+        }
+        assert_eq!(b_rx.recv().unwrap().unwrap(), vec![Value::from(1)]);
+        assert_eq!(h.wait().unwrap(), Value::from(1));
     });
 }

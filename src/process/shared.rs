@@ -718,26 +718,33 @@ impl Shared {
     }
 }
 
-thread_local!(static LEADING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+thread_local!(
+    /// The pools whose runner this thread holds, innermost last (a callback of one pool's
+    /// leader may lead another pool).
+    static LEADING: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) }
+);
 
-/// Whether this thread holds `shared`'s runner (it leads, or applies a cancellation); code it
-/// runs meanwhile (wakers, log callbacks) must not wait for the runner.
+/// Whether this thread holds `shared`'s runner (it leads, or applies a cancellation), also
+/// under a lead of another pool; code it runs meanwhile (wakers, log callbacks) must not wait
+/// for the runner.
 fn leading(shared: &Shared) -> bool {
-    LEADING.with(|l| l.get()) == shared as *const Shared as usize
+    let me = shared as *const Shared as usize;
+    LEADING.with(|l| l.borrow().contains(&me))
 }
 
 /// Marks the current thread as holding a pool's runner (see `Shared::leave`).
-struct Leading(usize);
+struct Leading;
 
 impl Leading {
     fn enter(shared: &Shared) -> Leading {
-        Leading(LEADING.with(|l| l.replace(shared as *const Shared as usize)))
+        LEADING.with(|l| l.borrow_mut().push(shared as *const Shared as usize));
+        Leading
     }
 }
 
 impl Drop for Leading {
     fn drop(&mut self) {
-        LEADING.with(|l| l.set(self.0));
+        LEADING.with(|l| l.borrow_mut().pop());
     }
 }
 
