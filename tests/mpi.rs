@@ -5,6 +5,10 @@
 //!
 //! Run: `cargo test --features mpi --test mpi`.
 
+#[path = "support/proc_tree.rs"]
+mod proc_tree;
+
+use proc_tree::{alive, descendants};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -665,37 +669,6 @@ fn mpi_command_with(mpirun: &str, case: &str, scratch: &str, env: &[(&str, Strin
         .env("FORKGRAPH_MPI_CASE", case)
         .env("FORKGRAPH_MPI_SCRATCH", scratch);
     cmd
-}
-
-/// Every descendant of `pid` now.
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-                    for c in s.split_whitespace().filter_map(|c| c.parse().ok()) {
-                        out.push(c);
-                        stack.push(c);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next()),
-            Some("Z") | Some("X") | None
-        ),
-        Err(_) => false,
-    }
 }
 
 /// The rank (from its environment) of a process of the job, if it is a rank.

@@ -6,6 +6,10 @@
 
 mod common;
 
+#[path = "../../tests/support/proc_tree.rs"]
+mod proc_tree;
+
+use proc_tree::{alive, children, descendants};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -95,43 +99,6 @@ fn run(mut cmd: Command, secs: u64, during: impl FnOnce(u32)) -> Run {
         code: status.code(),
         stdout: o.join().unwrap(),
         stderr: e.join().unwrap(),
-    }
-}
-
-/// Every descendant of `pid` now.
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        for c in children(p) {
-            out.push(c);
-            stack.push(c);
-        }
-    }
-    out
-}
-
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(s.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
-            }
-        }
-    }
-    out
-}
-
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next()),
-            Some("Z") | Some("X") | None
-        ),
-        Err(_) => false,
     }
 }
 
