@@ -648,39 +648,101 @@ impl Walk<'_> {
                 .all(|&g| self.needed[g as usize] == 1 && self.dependents.get(g).is_empty())
     }
 
+    /// Gives the ready node `x` the next position and updates the counters: inputs left with one
+    /// consumer go to `last_one`, dependents made ready to `rising`. All counters are updated
+    /// before any decision, so that the decisions do not depend on the order of adjacency
+    /// lists (and so on node numbering).
+    fn schedule(&mut self, x: u32, last_one: &mut Vec<u32>, rising: &mut Vec<u32>) {
+        let (deps, dependents) = (self.deps, self.dependents);
+        self.prio[x as usize] = self.next;
+        self.next += 1;
+        for &e in deps.get(x) {
+            let held = &mut self.holders[e as usize];
+            *held -= 1;
+            if *held == 1 {
+                last_one.push(e);
+            }
+        }
+        for &d in dependents.get(x) {
+            let needed = &mut self.needed[d as usize];
+            *needed -= 1;
+            if *needed == 0 {
+                for &g in dependents.get(d) {
+                    self.blocked[g as usize] -= 1;
+                }
+                rising.push(d);
+            }
+        }
+    }
+
     /// Schedules the ready node `x`, then everything that is worth running right after it.
     fn run(&mut self, x: u32) {
-        let mut work = std::mem::take(&mut self.work);
+        let i = x as usize;
+        if self.prio[i] != UNSET {
+            return;
+        }
         let mut last_one = std::mem::take(&mut self.last_one);
-        let mut freeing = std::mem::take(&mut self.freeing);
         let mut rising = std::mem::take(&mut self.rising);
+        self.schedule(x, &mut last_one, &mut rising);
+        if !last_one.is_empty() || !rising.is_empty() {
+            self.run_eager(x, last_one, rising);
+            return;
+        }
+        // The common case, taken without the eager machinery (same decisions): running `x`
+        // made nothing ready and left no input with one consumer, so nothing runs eagerly;
+        // only consumers of `x` may be worth walking to.
+        (self.last_one, self.rising) = (last_one, rising);
+        let dependents = self.dependents;
+        for &h in dependents.get(x) {
+            if self.needed[h as usize] > 0 && self.settles(h) {
+                self.wanted.push(h);
+            }
+        }
+        if self.holders[i] > 0 {
+            self.resume.push(x);
+        }
+        if !self.wanted.is_empty() {
+            let mut wanted = std::mem::take(&mut self.wanted);
+            self.push_wanted(&mut wanted);
+            self.wanted = wanted;
+        }
+    }
+
+    /// Puts the consumers worth walking to soon on the stack, preferred on top.
+    fn push_wanted(&mut self, wanted: &mut Vec<u32>) {
+        wanted.retain(|&h| self.prio[h as usize] == UNSET);
+        wanted.sort_unstable_by(|&a, &b| self.prefer(b, a));
+        wanted.dedup();
+        for &h in wanted.iter() {
+            self.flags[h as usize] |= ONSTACK;
+        }
+        self.stack.append(wanted);
+    }
+
+    /// [`Walk::run`] once `x` was scheduled and made some node ready or left an input with one
+    /// consumer (in `rising` and `last_one`): runs what is worth running right after it.
+    fn run_eager(&mut self, x: u32, mut last_one: Vec<u32>, mut rising: Vec<u32>) {
+        let mut work = std::mem::take(&mut self.work);
+        let mut freeing = std::mem::take(&mut self.freeing);
         let mut wanted = std::mem::take(&mut self.wanted);
         let mut postponed = std::mem::take(&mut self.postponed);
-        work.push(x);
-        while let Some(x) = work.pop() {
-            let i = x as usize;
-            if self.prio[i] != UNSET {
-                continue;
-            }
-            self.prio[i] = self.next;
-            self.next += 1;
-            // Update all counters first, so that the decisions below do not depend on the
-            // order of adjacency lists (and so on node numbering).
-            for &e in self.deps.get(x) {
-                self.holders[e as usize] -= 1;
-                if self.holders[e as usize] == 1 {
-                    last_one.push(e);
-                }
-            }
-            for &d in self.dependents.get(x) {
-                self.needed[d as usize] -= 1;
-                if self.needed[d as usize] == 0 {
-                    for &g in self.dependents.get(d) {
-                        self.blocked[g as usize] -= 1;
+        // `x` is scheduled already; every other node is scheduled when popped.
+        let mut first = Some(x);
+        loop {
+            let x = match first.take() {
+                Some(x) => x,
+                None => {
+                    let Some(x) = work.pop() else {
+                        break;
+                    };
+                    if self.prio[x as usize] != UNSET {
+                        continue;
                     }
-                    rising.push(d);
+                    self.schedule(x, &mut last_one, &mut rising);
+                    x
                 }
-            }
+            };
+            let i = x as usize;
             // Each `e` has one consumer `h` left, which would now free it.
             last_one.retain_mut(|e| {
                 let mut hs = self.dependents.get(*e).iter();
@@ -753,13 +815,7 @@ impl Walk<'_> {
             work.append(&mut rising);
             work.extend(lead);
         }
-        wanted.retain(|&h| self.prio[h as usize] == UNSET);
-        wanted.sort_unstable_by(|&a, &b| self.prefer(b, a));
-        wanted.dedup();
-        for &h in &wanted {
-            self.flags[h as usize] |= ONSTACK;
-        }
-        self.stack.append(&mut wanted);
+        self.push_wanted(&mut wanted);
         (
             self.work,
             self.last_one,
