@@ -223,6 +223,7 @@ impl<'a> Walk<'a> {
             deferred: Vec::new(),
             buf: Vec::new(),
             decorated: Vec::new(),
+            radix_tmp: Vec::new(),
         };
         for i in 0..n as u32 {
             let ds = deps.get(i);
@@ -349,11 +350,69 @@ struct Walk<'a> {
     deferred: Vec<u32>,
     buf: Vec<u32>,
     /// Scratch of [`Walk::sort_preferred`].
-    decorated: Vec<(u64, u32, u32)>,
+    decorated: Vec<[u64; 2]>,
+    /// Scratch of [`radix_sort`].
+    radix_tmp: Vec<[u64; 2]>,
 }
 
 /// Lists at least this long are sorted with precomputed sort keys.
 const DECORATE: usize = 32;
+/// Decorated lists at least this long are sorted by radix.
+const RADIX: usize = 128;
+
+/// Sorts `v` ascending (by the first word, then the second), where the entries differ only in
+/// the bits of `varying` (the bits in which some entry differs from the first; entries equal in
+/// them keep their order): a least significant digit radix sort with one pass per byte in which
+/// some entries differ. `tmp` is scratch.
+fn radix_sort(v: &mut Vec<[u64; 2]>, tmp: &mut Vec<[u64; 2]>, varying: [u64; 2]) {
+    // (word, shift) of each byte that varies, least significant first.
+    let digits: Vec<(usize, u32)> = (0..16u32)
+        .map(|b| (1 - (b / 8) as usize, (b % 8) * 8))
+        .filter(|&(w, s)| (varying[w] >> s) as u8 != 0)
+        .collect();
+    if digits.is_empty() {
+        return;
+    }
+    let mut counts = [0u32; 256];
+    tmp.clear();
+    tmp.resize(v.len(), [0; 2]);
+    for &(w, s) in &digits {
+        counts.fill(0);
+        for x in v.iter() {
+            counts[usize::from((x[w] >> s) as u8)] += 1;
+        }
+        let mut at = 0u32;
+        for slot in counts.iter_mut() {
+            (*slot, at) = (at, at + *slot);
+        }
+        for x in v.iter() {
+            let slot = &mut counts[usize::from((x[w] >> s) as u8)];
+            tmp[*slot as usize] = *x;
+            *slot += 1;
+        }
+        std::mem::swap(v, tmp);
+    }
+}
+
+/// Up to 12 bytes of `rest` as a big-endian number (zero-padded on the right): the top 8 and
+/// the last 4.
+fn window(rest: &[u8]) -> (u64, u32) {
+    let (hi, lo) = rest.split_at(rest.len().min(8));
+    let mut h = 0u64;
+    for &b in hi {
+        h = (h << 8) | u64::from(b);
+    }
+    if hi.len() < 8 {
+        // A shift by 64 would overflow: an empty rest is 0.
+        return (h.checked_shl(8 * (8 - hi.len() as u32)).unwrap_or(0), 0);
+    }
+    let lo = &lo[..lo.len().min(4)];
+    let mut l = 0u32;
+    for &b in lo {
+        l = (l << 8) | u32::from(b);
+    }
+    (h, l.checked_shl(8 * (4 - lo.len() as u32)).unwrap_or(0))
+}
 
 impl Walk<'_> {
     /// The tie-break between otherwise equal nodes: `Less` when `a` goes first, which is when
@@ -390,7 +449,9 @@ impl Walk<'_> {
     /// precomputed 12-byte words: the `(need, total)` word and 4 bytes of the string key just
     /// past the prefix all their string keys share, or 12 bytes of it when all have the same
     /// `(need, total)`. Runs of equal words are then sorted by comparing the keys: the same
-    /// total order as [`Walk::prefer`], with far fewer key comparisons, in 16 bytes per entry.
+    /// total order as [`Walk::prefer`], with far fewer key comparisons. An entry is two
+    /// `u64`, the word above the node id, sorted as one number: by a radix sort on the bytes
+    /// in which entries differ when the list is long.
     fn sort_preferred(&mut self, ids: &mut [u32]) {
         if ids.len() < DECORATE {
             ids.sort_unstable_by(|&a, &b| self.prefer(a, b));
@@ -405,6 +466,7 @@ impl Walk<'_> {
                 let s = s.as_bytes();
                 common = Some(match common {
                     None => s,
+                    Some(c) if s.starts_with(c) => c,
                     Some(c) => &c[..c.iter().zip(s).take_while(|(x, y)| x == y).count()],
                 });
             }
@@ -412,44 +474,49 @@ impl Walk<'_> {
         let skip = common.map_or(0, <[u8]>::len);
         let mut dec = std::mem::take(&mut self.decorated);
         dec.clear();
-        dec.extend(ids.iter().map(|&i| {
+        dec.reserve(ids.len());
+        // Each entry: the 96-bit word in the first word and the top of the second, the node
+        // id at the bottom of the second. `varying`: the bits in which some entry differs
+        // from the first.
+        let mut first = None;
+        let mut varying = [0u64; 2];
+        for &i in ids.iter() {
             // Strings sort before tuples; a tie (also between two tuples) compares the keys.
-            let window = match &self.keys[i as usize] {
-                Key::Str(s) => {
-                    let rest = &s.as_bytes()[skip..];
-                    let mut w = [0u8; 12];
-                    let l = rest.len().min(12);
-                    w[..l].copy_from_slice(&rest[..l]);
-                    w
-                }
-                Key::Tuple(_) => [u8::MAX; 12],
+            let (hi, lo) = match &self.keys[i as usize] {
+                Key::Str(s) => window(s.as_bytes().get(skip..).unwrap_or_default()),
+                Key::Tuple(_) => (u64::MAX, u32::MAX),
             };
-            let hi = u64::from_be_bytes(window[..8].try_into().expect("8 bytes"));
-            let lo = u32::from_be_bytes(window[8..].try_into().expect("4 bytes"));
-            if uniform {
-                (hi, lo, i)
+            let e = if uniform {
+                [hi, (u64::from(lo) << 32) | u64::from(i)]
             } else {
-                (self.head(i), (hi >> 32) as u32, i)
-            }
-        }));
-        // Sorted on the words alone (cheap comparisons), then each run of equal words, if any,
-        // by the keys.
-        dec.sort_unstable_by_key(|d| (d.0, d.1));
+                let head = self.head(i);
+                [head, ((hi >> 32) << 32) | u64::from(i)]
+            };
+            let f = *first.get_or_insert(e);
+            varying[0] |= e[0] ^ f[0];
+            varying[1] |= (e[1] ^ f[1]) & !u64::from(u32::MAX);
+            dec.push(e);
+        }
+        if dec.len() >= RADIX {
+            let mut tmp = std::mem::take(&mut self.radix_tmp);
+            radix_sort(&mut dec, &mut tmp, varying);
+            self.radix_tmp = tmp;
+        } else {
+            dec.sort_unstable_by_key(|e| (e[0], e[1]));
+        }
+        // Each run of equal words, if any, by the keys.
         let mut start = 0;
-        while start < dec.len() {
-            let (h, w) = (dec[start].0, dec[start].1);
-            let end = start
-                + dec[start..]
-                    .iter()
-                    .take_while(|d| d.0 == h && d.1 == w)
-                    .count();
-            if end - start > 1 {
-                dec[start..end].sort_unstable_by(|a, b| self.tie(a.2, b.2));
+        for k in 1..=dec.len() {
+            let word = |e: [u64; 2]| (e[0], e[1] >> 32);
+            if k == dec.len() || word(dec[k]) != word(dec[start]) {
+                if k - start > 1 {
+                    dec[start..k].sort_unstable_by(|a, b| self.tie(a[1] as u32, b[1] as u32));
+                }
+                start = k;
             }
-            start = end;
         }
         for (slot, d) in ids.iter_mut().zip(&dec) {
-            *slot = d.2;
+            *slot = d[1] as u32;
         }
         self.decorated = dec;
     }
@@ -890,7 +957,8 @@ mod tests {
             "", "a", "ab", "\0", "\0\0", "inc-", "x", "\u{ff}", "zzzzzzzz", "12345678",
         ];
         for round in 0..300 {
-            let n = 40 + rand(200) as usize;
+            // Both the comparison sort of decorated lists and the radix sort of long ones.
+            let n = 40 + rand(if round % 2 == 0 { 200 } else { 700 }) as usize;
             let prefix = ["", "chunk-", "inc-abcdef0123-"][round % 3];
             let keys: Vec<Key> = (0..n)
                 .map(|i| {
@@ -947,6 +1015,82 @@ mod tests {
             expected.sort_unstable_by(|&a, &b| w.prefer(a, b));
             w.sort_preferred(&mut ids);
             assert_eq!(ids, expected, "round {round}");
+        }
+    }
+
+    /// A key of the proptest below: a string (a shared prefix, then pieces chosen to collide
+    /// within the sort's 12-byte window, zero bytes and bytes above ASCII), or a tuple.
+    fn key_strategy() -> impl proptest::strategy::Strategy<Value = Key> {
+        use proptest::prelude::*;
+        let piece = prop::sample::select(vec![
+            "", "a", "ab", "\0", "\0\0", "0", "9", "10", "x-", "\u{ff}", "\u{7f}", "zzzzzzzz",
+            "12345678", "123456789abc",
+        ]);
+        let string = (
+            prop::sample::select(vec!["", "inc-", "inc-abcdef0123456789-", "x"]),
+            prop::collection::vec(piece.clone(), 0..5),
+        )
+            .prop_map(|(prefix, pieces)| Key::from(format!("{prefix}{}", pieces.concat())));
+        let part = prop_oneof![
+            (-3i64..3).prop_map(KeyPart::Int),
+            Just(KeyPart::UInt(u64::MAX)),
+            piece.prop_map(KeyPart::from),
+        ];
+        let tuple = prop::collection::vec(part, 0..4).prop_map(Key::tuple);
+        prop_oneof![4 => string, 1 => tuple]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// `sort_preferred` (decorated words, radix sorted when long) orders any list of
+        /// nodes as sorting with the comparator `prefer` does: random distinct keys (strings
+        /// with shared prefixes, tuples, both), random needs and totals or all equal, some
+        /// nodes ready.
+        #[test]
+        fn sort_preferred_is_prefer(
+            keys in proptest::collection::btree_set(key_strategy(), 1..400),
+            uniform in proptest::prelude::any::<bool>(),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let mut seed = seed | 1;
+            let mut rand = move |m: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % m
+            };
+            // Shuffled: the set iterates in key order.
+            let mut keys: Vec<Key> = keys.into_iter().collect();
+            for i in (1..keys.len()).rev() {
+                keys.swap(i, rand(i as u64 + 1) as usize);
+            }
+            let n = keys.len();
+            let lists: Vec<Vec<u32>> = (0..n)
+                .map(|i| {
+                    let mut l: Vec<u32> = (0..rand(4))
+                        .filter(|_| i > 0 && !uniform)
+                        .map(|_| rand(i as u64) as u32)
+                        .collect();
+                    l.sort_unstable();
+                    l.dedup();
+                    l
+                })
+                .collect();
+            let deps = Csr::from_lists(lists);
+            let dependents = deps.transpose();
+            let m = Metrics::new(&deps, &dependents);
+            let mut w = Walk::new(&deps, &dependents, &keys, &m);
+            for i in 0..n {
+                if !uniform && rand(3) == 0 {
+                    w.needed[i] = 0;
+                }
+            }
+            let mut ids: Vec<u32> = (0..n as u32).filter(|_| rand(8) > 0).collect();
+            let mut expected = ids.clone();
+            expected.sort_unstable_by(|&a, &b| w.prefer(a, b));
+            w.sort_preferred(&mut ids);
+            proptest::prop_assert_eq!(ids, expected);
         }
     }
 }
