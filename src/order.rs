@@ -667,10 +667,16 @@ impl Walk<'_> {
     /// (its own, unless it is an output, and the inputs that another task will still need
     /// once it has run). At most 32 inputs and consumers are looked at, so that a huge fan-in
     /// or fan-out costs O(1) here.
+    #[inline]
     fn settles(&self, h: u32) -> bool {
+        let i = h as usize;
+        self.blocked[i] == 0 && self.flags[i] & EXPANDED == 0 && self.settles_ready(h)
+    }
+
+    /// [`Walk::settles`] for a node with no blocked dependency, not expanded.
+    fn settles_ready(&self, h: u32) -> bool {
         let ds = self.deps.get(h);
-        if self.blocked[h as usize] != 0 || self.flags[h as usize] & EXPANDED != 0 || ds.len() > 32
-        {
+        if ds.len() > 32 {
             return false;
         }
         let (mut freed, mut staying) = (0, 0);
@@ -719,7 +725,7 @@ impl Walk<'_> {
     /// consumer go to `last_one`, dependents made ready to `rising`. All counters are updated
     /// before any decision, so that the decisions do not depend on the order of adjacency
     /// lists (and so on node numbering).
-    fn schedule(&mut self, x: u32, last_one: &mut Vec<u32>, rising: &mut Vec<u32>) {
+    fn schedule(&mut self, x: u32) {
         let (deps, dependents) = (self.deps, self.dependents);
         self.prio[x as usize] = self.next;
         self.next += 1;
@@ -727,7 +733,7 @@ impl Walk<'_> {
             let held = &mut self.holders[e as usize];
             *held -= 1;
             if *held == 1 {
-                last_one.push(e);
+                self.last_one.push(e);
             }
         }
         for &d in dependents.get(x) {
@@ -737,7 +743,7 @@ impl Walk<'_> {
                 for &g in dependents.get(d) {
                     self.blocked[g as usize] -= 1;
                 }
-                rising.push(d);
+                self.rising.push(d);
             }
         }
     }
@@ -748,17 +754,14 @@ impl Walk<'_> {
         if self.prio[i] != UNSET {
             return;
         }
-        let mut last_one = std::mem::take(&mut self.last_one);
-        let mut rising = std::mem::take(&mut self.rising);
-        self.schedule(x, &mut last_one, &mut rising);
-        if !last_one.is_empty() || !rising.is_empty() {
-            self.run_eager(x, last_one, rising);
+        self.schedule(x);
+        if !self.last_one.is_empty() || !self.rising.is_empty() {
+            self.run_eager(x);
             return;
         }
         // The common case, taken without the eager machinery (same decisions): running `x`
         // made nothing ready and left no input with one consumer, so nothing runs eagerly;
         // only consumers of `x` may be worth walking to.
-        (self.last_one, self.rising) = (last_one, rising);
         let dependents = self.dependents;
         for &h in dependents.get(x) {
             if self.needed[h as usize] > 0 && self.settles(h) {
@@ -788,7 +791,7 @@ impl Walk<'_> {
 
     /// [`Walk::run`] once `x` was scheduled and made some node ready or left an input with one
     /// consumer (in `rising` and `last_one`): runs what is worth running right after it.
-    fn run_eager(&mut self, x: u32, mut last_one: Vec<u32>, mut rising: Vec<u32>) {
+    fn run_eager(&mut self, x: u32) {
         let mut work = std::mem::take(&mut self.work);
         let mut freeing = std::mem::take(&mut self.freeing);
         let mut wanted = std::mem::take(&mut self.wanted);
@@ -805,11 +808,14 @@ impl Walk<'_> {
                     if self.prio[x as usize] != UNSET {
                         continue;
                     }
-                    self.schedule(x, &mut last_one, &mut rising);
+                    self.schedule(x);
                     x
                 }
             };
             let i = x as usize;
+            // Empty again at the end of this round (drained, appended to `work`).
+            let mut last_one = std::mem::take(&mut self.last_one);
+            let mut rising = std::mem::take(&mut self.rising);
             // Each `e` has one consumer `h` left, which would now free it.
             last_one.retain_mut(|e| {
                 let mut hs = self.dependents.get(*e).iter();
@@ -881,16 +887,10 @@ impl Walk<'_> {
             });
             work.append(&mut rising);
             work.extend(lead);
+            (self.last_one, self.rising) = (last_one, rising);
         }
         self.push_wanted(&mut wanted);
-        (
-            self.work,
-            self.last_one,
-            self.freeing,
-            self.rising,
-            self.wanted,
-            self.postponed,
-        ) = (work, last_one, freeing, rising, wanted, postponed);
+        (self.work, self.freeing, self.wanted, self.postponed) = (work, freeing, wanted, postponed);
     }
 }
 
