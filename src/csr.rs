@@ -47,6 +47,11 @@ impl Csr {
         Csr { offsets, items }
     }
 
+    /// The length of every list.
+    pub(crate) fn lens(&self) -> Vec<u32> {
+        self.offsets.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.offsets.len().saturating_sub(1)

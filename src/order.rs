@@ -193,7 +193,18 @@ impl<'a> Walk<'a> {
     /// The walk's state before any node is scheduled.
     fn new(deps: &'a Csr, dependents: &'a Csr, keys: &'a [Key], m: &'a Metrics) -> Walk<'a> {
         let n = deps.len();
-        let mut w = Walk {
+        let needed = deps.lens();
+        let holders = dependents.lens();
+        let blocked = (0..n as u32)
+            .map(|i| deps.get(i).iter().filter(|&&d| needed[d as usize] > 0).count() as u32)
+            .collect();
+        let mut sole = vec![0; n];
+        for (i, &h) in holders.iter().enumerate() {
+            if h == 1 {
+                sole[dependents.get(i as u32)[0] as usize] += 1;
+            }
+        }
+        Walk {
             deps,
             dependents,
             keys,
@@ -204,12 +215,10 @@ impl<'a> Walk<'a> {
             small: &m.small,
             prio: vec![UNSET; n],
             next: 0,
-            needed: (0..n as u32).map(|i| deps.get(i).len() as u32).collect(),
-            holders: (0..n as u32)
-                .map(|i| dependents.get(i).len() as u32)
-                .collect(),
-            blocked: vec![0; n],
-            sole: vec![0; n],
+            needed,
+            holders,
+            blocked,
+            sole,
             flags: vec![0; n],
             stack: Vec::new(),
             resume: Vec::new(),
@@ -224,15 +233,7 @@ impl<'a> Walk<'a> {
             buf: Vec::new(),
             decorated: Vec::new(),
             radix_tmp: Vec::new(),
-        };
-        for i in 0..n as u32 {
-            let ds = deps.get(i);
-            w.blocked[i as usize] = ds.iter().filter(|&&d| w.needed[d as usize] > 0).count() as u32;
-            if let [only] = dependents.get(i) {
-                w.sole[*only as usize] += 1;
-            }
         }
-        w
     }
 }
 
@@ -255,36 +256,46 @@ impl Metrics {
         let n = deps.len();
         let mut need = vec![1u32; n];
         let mut total = vec![1u32; n];
-        let mut waiting: Vec<u32> = (0..n as u32).map(|i| deps.get(i).len() as u32).collect();
-        // Sized once: collecting a filter would grow it step by step.
-        let mut ready: Vec<u32> = Vec::with_capacity(n);
-        ready.extend((0..n as u32).filter(|&i| waiting[i as usize] == 0));
-        let mut child: Vec<u32> = Vec::new();
-        // The topological order, to compute heights in reverse.
+        let mut waiting = deps.lens();
+        // Kahn's algorithm with the topological order as its queue (any topological order
+        // gives the same metrics); nodes on or behind a cycle are left out.
         let mut topo: Vec<u32> = Vec::with_capacity(n);
-        while let Some(i) = ready.pop() {
-            topo.push(i);
+        topo.extend((0..n as u32).filter(|&i| waiting[i as usize] == 0));
+        let mut child: Vec<u32> = Vec::new();
+        let mut next = 0;
+        while let Some(&i) = topo.get(next) {
+            next += 1;
             let ds = deps.get(i);
-            if !ds.is_empty() {
-                child.clear();
-                child.extend(ds.iter().map(|&d| need[d as usize]));
-                child.sort_unstable_by(|a, b| b.cmp(a));
-                let deepest = child
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &c)| c.saturating_add(k as u32));
-                need[i as usize] = deepest
-                    .max()
-                    .unwrap_or(1)
-                    .max((ds.len() as u32).saturating_add(1));
-                total[i as usize] = ds
-                    .iter()
-                    .fold(1u32, |t, &d| t.saturating_add(total[d as usize]));
+            let i = i as usize;
+            match *ds {
+                [] => {}
+                [d] => {
+                    let d = d as usize;
+                    need[i] = need[d].max(2);
+                    total[i] = total[d].saturating_add(1);
+                }
+                _ => {
+                    child.clear();
+                    child.extend(ds.iter().map(|&d| need[d as usize]));
+                    child.sort_unstable_by(|a, b| b.cmp(a));
+                    let deepest = child
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &c)| c.saturating_add(k as u32));
+                    need[i] = deepest
+                        .max()
+                        .unwrap_or(1)
+                        .max((ds.len() as u32).saturating_add(1));
+                    total[i] = ds
+                        .iter()
+                        .fold(1u32, |t, &d| t.saturating_add(total[d as usize]));
+                }
             }
-            for &t in dependents.get(i) {
-                waiting[t as usize] -= 1;
-                if waiting[t as usize] == 0 {
-                    ready.push(t);
+            for &t in dependents.get(i as u32) {
+                let w = &mut waiting[t as usize];
+                *w -= 1;
+                if *w == 0 {
+                    topo.push(t);
                 }
             }
         }
@@ -293,13 +304,21 @@ impl Metrics {
         let mut small = total.clone();
         for &i in topo.iter().rev() {
             let ups = dependents.get(i);
-            if let Some(h) = ups.iter().map(|&d| height[d as usize]).max() {
-                let i = i as usize;
-                height[i] = h.saturating_add(1);
-                let d = ups.iter().map(|&d| near[d as usize]).min().unwrap_or(0);
-                near[i] = d.saturating_add(1);
-                small[i] = ups.iter().map(|&d| small[d as usize]).min().unwrap_or(0);
+            let Some((&first, rest)) = ups.split_first() else {
+                continue;
+            };
+            let f = first as usize;
+            let (mut h, mut d, mut s) = (height[f], near[f], small[f]);
+            for &u in rest {
+                let u = u as usize;
+                h = h.max(height[u]);
+                d = d.min(near[u]);
+                s = s.min(small[u]);
             }
+            let i = i as usize;
+            height[i] = h.saturating_add(1);
+            near[i] = d.saturating_add(1);
+            small[i] = s;
         }
         Metrics {
             need,
