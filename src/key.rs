@@ -22,12 +22,58 @@ pub enum KeyPart {
 ///
 /// Strings and tuple keys may be mixed in one graph; they order deterministically (all string
 /// keys before all tuple keys, each kind in its natural order), which is how ties break.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Eq, PartialOrd, Ord)]
 pub enum Key {
     /// A string key, `"load-1"`.
     Str(Arc<str>),
     /// A tuple key, `("x", 0, 1)`.
     Tuple(Arc<[KeyPart]>),
+}
+
+// Equality and hashing by hand: planning looks every key reference up in the graph (one hash
+// and one comparison each), and the derived ones hash a discriminant and a terminator and call
+// `memcmp` for the short strings keys usually are. Same equality as the derived one.
+impl PartialEq for Key {
+    #[inline]
+    fn eq(&self, other: &Key) -> bool {
+        match (self, other) {
+            (Key::Str(a), Key::Str(b)) => Arc::ptr_eq(a, b) || bytes_eq(a.as_bytes(), b.as_bytes()),
+            (Key::Tuple(a), Key::Tuple(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::hash::Hash for Key {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            // The bytes alone (no discriminant, no terminator): equal keys hash equally, which
+            // is all `Hash` needs. Hashed within a composite, some splits of the same bytes
+            // (("ab", "c"), ("a", "bc")) may then collide: a comparison more, never a wrong
+            // answer.
+            Key::Str(s) => state.write(s.as_bytes()),
+            Key::Tuple(t) => t.hash(state),
+        }
+    }
+}
+
+/// Whether two byte strings are equal, without a call for strings of up to 16 bytes.
+#[inline]
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    match n {
+        // Two overlapping words cover the string.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
 }
 
 impl Key {
