@@ -92,6 +92,32 @@ const ONSTACK: u8 = 4;
 /// # Panics
 /// When `dependents` or `keys` do not have one entry per node.
 pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
+    check_sizes(deps, dependents, keys);
+    if deps.len() <= 1 {
+        // The only order (a submitted call plans one task: no metrics, no walk).
+        return (0..deps.len() as u32).collect();
+    }
+    order_with(deps, dependents, keys, &Metrics::new(deps, dependents))
+}
+
+/// [`order`] of a graph that may have a cycle: `None` when it has one (found by the same
+/// topological pass that computes the metrics, so planning needs no pass of its own to check).
+pub(crate) fn order_acyclic(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Option<Vec<u32>> {
+    check_sizes(deps, dependents, keys);
+    match deps.len() {
+        0 => Some(Vec::new()),
+        // One node: a cycle only if it depends on itself.
+        1 => deps.get(0).is_empty().then(|| vec![0]),
+        _ => {
+            let metrics = Metrics::new(deps, dependents);
+            metrics
+                .acyclic
+                .then(|| order_with(deps, dependents, keys, &metrics))
+        }
+    }
+}
+
+fn check_sizes(deps: &Csr, dependents: &Csr, keys: &[Key]) {
     let n = deps.len();
     assert_eq!(
         dependents.len(),
@@ -99,12 +125,12 @@ pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
         "dependents must be the transpose of deps"
     );
     assert_eq!(keys.len(), n, "one key per node");
-    if n <= 1 {
-        // The only order (a submitted call plans one task: no metrics, no walk).
-        return (0..n as u32).collect();
-    }
-    let metrics = Metrics::new(deps, dependents);
-    let mut w = Walk::new(deps, dependents, keys, &metrics);
+}
+
+/// [`order`] of a graph of at least two nodes, given its metrics.
+fn order_with(deps: &Csr, dependents: &Csr, keys: &[Key], metrics: &Metrics) -> Vec<u32> {
+    let n = deps.len();
+    let mut w = Walk::new(deps, dependents, keys, metrics);
     let mut sinks: Vec<u32> = (0..n as u32)
         .filter(|&i| dependents.get(i).is_empty())
         .collect();
@@ -123,14 +149,14 @@ pub fn order(deps: &Csr, dependents: &Csr, keys: &[Key]) -> Vec<u32> {
         return largest_first;
     }
     sinks.sort_unstable_by(|&a, &b| {
-        let m = &metrics;
+        let m = metrics;
         (m.total[a as usize], m.need[a as usize], &keys[a as usize]).cmp(&(
             m.total[b as usize],
             m.need[b as usize],
             &keys[b as usize],
         ))
     });
-    let smallest_first = Walk::new(deps, dependents, keys, &metrics).walk(&sinks);
+    let smallest_first = Walk::new(deps, dependents, keys, metrics).walk(&sinks);
     if memory_pressure(deps, dependents, &smallest_first) < largest {
         smallest_first
     } else {
@@ -249,6 +275,8 @@ struct Metrics {
     near: Vec<u32>,
     /// The smallest `total` of the outputs the node leads to.
     small: Vec<u32>,
+    /// Whether the topological pass reached every node (no cycle).
+    acyclic: bool,
 }
 
 impl Metrics {
@@ -321,6 +349,7 @@ impl Metrics {
             small[i] = s;
         }
         Metrics {
+            acyclic: topo.len() == n,
             need,
             total,
             height,

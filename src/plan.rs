@@ -283,14 +283,25 @@ impl Plan {
             options,
         };
         plan.dependents = plan.deps.transpose();
-        plan.check_cycles()?;
+        // A cycle is found by the order's topological pass (no pass of its own), unless the
+        // optimizations, which need an acyclic graph, run first.
+        if opts.inline_literals || opts.fuse {
+            plan.check_cycles()?;
+        }
         if opts.inline_literals {
             plan.inline_literals();
         }
         if opts.fuse {
             plan.fuse_chains();
         }
-        plan.priority = order::order(&plan.deps, &plan.dependents, &plan.keys);
+        plan.priority = match order::order_acyclic(&plan.deps, &plan.dependents, &plan.keys) {
+            Some(priority) => priority,
+            None => {
+                // Names the cycle (the same topological pass finds it).
+                plan.check_cycles()?;
+                order::order(&plan.deps, &plan.dependents, &plan.keys)
+            }
+        };
         Ok(plan)
     }
 
@@ -671,5 +682,39 @@ mod tests {
         g.task("c", "not_registered", vec![key("missing").into_arg()]);
         let err = Plan::build(&g, &Keys::One("c".into()), plain()).unwrap_err();
         assert!(matches!(err, GraphError::MissingDependency { .. }), "{err}");
+    }
+
+    /// A cycle is refused with every option: found by the order's topological pass, or before
+    /// the optimizations when they run; also a single node that is its own dependency, and a
+    /// cycle behind an acyclic part.
+    #[test]
+    fn a_cycle_is_found_with_every_option() {
+        let mut g = Graph::new();
+        g.insert("lit", 1);
+        g.insert("top", key("a"));
+        g.insert("a", key("b"));
+        g.insert("b", key("a"));
+        g.insert("me", key("me"));
+        g.insert("fine", key("lit"));
+        for (inline_literals, fuse) in [(false, false), (true, false), (false, true), (true, true)] {
+            let opts = PlanOptions {
+                inline_literals,
+                fuse,
+            };
+            let err = Plan::build(&g, &Keys::One("top".into()), opts).unwrap_err();
+            assert!(
+                matches!(&err, GraphError::Cycle { path } if path.len() == 3),
+                "{err}"
+            );
+            let err = Plan::build(&g, &Keys::One("me".into()), opts).unwrap_err();
+            assert_eq!(
+                err,
+                GraphError::Cycle {
+                    path: vec![Key::from("me"), Key::from("me")]
+                }
+            );
+            let p = Plan::build(&g, &Keys::One("fine".into()), opts).unwrap();
+            assert_eq!(p.priority.len(), p.len());
+        }
     }
 }
