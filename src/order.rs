@@ -715,7 +715,7 @@ impl Walk<'_> {
     /// (its own, unless it is an output, and the inputs that another task will still need
     /// once it has run). At most 32 inputs and consumers are looked at, so that a huge fan-in
     /// or fan-out costs O(1) here.
-    #[inline]
+    #[inline(always)]
     fn settles(&self, h: u32) -> bool {
         let i = h as usize;
         self.blocked[i] == 0 && self.flags[i] & EXPANDED == 0 && self.settles_ready(h)
@@ -773,6 +773,7 @@ impl Walk<'_> {
     /// consumer go to `last_one`, dependents made ready to `rising`. All counters are updated
     /// before any decision, so that the decisions do not depend on the order of adjacency
     /// lists (and so on node numbering).
+    #[inline(always)]
     fn schedule(&mut self, x: u32) {
         let (deps, dependents) = (self.deps, self.dependents);
         self.prio[x as usize] = self.next;
