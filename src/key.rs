@@ -60,7 +60,7 @@ impl std::hash::Hash for Key {
 
 /// Whether two byte strings are equal, without a call for strings of up to 16 bytes.
 #[inline]
-fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;

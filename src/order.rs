@@ -71,7 +71,7 @@
 //! stack holds at most one entry per edge and target).
 
 use crate::csr::Csr;
-use crate::key::Key;
+use crate::key::{bytes_eq, Key};
 
 const UNSET: u32 = u32::MAX;
 /// The node's dependencies were pushed on the stack.
@@ -445,6 +445,10 @@ fn radix_sort(v: &mut Vec<[u64; 2]>, tmp: &mut Vec<[u64; 2]>, varying: [u64; 2])
 /// Up to 12 bytes of `rest` as a big-endian number (zero-padded on the right): the top 8 and
 /// the last 4.
 fn window(rest: &[u8]) -> (u64, u32) {
+    if let Some(w) = rest.get(..12) {
+        let hi = u64::from_be_bytes(w[..8].try_into().expect("8 bytes"));
+        return (hi, u32::from_be_bytes(w[8..].try_into().expect("4 bytes")));
+    }
     let (hi, lo) = rest.split_at(rest.len().min(8));
     let mut h = 0u64;
     for &b in hi {
@@ -454,12 +458,12 @@ fn window(rest: &[u8]) -> (u64, u32) {
         // A shift by 64 would overflow: an empty rest is 0.
         return (h.checked_shl(8 * (8 - hi.len() as u32)).unwrap_or(0), 0);
     }
-    let lo = &lo[..lo.len().min(4)];
     let mut l = 0u32;
     for &b in lo {
         l = (l << 8) | u32::from(b);
     }
-    (h, l.checked_shl(8 * (4 - lo.len() as u32)).unwrap_or(0))
+    // `lo` has fewer than 4 bytes here.
+    (h, l << (8 * (4 - lo.len() as u32)))
 }
 
 impl Walk<'_> {
@@ -514,7 +518,7 @@ impl Walk<'_> {
                 let s = s.as_bytes();
                 common = Some(match common {
                     None => s,
-                    Some(c) if s.starts_with(c) => c,
+                    Some(c) if s.len() >= c.len() && bytes_eq(&s[..c.len()], c) => c,
                     Some(c) => &c[..c.iter().zip(s).take_while(|(x, y)| x == y).count()],
                 });
             }
