@@ -442,6 +442,11 @@ fn radix_sort(v: &mut Vec<[u64; 2]>, tmp: &mut Vec<[u64; 2]>, varying: [u64; 2])
     }
 }
 
+/// The length of the longest common prefix of `a` and `b`.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// Up to 12 bytes of `rest` as a big-endian number (zero-padded on the right): the top 8 and
 /// the last 4.
 fn window(rest: &[u8]) -> (u64, u32) {
@@ -509,46 +514,60 @@ impl Walk<'_> {
             ids.sort_unstable_by(|&a, &b| self.prefer(a, b));
             return;
         }
-        let mut common: Option<&[u8]> = None;
-        let first_head = self.head(ids[0]);
-        let mut uniform = true;
-        for &i in ids.iter() {
-            uniform &= self.head(i) == first_head;
-            if let Key::Str(s) = &self.keys[i as usize] {
-                let s = s.as_bytes();
-                common = Some(match common {
-                    None => s,
-                    Some(c) if s.len() >= c.len() && bytes_eq(&s[..c.len()], c) => c,
-                    Some(c) => &c[..c.iter().zip(s).take_while(|(x, y)| x == y).count()],
-                });
-            }
-        }
-        let skip = common.map_or(0, <[u8]>::len);
+        // One pass over the keys decorates them, with two guesses checked on the way: the
+        // prefix all string keys share (that of the first and last entries; any shorter one
+        // is also right, only less telling) and whether all have the same `(need, total)`.
+        // A wrong guess (the prefix is longer, or the heads differ) costs a second pass.
+        let keys = self.keys;
+        let bytes = |i: u32| match &keys[i as usize] {
+            Key::Str(s) => Some(s.as_bytes()),
+            Key::Tuple(_) => None,
+        };
+        let (first, last) = (ids[0], ids[ids.len() - 1]);
+        let mut prefix: &[u8] = match (bytes(first), bytes(last)) {
+            (Some(a), Some(b)) => &a[..common_prefix(a, b)],
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => &[],
+        };
+        let mut uniform = self.head(first) == self.head(last);
         let mut dec = std::mem::take(&mut self.decorated);
-        dec.clear();
-        dec.reserve(ids.len());
-        // Each entry: the 96-bit word in the first word and the top of the second, the node
-        // id at the bottom of the second. `varying`: the bits in which some entry differs
-        // from the first.
-        let mut first = None;
-        let mut varying = [0u64; 2];
-        for &i in ids.iter() {
-            // Strings sort before tuples; a tie (also between two tuples) compares the keys.
-            let (hi, lo) = match &self.keys[i as usize] {
-                Key::Str(s) => window(s.as_bytes().get(skip..).unwrap_or_default()),
-                Key::Tuple(_) => (u64::MAX, u32::MAX),
-            };
-            let e = if uniform {
-                [hi, (u64::from(lo) << 32) | u64::from(i)]
-            } else {
+        let varying = loop {
+            dec.clear();
+            dec.reserve(ids.len());
+            // Each entry: the 96-bit word in the first word and the top of the second, the
+            // node id at the bottom of the second. `varying`: the bits in which some entry
+            // differs from the first.
+            let mut varying = [0u64; 2];
+            let (skip, first_head) = (prefix.len(), self.head(first));
+            let mut same_heads = true;
+            for &i in ids.iter() {
+                // Strings sort before tuples; a tie (also between two tuples) compares keys.
+                let (hi, lo) = match bytes(i) {
+                    Some(s) => {
+                        if s.len() < prefix.len() || !bytes_eq(&s[..prefix.len()], prefix) {
+                            prefix = &prefix[..common_prefix(prefix, s)];
+                        }
+                        window(s.get(skip..).unwrap_or_default())
+                    }
+                    None => (u64::MAX, u32::MAX),
+                };
                 let head = self.head(i);
-                [head, ((hi >> 32) << 32) | u64::from(i)]
-            };
-            let f = *first.get_or_insert(e);
-            varying[0] |= e[0] ^ f[0];
-            varying[1] |= (e[1] ^ f[1]) & !u64::from(u32::MAX);
-            dec.push(e);
-        }
+                same_heads &= head == first_head;
+                let e = if uniform {
+                    [hi, (u64::from(lo) << 32) | u64::from(i)]
+                } else {
+                    [head, ((hi >> 32) << 32) | u64::from(i)]
+                };
+                let f = dec.first().copied().unwrap_or(e);
+                varying[0] |= e[0] ^ f[0];
+                varying[1] |= (e[1] ^ f[1]) & !u64::from(u32::MAX);
+                dec.push(e);
+            }
+            if prefix.len() == skip && (same_heads || !uniform) {
+                break varying;
+            }
+            uniform = same_heads;
+        };
         if dec.len() >= RADIX {
             let mut tmp = std::mem::take(&mut self.radix_tmp);
             radix_sort(&mut dec, &mut tmp, varying);
