@@ -38,8 +38,8 @@ impl Csr {
             offsets[k] += offsets[k - 1];
         }
         let mut items = vec![0u32; self.items.len()];
-        for (i, w) in self.offsets.windows(2).enumerate() {
-            for &j in &self.items[w[0] as usize..w[1] as usize] {
+        for (i, list) in self.lists().enumerate() {
+            for &j in list {
                 let at = &mut offsets[j as usize + 1];
                 items[*at as usize] = i as u32;
                 *at += 1;
@@ -47,6 +47,13 @@ impl Csr {
         }
         offsets.truncate(n + 1);
         Csr { offsets, items }
+    }
+
+    /// Every list, in node order.
+    pub(crate) fn lists(&self) -> impl ExactSizeIterator<Item = &[u32]> + '_ {
+        self.offsets
+            .windows(2)
+            .map(|w| &self.items[w[0] as usize..w[1] as usize])
     }
 
     /// The length of every list.

@@ -132,7 +132,8 @@ fn order_with(deps: &Csr, dependents: &Csr, keys: &[Key], metrics: &Metrics) -> 
     let n = deps.len();
     let mut w = Walk::new(deps, dependents, keys, metrics);
     let mut sinks: Vec<u32> = (0..n as u32)
-        .filter(|&i| dependents.get(i).is_empty())
+        .zip(dependents.lists())
+        .filter_map(|(i, ups)| ups.is_empty().then_some(i))
         .collect();
     w.sort_preferred(&mut sinks);
     let largest_first = w.walk(&sinks);
@@ -221,13 +222,14 @@ impl<'a> Walk<'a> {
         let n = deps.len();
         let needed = deps.lens();
         let holders = dependents.lens();
-        let blocked = (0..n as u32)
-            .map(|i| deps.get(i).iter().filter(|&&d| needed[d as usize] > 0).count() as u32)
+        let blocked = deps
+            .lists()
+            .map(|ds| ds.iter().filter(|&&d| needed[d as usize] > 0).count() as u32)
             .collect();
         let mut sole = vec![0; n];
-        for (i, &h) in holders.iter().enumerate() {
-            if h == 1 {
-                sole[dependents.get(i as u32)[0] as usize] += 1;
+        for ups in dependents.lists() {
+            if let [only] = *ups {
+                sole[only as usize] += 1;
             }
         }
         Walk {
