@@ -1097,8 +1097,20 @@ mod tests {
     fn key_strategy() -> impl proptest::strategy::Strategy<Value = Key> {
         use proptest::prelude::*;
         let piece = prop::sample::select(vec![
-            "", "a", "ab", "\0", "\0\0", "0", "9", "10", "x-", "\u{ff}", "\u{7f}", "zzzzzzzz",
-            "12345678", "123456789abc",
+            "",
+            "a",
+            "ab",
+            "\0",
+            "\0\0",
+            "0",
+            "9",
+            "10",
+            "x-",
+            "\u{ff}",
+            "\u{7f}",
+            "zzzzzzzz",
+            "12345678",
+            "123456789abc",
         ]);
         let string = (
             prop::sample::select(vec!["", "inc-", "inc-abcdef0123456789-", "x"]),

@@ -696,7 +696,8 @@ mod tests {
         g.insert("b", key("a"));
         g.insert("me", key("me"));
         g.insert("fine", key("lit"));
-        for (inline_literals, fuse) in [(false, false), (true, false), (false, true), (true, true)] {
+        for (inline_literals, fuse) in [(false, false), (true, false), (false, true), (true, true)]
+        {
             let opts = PlanOptions {
                 inline_literals,
                 fuse,
