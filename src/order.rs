@@ -304,6 +304,13 @@ impl Metrics {
                     need[i] = need[d].max(2);
                     total[i] = total[d].saturating_add(1);
                 }
+                [a, b] => {
+                    // The general case below for two: the larger need, or the smaller + 1.
+                    let (a, b) = (a as usize, b as usize);
+                    let (hi, lo) = (need[a].max(need[b]), need[a].min(need[b]));
+                    need[i] = hi.max(lo.saturating_add(1)).max(3);
+                    total[i] = total[a].saturating_add(total[b]).saturating_add(1);
+                }
                 _ => {
                     child.clear();
                     child.extend(ds.iter().map(|&d| need[d as usize]));
