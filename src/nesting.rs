@@ -127,6 +127,13 @@ fn walk<'g, E>(
 ) -> Result<(), Walk<E>> {
     stack.push(top);
     while let Some(level) = stack.last_mut() {
+        // A run of key references (a list of inputs, the usual fan-in) without the general step.
+        if let Level::Args(it) = level {
+            while let Some(Arg::Key(k)) = it.as_slice().first() {
+                it.next();
+                f(k).map_err(Walk::Stopped)?;
+            }
+        }
         let Some(child) = level.next() else {
             stack.pop();
             continue;
