@@ -476,8 +476,8 @@ fn window(rest: &[u8]) -> (u64, u32) {
     for &b in lo {
         l = (l << 8) | u32::from(b);
     }
-    // `lo` has fewer than 4 bytes here.
-    (h, l << (8 * (4 - lo.len() as u32)))
+    // `lo` has fewer than 4 bytes here, maybe none (a shift by 32 would overflow).
+    (h, l.checked_shl(8 * (4 - lo.len() as u32)).unwrap_or(0))
 }
 
 impl Walk<'_> {
