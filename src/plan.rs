@@ -133,35 +133,25 @@ impl Plan {
 
         // Cull: depth-first from the requested keys, ids in visiting order. Each key reference
         // is looked up in the graph once (hashing the key), which gives the node's index in the
-        // graph; `seen` (by that index) gives it a discovery number when first reached, and from
-        // then on it is found by indexing with its number. Tasks are compiled when visited; a
+        // graph; `seen` (by that index) holds its id once visited, and the DFS stack and the
+        // dependency lists hold graph indices until the end. Tasks are compiled when visited; a
         // compile error is reported only once the whole graph was walked without a missing
         // dependency (which takes precedence, as before any task is compiled).
         //
         // Sized for the whole graph, as a `get` usually needs most of it.
         let cap = graph.len();
         let mut seen: Vec<Seen> = vec![Seen::UNSEEN; cap];
-        // Per discovery number: the node's index in the graph (its key is cloned into `keys`
-        // when visited), and its id once visited.
-        let mut found: Vec<u32> = Vec::with_capacity(cap);
-        let mut found_id: Vec<u32> = Vec::with_capacity(cap);
         let mut stack: Vec<u32> = Vec::with_capacity(wanted.len());
         for k in wanted.iter().rev() {
             let (g, _, _) = graph.entry(k).expect("checked above");
-            let s = &mut seen[g];
-            if s.found == UNSET {
-                found.push(g as u32);
-                found_id.push(UNSET);
-                s.found = (found.len() - 1) as u32;
-            }
-            stack.push(s.found);
+            stack.push(g as u32);
         }
         let mut keys: Vec<Key> = Vec::with_capacity(cap);
         let mut kinds: Vec<Kind> = Vec::with_capacity(cap);
         let mut specs: Vec<TaskSpec> = Vec::with_capacity(cap);
         let mut dep_offsets: Vec<u32> = Vec::with_capacity(cap + 1);
         dep_offsets.push(0);
-        // Dependencies of every node, by discovery number; turned into ids at the end. Most
+        // Dependencies of every node, by graph index; turned into ids at the end. Most
         // graphs have about one dependency per node.
         let mut dep_items: Vec<u32> = Vec::with_capacity(cap);
         // Scratch: the input index of each key reference of the node, in argument order, once
@@ -175,12 +165,13 @@ impl Plan {
         let mut functions = Functions::new(Registry::global());
         let mut compile_error: Option<GraphError> = None;
         while let Some(f) = stack.pop() {
-            if found_id[f as usize] != UNSET {
+            // `f`: the node's index in the graph.
+            if seen[f as usize].id != UNSET {
                 continue;
             }
             let id = keys.len() as u32;
-            found_id[f as usize] = id;
-            let (key, node) = graph.entry_at(found[f as usize] as usize);
+            seen[f as usize].id = id;
+            let (key, node) = graph.entry_at(f as usize);
             keys.push(key.clone());
             let key = &keys[id as usize];
             locals.clear();
@@ -190,24 +181,19 @@ impl Plan {
             let walked = nesting::for_each_dep(node, &mut levels, &mut |r| {
                 let (g, _, _) = graph.entry(r).ok_or(())?;
                 let d = &mut seen[g];
-                if d.found == UNSET {
-                    found.push(g as u32);
-                    found_id.push(UNSET);
-                    d.found = (found.len() - 1) as u32;
-                }
                 if d.parent != id {
                     // The first reference to it from this node: a new input.
                     d.parent = id;
                     if repeated {
                         locals.push((dep_items.len() - first) as u32);
                     }
-                    dep_items.push(d.found);
+                    dep_items.push(g as u32);
                 } else {
                     if !repeated {
                         repeated = true;
                         locals.extend(0..refs);
                     }
-                    locals.push(repeats.local(id, &dep_items[first..], d.found));
+                    locals.push(repeats.local(id, &dep_items[first..], g as u32));
                 }
                 refs += 1;
                 Ok::<(), ()>(())
@@ -222,7 +208,7 @@ impl Plan {
             // at once: a node with many inputs would grow the stack step by step).
             stack.reserve(dep_items.len() - first);
             for &d in dep_items[first..].iter().rev() {
-                if found_id[d as usize] == UNSET {
+                if seen[d as usize].id == UNSET {
                     stack.push(d);
                 }
             }
@@ -251,14 +237,14 @@ impl Plan {
         }
         let n = keys.len();
         for d in &mut dep_items {
-            *d = found_id[*d as usize];
+            *d = seen[*d as usize].id;
         }
         let deps = Csr::from_parts(dep_offsets, dep_items);
         // The id of a key of the graph, if the cull reached it.
         let id_of = |k: &Key| {
             let (g, _, _) = graph.entry(k)?;
-            let s = seen[g];
-            (s.found != UNSET).then(|| found_id[s.found as usize])
+            let id = seen[g].id;
+            (id != UNSET).then_some(id)
         };
         let mut requested = vec![false; n];
         for k in &wanted {
@@ -269,7 +255,7 @@ impl Plan {
             .all_options()
             .filter_map(|(k, o)| Some((id_of(k)?, *o)))
             .collect();
-        drop((seen, found, found_id));
+        drop(seen);
 
         let mut plan = Plan {
             keys,
@@ -420,8 +406,8 @@ fn missing_dependency(graph: &Graph, key: &Key, node: &Node) -> GraphError {
 /// What the cull knows about a node of the graph.
 #[derive(Clone, Copy)]
 struct Seen {
-    /// Its discovery number.
-    found: u32,
+    /// Its id, once visited.
+    id: u32,
     /// The last node (id) that referred to it.
     parent: u32,
 }
@@ -430,7 +416,7 @@ const UNSET: u32 = u32::MAX;
 
 impl Seen {
     const UNSEEN: Seen = Seen {
-        found: UNSET,
+        id: UNSET,
         parent: UNSET,
     };
 }
@@ -445,11 +431,11 @@ struct Repeats {
 }
 
 impl Repeats {
-    /// The position of `found` in `inputs`, the inputs of node `node` so far.
-    fn local(&mut self, node: u32, inputs: &[u32], found: u32) -> u32 {
+    /// The position of `dep` (a graph index) in `inputs`, the inputs of node `node` so far.
+    fn local(&mut self, node: u32, inputs: &[u32], dep: u32) -> u32 {
         const SCAN: usize = 32;
         if inputs.len() <= SCAN {
-            let i = inputs.iter().position(|&x| x == found);
+            let i = inputs.iter().position(|&x| x == dep);
             return i.expect("a repeated reference is an input") as u32;
         }
         if self.node != node || self.index.is_empty() {
@@ -461,7 +447,7 @@ impl Repeats {
             self.index.insert(x, i as u32);
         }
         self.indexed = inputs.len();
-        self.index[&found]
+        self.index[&dep]
     }
 }
 
