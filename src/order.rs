@@ -480,7 +480,7 @@ fn window(rest: &[u8]) -> (u64, u32) {
     (h, l.checked_shl(8 * (4 - lo.len() as u32)).unwrap_or(0))
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
     /// The tie-break between otherwise equal nodes: `Less` when `a` goes first, which is when
     /// its key is the smaller (`("x", 0)` before `("x", 9)`; Dask goes the other way).
     fn tie(&self, a: u32, b: u32) -> std::cmp::Ordering {
@@ -806,7 +806,7 @@ impl Walk<'_> {
     /// before any decision, so that the decisions do not depend on the order of adjacency
     /// lists (and so on node numbering).
     #[inline(always)]
-    fn schedule(&mut self, x: u32) {
+    fn schedule(&mut self, x: u32) -> &'a [u32] {
         let (deps, dependents) = (self.deps, self.dependents);
         self.prio[x as usize] = self.next;
         self.next += 1;
@@ -817,7 +817,8 @@ impl Walk<'_> {
                 self.last_one.push(e);
             }
         }
-        for &d in dependents.get(x) {
+        let ups = dependents.get(x);
+        for &d in ups {
             let needed = &mut self.needed[d as usize];
             *needed -= 1;
             if *needed == 0 {
@@ -827,6 +828,7 @@ impl Walk<'_> {
                 self.rising.push(d);
             }
         }
+        ups
     }
 
     /// Schedules the ready node `x`, then everything that is worth running right after it.
@@ -835,21 +837,21 @@ impl Walk<'_> {
         if self.prio[i] != UNSET {
             return;
         }
-        self.schedule(x);
+        let ups = self.schedule(x);
         if !self.last_one.is_empty() || !self.rising.is_empty() {
             self.run_eager(x);
             return;
         }
         // The common case, taken without the eager machinery (same decisions): running `x`
         // made nothing ready and left no input with one consumer, so nothing runs eagerly;
-        // only consumers of `x` may be worth walking to.
-        let dependents = self.dependents;
-        for &h in dependents.get(x) {
-            if self.needed[h as usize] > 0 && self.settles(h) {
+        // only consumers of `x` (none of them ready: `rising` is empty) may be worth walking
+        // to. They are all unscheduled and hold `x`.
+        for &h in ups {
+            if self.settles(h) {
                 self.wanted.push(h);
             }
         }
-        if self.holders[i] > 0 {
+        if !ups.is_empty() {
             self.resume.push(x);
         }
         if !self.wanted.is_empty() {
