@@ -209,8 +209,10 @@ impl Walk<'_> {
             }
         }
         // Only nodes on a cycle can be left; plans are acyclic, but never loop or panic here.
-        for (next, p) in (w.next..).zip(w.prio.iter_mut().filter(|p| **p == UNSET)) {
-            *p = next;
+        if (w.next as usize) < n {
+            for (next, p) in (w.next..).zip(w.prio.iter_mut().filter(|p| **p == UNSET)) {
+                *p = next;
+            }
         }
         self.prio
     }
