@@ -85,7 +85,8 @@ impl<'a> From<&'a SpecRef> for TaskView<'a> {
 /// ```
 #[derive(Clone, Default, PartialEq)]
 pub struct SpecStore {
-    /// Per task: its function and where its arguments start in `args`.
+    /// Per task: its function and where its arguments end in `args` (they start where the
+    /// previous task's end, or at 0).
     tasks: Vec<(FnId, u32)>,
     /// The arguments of every task, task after task.
     args: Vec<SpecArg>,
@@ -152,9 +153,8 @@ impl SpecStore {
             }
         }
         let index = u32::try_from(self.tasks.len()).expect("at most u32::MAX tasks in a store");
-        let start = u32::try_from(start).expect("at most u32::MAX arguments in a store");
-        u32::try_from(self.args.len()).expect("at most u32::MAX arguments in a store");
-        self.tasks.push((func, start));
+        let end = u32::try_from(self.args.len()).expect("at most u32::MAX arguments in a store");
+        self.tasks.push((func, end));
         Ok(index)
     }
 
@@ -186,14 +186,11 @@ impl SpecStore {
 
     fn locate(&self, index: u32) -> (FnId, std::ops::Range<usize>) {
         let i = index as usize;
-        let Some(&(func, start)) = self.tasks.get(i) else {
+        let Some(&(func, end)) = self.tasks.get(i) else {
             panic!("task {index} of a store of {}", self.tasks.len());
         };
-        let end = self
-            .tasks
-            .get(i + 1)
-            .map_or(self.args.len(), |&(_, next)| next as usize);
-        (func, start as usize..end)
+        let start = if i == 0 { 0 } else { self.tasks[i - 1].1 };
+        (func, start as usize..end as usize)
     }
 }
 
