@@ -119,7 +119,7 @@ fn arguments_of_a_stored_task_edit_in_place() {
 }
 
 #[test]
-#[should_panic(expected = "task 2 of a store of 2")]
+#[should_panic(expected = "no task 2 in a store of 2 tasks")]
 fn a_task_outside_the_store_is_refused() {
     let mut store = SpecStore::new();
     store.push(1, []);
@@ -172,4 +172,12 @@ fn a_stored_task_runs_as_its_spec() {
             None => assert!(by_spec.is_err(), "{by_spec:?}"),
         }
     }
+}
+
+#[test]
+#[should_panic(expected = "no task 1 in a store of 1 tasks")]
+fn a_reference_outside_the_store_is_refused() {
+    let mut store = SpecStore::new();
+    store.push(1, []);
+    let _ = SpecRef::in_store(&Arc::new(store), 1);
 }

@@ -187,7 +187,7 @@ impl SpecStore {
     fn locate(&self, index: u32) -> (FnId, std::ops::Range<usize>) {
         let i = index as usize;
         let Some(&(func, end)) = self.tasks.get(i) else {
-            panic!("task {index} of a store of {}", self.tasks.len());
+            panic!("no task {index} in a store of {} tasks", self.tasks.len());
         };
         let start = if i == 0 { 0 } else { self.tasks[i - 1].1 };
         (func, start as usize..end as usize)
@@ -239,7 +239,7 @@ impl SpecRef {
     pub fn in_store(store: &Arc<SpecStore>, index: u32) -> SpecRef {
         assert!(
             (index as usize) < store.len(),
-            "task {index} of a store of {}",
+            "no task {index} in a store of {} tasks",
             store.len()
         );
         SpecRef(SpecIn::Store(Arc::clone(store), index))
