@@ -514,7 +514,13 @@ fn compile_into<'g>(
     let func = function(fns, key, t)?;
     store.try_push(
         func,
-        t.args.iter().map(|a| compile_arg(fns, key, a, locals)),
+        t.args.iter().map(|a| match a {
+            // The common argument, without the call (`compile_arg` recurses, so is not inlined).
+            Arg::Key(_) => Ok(SpecArg::Input(
+                locals.next().expect("an index per key reference"),
+            )),
+            _ => compile_arg(fns, key, a, locals),
+        }),
     )
 }
 
