@@ -11,6 +11,7 @@ use crate::graph::Graph;
 use crate::key::Keys;
 use crate::plan::{Kind, OutSpec, Plan};
 use crate::scheduler::{plan, GetOptions, Scheduler};
+use crate::scratch;
 
 /// Runs everything in the calling thread, deterministically. Best for debugging: a panic's
 /// message and backtrace print where it happens, and callbacks see tasks in priority order.
@@ -118,6 +119,15 @@ impl Slot {
     }
 }
 
+impl scratch::Element for Slot {
+    fn pool() -> &'static std::thread::LocalKey<std::cell::RefCell<Vec<Vec<Slot>>>> {
+        thread_local! {
+            static POOL: std::cell::RefCell<Vec<Vec<Slot>>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        &POOL
+    }
+}
+
 /// The inputs of one node: its dependencies' slots, read in place.
 struct InPlace<'a> {
     deps: &'a [u32],
@@ -140,16 +150,17 @@ impl forkgraph_worker::Inputs for InPlace<'_> {
 /// stay where they were computed instead of in a shared allocation each.
 fn run_in_order(plan: &Plan) -> Result<Output, Error> {
     let n = plan.len();
-    let mut order = vec![0u32; n];
+    let mut order = scratch::filled(n, 0u32);
     for (i, &p) in plan.priority.iter().enumerate() {
         order[p as usize] = i as u32;
     }
-    let mut holders: Vec<u32> = (0..n as u32)
-        .map(|i| plan.dependents.get(i).len() as u32)
-        .collect();
-    let mut slots: Vec<Slot> = Vec::with_capacity(n);
+    let mut holders = scratch::collect(
+        n,
+        (0..n as u32).map(|i| plan.dependents.get(i).len() as u32),
+    );
+    let mut slots = scratch::take::<Slot>(n);
     slots.resize_with(n, || Slot::Empty);
-    for &node in &order {
+    for &node in order.iter() {
         let i = node as usize;
         let deps = plan.deps.get(node);
         let value = match &plan.kinds[i] {
