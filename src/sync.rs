@@ -171,7 +171,7 @@ fn run_in_order(plan: &Plan) -> Result<Output, Error> {
                     deps,
                     slots: &slots,
                 };
-                match forkgraph_worker::run(&plan.specs[*s as usize], &inputs) {
+                match forkgraph_worker::run(plan.specs.get(*s), &inputs) {
                     Ok(v) => Slot::Own(v),
                     Err(f) => {
                         let failure = Failure {
