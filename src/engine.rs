@@ -1063,7 +1063,7 @@ pub(crate) fn shared_value(v: Value) -> Arc<Value> {
     }
 }
 
-fn task_error(key: &Key, f: Failure) -> Error {
+pub(crate) fn task_error(key: &Key, f: Failure) -> Error {
     Error::Task(Box::new(TaskError {
         key: key.clone(),
         function: f.function,

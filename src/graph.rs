@@ -218,6 +218,17 @@ pub struct Graph {
     // node in a vector by that index instead of a second hash map.
     nodes: IndexMap<Key, Node, FxBuildHasher>,
     options: FxHashMap<Key, TaskOptions>,
+    /// The top-level arguments of all task nodes, counted: a plan's store of compiled tasks
+    /// is sized by it (a function of `nodes`, so equal graphs have equal counts).
+    task_args: usize,
+}
+
+/// The number of top-level arguments of a node (none unless a task).
+fn task_args(node: &Node) -> usize {
+    match node {
+        Node::Task(t) => t.args.len(),
+        _ => 0,
+    }
 }
 
 impl Graph {
@@ -231,18 +242,22 @@ impl Graph {
         Graph {
             nodes: IndexMap::with_capacity_and_hasher(n, Default::default()),
             options: FxHashMap::default(),
+            task_args: 0,
         }
     }
 
     /// Sets `key` to `node`, returning the node it replaces.
     pub fn insert(&mut self, key: impl Into<Key>, node: impl IntoNode) -> Option<Node> {
-        self.nodes.insert(key.into(), node.into_node())
+        let node = node.into_node();
+        self.task_args += task_args(&node);
+        let old = self.nodes.insert(key.into(), node);
+        self.task_args -= old.as_ref().map_or(0, task_args);
+        old
     }
 
     /// Adds a task node `key = func(args...)`.
     pub fn task(&mut self, key: impl Into<Key>, func: &str, args: Vec<Arg>) -> &mut Graph {
-        self.nodes
-            .insert(key.into(), Node::Task(Task::new(func, args)));
+        self.insert(key, Node::Task(Task::new(func, args)));
         self
     }
 
@@ -276,6 +291,11 @@ impl Graph {
         self.nodes.get_index(i).expect("an index of the node table")
     }
 
+    /// The top-level arguments of all task nodes, counted.
+    pub(crate) fn task_args(&self) -> usize {
+        self.task_args
+    }
+
     /// Whether the graph has `key`.
     pub fn contains_key(&self, key: &Key) -> bool {
         self.nodes.contains_key(key)
@@ -298,7 +318,10 @@ impl Graph {
 
     /// Adds every node of `other`, replacing nodes with the same key.
     pub fn extend(&mut self, other: Graph) {
-        self.nodes.extend(other.nodes);
+        self.nodes.reserve(other.nodes.len());
+        for (k, n) in other.nodes {
+            self.insert(k, n);
+        }
         self.options.extend(other.options);
     }
 }
@@ -315,11 +338,13 @@ impl fmt::Debug for Graph {
 
 impl<K: Into<Key>, N: IntoNode> FromIterator<(K, N)> for Graph {
     fn from_iter<I: IntoIterator<Item = (K, N)>>(iter: I) -> Graph {
+        let nodes: IndexMap<Key, Node, FxBuildHasher> = iter
+            .into_iter()
+            .map(|(k, n)| (k.into(), n.into_node()))
+            .collect();
         Graph {
-            nodes: iter
-                .into_iter()
-                .map(|(k, n)| (k.into(), n.into_node()))
-                .collect(),
+            task_args: nodes.values().map(task_args).sum(),
+            nodes,
             options: FxHashMap::default(),
         }
     }

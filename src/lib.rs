@@ -52,6 +52,7 @@ pub mod order;
 mod plan;
 mod process;
 mod scheduler;
+mod scratch;
 mod spill;
 mod sync;
 mod threaded;

@@ -1,7 +1,7 @@
 //! Optional graph optimizations applied to a plan: inlining literal nodes and fusing linear
 //! chains. Requested keys are never inlined or fused away.
 
-use forkgraph_worker::{SpecArg, TaskSpec};
+use forkgraph_worker::SpecArg;
 
 use crate::csr::Csr;
 use crate::nesting::{spec_depth, MAX_NESTING};
@@ -41,17 +41,17 @@ pub(crate) fn inline_literals(plan: &mut Plan) {
                 kept.push(d);
             }
         }
-        let mut spec = plan.specs[s as usize].clone();
-        for a in &mut spec.args {
+        let mut args = plan.specs.get(s).args.to_vec();
+        for a in &mut args {
             renumber(a, &|j| match &map[j as usize] {
                 Ok(k) => SpecArg::Input(*k),
                 Err(v) => SpecArg::Lit(forkgraph_worker::Value::clone(v)),
             });
         }
-        if spec_depth(&spec.args) > MAX_NESTING {
+        if spec_depth(&args) > MAX_NESTING {
             continue;
         }
-        plan.specs_mut()[s as usize] = spec;
+        replace_args(plan, s, args);
         *ds = kept;
     }
     for (i, k) in keep.iter_mut().enumerate() {
@@ -109,7 +109,7 @@ pub(crate) fn fuse_chains(plan: &mut Plan) {
         let (&Kind::Task(ia), &Kind::Task(ib)) = (&plan.kinds[a], &plan.kinds[b]) else {
             continue;
         };
-        let (sa, sb) = (&plan.specs[ia as usize], &plan.specs[ib as usize]);
+        let (sa, sb) = (plan.specs.get(ia), plan.specs.get(ib));
         if plan.requested[a]
             || plan.dependents.get(a as u32).len() != 1
             || depth[a] + depth[b] > MAX_FUSED
@@ -117,20 +117,34 @@ pub(crate) fn fuse_chains(plan: &mut Plan) {
         {
             continue;
         }
-        let inner = SpecArg::Task(Box::new(TaskSpec::clone(sa)));
-        let mut spec = TaskSpec::clone(sb);
-        for x in &mut spec.args {
+        let inner = SpecArg::Task(Box::new(sa.to_spec()));
+        let mut args = sb.args.to_vec();
+        for x in &mut args {
             renumber(x, &|_| inner.clone());
         }
-        if spec_depth(&spec.args) > MAX_NESTING {
+        if spec_depth(&args) > MAX_NESTING {
             continue;
         }
-        plan.specs_mut()[ib as usize] = spec;
+        replace_args(plan, ib, args);
         depth[b] += depth[a];
         deps[b] = std::mem::take(&mut deps[a]);
         keep[a] = false;
     }
     compact(plan, deps, &keep);
+}
+
+/// Replaces the arguments of task `s` of the plan's store by `args`, as many as it had (the
+/// optimizations rewrite arguments in place, never add or drop one).
+fn replace_args(plan: &mut Plan, s: u32, args: Vec<SpecArg>) {
+    let slots = plan.specs_mut().args_mut(s);
+    debug_assert_eq!(
+        slots.len(),
+        args.len(),
+        "a rewrite keeps the number of arguments"
+    );
+    for (slot, a) in slots.iter_mut().zip(args) {
+        *slot = a;
+    }
 }
 
 /// Drops nodes not kept and renumbers the rest (dependency lists given per old node).

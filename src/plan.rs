@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use forkgraph_worker::{FnId, Registry, SpecArg, SpecRef, TaskSpec, Value};
+use forkgraph_worker::{FnId, Registry, SpecArg, SpecRef, SpecStore, TaskSpec, TaskView, Value};
 
 use crate::csr::Csr;
 use crate::error::GraphError;
@@ -18,7 +18,7 @@ use crate::order;
 /// What a planned node is.
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
-    /// Run the spec at this index of [`Plan::specs`]; `SpecArg::Input(i)` is the value of the
+    /// Run the task at this index of [`Plan::specs`]; `SpecArg::Input(i)` is the value of the
     /// node's `i`-th dependency.
     Task(u32),
     /// A literal value, available at once.
@@ -48,9 +48,10 @@ impl OutSpec {
 pub(crate) struct Plan {
     pub(crate) keys: Vec<Key>,
     pub(crate) kinds: Vec<Kind>,
-    /// The compiled tasks, in one allocation that jobs share ([`SpecRef`]); `Kind::Task`
-    /// indexes it. Unshared until the plan runs (the optimizations edit it in place).
-    pub(crate) specs: Arc<Vec<TaskSpec>>,
+    /// The compiled tasks, their top-level arguments in one allocation ([`SpecStore`]) that
+    /// jobs share ([`SpecRef`]); `Kind::Task` indexes it. Unshared until the plan runs (the
+    /// optimizations edit it in place).
+    pub(crate) specs: Arc<SpecStore>,
     pub(crate) deps: Csr,
     pub(crate) dependents: Csr,
     pub(crate) requested: Vec<bool>,
@@ -74,9 +75,9 @@ impl Plan {
     }
 
     /// The compiled task of a task node.
-    pub(crate) fn spec(&self, node: u32) -> Option<&TaskSpec> {
+    pub(crate) fn spec(&self, node: u32) -> Option<TaskView<'_>> {
         match self.kinds[node as usize] {
-            Kind::Task(s) => Some(&self.specs[s as usize]),
+            Kind::Task(s) => Some(self.specs.get(s)),
             _ => None,
         }
     }
@@ -84,7 +85,7 @@ impl Plan {
     /// A shared reference to the compiled task of a task node (no copy, no allocation).
     pub(crate) fn spec_ref(&self, node: u32) -> Option<SpecRef> {
         match self.kinds[node as usize] {
-            Kind::Task(s) => Some(SpecRef::in_arena(&self.specs, s)),
+            Kind::Task(s) => Some(SpecRef::in_store(&self.specs, s)),
             _ => None,
         }
     }
@@ -97,7 +98,7 @@ impl Plan {
     }
 
     /// The specs for editing, while planning.
-    pub(crate) fn specs_mut(&mut self) -> &mut Vec<TaskSpec> {
+    pub(crate) fn specs_mut(&mut self) -> &mut SpecStore {
         Arc::get_mut(&mut self.specs).expect("specs are unshared while planning")
     }
 
@@ -148,7 +149,8 @@ impl Plan {
         }
         let mut keys: Vec<Key> = Vec::with_capacity(cap);
         let mut kinds: Vec<Kind> = Vec::with_capacity(cap);
-        let mut specs: Vec<TaskSpec> = Vec::with_capacity(cap);
+        // Sized for the whole graph too: tasks, and top-level arguments of all of them.
+        let mut specs = SpecStore::with_capacity(cap, graph.task_args());
         let mut dep_offsets: Vec<u32> = Vec::with_capacity(cap + 1);
         dep_offsets.push(0);
         // Dependencies of every node, by graph index; turned into ids at the end. Most
@@ -216,16 +218,14 @@ impl Plan {
                 continue;
             }
             match node {
-                Node::Task(t) => match compile_task(
+                Node::Task(t) => match compile_into(
+                    &mut specs,
                     &mut functions,
                     key,
                     t,
                     &mut Locals::new(&locals, repeated, refs),
                 ) {
-                    Ok(spec) => {
-                        kinds.push(Kind::Task(specs.len() as u32));
-                        specs.push(spec);
-                    }
+                    Ok(s) => kinds.push(Kind::Task(s)),
                     Err(e) => compile_error = Some(e),
                 },
                 Node::Value(v) => kinds.push(Kind::Value(Arc::new(v.clone()))),
@@ -498,7 +498,44 @@ impl<'g> Functions<'g> {
     }
 }
 
-/// Compiles a task; `locals` gives the input index of each key reference, in argument order.
+/// Compiles a task into `store` (its top-level arguments in the store's one allocation: no
+/// allocation of its own for a task without nested tasks, lists or maps); returns its index.
+/// `locals` gives the input index of each key reference, in argument order.
+fn compile_into<'g>(
+    store: &mut SpecStore,
+    fns: &mut Functions<'g>,
+    key: &Key,
+    t: &'g Task,
+    locals: &mut Locals<'_>,
+) -> Result<u32, GraphError> {
+    let func = function(fns, key, t)?;
+    store.try_push(
+        func,
+        t.args.iter().map(|a| match a {
+            // The common argument, without the call (`compile_arg` recurses, so is not inlined).
+            Arg::Key(_) => Ok(SpecArg::Input(
+                locals.next().expect("an index per key reference"),
+            )),
+            _ => compile_arg(fns, key, a, locals),
+        }),
+    )
+}
+
+/// The function of a task, checked against its arguments.
+fn function<'g>(fns: &mut Functions<'g>, key: &Key, t: &'g Task) -> Result<FnId, GraphError> {
+    let func = match fns.lookup(&t.func) {
+        Ok(func) => func,
+        Err(message) => return Err(unknown_function(key, t, message)),
+    };
+    let f = fns.reg.get(func).expect("looked up");
+    if f.params.len() != t.args.len() {
+        return Err(arity(key, t, f.params));
+    }
+    Ok(func)
+}
+
+/// Compiles a nested task; `locals` gives the input index of each key reference, in argument
+/// order.
 ///
 /// Recursive, once per level of nesting (`compile_arg` -> `compile_list` -> `compile_arg`, or
 /// `compile_arg` -> `compile_task` -> `compile_arg`): the cull checked that it is at most
@@ -510,14 +547,7 @@ fn compile_task<'g>(
     t: &'g Task,
     locals: &mut Locals<'_>,
 ) -> Result<TaskSpec, GraphError> {
-    let func = match fns.lookup(&t.func) {
-        Ok(func) => func,
-        Err(message) => return Err(unknown_function(key, t, message)),
-    };
-    let f = fns.reg.get(func).expect("looked up");
-    if f.params.len() != t.args.len() {
-        return Err(arity(key, t, f.params));
-    }
+    let func = function(fns, key, t)?;
     let mut args = Vec::with_capacity(t.args.len());
     for a in &t.args {
         args.push(compile_arg(fns, key, a, locals)?);

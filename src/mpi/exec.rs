@@ -65,7 +65,7 @@ impl Staged {
             .zip(&self.inputs)
             .map(|(j, ins)| WireTaskRef {
                 node: j.node,
-                spec: &j.spec,
+                spec: j.spec.view(),
                 inputs: ins
                     .iter()
                     .zip(&j.inputs)
@@ -122,7 +122,7 @@ impl Staged {
             .zip(self.inputs)
             .map(|(j, ins)| WireTask {
                 node: j.node,
-                spec: (*j.spec).clone(),
+                spec: j.spec.to_spec(),
                 inputs: ins
                     .into_iter()
                     .zip(&j.inputs)

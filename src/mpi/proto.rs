@@ -1,7 +1,7 @@
 //! Messages between ranks (postcard after an 8-byte length), and the wire form of task
 //! failures.
 
-use forkgraph_worker::{CallError, TaskSpec, Value};
+use forkgraph_worker::{CallError, TaskSpec, TaskView, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TaskErrorKind;
@@ -37,7 +37,7 @@ pub(crate) enum InputRef<'a> {
 #[derive(Serialize)]
 pub(crate) struct WireTaskRef<'a> {
     pub(crate) node: u32,
-    pub(crate) spec: &'a TaskSpec,
+    pub(crate) spec: TaskView<'a>,
     pub(crate) inputs: Vec<InputRef<'a>>,
     pub(crate) retries: Option<u32>,
     pub(crate) timeout_ms: Option<u64>,
@@ -287,7 +287,7 @@ mod tests {
             5u64,
             vec![WireTaskRef {
                 node: 9,
-                spec: &spec,
+                spec: spec.view(),
                 inputs: vec![
                     InputRef::Inline(&v),
                     InputRef::Held { rank: 2, id: 11 },

@@ -363,7 +363,7 @@ fn compile_init(
         .expect("the requested key is planned");
     match &plan.kinds[node] {
         crate::plan::Kind::Task(s) if plan.deps.get(node as u32).is_empty() => {
-            Ok(Arc::new(plan.specs[*s as usize].clone()))
+            Ok(Arc::new(plan.specs.get(*s).to_spec()))
         }
         _ => Err(BuildError::new(format!(
             "worker_init `{function}`: its arguments must be values, not keys"

@@ -13,7 +13,8 @@ use crate::registry::{CallError, FnId, Function, Registry};
 use crate::value::Value;
 
 /// A task as workers receive it: a function id and an argument tree whose leaves are literals or
-/// indices into the task's inputs.
+/// indices into the task's inputs. The owned form of a task: build one and [`run`] it, or keep
+/// many in a [`SpecStore`], which holds their arguments in one allocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// The function to call.
@@ -22,9 +23,198 @@ pub struct TaskSpec {
     pub args: Vec<SpecArg>,
 }
 
-/// A compiled task held by reference count: one spec of an arena that holds every spec of a
-/// plan (one allocation for all of them; cloning a reference counts, never copies), or a spec
-/// of its own. Dereferences to the [`TaskSpec`]; on the wire it is the spec itself.
+impl TaskSpec {
+    /// The task borrowed, as [`run`] and the wire take it.
+    pub fn view(&self) -> TaskView<'_> {
+        TaskView {
+            func: self.func,
+            args: &self.args,
+        }
+    }
+}
+
+/// A task borrowed: a function id and its arguments, wherever they are kept (a [`TaskSpec`],
+/// a [`SpecStore`]). Serializes exactly as the [`TaskSpec`] it views, so a worker decodes a
+/// view sent as a `TaskSpec`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename = "TaskSpec")]
+pub struct TaskView<'a> {
+    /// The function to call.
+    pub func: FnId,
+    /// Its arguments.
+    pub args: &'a [SpecArg],
+}
+
+impl TaskView<'_> {
+    /// An owned copy of the task.
+    pub fn to_spec(&self) -> TaskSpec {
+        TaskSpec {
+            func: self.func,
+            args: self.args.to_vec(),
+        }
+    }
+}
+
+impl<'a> From<&'a TaskSpec> for TaskView<'a> {
+    fn from(spec: &'a TaskSpec) -> TaskView<'a> {
+        spec.view()
+    }
+}
+
+impl<'a> From<&'a SpecRef> for TaskView<'a> {
+    fn from(spec: &'a SpecRef) -> TaskView<'a> {
+        spec.view()
+    }
+}
+
+/// Many tasks in one store: the top-level arguments of all of them in one vector, each task a
+/// function id and a range of it. Building a store of `n` tasks whose arguments are literals,
+/// inputs and lists of consecutive inputs allocates nothing per task (nested tasks, lists and
+/// maps keep allocations of their own). A planned graph keeps its compiled tasks in one store,
+/// shared by the jobs that run them through [`SpecRef`].
+///
+/// ```
+/// use forkgraph_worker::{SpecArg, SpecStore, Value};
+///
+/// let mut store = SpecStore::new();
+/// let first = store.push(0, [SpecArg::Input(0), SpecArg::Lit(Value::Int(1))]);
+/// let second = store.push(0, []);
+/// assert_eq!((first, second), (0, 1));
+/// assert_eq!(store.get(first).args.len(), 2);
+/// assert!(store.get(second).args.is_empty());
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct SpecStore {
+    /// Per task: its function and where its arguments end in `args` (they start where the
+    /// previous task's end, or at 0).
+    tasks: Vec<(FnId, u32)>,
+    /// The arguments of every task, task after task.
+    args: Vec<SpecArg>,
+}
+
+impl SpecStore {
+    /// An empty store.
+    pub fn new() -> SpecStore {
+        SpecStore::default()
+    }
+
+    /// An empty store with room for `tasks` tasks of `args` arguments in all.
+    pub fn with_capacity(tasks: usize, args: usize) -> SpecStore {
+        SpecStore {
+            tasks: Vec::with_capacity(tasks),
+            args: Vec::with_capacity(args),
+        }
+    }
+
+    /// How many tasks the store holds.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the store holds no task.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Adds a task calling `func` with `args`; returns its index.
+    ///
+    /// # Panics
+    /// When the store would hold more than `u32::MAX` tasks or arguments.
+    pub fn push(&mut self, func: FnId, args: impl IntoIterator<Item = SpecArg>) -> u32 {
+        self.try_push(
+            func,
+            args.into_iter()
+                .map(Ok::<SpecArg, std::convert::Infallible>),
+        )
+        .unwrap_or_else(|never| match never {})
+    }
+
+    /// Adds a task calling `func` with the arguments `args` yields, all or nothing: at the first
+    /// error the store is left as it was and the error returned. Returns the task's index.
+    ///
+    /// # Errors
+    /// The first error `args` yields.
+    ///
+    /// # Panics
+    /// When the store would hold more than `u32::MAX` tasks or arguments.
+    pub fn try_push<E>(
+        &mut self,
+        func: FnId,
+        args: impl IntoIterator<Item = Result<SpecArg, E>>,
+    ) -> Result<u32, E> {
+        let start = self.args.len();
+        for a in args {
+            match a {
+                Ok(a) => self.args.push(a),
+                Err(e) => {
+                    self.args.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+        let index = u32::try_from(self.tasks.len()).expect("at most u32::MAX tasks in a store");
+        let end = u32::try_from(self.args.len()).expect("at most u32::MAX arguments in a store");
+        self.tasks.push((func, end));
+        Ok(index)
+    }
+
+    /// Task `index`.
+    ///
+    /// # Panics
+    /// When `index` is not the index of a task of the store.
+    pub fn get(&self, index: u32) -> TaskView<'_> {
+        let (func, range) = self.locate(index);
+        TaskView {
+            func,
+            args: &self.args[range],
+        }
+    }
+
+    /// The arguments of task `index`, for editing in place (their number is the task's).
+    ///
+    /// # Panics
+    /// When `index` is not the index of a task of the store.
+    pub fn args_mut(&mut self, index: u32) -> &mut [SpecArg] {
+        let (_, range) = self.locate(index);
+        &mut self.args[range]
+    }
+
+    /// The tasks, in index order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = TaskView<'_>> + '_ {
+        (0..self.tasks.len() as u32).map(|i| self.get(i))
+    }
+
+    fn locate(&self, index: u32) -> (FnId, std::ops::Range<usize>) {
+        let i = index as usize;
+        let Some(&(func, end)) = self.tasks.get(i) else {
+            panic!("no task {index} in a store of {} tasks", self.tasks.len());
+        };
+        let start = if i == 0 { 0 } else { self.tasks[i - 1].1 };
+        (func, start as usize..end as usize)
+    }
+}
+
+impl std::fmt::Debug for SpecStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl FromIterator<TaskSpec> for SpecStore {
+    fn from_iter<T: IntoIterator<Item = TaskSpec>>(iter: T) -> SpecStore {
+        let mut store = SpecStore::new();
+        for spec in iter {
+            store.push(spec.func, spec.args);
+        }
+        store
+    }
+}
+
+/// A compiled task held by reference count: one task of a [`SpecStore`] that holds every task
+/// of a plan (cloning a reference counts, never copies), or a spec of its own. [`view`] borrows
+/// the task; on the wire it is a [`TaskSpec`].
+///
+/// [`view`]: SpecRef::view
 #[derive(Clone)]
 pub struct SpecRef(SpecIn);
 
@@ -32,8 +222,8 @@ pub struct SpecRef(SpecIn);
 enum SpecIn {
     /// A spec of its own (as a worker decodes it).
     Own(Arc<TaskSpec>),
-    /// The spec at an index of a plan's arena.
-    Arena(Arc<Vec<TaskSpec>>, u32),
+    /// The task at an index of a plan's store.
+    Store(Arc<SpecStore>, u32),
 }
 
 impl SpecRef {
@@ -42,45 +232,63 @@ impl SpecRef {
         SpecRef(SpecIn::Own(Arc::new(spec)))
     }
 
-    /// The spec at `index` of `arena`.
+    /// Task `index` of `store`.
     ///
     /// # Panics
-    /// When `index` is not an index of `arena`.
-    pub fn in_arena(arena: &Arc<Vec<TaskSpec>>, index: u32) -> SpecRef {
+    /// When `index` is not the index of a task of `store`.
+    pub fn in_store(store: &Arc<SpecStore>, index: u32) -> SpecRef {
         assert!(
-            (index as usize) < arena.len(),
-            "spec {index} of an arena of {}",
-            arena.len()
+            (index as usize) < store.len(),
+            "no task {index} in a store of {} tasks",
+            store.len()
         );
-        SpecRef(SpecIn::Arena(Arc::clone(arena), index))
+        SpecRef(SpecIn::Store(Arc::clone(store), index))
     }
-}
 
-impl std::ops::Deref for SpecRef {
-    type Target = TaskSpec;
-    fn deref(&self) -> &TaskSpec {
+    /// The task, borrowed.
+    pub fn view(&self) -> TaskView<'_> {
         match &self.0 {
-            SpecIn::Own(s) => s,
-            SpecIn::Arena(a, i) => &a[*i as usize],
+            SpecIn::Own(s) => s.view(),
+            SpecIn::Store(store, i) => store.get(*i),
         }
     }
+
+    /// The task's function.
+    pub fn func(&self) -> FnId {
+        self.view().func
+    }
+
+    /// The task's arguments.
+    pub fn args(&self) -> &[SpecArg] {
+        self.view().args
+    }
+
+    /// An owned copy of the task.
+    pub fn to_spec(&self) -> TaskSpec {
+        self.view().to_spec()
+    }
 }
 
+/// As the [`TaskSpec`] it refers to.
 impl std::fmt::Debug for SpecRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        TaskSpec::fmt(self, f)
+        let spec = self.view();
+        f.debug_struct("TaskSpec")
+            .field("func", &spec.func)
+            .field("args", &spec.args)
+            .finish()
     }
 }
 
 impl PartialEq for SpecRef {
     fn eq(&self, other: &SpecRef) -> bool {
-        **self == **other
+        self.view() == other.view()
     }
 }
 
 impl Serialize for SpecRef {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        TaskSpec::serialize(self, s)
+        self.view().serialize(s)
     }
 }
 
@@ -147,12 +355,17 @@ pub struct TaskFailure {
     pub error: CallError,
 }
 
-/// Runs a task. Panics in the function are caught and returned as [`CallError::Panicked`].
+/// Runs a task: a [`TaskSpec`], a [`SpecRef`] or a [`TaskView`] (of a [`SpecStore`]), each
+/// by reference. Panics in the function are caught and returned as [`CallError::Panicked`].
 ///
 /// # Errors
 /// [`TaskFailure`] naming the function and the cause.
-pub fn run<I: Inputs + ?Sized>(spec: &TaskSpec, inputs: &I) -> Result<Value, TaskFailure> {
-    call(Registry::global(), spec, inputs)
+pub fn run<'a, I: Inputs + ?Sized>(
+    spec: impl Into<TaskView<'a>>,
+    inputs: &I,
+) -> Result<Value, TaskFailure> {
+    let spec = spec.into();
+    call(Registry::global(), spec.func, spec.args, inputs)
 }
 
 /// Text of a panic payload.
@@ -178,15 +391,16 @@ fn name_of(reg: &Registry, id: FnId) -> String {
 // temporaries took 6.5 KiB of stack per nested task).
 fn call<I: Inputs + ?Sized>(
     reg: &Registry,
-    spec: &TaskSpec,
+    func: FnId,
+    args: &[SpecArg],
     inputs: &I,
 ) -> Result<Value, TaskFailure> {
-    let Some(f) = reg.get(spec.func) else {
-        return Err(unknown(reg, spec.func));
+    let Some(f) = reg.get(func) else {
+        return Err(unknown(reg, func));
     };
     // Arguments are evaluated in order (the first error wins), then checked, then passed. Up to
     // four live on the stack, which spares most tasks an allocation.
-    match spec.args.as_slice() {
+    match args {
         [] => apply(f, &[]),
         [a] => call_1(reg, f, a, inputs),
         [a, b] => call_2(reg, f, [a, b], inputs),
@@ -324,7 +538,7 @@ fn eval<'a, I: Inputs + ?Sized>(
         SpecArg::Input(i) => Ok(ArgValue::Ref(inputs.input(*i))),
         SpecArg::List(items) => eval_list(reg, items, inputs),
         SpecArg::Map(items) => eval_map(reg, items, inputs),
-        SpecArg::Task(t) => call(reg, t, inputs).map(ArgValue::Owned),
+        SpecArg::Task(t) => call(reg, t.func, &t.args, inputs).map(ArgValue::Owned),
         SpecArg::Inputs { first, count } => Ok(eval_inputs(*first, *count, inputs)),
     }
 }

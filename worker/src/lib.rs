@@ -23,7 +23,7 @@ pub use archive::{Archived, Rkyv};
 pub use convert::{
     ArgValue, EncodeError, FromArg, IntoOutput, IntoValue, Mismatch, Serde, VecItem,
 };
-pub use exec::{run, Inputs, SpecArg, SpecRef, TaskFailure, TaskSpec};
+pub use exec::{run, Inputs, SpecArg, SpecRef, SpecStore, TaskFailure, TaskSpec, TaskView};
 pub use failure::ReturnedError;
 pub use registry::{CallError, FnId, Function, Registry, FUNCTIONS};
 pub use shared::SharedVec;

@@ -240,14 +240,14 @@ impl Costs {
     /// Expected nanoseconds of a unit; `u64::MAX` when a function has not run here yet.
     fn expected(&self, unit: &Unit) -> u64 {
         unit.tasks.iter().fold(0u64, |acc, t| {
-            acc.saturating_add(self.0.get(&t.spec.func).copied().unwrap_or(u64::MAX))
+            acc.saturating_add(self.0.get(&t.spec.func()).copied().unwrap_or(u64::MAX))
         })
     }
 
     fn record(&mut self, unit: &Unit, nanos: u64) {
         let per = nanos / unit.tasks.len().max(1) as u64;
         for t in &unit.tasks {
-            let e = self.0.entry(t.spec.func).or_insert(per);
+            let e = self.0.entry(t.spec.func()).or_insert(per);
             *e = (*e * 3 + per) / 4;
         }
     }

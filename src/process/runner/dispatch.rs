@@ -250,7 +250,7 @@ impl Runner {
         unit.jobs
             .iter()
             .filter(|j| j.send_back)
-            .map(|j| self.pool.result_bytes.get(&j.spec.func).copied())
+            .map(|j| self.pool.result_bytes.get(&j.spec.func()).copied())
             .sum()
     }
 

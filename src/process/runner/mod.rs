@@ -401,8 +401,8 @@ fn add(t: u64, d: Duration) -> u64 {
 
 fn function_name(job: &RunTask) -> String {
     Registry::global()
-        .get(job.spec.func)
-        .map_or_else(|| format!("#{}", job.spec.func), |f| f.name.to_owned())
+        .get(job.spec.func())
+        .map_or_else(|| format!("#{}", job.spec.func()), |f| f.name.to_owned())
 }
 
 fn not_run(job: &RunTask, after_failure: bool) -> TaskFailed {

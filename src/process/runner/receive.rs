@@ -168,7 +168,11 @@ impl Runner {
                 Some(Ok(Some(v))) => {
                     if self.cfg.segment_budget.is_some() {
                         let bytes = v.array_bytes() as f64;
-                        let avg = self.pool.result_bytes.entry(job.spec.func).or_insert(bytes);
+                        let avg = self
+                            .pool
+                            .result_bytes
+                            .entry(job.spec.func())
+                            .or_insert(bytes);
                         *avg = 0.5 * *avg + 0.5 * bytes;
                     }
                     Ok(Arc::new(v))
