@@ -1050,6 +1050,23 @@ pub fn memory_pressure(deps: &Csr, dependents: &Csr, priority: &[u32]) -> usize 
 
 #[cfg(test)]
 mod tests {
+
+    /// Random dependencies of `n` nodes on lower-numbered ones (up to three each), so need
+    /// and total vary; none when `uniform`, so that all nodes have the same need and total.
+    fn random_deps(n: usize, uniform: bool, rand: &mut impl FnMut(u64) -> u64) -> Csr {
+        let lists: Vec<Vec<u32>> = (0..n)
+            .map(|i| {
+                let mut l: Vec<u32> = (0..rand(4))
+                    .filter(|_| i > 0 && !uniform)
+                    .map(|_| rand(i as u64) as u32)
+                    .collect();
+                l.sort_unstable();
+                l.dedup();
+                l
+            })
+            .collect();
+        Csr::from_lists(lists)
+    }
     use super::*;
     use crate::key::KeyPart;
 
@@ -1100,18 +1117,7 @@ mod tests {
             // Random dependencies on lower-numbered nodes, so need and total vary; every other
             // round none, so that all nodes have the same need and total (the sort's words are
             // then 12 bytes of the keys).
-            let lists: Vec<Vec<u32>> = (0..n)
-                .map(|i| {
-                    let mut l: Vec<u32> = (0..rand(4))
-                        .filter(|_| i > 0 && round % 2 == 0)
-                        .map(|_| rand(i as u64) as u32)
-                        .collect();
-                    l.sort_unstable();
-                    l.dedup();
-                    l
-                })
-                .collect();
-            let deps = Csr::from_lists(lists);
+            let deps = random_deps(n, round % 2 == 1, &mut rand);
             let dependents = deps.transpose();
             let m = Metrics::new(&deps, &dependents);
             let mut w = Walk::new(&deps, &dependents, &keys, &m);
@@ -1188,18 +1194,7 @@ mod tests {
                 keys.swap(i, rand(i as u64 + 1) as usize);
             }
             let n = keys.len();
-            let lists: Vec<Vec<u32>> = (0..n)
-                .map(|i| {
-                    let mut l: Vec<u32> = (0..rand(4))
-                        .filter(|_| i > 0 && !uniform)
-                        .map(|_| rand(i as u64) as u32)
-                        .collect();
-                    l.sort_unstable();
-                    l.dedup();
-                    l
-                })
-                .collect();
-            let deps = Csr::from_lists(lists);
+            let deps = random_deps(n, uniform, &mut rand);
             let dependents = deps.transpose();
             let m = Metrics::new(&deps, &dependents);
             let mut w = Walk::new(&deps, &dependents, &keys, &m);
