@@ -51,6 +51,13 @@ pub(crate) trait Calls: Send + Sync {
     /// Unregisters the caller: what it has not started is dropped, its results are no
     /// longer kept.
     fn leave(&self, caller: u64);
+
+    /// Whether a wait by this thread could only be answered by this thread itself (it runs
+    /// the pool's waker or log callback): then [`Calls::wait`] returns an error and
+    /// [`Calls::wait_any`] must not be called.
+    fn waits_for_itself(&self) -> bool {
+        false
+    }
 }
 
 /// Whether two `Calls` are the same pool's.
@@ -341,6 +348,10 @@ impl<R> Future for Submitted<R> {
 
 /// Yields submitted calls in the order they finish (Python's `concurrent.futures.as_completed`):
 /// each handle comes back done, so its `wait` returns at once.
+///
+/// Called from a waker or a log callback that a process pool runs itself, where waiting for
+/// that pool's calls would wait for itself, it does not wait: the unfinished handles of that
+/// pool come back in the given order, and their `wait` returns [`Error::Scheduler`] saying so.
 pub fn as_completed<R>(handles: impl IntoIterator<Item = Submitted<R>>) -> AsCompleted<R> {
     AsCompleted {
         handles: handles.into_iter().collect(),
@@ -375,6 +386,11 @@ impl<R> Iterator for AsCompleted<R> {
             // pools are looked at again every 10 ms.
             let (shared, _) = self.handles[0].waiting_on().expect("not done, so running");
             let shared = Arc::clone(shared);
+            if shared.waits_for_itself() {
+                // Called from code the pool runs itself (a waker): waiting would never end.
+                // The handle comes back unfinished; its `wait` says why.
+                return Some(self.handles.remove(0));
+            }
             let mine: Vec<u64> = self
                 .handles
                 .iter()

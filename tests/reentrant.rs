@@ -132,6 +132,36 @@ fn a_waker_that_waits_on_the_same_pool_gets_an_error() {
     });
 }
 
+#[test]
+fn as_completed_in_a_waker_on_the_same_pool_does_not_wait_for_itself() {
+    watchdog(60, || {
+        let pool = ProcessPool::builder().workers(2).build().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (p, tx) = (pool.clone(), Mutex::new(tx));
+        let waker = Waker::from(Arc::new(OnWake(Box::new(move || {
+            // Runs on the thread that drives the pool: waiting for a call here could never
+            // end, so the handle comes back unfinished and its wait says why.
+            let dir = scratch_dir("reentrant-waker-as-completed-inner");
+            let held = p.submit(
+                "after",
+                Args::new([s(&dir.join("started")), s(&dir.join("never"))]).with(2),
+            );
+            let results: Vec<_> = forkgraph::as_completed([held]).map(|h| h.wait()).collect();
+            let _ = tx.lock().unwrap().send(results);
+        }))));
+        let (h, go) = pending_call(&pool, "reentrant-waker-as-completed", &waker);
+        std::fs::write(&go, b"").unwrap();
+        let results = rx.recv().unwrap();
+        assert_eq!(results.len(), 1);
+        match &results[0] {
+            Err(Error::Scheduler(m)) => assert!(m.contains("would wait for itself"), "{m}"),
+            other => panic!("expected a scheduler error, got {other:?}"),
+        }
+        assert_eq!(h.wait().unwrap(), Value::from(1));
+        assert_eq!(pool.map("square", [4]).unwrap(), vec![Value::from(16)]);
+    });
+}
+
 /// What the logger does when a task logs "reenter" (set by the test).
 type Action = Box<dyn FnOnce() + Send>;
 static ON_REENTER: Mutex<Option<Action>> = Mutex::new(None);

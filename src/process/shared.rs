@@ -770,6 +770,10 @@ impl crate::handle::Calls for Shared {
         Shared::wait_any(self, callers, timeout)
     }
 
+    fn waits_for_itself(&self) -> bool {
+        leading(self)
+    }
+
     fn leave(&self, caller: u64) {
         Shared::leave(self, caller)
     }
