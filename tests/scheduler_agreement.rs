@@ -475,3 +475,53 @@ fn keep_going_from_inside_a_pool_task() {
         assert_all_agree(&all).unwrap();
     });
 }
+
+/// The process pool gives the answer the sync scheduler gives, on the graphs above.
+#[test]
+fn the_process_pool_gives_the_same_answer() {
+    common::watchdog(300, || {
+        let procs = forkgraph::ProcessPool::builder()
+            .workers(2)
+            .build()
+            .expect("a process pool");
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 40,
+            ..ProptestConfig::default()
+        });
+        let strategy = (
+            graph_strategy(),
+            any::<u32>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        );
+        let result = runner.run(
+            &strategy,
+            |((nodes, failing, request), tuples, fuse, inline, keep_going)| {
+                let tuple = |i: usize| tuples >> (i % 32) & 1 == 1;
+                let g = build(&nodes, failing, &tuple);
+                let keys = Keys::List(
+                    request
+                        .iter()
+                        .map(|r| {
+                            Keys::List(r.iter().map(|&i| Keys::One(key(tuple(i), i))).collect())
+                        })
+                        .collect(),
+                );
+                let opts = GetOptions::new()
+                    .fuse(fuse)
+                    .inline_literals(inline)
+                    .keep_going(keep_going);
+                let sync = SyncScheduler::new()
+                    .get_with(&g, &keys, &opts)
+                    .map_err(|e| e.to_string());
+                let procs = procs.get_with(&g, &keys, &opts).map_err(|e| e.to_string());
+                prop_assert_eq!(procs, sync);
+                Ok(())
+            },
+        );
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    });
+}
