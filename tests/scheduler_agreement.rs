@@ -525,3 +525,64 @@ fn the_process_pool_gives_the_same_answer() {
         }
     });
 }
+
+/// A get from inside a pool task keeps its memory options: its statistics see what it held.
+#[test]
+fn memory_stats_from_inside_a_pool_task() {
+    common::watchdog(120, || {
+        let mut g = Graph::new();
+        g.insert("big", Value::Str("x".repeat(1 << 20)));
+        g.insert(
+            "a",
+            Task::new(
+                "show",
+                vec![
+                    Arg::Value(Value::Str("a".into())),
+                    Arg::List(vec![Arg::Key("big".into())]),
+                ],
+            ),
+        );
+        let stats = forkgraph::MemoryStats::new();
+        let opts = GetOptions::new().memory_stats(Arc::clone(&stats));
+        let all = answers(&g, &Keys::One("a".into()), &opts);
+        assert_all_agree(&all).unwrap();
+        // Four gets reported into the same statistics: sync, sync with a callback, threads
+        // and the one from inside; each held the 1 MiB literal's result.
+        let outside = forkgraph::MemoryStats::new();
+        SyncScheduler::new()
+            .get_with(
+                &g,
+                &Keys::One("a".into()),
+                &GetOptions::new().memory_stats(Arc::clone(&outside)),
+            )
+            .unwrap();
+        assert!(
+            outside.peak_held_bytes() >= 1 << 20,
+            "{}",
+            outside.peak_held_bytes()
+        );
+        let inside = forkgraph::MemoryStats::new();
+        *INSIDE.lock().unwrap() = Some((
+            g.clone(),
+            Keys::One("a".into()),
+            GetOptions::new().memory_stats(Arc::clone(&inside)),
+        ));
+        let _serial = serial();
+        let mut outer = Graph::new();
+        outer.insert("outer", Task::new("get_inside", vec![]));
+        outer.insert(
+            "other",
+            Task::new(
+                "show",
+                vec![Arg::Value(Value::Str("o".into())), Arg::List(vec![])],
+            ),
+        );
+        pool()
+            .get(&outer, vec![Key::from("outer"), Key::from("other")])
+            .expect("the outer tasks run");
+        let (answer, thread) = INSIDE_ANSWER.lock().unwrap().take().expect("an answer");
+        assert_ne!(thread, std::thread::current().id());
+        answer.unwrap();
+        assert_eq!(inside.peak_held_bytes(), outside.peak_held_bytes());
+    });
+}
