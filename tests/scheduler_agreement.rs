@@ -586,3 +586,146 @@ fn memory_stats_from_inside_a_pool_task() {
         assert_eq!(inside.peak_held_bytes(), outside.peak_held_bytes());
     });
 }
+
+/// Bytes whose drop panics (once armed), and a count of those alive.
+struct Bomb {
+    _alive: Arc<()>,
+}
+static BOMB_TEMPLATE: OnceLock<Arc<()>> = OnceLock::new();
+static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl forkgraph_worker::Storage for Bomb {
+    fn bytes(&self) -> &[u8] {
+        b"bomb"
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if ARMED.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("a value's drop panics");
+        }
+    }
+}
+
+fn bombs_alive() -> usize {
+    Arc::strong_count(BOMB_TEMPLATE.get_or_init(|| Arc::new(()))) - 1
+}
+
+/// A result whose drop panics once armed.
+#[forkgraph::task]
+fn bomb(i: i64) -> Value {
+    let _ = i;
+    let shared = Arc::clone(BOMB_TEMPLATE.get_or_init(|| Arc::new(())));
+    Value::Encoded(
+        "bomb".into(),
+        forkgraph::Buffer::from_storage(Arc::new(Bomb { _alive: shared })),
+    )
+}
+
+/// A value whose drop panics midway through a get: the get panics (on both sync paths), no
+/// other result is kept alive, and the next get on the same thread is right.
+#[test]
+fn a_value_whose_drop_panics() {
+    common::watchdog(120, || {
+        let _serial = serial();
+        let mut g = Graph::new();
+        for i in 0..4 {
+            g.insert(
+                format!("b{i}"),
+                Task::new("bomb", vec![Arg::Value(Value::Int(i))]),
+            );
+        }
+        g.insert(
+            "u",
+            Task::new(
+                "show",
+                vec![
+                    Arg::Value(Value::Str("u".into())),
+                    Arg::List((0..2).map(|i| Arg::Key(format!("b{i}").into())).collect()),
+                ],
+            ),
+        );
+        g.insert(
+            "top",
+            Task::new(
+                "show",
+                vec![
+                    Arg::Value(Value::Str("top".into())),
+                    Arg::List(
+                        ["u", "b2", "b3"]
+                            .iter()
+                            .map(|k| Arg::Key((*k).into()))
+                            .collect(),
+                    ),
+                ],
+            ),
+        );
+        let expected = SyncScheduler::new()
+            .get(&g, "top")
+            .expect("unarmed, the get runs");
+        assert_eq!(bombs_alive(), 0);
+        for opts in [
+            GetOptions::new(),
+            GetOptions::new().callback(Arc::new(Nothing)),
+        ] {
+            ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                SyncScheduler::new().get_with(&g, &Keys::One("top".into()), &opts)
+            }));
+            assert!(r.is_err(), "the drop's panic reaches the caller");
+            assert_eq!(bombs_alive(), 0, "nothing is kept alive");
+            let again = SyncScheduler::new()
+                .get(&g, "top")
+                .expect("the next get runs");
+            assert_eq!(again, expected);
+            assert_eq!(bombs_alive(), 0);
+        }
+    });
+}
+
+/// Sums `1..=n` by asking the sync scheduler, from inside this task, for the sum to `n - 1`
+/// beside `n` (each level a get of its own on the same thread, over the same kept arrays).
+#[forkgraph::task]
+fn sum_to(n: i64) -> Result<i64, String> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut g = Graph::new();
+    g.insert(("n", n), Value::Int(n));
+    g.insert("alias", forkgraph::key(Key::from(("n", n))));
+    g.insert(
+        "rest",
+        Task::new("sum_to", vec![Arg::Value(Value::Int(n - 1))]),
+    );
+    let out = SyncScheduler::new()
+        .get(
+            &g,
+            vec![Key::from("alias"), Key::from("rest"), Key::from(("n", n))],
+        )
+        .map_err(|e| e.to_string())?;
+    let Output::List(l) = out else {
+        return Err(format!("not a list: {out:?}"));
+    };
+    let int = |o: &Output| {
+        o.as_value()
+            .and_then(|v| v.to::<i64>().ok())
+            .ok_or("not an int")
+    };
+    Ok(int(&l[0])? + int(&l[1])?)
+}
+
+/// Gets nested in tasks on the same thread (the straight sync run inside a straight sync run).
+#[test]
+fn nested_sync_gets() {
+    common::watchdog(120, || {
+        let mut g = Graph::new();
+        g.insert("s", Task::new("sum_to", vec![Arg::Value(Value::Int(40))]));
+        for _ in 0..3 {
+            let out = SyncScheduler::new().get(&g, "s").unwrap();
+            assert_eq!(out.as_value(), Some(&Value::Int(820)));
+            let threads = pool().get(&g, "s").unwrap();
+            assert_eq!(threads.as_value(), Some(&Value::Int(820)));
+        }
+    });
+}
