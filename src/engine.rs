@@ -189,6 +189,7 @@ impl Output {
 }
 
 /// Runs a plan to completion on an executor.
+#[cfg(feature = "mpi")]
 pub(crate) fn run(
     plan: &Plan,
     exec: &mut dyn Executor,

@@ -1134,6 +1134,72 @@ mod tests {
         }
     }
 
+    /// `sort_preferred` on adversarial lists at the sizes around its thresholds: every key
+    /// shares a prefix longer than the 12-byte window and differs only in its last byte (any
+    /// byte value, also zero and above ASCII), or only in its length; tuple keys mixed in
+    /// (first, last, or in between); all heads equal or not; ids in both directions.
+    #[test]
+    fn sort_preferred_on_adversarial_keys() {
+        let prefix = "shared-prefix-longer-than-the-window-";
+        for n in [31, 32, 33, 127, 128, 129, 255, 256, 257] {
+            for shape in 0..6 {
+                let keys: Vec<Key> = (0..n)
+                    .map(|i| match shape {
+                        // Only the last byte differs (distinct bytes, also 0 and 0xff).
+                        0 => Key::from(last_byte_key(prefix, i)),
+                        // Only the length differs (a run of one byte, then zero bytes).
+                        1 => Key::from(format!("{prefix}{}", "a".repeat(i))),
+                        2 => Key::from(format!("{prefix}{}", "\0".repeat(i))),
+                        // Tuples first and last, strings between.
+                        3 if i == 0 || i == n - 1 => Key::tuple([KeyPart::Int(i as i64)]),
+                        // Every third a tuple sharing the string part.
+                        4 if i % 3 == 0 => {
+                            Key::tuple([KeyPart::from(prefix), KeyPart::Int(i as i64)])
+                        }
+                        // A 1-tuple of the same string beside the string.
+                        5 if i % 2 == 1 => {
+                            Key::tuple([KeyPart::from(last_byte_key(prefix, i - 1).as_str())])
+                        }
+                        _ => Key::from(last_byte_key(prefix, i)),
+                    })
+                    .collect();
+                for uniform in [true, false] {
+                    let lists: Vec<Vec<u32>> = (0..n)
+                        .map(|i| {
+                            if uniform || i == 0 {
+                                vec![]
+                            } else {
+                                vec![(i as u32 * 7) % i as u32]
+                            }
+                        })
+                        .collect();
+                    let deps = Csr::from_lists(lists);
+                    let dependents = deps.transpose();
+                    let m = Metrics::new(&deps, &dependents);
+                    let w = Walk::new(&deps, &dependents, &keys, &m);
+                    let mut w = w;
+                    for ids in [
+                        (0..n as u32).collect::<Vec<_>>(),
+                        (0..n as u32).rev().collect::<Vec<_>>(),
+                    ] {
+                        let mut got = ids.clone();
+                        let mut expected = ids;
+                        expected.sort_unstable_by(|&a, &b| w.prefer(a, b));
+                        w.sort_preferred(&mut got);
+                        assert_eq!(got, expected, "{n} keys, shape {shape}, uniform {uniform}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `prefix` then a character whose UTF-8 ends in a byte that differs for each `i` (0..=257).
+    fn last_byte_key(prefix: &str, i: usize) -> String {
+        // Characters U+0000..U+00FF: one byte below 0x80, two bytes above (last byte varies).
+        let c = char::from_u32((i % 256) as u32).expect("a char");
+        format!("{prefix}{}{c}", if i >= 256 { "~" } else { "" })
+    }
+
     /// A key of the proptest below: a string (a shared prefix, then pieces chosen to collide
     /// within the sort's 12-byte window, zero bytes and bytes above ASCII), or a tuple.
     fn key_strategy() -> impl proptest::strategy::Strategy<Value = Key> {

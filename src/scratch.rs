@@ -100,10 +100,28 @@ pub(crate) fn give<T: Element>(mut v: Vec<T>) {
         let Ok(total) = KEPT_BYTES.try_with(Cell::get) else {
             return;
         };
-        if p.len() < MAX_KEPT && total + b <= MAX_KEPT_BYTES {
-            KEPT_BYTES.with(|k| k.set(total + b));
-            p.push(std::mem::take(&mut v));
+        if b > MAX_KEPT_BYTES {
+            return;
         }
+        // When full, smaller arrays make room for a larger one (a large array serves small
+        // calls too; kept small ones would leave a thread whose graphs grew with no reuse).
+        let mut total = total;
+        while p.len() >= MAX_KEPT || total + b > MAX_KEPT_BYTES {
+            let Some((i, _)) = p
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.capacity() < v.capacity())
+                .min_by_key(|(_, k)| k.capacity())
+            else {
+                break;
+            };
+            total -= bytes(&p.swap_remove(i));
+        }
+        if p.len() < MAX_KEPT && total + b <= MAX_KEPT_BYTES {
+            p.push(std::mem::take(&mut v));
+            total += b;
+        }
+        let _ = KEPT_BYTES.try_with(|k| k.set(total));
     });
 }
 
@@ -153,6 +171,33 @@ mod tests {
         drop((big, small));
         assert_eq!(take::<u32>(5).as_ptr(), ps);
         assert_eq!(take::<u32>(50_000).as_ptr(), pb);
+    }
+
+    /// A thread whose calls grow (each larger than any kept array) still reuses the arrays of
+    /// its latest size once the pool is full, and stays within the bounds.
+    #[test]
+    fn growing_calls_keep_the_larger_arrays() {
+        for size in 1..=3 * MAX_KEPT {
+            let a = take::<u32>(size * 100);
+            let b = take::<u32>(size * 100);
+            drop((a, b));
+            assert!(u32::pool().with(|p| p.borrow().len()) <= MAX_KEPT);
+            assert!(kept_bytes() <= MAX_KEPT_BYTES);
+        }
+        let largest = |pool: &'static LocalKey<RefCell<Vec<Vec<u32>>>>| {
+            pool.with(|p| p.borrow().iter().map(Vec::capacity).max().unwrap_or(0))
+        };
+        assert!(
+            largest(u32::pool()) >= 3 * MAX_KEPT * 100,
+            "the latest size is kept"
+        );
+        // The byte bound, the same way: arrays of a quarter of it, growing.
+        for k in 0..8 {
+            drop(take::<u8>(MAX_KEPT_BYTES / 4 + k));
+            assert!(kept_bytes() <= MAX_KEPT_BYTES);
+        }
+        let kept_u8 = u8::pool().with(|p| p.borrow().iter().map(Vec::capacity).max().unwrap_or(0));
+        assert!(kept_u8 >= MAX_KEPT_BYTES / 4 + 7, "the latest size is kept");
     }
 
     #[test]

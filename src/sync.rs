@@ -76,15 +76,23 @@ impl Executor for Inline {
     }
 }
 
-/// Runs a plan in the calling thread.
+/// Runs a plan in the calling thread, with the get's callbacks and `keep_going` and `budget`
+/// (a memory budget, if any), as the sync scheduler does.
 pub(crate) fn run_inline(
     plan: &Plan,
-    callbacks: &[Arc<dyn crate::Callbacks>],
+    opts: &GetOptions,
+    budget: Option<crate::spill::Budget>,
 ) -> Result<Output, Error> {
-    if callbacks.is_empty() {
+    if opts.callbacks.is_empty() && budget.is_none() && !opts.keep_going {
         return run_in_order(plan);
     }
-    engine::run(plan, &mut Inline { done: Vec::new() }, callbacks, false)
+    engine::run_with(
+        plan,
+        &mut Inline { done: Vec::new() },
+        &opts.callbacks,
+        opts.keep_going,
+        budget,
+    )
 }
 
 /// A node's value while a plan runs in order: a task's result where it was computed (no
@@ -209,16 +217,7 @@ impl Scheduler for SyncScheduler {
     fn get_with(&self, graph: &Graph, keys: &Keys, opts: &GetOptions) -> Result<Output, Error> {
         let plan = plan(graph, keys, opts)?;
         let budget = crate::spill::budget_for(opts, None, 0)?;
-        if opts.callbacks.is_empty() && budget.is_none() && !opts.keep_going {
-            return run_in_order(&plan);
-        }
-        engine::run_with(
-            &plan,
-            &mut Inline { done: Vec::new() },
-            &opts.callbacks,
-            opts.keep_going,
-            budget,
-        )
+        run_inline(&plan, opts, budget)
     }
 }
 

@@ -342,10 +342,12 @@ impl ThreadPool {
         cancel: Option<Arc<GetCancel>>,
     ) -> Result<Output, Error> {
         let plan = plan(graph, keys, opts)?;
+        let budget = crate::spill::budget_for(opts, self.inner.memory.as_ref(), 0)?;
         if POOL_OF_THREAD.with(|p| p.get()) == self.inner.id {
             // A task of this pool asks it for more work: waiting for other pool threads could
-            // deadlock (all of them may be waiting the same way), so run it right here.
-            return crate::sync::run_inline(&plan, &opts.callbacks);
+            // deadlock (all of them may be waiting the same way), so run it right here (with
+            // the get's options: keep_going, the memory budget, callbacks).
+            return crate::sync::run_inline(&plan, opts, budget);
         }
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
         if let Some(c) = &cancel {
@@ -362,7 +364,6 @@ impl ThreadPool {
             reply_rx,
             cancel,
         };
-        let budget = crate::spill::budget_for(opts, self.inner.memory.as_ref(), 0)?;
         engine::run_with(&plan, &mut exec, &opts.callbacks, opts.keep_going, budget)
     }
 }

@@ -181,3 +181,36 @@ fn a_reference_outside_the_store_is_refused() {
     store.push(1, []);
     let _ = SpecRef::in_store(&Arc::new(store), 1);
 }
+
+/// A task whose arguments' iterator panics midway is not added, and leaves nothing behind: the
+/// next task added has its own arguments only (and an error midway, the same).
+#[test]
+fn a_push_that_panics_midway_leaves_the_store_as_it_was() {
+    let f = id("spec_store_add");
+    let mut store = SpecStore::new();
+    store.push(f, [SpecArg::Input(0)]);
+    let before = store.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.push(
+            f,
+            (0..3).map(|i| {
+                assert!(i < 2, "the iterator panics");
+                SpecArg::Input(i)
+            }),
+        )
+    }));
+    assert!(r.is_err());
+    assert_eq!(store, before, "nothing of the failed push is left");
+    let next = store.push(f, [SpecArg::Lit(Value::Int(7))]);
+    assert_eq!(store.get(next).args, &[SpecArg::Lit(Value::Int(7))][..]);
+    assert_eq!(store.len(), 2);
+    let e = store.try_push(
+        f,
+        [Ok(SpecArg::Input(1)), Err("bad argument")]
+            .into_iter()
+            .chain(std::iter::once(Ok(SpecArg::Input(2)))),
+    );
+    assert_eq!(e, Err("bad argument"));
+    let last = store.push(f, []);
+    assert!(store.get(last).args.is_empty());
+}

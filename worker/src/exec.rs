@@ -130,7 +130,8 @@ impl SpecStore {
     }
 
     /// Adds a task calling `func` with the arguments `args` yields, all or nothing: at the first
-    /// error the store is left as it was and the error returned. Returns the task's index.
+    /// error the store is left as it was and the error returned; when `args` panics, the store
+    /// is left as it was too. Returns the task's index.
     ///
     /// # Errors
     /// The first error `args` yields.
@@ -142,18 +143,27 @@ impl SpecStore {
         func: FnId,
         args: impl IntoIterator<Item = Result<SpecArg, E>>,
     ) -> Result<u32, E> {
-        let start = self.args.len();
-        for a in args {
-            match a {
-                Ok(a) => self.args.push(a),
-                Err(e) => {
-                    self.args.truncate(start);
-                    return Err(e);
-                }
+        // All or nothing, also when `args` panics midway (or the size check below does):
+        // the guard takes the arguments pushed so far back out unless disarmed.
+        struct Undo<'s> {
+            args: &'s mut Vec<SpecArg>,
+            start: usize,
+        }
+        impl Drop for Undo<'_> {
+            fn drop(&mut self) {
+                self.args.truncate(self.start);
             }
         }
+        let undo = Undo {
+            start: self.args.len(),
+            args: &mut self.args,
+        };
+        for a in args {
+            undo.args.push(a?);
+        }
         let index = u32::try_from(self.tasks.len()).expect("at most u32::MAX tasks in a store");
-        let end = u32::try_from(self.args.len()).expect("at most u32::MAX arguments in a store");
+        let end = u32::try_from(undo.args.len()).expect("at most u32::MAX arguments in a store");
+        std::mem::forget(undo);
         self.tasks.push((func, end));
         Ok(index)
     }
