@@ -61,17 +61,10 @@ fn get_inside() -> i64 {
     0
 }
 
-/// What each scheduler answers, named.
-fn answers(g: &Graph, keys: &Keys, opts: &GetOptions) -> Vec<(&'static str, Answer)> {
-    let _serial = serial();
-    let sync = SyncScheduler::new()
-        .get_with(g, keys, opts)
-        .map_err(|e| e.to_string());
-    let engine = SyncScheduler::new()
-        .get_with(g, keys, &opts.clone().callback(Arc::new(Nothing)))
-        .map_err(|e| e.to_string());
-    let threads = pool().get_with(g, keys, opts).map_err(|e| e.to_string());
-    *INSIDE.lock().unwrap() = Some((g.clone(), keys.clone(), opts.clone()));
+/// The answer of `job` run on the pool from inside one of its tasks (checked to run on a pool
+/// thread). The caller holds `serial()`.
+fn get_from_inside(job: Job) -> Answer {
+    *INSIDE.lock().unwrap() = Some(job);
     let mut outer = Graph::new();
     // Two tasks ready at once: both go to the pool's threads (one alone would run in the
     // calling thread).
@@ -86,12 +79,26 @@ fn answers(g: &Graph, keys: &Keys, opts: &GetOptions) -> Vec<(&'static str, Answ
     pool()
         .get(&outer, vec![Key::from("outer"), Key::from("other")])
         .expect("the outer tasks run");
-    let (inside, thread) = INSIDE_ANSWER.lock().unwrap().take().expect("an answer");
+    let (answer, thread) = INSIDE_ANSWER.lock().unwrap().take().expect("an answer");
     assert_ne!(
         thread,
         std::thread::current().id(),
         "the get ran on a pool thread"
     );
+    answer
+}
+
+/// What each scheduler answers, named.
+fn answers(g: &Graph, keys: &Keys, opts: &GetOptions) -> Vec<(&'static str, Answer)> {
+    let _serial = serial();
+    let sync = SyncScheduler::new()
+        .get_with(g, keys, opts)
+        .map_err(|e| e.to_string());
+    let engine = SyncScheduler::new()
+        .get_with(g, keys, &opts.clone().callback(Arc::new(Nothing)))
+        .map_err(|e| e.to_string());
+    let threads = pool().get_with(g, keys, opts).map_err(|e| e.to_string());
+    let inside = get_from_inside((g.clone(), keys.clone(), opts.clone()));
     vec![
         ("sync", sync),
         ("sync with a callback", engine),
@@ -567,27 +574,13 @@ fn memory_stats_from_inside_a_pool_task() {
             outside.peak_held_bytes()
         );
         let inside = forkgraph::MemoryStats::new();
-        *INSIDE.lock().unwrap() = Some((
+        let _serial = serial();
+        get_from_inside((
             g.clone(),
             Keys::One("a".into()),
             GetOptions::new().memory_stats(Arc::clone(&inside)),
-        ));
-        let _serial = serial();
-        let mut outer = Graph::new();
-        outer.insert("outer", Task::new("get_inside", vec![]));
-        outer.insert(
-            "other",
-            Task::new(
-                "show",
-                vec![Arg::Value(Value::Str("o".into())), Arg::List(vec![])],
-            ),
-        );
-        pool()
-            .get(&outer, vec![Key::from("outer"), Key::from("other")])
-            .expect("the outer tasks run");
-        let (answer, thread) = INSIDE_ANSWER.lock().unwrap().take().expect("an answer");
-        assert_ne!(thread, std::thread::current().id());
-        answer.unwrap();
+        ))
+        .unwrap();
         assert_eq!(inside.peak_held_bytes(), outside.peak_held_bytes());
     });
 }
