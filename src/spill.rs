@@ -430,7 +430,7 @@ impl Spilled {
             let mut seg = SharedVec::<u8>::zeroed(p.len)?;
             self.file.read_exact_at(&mut seg, p.offset)?;
             total += p.len as u64;
-            let Value::Array(bytes) = forkgraph_worker::IntoValue::into_value(seg) else {
+            let Value::Array(bytes) = seg.try_into_value()? else {
                 unreachable!("a SharedVec is an array")
             };
             Ok(Some(match (p.dtype, old) {

@@ -296,7 +296,7 @@ impl Node {
         len: u64,
     ) -> Result<Value, String> {
         use forkgraph_worker::segments::landing::Landing;
-        use forkgraph_worker::{Array, Buffer, IntoValue};
+        use forkgraph_worker::{Array, Buffer};
         let n = usize::try_from(len).map_err(|_| format!("an array of {len} bytes"))?;
         let buffer = if self.local.recycles {
             let mut landing = Landing::new(n)
@@ -310,7 +310,10 @@ impl Node {
             let mut seg = forkgraph_worker::SharedVec::<u8>::zeroed(n)
                 .map_err(|e| format!("cannot make a {len}-byte segment for an input: {e}"))?;
             comm::recv_parts(source, proto::RAW_TAG, &mut seg)?;
-            let Value::Array(a) = seg.into_value() else {
+            let Value::Array(a) = seg
+                .try_into_value()
+                .map_err(|e| format!("cannot share a {len}-byte input: {e}"))?
+            else {
                 return Err("a shared vector that is not an array".into());
             };
             a.buffer().clone()

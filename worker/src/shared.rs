@@ -80,20 +80,31 @@ impl<T: Element> DerefMut for SharedVec<T> {
     }
 }
 
-impl<T: Element> IntoValue for SharedVec<T> {
-    fn into_value(self) -> Value {
+impl<T: Element> SharedVec<T> {
+    /// The vector as an array value, sealed: what returning it from a task does, with the
+    /// failure to seal as an error instead of a panic.
+    ///
+    /// # Errors
+    /// When the segment cannot be sealed: a kernel without memfd seals, or one that still
+    /// counts a writer after a few tries (EBUSY).
+    pub fn try_into_value(self) -> std::io::Result<Value> {
         if self.len == 0 {
-            return Value::Array(Array::from_vec(Vec::<T>::new()));
+            return Ok(Value::Array(Array::from_vec(Vec::<T>::new())));
         }
-        // Sealing fails only on kernels without memfd seals; the task then fails with this
-        // message (a panic in a task is reported as its error).
-        let seg = self
-            .seg
-            .seal()
-            .unwrap_or_else(|e| panic!("cannot seal a shared segment: {e}"));
-        Value::Array(
+        let seg = self.seg.seal()?;
+        Ok(Value::Array(
             Array::from_buffer(T::DTYPE, Buffer::from_storage(Arc::new(seg)))
                 .expect("a page-aligned segment of whole elements"),
-        )
+        ))
+    }
+}
+
+impl<T: Element> IntoValue for SharedVec<T> {
+    fn into_value(self) -> Value {
+        // Sealing fails only on kernels without memfd seals (or a kernel that keeps counting a
+        // writer); the task then fails with this message (a panic in a task is reported as
+        // its error). Code that is not a task uses `try_into_value`.
+        self.try_into_value()
+            .unwrap_or_else(|e| panic!("cannot seal a shared segment: {e}"))
     }
 }
