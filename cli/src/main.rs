@@ -239,6 +239,36 @@ fn main_code(cli: Cli) -> i32 {
 }
 
 fn main() -> ExitCode {
-    let code = main_code(Cli::parse());
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let hint = (e.kind() == clap::error::ErrorKind::MissingRequiredArgument)
+            .then(|| file_after_keys(std::env::args_os().skip(1)))
+            .flatten();
+        if let Some((command, file)) = hint {
+            // clap's message first, then the likely cause: `--keys` took the file as a key.
+            let _ = e.print();
+            eprintln!(
+                "hint: `--keys` takes every word after it, so {file:?} was read as a key; put \
+                 the file first (`forkgraph {command} {file} --keys ...`)"
+            );
+            std::process::exit(2);
+        }
+        e.exit()
+    });
+    let code = main_code(cli);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// The subcommand and the last word after `--keys` on the command line, when that word names
+/// an existing file: the graph file given after the keys.
+fn file_after_keys(args: impl Iterator<Item = std::ffi::OsString>) -> Option<(String, String)> {
+    let args: Vec<String> = args.filter_map(|a| a.into_string().ok()).collect();
+    let command = args.first().filter(|c| !c.starts_with('-'))?;
+    let at = args.iter().position(|a| a == "--keys")?;
+    let last = args[at + 1..]
+        .iter()
+        .take_while(|a| !a.starts_with('-'))
+        .last()?;
+    std::path::Path::new(last)
+        .is_file()
+        .then(|| (command.clone(), last.clone()))
 }

@@ -266,3 +266,28 @@ fn errors_in_a_field_point_at_that_field_not_at_the_task() {
     );
     assert!(e.contains("g.toml:8:1: task `x-{s}`: for_each:"), "{e}");
 }
+
+/// `--keys` takes every word after it: a graph file given after the keys is read as a key and
+/// clap reports the file missing; the runner adds what happened and how to write it.
+#[test]
+fn a_file_after_keys_gets_a_hint() {
+    let d = TempDir::new("keys-then-file");
+    let f = d.write("g.toml", OK);
+    let f = f.to_str().unwrap();
+    let m = marker("keys-then-file");
+    for command in ["run", "check", "dot", "clean"] {
+        let o = run_watched(forkgraph(&[command, "--keys", "ok", f], &m), 60);
+        assert_code(&o, forkgraph_cli::EXIT_BAD_INPUT);
+        let e = stderr(&o);
+        assert!(e.contains("<FILE>"), "{e}");
+        assert!(
+            e.contains(&format!("hint: `--keys` takes every word after it, so {f:?} was read as a key; put the file first (`forkgraph {command} {f} --keys ...`)")),
+            "{e}"
+        );
+        assert!(!d.exists("ran"), "a command ran");
+    }
+    // Without an existing file among the keys, clap's message alone.
+    let o = run_watched(forkgraph(&["run", "--keys", "ok", "nothing.toml"], &m), 60);
+    assert_code(&o, forkgraph_cli::EXIT_BAD_INPUT);
+    assert!(!stderr(&o).contains("hint:"), "{}", stderr(&o));
+}
