@@ -81,7 +81,9 @@ fn produce_marked(i: i64, dir: String) -> Vec<u8> {
         .create(true)
         .open(format!("{dir}/peaks"))
         .unwrap();
-    writeln!(f, "{alive}").unwrap();
+    // One write of the whole line: tasks on several ranks append at once, and `writeln!` on a
+    // `File` writes the number and the newline separately (lines interleaved as "34\n\n").
+    f.write_all(format!("{alive}\n").as_bytes()).unwrap();
     vec![i as u8; 2 * MIB]
 }
 
