@@ -600,6 +600,9 @@ impl State<'_> {
             let next = plan.dependents.get(last).iter().copied().find(|&t| {
                 self.waiting[t as usize] == 1
                     && !self.chained[t as usize]
+                    // With `keep_going`, a dependency that failed counts as finished: the
+                    // dependent does not run (it fails upstream when its last input is done).
+                    && self.poisoned.get(t as usize).is_none_or(|&p| p == NONE)
                     && matches!(plan.kinds[t as usize], Kind::Task(_))
                     && plan.options(t).timeout.is_some() == timed
             });

@@ -489,6 +489,59 @@ fn keep_going_from_inside_a_pool_task() {
 }
 
 /// The process pool gives the answer the sync scheduler gives, on the graphs above.
+/// Found by the test below on CI: with `keep_going`, a task whose other input had failed was
+/// chained behind its last input on the process pool and its job was made without the failed
+/// input's value ("dependency computed" panic in the engine). It must fail upstream instead.
+#[test]
+fn keep_going_does_not_chain_a_task_behind_a_failed_input() {
+    use NodeSpec::{Alias, Literal, Task as T};
+    common::watchdog(120, || {
+        let procs = forkgraph::ProcessPool::builder()
+            .workers(2)
+            .build()
+            .expect("a process pool");
+        let nodes = vec![
+            Literal(24685043713258079),
+            T(vec![], false),
+            Alias(1),
+            T(vec![], false),
+            T(vec![2, 0, 0], false),
+            Literal(3289615950885596988),
+            Alias(2),
+            Literal(-6608547332116824236),
+            T(vec![7, 7, 0, 1], true),
+            T(vec![3, 0], true),
+            T(vec![4, 3], true),
+            T(vec![3], true),
+            Alias(10),
+            Alias(6),
+            T(vec![11], false),
+        ];
+        let tuples: u32 = 15090164;
+        let tuple = |i: usize| tuples >> (i % 32) & 1 == 1;
+        let g = build(&nodes, Some(3), &tuple);
+        let keys = Keys::List(
+            [[13, 3], [0, 12]]
+                .iter()
+                .map(|r| Keys::List(r.iter().map(|&i| Keys::One(key(tuple(i), i))).collect()))
+                .collect(),
+        );
+        for (fuse, inline) in [(true, true), (false, false)] {
+            let opts = GetOptions::new()
+                .fuse(fuse)
+                .inline_literals(inline)
+                .keep_going(true);
+            for _ in 0..20 {
+                let sync = SyncScheduler::new()
+                    .get_with(&g, &keys, &opts)
+                    .map_err(|e| e.to_string());
+                let procs = procs.get_with(&g, &keys, &opts).map_err(|e| e.to_string());
+                assert_eq!(procs, sync);
+            }
+        }
+    });
+}
+
 #[test]
 fn the_process_pool_gives_the_same_answer() {
     common::watchdog(300, || {
