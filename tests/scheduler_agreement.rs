@@ -488,18 +488,32 @@ fn keep_going_from_inside_a_pool_task() {
     });
 }
 
-/// The process pool gives the answer the sync scheduler gives, on the graphs above.
-/// Found by the test below on CI: with `keep_going`, a task whose other input had failed was
+/// A process pool of two workers.
+fn process_pool() -> forkgraph::ProcessPool {
+    forkgraph::ProcessPool::builder()
+        .workers(2)
+        .build()
+        .expect("a process pool")
+}
+
+/// The request `request` (lists of node numbers) as keys.
+fn request_keys(request: &[Vec<usize>], tuple: &dyn Fn(usize) -> bool) -> Keys {
+    Keys::List(
+        request
+            .iter()
+            .map(|r| Keys::List(r.iter().map(|&i| Keys::One(key(tuple(i), i))).collect()))
+            .collect(),
+    )
+}
+
+/// Found by `the_process_pool_gives_the_same_answer` on CI: with `keep_going`, a task whose other input had failed was
 /// chained behind its last input on the process pool and its job was made without the failed
 /// input's value ("dependency computed" panic in the engine). It must fail upstream instead.
 #[test]
 fn keep_going_does_not_chain_a_task_behind_a_failed_input() {
     use NodeSpec::{Alias, Literal, Task as T};
     common::watchdog(120, || {
-        let procs = forkgraph::ProcessPool::builder()
-            .workers(2)
-            .build()
-            .expect("a process pool");
+        let procs = process_pool();
         let nodes = vec![
             Literal(24685043713258079),
             T(vec![], false),
@@ -520,12 +534,7 @@ fn keep_going_does_not_chain_a_task_behind_a_failed_input() {
         let tuples: u32 = 15090164;
         let tuple = |i: usize| tuples >> (i % 32) & 1 == 1;
         let g = build(&nodes, Some(3), &tuple);
-        let keys = Keys::List(
-            [[13, 3], [0, 12]]
-                .iter()
-                .map(|r| Keys::List(r.iter().map(|&i| Keys::One(key(tuple(i), i))).collect()))
-                .collect(),
-        );
+        let keys = request_keys(&[vec![13, 3], vec![0, 12]], &tuple);
         for (fuse, inline) in [(true, true), (false, false)] {
             let opts = GetOptions::new()
                 .fuse(fuse)
@@ -542,13 +551,11 @@ fn keep_going_does_not_chain_a_task_behind_a_failed_input() {
     });
 }
 
+/// The process pool gives the answer the sync scheduler gives, on the graphs above.
 #[test]
 fn the_process_pool_gives_the_same_answer() {
     common::watchdog(300, || {
-        let procs = forkgraph::ProcessPool::builder()
-            .workers(2)
-            .build()
-            .expect("a process pool");
+        let procs = process_pool();
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
             cases: 40,
             ..ProptestConfig::default()
@@ -565,14 +572,7 @@ fn the_process_pool_gives_the_same_answer() {
             |((nodes, failing, request), tuples, fuse, inline, keep_going)| {
                 let tuple = |i: usize| tuples >> (i % 32) & 1 == 1;
                 let g = build(&nodes, failing, &tuple);
-                let keys = Keys::List(
-                    request
-                        .iter()
-                        .map(|r| {
-                            Keys::List(r.iter().map(|&i| Keys::One(key(tuple(i), i))).collect())
-                        })
-                        .collect(),
-                );
+                let keys = request_keys(&request, &tuple);
                 let opts = GetOptions::new()
                     .fuse(fuse)
                     .inline_literals(inline)
