@@ -24,6 +24,11 @@ fn show(name: String, inputs: Vec<Value>) -> Value {
     Value::Str(format!("{name}{inputs:?}"))
 }
 
+/// A `show` task: its name, then one argument (its inputs).
+fn show_task(name: &str, inputs: Arg) -> Task {
+    Task::new("show", vec![Arg::Value(Value::Str(name.into())), inputs])
+}
+
 /// Fails, naming itself.
 #[forkgraph::task]
 fn fail(name: String, inputs: Vec<Value>) -> Result<Value, String> {
@@ -69,13 +74,7 @@ fn get_from_inside(job: Job) -> Answer {
     // Two tasks ready at once: both go to the pool's threads (one alone would run in the
     // calling thread).
     outer.insert("outer", Task::new("get_inside", vec![]));
-    outer.insert(
-        "other",
-        Task::new(
-            "show",
-            vec![Arg::Value(Value::Str("o".into())), Arg::List(vec![])],
-        ),
-    );
+    outer.insert("other", show_task("o", Arg::List(vec![])));
     pool()
         .get(&outer, vec![Key::from("outer"), Key::from("other")])
         .expect("the outer tasks run");
@@ -174,10 +173,7 @@ fn build(nodes: &[NodeSpec], failing: Option<usize>, tuple: &dyn Fn(usize) -> bo
                 let func = if failing == Some(i) { "fail" } else { "show" };
                 let list = Arg::List(deps.iter().map(|&d| Arg::Key(k(d))).collect());
                 let inputs = if *nested {
-                    Arg::List(vec![Arg::Task(Task::new(
-                        "show",
-                        vec![Arg::Value(Value::Str(format!("inner-{i}"))), list],
-                    ))])
+                    Arg::List(vec![Arg::Task(show_task(&format!("inner-{i}"), list))])
                 } else {
                     list
                 };
@@ -228,11 +224,7 @@ fn cycles_are_the_same_error_everywhere() {
 }
 
 fn cycles() {
-    let t = |name: &str, args: Vec<Arg>| {
-        let mut all = vec![Arg::Value(Value::Str(name.into()))];
-        all.push(Arg::List(args));
-        Task::new("show", all)
-    };
+    let t = |name: &str, args: Vec<Arg>| show_task(name, Arg::List(args));
     let k = |s: &str| Arg::Key(Key::from(s));
     type Shape = (&'static str, Graph, &'static [&'static str]);
     let mut shapes: Vec<Shape> = Vec::new();
@@ -261,16 +253,7 @@ fn cycles() {
     }
     {
         let mut g = Graph::new();
-        g.insert(
-            "a",
-            Task::new(
-                "show",
-                vec![
-                    Arg::Value(Value::Str("a".into())),
-                    Arg::Task(t("in", vec![k("b")])),
-                ],
-            ),
-        );
+        g.insert("a", show_task("a", Arg::Task(t("in", vec![k("b")]))));
         g.insert("b", t("b", vec![k("a")]));
         shapes.push(("through a nested task", g, &["a", "b"]));
     }
@@ -461,23 +444,8 @@ fn keep_going_from_inside_a_pool_task() {
                 vec![Arg::Value(Value::Str("a".into())), Arg::List(vec![])],
             ),
         );
-        g.insert(
-            "b",
-            Task::new(
-                "show",
-                vec![
-                    Arg::Value(Value::Str("b".into())),
-                    Arg::List(vec![Arg::Key("a".into())]),
-                ],
-            ),
-        );
-        g.insert(
-            "c",
-            Task::new(
-                "show",
-                vec![Arg::Value(Value::Str("c".into())), Arg::List(vec![])],
-            ),
-        );
+        g.insert("b", show_task("b", Arg::List(vec![Arg::Key("a".into())])));
+        g.insert("c", show_task("c", Arg::List(vec![])));
         let keys = Keys::List(vec![Keys::One("b".into()), Keys::One("c".into())]);
         let all = answers(&g, &keys, &GetOptions::new().keep_going(true));
         let Ok(Output::List(l)) = &all[0].1 else {
@@ -597,16 +565,7 @@ fn memory_stats_from_inside_a_pool_task() {
     common::watchdog(120, || {
         let mut g = Graph::new();
         g.insert("big", Value::Str("x".repeat(1 << 20)));
-        g.insert(
-            "a",
-            Task::new(
-                "show",
-                vec![
-                    Arg::Value(Value::Str("a".into())),
-                    Arg::List(vec![Arg::Key("big".into())]),
-                ],
-            ),
-        );
+        g.insert("a", show_task("a", Arg::List(vec![Arg::Key("big".into())])));
         let stats = forkgraph::MemoryStats::new();
         let opts = GetOptions::new().memory_stats(Arc::clone(&stats));
         let all = answers(&g, &Keys::One("a".into()), &opts);
@@ -689,27 +648,21 @@ fn a_value_whose_drop_panics() {
         }
         g.insert(
             "u",
-            Task::new(
-                "show",
-                vec![
-                    Arg::Value(Value::Str("u".into())),
-                    Arg::List((0..2).map(|i| Arg::Key(format!("b{i}").into())).collect()),
-                ],
+            show_task(
+                "u",
+                Arg::List((0..2).map(|i| Arg::Key(format!("b{i}").into())).collect()),
             ),
         );
         g.insert(
             "top",
-            Task::new(
-                "show",
-                vec![
-                    Arg::Value(Value::Str("top".into())),
-                    Arg::List(
-                        ["u", "b2", "b3"]
-                            .iter()
-                            .map(|k| Arg::Key((*k).into()))
-                            .collect(),
-                    ),
-                ],
+            show_task(
+                "top",
+                Arg::List(
+                    ["u", "b2", "b3"]
+                        .iter()
+                        .map(|k| Arg::Key((*k).into()))
+                        .collect(),
+                ),
             ),
         );
         let expected = SyncScheduler::new()
